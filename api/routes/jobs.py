@@ -1,0 +1,144 @@
+"""/v1/jobs: bulk jobs, their control and their results."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from api.deps import SessionDep, SettingsDep, TenantDep
+from api.schemas import JobCreate, JobList, JobOut, ResultPage, ResultRow
+from nightowl import jobs as service
+from nightowl import registry
+from nightowl.db import session_factory
+from nightowl.enums import JobStatus
+from nightowl.errors import InvalidInput
+from nightowl.files import get_file
+from nightowl.inputs import read_jsonl
+from nightowl.models import Job, ModelVersion
+from nightowl.results import iter_rows, jsonl_lines
+from nightowl.tokens import length_checker
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def job_out(session: Session, job: Job) -> JobOut:
+    version = session.get(ModelVersion, job.model_version_id)
+    return JobOut(
+        id=job.id, kind=job.kind, model=job.model_ref,
+        model_version=version.ref if version else "", status=job.status,
+        total=job.total_items, succeeded=job.succeeded_items, failed=job.failed_items,
+        cancelled=job.cancelled_items, expired=job.expired_items, params=job.params,
+        metadata=job.metadata_, parent_job_id=job.parent_job_id, errors=job.errors[:100],
+        created_at=job.created_at, queued_at=job.queued_at, in_progress_at=job.in_progress_at,
+        completed_at=job.completed_at, cancelled_at=job.cancelled_at, expired_at=job.expired_at,
+        deadline_at=job.deadline_at,
+    )
+
+
+@router.post("", status_code=201)
+def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
+               tenant: TenantDep) -> JobOut:
+    """Submit a bulk job: items inline or a file id; the model is pinned now."""
+    if (body.items is None) == (body.file_id is None):
+        raise InvalidInput("give exactly one of `items` (inline) or `file_id`")
+    version = registry.resolve(session, body.model)
+    check = None if body.truncate else length_checker(version.source)
+    spec = service.JobSpec(
+        kind=body.kind, model=body.model, params=body.params, chunk_size=body.chunk_size,
+        deadline=timedelta(seconds=body.deadline_seconds) if body.deadline_seconds else None,
+        metadata=body.metadata, on_invalid=body.on_invalid, truncate=body.truncate,
+        queue=body.queue, tenant_id=tenant, input_file_id=body.file_id,
+    )
+    if body.file_id is not None:
+        row = get_file(session, body.file_id, tenant_id=tenant)
+        with open(row.path, "rb") as fh:
+            job = service.submit_job(
+                session=session, settings=settings, spec=spec,
+                lines=read_jsonl(fh, kind=body.kind, max_line_bytes=settings.max_line_bytes,
+                                 check_length=check),
+            )
+    else:
+        assert body.items is not None
+        lines = (
+            read_jsonl(io.BytesIO(b"\n".join(
+                json.dumps(item.model_dump(exclude_none=True)).encode() for item in body.items)),
+                kind=body.kind, max_line_bytes=settings.max_line_bytes, check_length=check)
+        )
+        job = service.submit_job(session=session, settings=settings, spec=spec, lines=lines)
+    return job_out(session, job)
+
+
+@router.get("")
+def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None = None,
+              limit: int = Query(20, ge=1, le=1000)) -> JobList:
+    """List jobs, newest first."""
+    rows = service.list_jobs(session, tenant_id=tenant, status=status, limit=limit + 1)
+    return JobList(data=[job_out(session, j) for j in rows[:limit]], has_more=len(rows) > limit)
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
+    """One job with its counts and status timestamps."""
+    return job_out(session, service.get_job(session, job_id, tenant_id=tenant))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
+    """Cancel: running chunks stop at their next micro-batch; finished rows are kept."""
+    return job_out(session, service.cancel_job(session, job_id, tenant_id=tenant))
+
+
+@router.post("/{job_id}/retry", status_code=201)
+def retry_job(job_id: str, session: SessionDep, settings: SettingsDep,
+              tenant: TenantDep) -> JobOut:
+    """A child job of the failed, cancelled and expired items."""
+    child = service.retry_job(session=session, settings=settings, job_id=job_id,
+                              tenant_id=tenant)
+    return job_out(session, child)
+
+
+@router.get("/{job_id}/results", response_model=None)
+def job_results(
+    job_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    limit: int = Query(100, ge=1, le=10_000),
+    errors: bool = Query(False, description="Only failed, cancelled and expired items"),
+    format: Literal["json", "jsonl"] = Query("json"),
+) -> ResultPage | StreamingResponse:
+    """Rows in input order: pages of JSON, or the whole job streamed as JSONL."""
+    service.get_job(session, job_id, tenant_id=tenant)
+    if format == "jsonl":
+        def stream() -> Iterator[str]:
+            # Its own session: the request's closes when the handler returns, before streaming.
+            with session_factory(settings)() as s:
+                yield from jsonl_lines(iter_rows(s, job_id, errors_only=errors, tenant_id=tenant))
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+    after = _decode_cursor(cursor)
+    rows = list(iter_rows(session, job_id, errors_only=errors, tenant_id=tenant,
+                          after_idx=after, limit=limit + 1))
+    page = rows[:limit]
+    more = len(rows) > limit
+    return ResultPage(data=[ResultRow(**r) for _, r in page],
+                      next_cursor=str(page[-1][0]) if more and page else None)
+
+
+def _decode_cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return -1
+    try:
+        return int(cursor)
+    except ValueError:
+        raise InvalidInput(f"cursor {cursor!r} is not one this API returned") from None
+
+

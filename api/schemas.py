@@ -1,0 +1,95 @@
+"""Request and response bodies (they become the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from nightowl.enums import JobStatus, TaskKind
+
+
+class JobItemIn(BaseModel):
+    custom_id: str | None = Field(default=None, max_length=200)
+    text: str | None = None
+    source: str | None = None
+    params: dict[str, Any] | None = None
+
+
+class JobCreate(BaseModel):
+    kind: TaskKind
+    model: str = Field(description="NAME, NAME@ALIAS or NAME@vN; pinned to a version at submit")
+    items: list[JobItemIn] | None = Field(default=None, description="Items inline")
+    file_id: str | None = Field(default=None, description="Or a JSONL file uploaded to /v1/files")
+    params: dict[str, Any] = Field(default_factory=dict)
+    chunk_size: int | None = Field(default=None, ge=1, le=100_000)
+    deadline_seconds: float | None = Field(default=None, gt=0)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    on_invalid: Literal["reject", "skip"] = "reject"
+    truncate: bool = False
+    queue: Literal["cpu", "gpu"] = "cpu"
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: TaskKind
+    model: str
+    model_version: str
+    status: JobStatus
+    total: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    expired: int
+    params: dict[str, Any]
+    metadata: dict[str, Any]
+    parent_job_id: str | None
+    errors: list[dict[str, Any]]
+    created_at: datetime
+    queued_at: datetime | None
+    in_progress_at: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    expired_at: datetime | None
+    deadline_at: datetime | None
+
+
+class JobList(BaseModel):
+    data: list[JobOut]
+    has_more: bool
+
+
+class ResultRow(BaseModel):
+    custom_id: str
+    status: str
+    input: dict[str, Any]
+    output: dict[str, Any] | None
+    error: dict[str, Any] | None
+    model: str
+    tokens_in: int | None
+    tokens_out: int | None
+    worker: str | None
+    device: str | None
+    attempts: int
+    started_at: str | None
+    finished_at: str | None
+
+
+class ResultPage(BaseModel):
+    data: list[ResultRow]
+    next_cursor: str | None = Field(description="Pass as ?cursor= to get the next page")
+
+
+class ModelOut(BaseModel):
+    ref: str
+    name: str
+    version: int
+    kind: TaskKind
+    source: str
+    aliases: list[str]
+    metrics: dict[str, Any]
+
+
+class ErrorOut(BaseModel):
+    error: dict[str, Any]

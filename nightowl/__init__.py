@@ -1,0 +1,3 @@
+"""nightowl: a distributed batch platform for Transformer models."""
+
+__version__ = "0.1.0"

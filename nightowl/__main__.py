@@ -1,0 +1,3 @@
+from nightowl.cli import main
+
+main()

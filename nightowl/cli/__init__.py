@@ -1,0 +1,77 @@
+"""The `nightowl` command: one root group; subcommands load lazily so --help stays instant."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from nightowl.errors import NightowlError
+
+# name -> "module:attribute"; a module is imported only when its command runs or shows help.
+COMMANDS = {
+    "db": "nightowl.cli.db:db",
+    "models": "nightowl.cli.models:models",
+    "submit": "nightowl.cli.submit:submit",
+    "jobs": "nightowl.cli.jobs:jobs",
+    "results": "nightowl.cli.results:results",
+    "worker": "nightowl.cli.services:worker",
+    "beat": "nightowl.cli.services:beat",
+    "api": "nightowl.cli.services:api",
+    "up": "nightowl.cli.services:up",
+    "reap": "nightowl.cli.services:reap",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module, _, attr = COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing one-line help would import every command module; the names are enough here.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, HELP.get(name, "")) for name in self.list_commands(ctx)])
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NightowlError as e:
+            raise click.ClickException(str(e)) from e
+
+
+HELP = {
+    "db": "Create or migrate the database schema.",
+    "models": "Register, list, bootstrap and promote models.",
+    "submit": "Submit a bulk job from a JSONL or CSV file.",
+    "jobs": "List, show, watch, cancel and retry jobs.",
+    "results": "Export a job's results.",
+    "worker": "Run a Celery worker (CPU or GPU).",
+    "beat": "Run the periodic scheduler (reaper).",
+    "api": "Serve the HTTP API.",
+    "up": "Run the whole embedded stack in the foreground.",
+    "reap": "Re-send lost chunks and expire overdue jobs once.",
+}
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nightowl")
+def cli() -> None:
+    """nightowl: bulk inference and nightly fine-tunes for Transformer models."""
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except NightowlError as e:  # raised while loading settings, before a command runs
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)

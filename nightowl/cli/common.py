@@ -1,0 +1,60 @@
+"""Helpers shared by the command modules: settings, sessions, parsing of k=v and durations."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import click
+from sqlalchemy.orm import Session
+
+from nightowl.config import Settings, get_settings
+from nightowl.db import session_scope
+from nightowl.errors import NightowlError
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+@contextmanager
+def db_session() -> Iterator[Session]:
+    try:
+        with session_scope(get_settings()) as session:
+            yield session
+    except NightowlError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def parse_duration(text: str | None) -> timedelta | None:
+    if text is None:
+        return None
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 24h or 2d")
+    return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+
+
+def parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
+    """k=v pairs; values are read as JSON when they parse (numbers, booleans), else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{what} {pair!r} must look like key=value")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, default=str, ensure_ascii=False))

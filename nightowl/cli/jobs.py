@@ -1,0 +1,89 @@
+"""`nightowl jobs`: list, show, watch, cancel, retry."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from nightowl import jobs as service
+from nightowl.cli.common import db_session, settings
+from nightowl.enums import JobStatus
+from nightowl.models import Job
+
+
+@click.group()
+def jobs() -> None:
+    """List, show, watch, cancel and retry jobs."""
+
+
+def job_dict(job: Job) -> dict[str, object]:
+    return {
+        "id": job.id, "kind": job.kind.value, "model": job.model_ref,
+        "model_version_id": job.model_version_id, "status": job.status.value,
+        "total": job.total_items, "succeeded": job.succeeded_items, "failed": job.failed_items,
+        "cancelled": job.cancelled_items, "expired": job.expired_items,
+        "params": job.params, "metadata": job.metadata_, "parent_job_id": job.parent_job_id,
+        "queue": job.queue, "deadline_at": job.deadline_at,
+        **{f"{s.value}_at": getattr(job, f"{s.value}_at") for s in JobStatus},
+        "errors": job.errors[:20],
+    }
+
+
+@jobs.command("list")
+@click.option("--status", type=click.Choice([s.value for s in JobStatus]), help="Only this status.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="How many, newest first.")
+def list_(status: str | None, limit: int) -> None:
+    """List recent jobs, newest first."""
+    with db_session() as session:
+        rows = service.list_jobs(session, status=JobStatus(status) if status else None,
+                                 limit=limit)
+    table = Table("id", "kind", "model", "status", "done", "failed", "created")
+    for j in rows:
+        table.add_row(j.id, j.kind.value, j.model_ref, j.status.value,
+                      f"{j.done_items}/{j.total_items}", str(j.failed_items),
+                      j.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    Console(width=160).print(table)
+
+
+@jobs.command()
+@click.argument("job_id")
+def show(job_id: str) -> None:
+    """Print one job as JSON."""
+    with db_session() as session:
+        job = service.get_job(session, job_id)
+        click.echo(json.dumps(job_dict(job), default=str, indent=2))
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, help="Give up after this many seconds.")
+def watch(job_id: str, timeout: float | None) -> None:
+    """Draw a progress bar with items/s and ETA until the job finishes."""
+    from nightowl.cli.watch import watch_job
+
+    final = watch_job(job_id, timeout=timeout)
+    sys.exit(0 if final.status == JobStatus.COMPLETED else 1)
+
+
+@jobs.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Cancel a job: running chunks stop at the next micro-batch; finished rows are kept."""
+    with db_session() as session:
+        job = service.cancel_job(session, job_id)
+        click.echo(f"{job.id} {job.status.value}")
+
+
+@jobs.command()
+@click.argument("job_id")
+def retry(job_id: str) -> None:
+    """Make a child job of the failed, cancelled and expired items; prints its id last."""
+    with db_session() as session:
+        child = service.retry_job(session=session, settings=settings(), job_id=job_id)
+        click.echo(f"retrying {child.total_items} items of {job_id}", err=True)
+        click.echo(child.id)

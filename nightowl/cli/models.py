@@ -1,0 +1,131 @@
+"""`nightowl models`: the registry from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from nightowl import registry
+from nightowl.cli.common import db_session, settings
+from nightowl.enums import TaskKind
+from nightowl.errors import NightowlError
+from nightowl.sources import check_source
+
+BOOTSTRAP_ALIAS = "prod"
+
+
+@click.group()
+def models() -> None:
+    """Register, list, bootstrap and promote models."""
+
+
+@models.command("list")
+@click.option("--name", help="Only versions of this model.")
+def list_(name: str | None) -> None:
+    """Print the registry: every version with its kind, source and aliases."""
+    with db_session() as session:
+        versions = registry.list_versions(session, name)
+        aliases = registry.aliases_by_version(session)
+        table = Table("model", "kind", "aliases", "source", "metrics")
+        for v in versions:
+            metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items())
+                                if isinstance(val, int | float))
+            table.add_row(v.ref, v.kind.value, ",".join(aliases.get(v.id, [])), v.source, metrics)
+    if not versions:
+        click.echo("no models registered; run `nightowl models bootstrap` or `nightowl models add`")
+        return
+    Console(width=200).print(table)
+
+
+@models.command()
+@click.argument("name")
+@click.option("--kind", required=True, type=click.Choice([k.value for k in TaskKind]),
+              help="What the model does.")
+@click.option("--source", required=True,
+              help="A hub id or a local directory with safetensors weights.")
+@click.option("--revision", help="Pinned hub revision (commit, tag or branch).")
+@click.option("--copy", "copy_in", is_flag=True,
+              help="Copy a local directory into the model store first (for dirs outside the roots).")
+@click.option("--alias", help="Point this alias (e.g. prod) at the new version.")
+def add(name: str, kind: str, source: str, revision: str | None, copy_in: bool,
+        alias: str | None) -> None:
+    """Register a checkpoint as the next version of NAME."""
+    s = settings()
+    with db_session() as session:
+        if copy_in:
+            if not os.path.isdir(source):
+                raise click.BadParameter(f"{source!r} is not a directory", param_hint="--source")
+            n = len(registry.list_versions(session, name)) + 1
+            target = s.models_path / name / f"v{n}"
+            shutil.copytree(source, target, dirs_exist_ok=True)
+            source = str(target)
+        stored = check_source(source, s)
+        version = registry.register(session, name=name, kind=TaskKind(kind), source=stored,
+                                    revision=revision)
+        if alias:
+            registry.set_alias(session, version, alias)
+        click.echo(version.ref)
+
+
+@models.command()
+@click.argument("name")
+def show(name: str) -> None:
+    """Show every version of NAME with its lineage, metrics and aliases."""
+    with db_session() as session:
+        versions = registry.list_versions(session, name.split("@")[0])
+        if not versions:
+            raise click.ClickException(f"no model named {name!r}; see `nightowl models list`")
+        aliases = registry.aliases_by_version(session)
+        for v in versions:
+            click.echo(json.dumps({
+                "ref": v.ref, "kind": v.kind.value, "source": v.source, "revision": v.revision,
+                "sha256": v.sha256, "base_version_id": v.base_version_id,
+                "training_run_id": v.training_run_id, "metrics": v.metrics,
+                "aliases": aliases.get(v.id, []), "created_at": v.created_at.isoformat(),
+            }))
+
+
+@models.command()
+@click.argument("ref")
+@click.argument("alias")
+def promote(ref: str, alias: str) -> None:
+    """Point ALIAS of the model at REF (NAME@vN), unconditionally."""
+    with db_session() as session:
+        version = registry.resolve(session, ref)
+        registry.set_alias(session, version, alias)
+        click.echo(f"{version.name}@{alias} -> {version.ref}")
+
+
+@models.command()
+@click.option("--force", is_flag=True, help="Rebuild even if the models exist.")
+def bootstrap(force: bool) -> None:
+    """Build small real models offline (tokenizer, GPT-2, translator, BERT) and register them."""
+    s = settings()
+    # Building models needs torch, which the core never imports: the ML runtime runs it.
+    cmd = [sys.executable, "-m", "workers.bootstrap", str(s.models_path)]
+    if force:
+        cmd.append("--force")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise click.ClickException(f"bootstrap failed:\n{proc.stderr.strip()[-2000:]}")
+    built = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    with db_session() as session:
+        for model in built:
+            source = check_source(model["path"], s)
+            existing = [v for v in registry.list_versions(session, model["name"])
+                        if v.source == source]
+            try:
+                version = existing[-1] if existing else registry.register(
+                    session, name=model["name"], kind=TaskKind(model["kind"]), source=source)
+                if registry.alias_holder(session, version.name, BOOTSTRAP_ALIAS) is None:
+                    registry.set_alias(session, version, BOOTSTRAP_ALIAS)
+            except NightowlError as e:
+                raise click.ClickException(str(e)) from e
+            click.echo(f"{version.ref:<24} {version.kind.value:<10} {source}")

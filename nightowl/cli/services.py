@@ -1,0 +1,148 @@
+"""Long-running processes: worker, beat, api, and `up` (the embedded stack in the foreground)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from nightowl import migrate
+from nightowl.cli.common import settings
+from nightowl.config import Settings
+from nightowl.enums import Queue
+from nightowl.errors import NightowlError
+
+if TYPE_CHECKING:
+    from nightowl.embedded import Children
+
+CELERY = [sys.executable, "-m", "celery", "-A", "tasks.app"]
+
+
+@click.command()
+@click.option("--queues", "-Q", default="cpu", show_default=True,
+              help="Comma-separated queues: cpu, gpu, train.")
+@click.option("--device", default=None,
+              help="cpu, cuda:N or auto (default NIGHTOWL_DEVICE, else auto).")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 256),
+              help="Worker processes (CPU default: cores; GPU: always 1).")
+@click.option("--beat", "with_beat", is_flag=True, help="Also run the periodic reaper in-process.")
+@click.option("--loglevel", default="info", show_default=True, help="Celery log level.")
+@click.option("--hostname", "-n", help="Worker node name (default: nightowl-PID@host).")
+def worker(queues: str, device: str | None, concurrency: int | None, with_beat: bool,
+           loglevel: str, hostname: str | None) -> None:
+    """Run a Celery worker; picks a pool that is safe for torch."""
+    s = settings()
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in names if q not in {x.value for x in Queue}]
+    if unknown:
+        raise click.BadParameter(f"unknown queue(s) {unknown}; use cpu, gpu, train",
+                                 param_hint="--queues")
+    device = device or s.device
+    cores = os.cpu_count() or 1
+    gpu = device.startswith("cuda")
+    if gpu:
+        # CUDA cannot be initialised in a forked child: one solo process per GPU.
+        pool, procs = "solo", 1
+    else:
+        pool, procs = "prefork", concurrency or cores
+    threads = s.torch_threads or max(1, cores // procs)
+    env = {
+        "NIGHTOWL_DEVICE": device,
+        "NIGHTOWL_TORCH_THREADS": str(threads),
+        # torch reads these when first imported in each child; 2 procs x 2 threads on 2 cores
+        # ran 3x slower than 2 x 1.
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    argv = [*CELERY, "worker", "-Q", ",".join(names), "-P", pool, "-c", str(procs),
+            "--loglevel", loglevel, "-n", hostname or f"nightowl-{os.getpid()}@%h",
+            "--without-gossip", "--without-mingle", "-E"]
+    if with_beat:
+        argv += ["-B", "-s", str(s.home / "celerybeat-schedule")]
+    s.home.mkdir(parents=True, exist_ok=True)
+    os.execve(sys.executable, argv, {**os.environ, **env})
+
+
+@click.command()
+@click.option("--loglevel", default="info", show_default=True, help="Celery log level.")
+def beat(loglevel: str) -> None:
+    """Run Celery beat (the reaper and, with schedules, nightly work)."""
+    s = settings()
+    s.home.mkdir(parents=True, exist_ok=True)
+    argv = [*CELERY, "beat", "--loglevel", loglevel, "-s", str(s.home / "celerybeat-schedule")]
+    os.execv(sys.executable, argv)
+
+
+@click.command()
+@click.option("--host", default=None, help="Bind address (default NIGHTOWL_API_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default NIGHTOWL_API_PORT).")
+def api(host: str | None, port: int | None) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    s = settings()
+    uvicorn.run("api.main:app", host=host or s.api_host, port=port or s.api_port,
+                log_level="info")
+
+
+@click.command()
+def reap() -> None:
+    """Re-send lost chunks, free dead leases and expire overdue jobs, once."""
+    from nightowl import broker
+    from nightowl.db import session_scope
+    from nightowl.reaper import reap as run_reap
+
+    s = settings()
+    with session_scope(s) as session:
+        report = run_reap(session, s, queue_depth=lambda q: broker.queue_depth(s, q))
+    click.echo(str(report.__dict__))
+
+
+@click.command()
+@click.option("--port", type=int, default=None, help="API port (default NIGHTOWL_API_PORT).")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 64), help="Worker processes.")
+@click.option("--no-api", is_flag=True, help="Run without the HTTP API.")
+def up(port: int | None, concurrency: int | None, no_api: bool) -> None:
+    """Run broker, migrations, a worker and the API in the foreground; Ctrl-C stops it all."""
+    from nightowl.embedded import Children, embedded_broker, exit_on_sigterm
+
+    s = settings()
+    exit_on_sigterm()
+    children = Children()
+    try:
+        with embedded_broker(s) as sock:
+            try:
+                _run_stack(s, sock, children, port=port, concurrency=concurrency, no_api=no_api)
+            finally:
+                # Children first: a worker whose broker vanished would retry instead of exiting.
+                children.stop()
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    except NightowlError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int | None,
+               concurrency: int | None, no_api: bool) -> None:
+    from nightowl.embedded import nightowl_argv
+
+    migrate.upgrade(s)
+    if sock:
+        click.echo(f"broker: embedded Valkey on {sock}", err=True)
+    click.echo(f"database: {s.sqlalchemy_url}", err=True)
+    worker_args = ["worker", "-Q", "cpu,gpu,train", "--beat", "--loglevel", "warning"]
+    if concurrency:
+        worker_args += ["-c", str(concurrency)]
+    children.start("worker", nightowl_argv(*worker_args))
+    if not no_api:
+        api_port = port or s.api_port
+        children.start("api", nightowl_argv("api", "--port", str(api_port)))
+        click.echo(f"api: http://{s.api_host}:{api_port}", err=True)
+    click.echo("nightowl is up; Ctrl-C stops it", err=True)
+    while (dead := children.poll_dead()) is None:
+        time.sleep(0.5)
+    raise click.ClickException(dead)

@@ -1,0 +1,88 @@
+"""`nightowl submit KIND FILE --model REF`: validate, store and queue a bulk job."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import IO
+
+import click
+
+from nightowl import registry
+from nightowl.cli.common import db_session, parse_duration, parse_pairs, settings
+from nightowl.enums import TaskKind
+from nightowl.inputs import ParsedLine, read_csv, read_jsonl
+from nightowl.jobs import JobSpec, submit_job
+from nightowl.tokens import length_checker
+
+
+@click.command()
+@click.argument("kind", type=click.Choice([k.value for k in TaskKind]))
+@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--model", required=True, help="NAME, NAME@ALIAS or NAME@vN; pinned at submit.")
+@click.option("--param", "params", multiple=True, help="Model parameter k=v (repeatable).")
+@click.option("--chunk-size", type=click.IntRange(1, 100_000), help="Items per chunk.")
+@click.option("--deadline", help="Expire what is unfinished after this long (30m, 24h).")
+@click.option("--metadata", "metadata", multiple=True, help="Metadata k=v kept on the job.")
+@click.option("--on-invalid", type=click.Choice(["reject", "skip"]), default="reject",
+              show_default=True, help="reject: queue nothing if a line is bad; skip: run the rest.")
+@click.option("--truncate", is_flag=True, help="Truncate texts longer than the model accepts.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]),
+              help="Input format (default: from the file name, jsonl for stdin).")
+@click.option("--column", help="CSV column holding the text (implies --format csv).")
+@click.option("--id-column", help="CSV column holding the custom_id.")
+@click.option("--queue", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="Worker queue to run on.")
+@click.option("--wait", is_flag=True, help="Show progress; exit 0 only if the job completed.")
+def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size: int | None,
+           deadline: str | None, metadata: tuple[str, ...], on_invalid: str, truncate: bool,
+           fmt: str | None, column: str | None, id_column: str | None, queue: str,
+           wait: bool) -> None:
+    """Submit a bulk KIND job (generate, translate, sentiment) from FILE ('-' for stdin).
+
+    The job id is the last line printed on stdout.
+    """
+    s = settings()
+    task_kind = TaskKind(kind)
+    if column or id_column or (fmt is None and file.lower().endswith(".csv")):
+        fmt = "csv"
+    spec = JobSpec(
+        kind=task_kind, model=model, params=parse_pairs(params, "--param"),
+        chunk_size=chunk_size, deadline=parse_duration(deadline),
+        metadata=parse_pairs(metadata, "--metadata"), on_invalid=on_invalid,
+        truncate=truncate, queue=queue,
+    )
+    with db_session() as session:
+        version = registry.resolve(session, model)
+        check = None if truncate else length_checker(version.source)
+        with _open(file) as stream:
+            lines: Iterator[ParsedLine]
+            if fmt == "csv":
+                lines = read_csv(stream, kind=task_kind, column=column or task_kind.input_field,
+                                 id_column=id_column, max_line_bytes=s.max_line_bytes,
+                                 check_length=check)
+            else:
+                lines = read_jsonl(stream, kind=task_kind, max_line_bytes=s.max_line_bytes,
+                                   check_length=check)
+            job = submit_job(session=session, settings=s, spec=spec, lines=lines)
+        click.echo(f"queued {job.total_items} items ({job.failed_items} invalid) "
+                   f"on {version.ref}", err=True)
+        job_id = job.id
+    if wait:
+        from nightowl.cli.watch import watch_job
+
+        final = watch_job(job_id)
+        click.echo(job_id)
+        sys.exit(0 if final.status.value == "completed" else 1)
+    click.echo(job_id)
+
+
+def _open(file: str) -> AbstractContextManager[IO[bytes]]:
+    if file == "-":
+        return nullcontext(sys.stdin.buffer)
+    path = Path(file)
+    if not path.is_file():
+        raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
+    return path.open("rb")

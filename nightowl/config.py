@@ -1,0 +1,149 @@
+"""One typed Settings object, read from the environment (prefix NIGHTOWL_)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from nightowl.errors import ConfigError
+
+EMBEDDED = "embedded"
+_REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://", "valkey://")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NIGHTOWL_", extra="ignore")
+
+    # Where nightowl keeps its SQLite file, models, artifacts and the embedded broker's socket.
+    home: Path = Field(default_factory=lambda: Path.home() / ".nightowl")
+    # SQLAlchemy URL; empty means a SQLite file in `home`.
+    database_url: str = ""
+    # A redis:// URL, or "embedded" to run a Valkey server as a child of `nightowl up`.
+    redis_url: str = EMBEDDED
+    model_dir: Path | None = None
+    artifact_dir: Path | None = None
+    # Directories that local model sources must resolve under (model_dir and artifact_dir are
+    # always allowed); colon-separated in the environment.
+    model_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Hub ids allowed as model sources; empty allows any (the hub is only used when reachable).
+    hub_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    chunk_size: int = Field(default=256, ge=1, le=100_000)
+    max_batch_tokens: int = Field(default=16_384, ge=16)
+    max_batch_size: int = Field(default=64, ge=1)
+    model_cache_size: int = Field(default=2, ge=1)
+    # Seconds a worker holds a chunk or a fine-tune before another may take it over.
+    lease_seconds: int = Field(default=120, ge=5)
+    reap_interval_seconds: float = Field(default=30.0, gt=0)
+    # A chunk that has been queued but untouched this long is assumed lost and sent again.
+    requeue_after_seconds: int = Field(default=300, ge=1)
+
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    max_items_per_job: int = Field(default=5_000_000, ge=1)
+    max_line_bytes: int = Field(default=1024 * 1024, ge=16)
+
+    # Worker device: "auto" (CUDA when present), "cpu" or "cuda:N".
+    device: str = "auto"
+    # Torch threads per worker process; 0 means cores divided by the worker's concurrency.
+    torch_threads: int = Field(default=0, ge=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    @field_validator("model_roots", "hub_allowlist", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", ":").split(":") if part]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            make_url(value)
+        except ArgumentError as e:
+            raise ValueError(
+                f"NIGHTOWL_DATABASE_URL {value!r} is not a database URL; "
+                "use e.g. postgresql+psycopg://user@host/db or sqlite:///path.db"
+            ) from e
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if value == EMBEDDED or value.startswith(_REDIS_SCHEMES):
+            return value
+        raise ValueError(
+            f"NIGHTOWL_REDIS_URL {value!r} is not a Redis URL; "
+            "use redis://host:6379/0, redis+socket:///path.sock, or 'embedded'"
+        )
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> Settings:
+        self.home = self.home.expanduser()
+        if self.model_dir is None:
+            self.model_dir = self.home / "models"
+        if self.artifact_dir is None:
+            self.artifact_dir = self.home / "artifacts"
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'nightowl.db'}"
+
+    @property
+    def embedded_socket(self) -> Path:
+        return self.home / "valkey.sock"
+
+    @property
+    def broker_url(self) -> str:
+        """The URL Celery and redis-py use; the embedded broker is reached over its socket."""
+        if self.redis_url == EMBEDDED:
+            return f"redis+socket://{self.embedded_socket}"
+        return self.redis_url
+
+    @property
+    def models_path(self) -> Path:
+        assert self.model_dir is not None
+        return self.model_dir
+
+    @property
+    def artifacts_path(self) -> Path:
+        assert self.artifact_dir is not None
+        return self.artifact_dir
+
+    @property
+    def allowed_model_roots(self) -> list[Path]:
+        return [self.models_path, self.artifacts_path, *self.model_roots]
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise ConfigError(f"invalid nightowl settings: {problems}") from e
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def offline_hub() -> None:
+    """No hub is configured: fail fast instead of waiting ~50 s on a missing model."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

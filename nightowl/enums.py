@@ -1,0 +1,84 @@
+"""Statuses and kinds: one definition shared by the database, the API and the CLI."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class TaskKind(str, Enum):
+    GENERATE = "generate"
+    TRANSLATE = "translate"
+    SENTIMENT = "sentiment"
+
+    @property
+    def input_field(self) -> str:
+        return "source" if self is TaskKind.TRANSLATE else "text"
+
+
+class JobStatus(str, Enum):
+    VALIDATING = "validating"
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATUSES
+
+
+TERMINAL_JOB_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.EXPIRED, JobStatus.CANCELLED}
+)
+
+
+class ItemStatus(str, Enum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class ChunkStatus(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class ErrorCode(str, Enum):
+    INVALID_INPUT = "invalid_input"
+    TOO_LONG = "too_long"
+    MODEL_ERROR = "model_error"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    TIMEOUT = "timeout"
+
+
+class RunStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+class Queue(str, Enum):
+    CPU = "cpu"
+    GPU = "gpu"
+    TRAIN = "train"
+
+
+class TaskName(str, Enum):
+    """Celery task names: producers send by name and never import task code."""
+
+    RUN_CHUNK = "nightowl.run_chunk"
+    REAP = "nightowl.reap"
+    RUN_FINETUNE = "nightowl.run_finetune"

@@ -1,0 +1,52 @@
+"""All of nightowl's errors. Translated only at the edges (HTTP status, CLI message, error row)."""
+
+from __future__ import annotations
+
+
+class NightowlError(Exception):
+    """Base class: the message says what was wrong and what to do."""
+
+
+class ConfigError(NightowlError):
+    """A setting is malformed."""
+
+
+class NotFound(NightowlError):
+    """A job, model, run, file or schedule does not exist (or belongs to another tenant)."""
+
+
+class InvalidInput(NightowlError):
+    """User input that cannot be accepted; `problems` lists (line or field, message)."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if not self.problems:
+            return base
+        shown = "\n".join(f"  {where}: {what}" for where, what in self.problems[:50])
+        more = len(self.problems) - 50
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        return f"{base}\n{shown}{tail}"
+
+
+class InvalidParams(InvalidInput):
+    """Generation / classification parameters that the runner cannot use."""
+
+
+class Conflict(NightowlError):
+    """The request is valid but the object's state does not allow it (cancel a finished job)."""
+
+
+class ModelLoadError(NightowlError):
+    """A model could not be loaded safely (missing, pickle weights, outside the model roots)."""
+
+
+class BrokerUnavailable(NightowlError):
+    """The message broker could not be reached."""
+
+
+class Unauthorized(NightowlError):
+    """A missing or unknown API key."""

@@ -1,0 +1,352 @@
+"""The job service: submit, dispatch, cancel, retry, finalize, reap. CLI and API both call it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from nightowl import registry
+from nightowl.celery_app import send
+from nightowl.config import Settings
+from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, Queue, TaskKind, TaskName
+from nightowl.errors import Conflict, InvalidInput, NotFound
+from nightowl.inputs import ParsedLine
+from nightowl.models import Job, JobChunk, JobItem, ModelVersion, new_id, utcnow
+
+log = logging.getLogger(__name__)
+INSERT_BATCH = 2000
+MAX_LISTED_PROBLEMS = 1000
+
+
+@dataclass
+class JobSpec:
+    kind: TaskKind
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)
+    chunk_size: int | None = None
+    deadline: timedelta | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    on_invalid: str = "reject"
+    truncate: bool = False
+    queue: str | None = None
+    tenant_id: str | None = None
+    parent_job_id: str | None = None
+    input_file_id: str | None = None
+
+
+def set_status(job: Job, status: JobStatus) -> None:
+    job.status = status
+    setattr(job, f"{status.value}_at", utcnow())
+
+
+def get_job(session: Session, job_id: str, *, tenant_id: str | None = None) -> Job:
+    job = session.get(Job, job_id)
+    # Another tenant's job answers exactly like a missing one.
+    if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
+        raise NotFound(f"no job {job_id!r}; list jobs with `nightowl jobs list`")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    tenant_id: str | None = None,
+    status: JobStatus | None = None,
+    limit: int = 50,
+    before: datetime | None = None,
+) -> list[Job]:
+    stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    if tenant_id is not None:
+        stmt = stmt.where(Job.tenant_id == tenant_id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    if before is not None:
+        stmt = stmt.where(Job.created_at < before)
+    return list(session.scalars(stmt))
+
+
+def submit_job(
+    *, session: Session, settings: Settings, spec: JobSpec, lines: Iterable[ParsedLine]
+) -> Job:
+    """Validate and store every item, then queue one message per chunk.
+
+    With on_invalid="reject" any bad line rolls everything back and raises InvalidInput listing
+    each problem by line; with "skip" bad lines become failed items and the rest runs.
+    """
+    if spec.on_invalid not in ("reject", "skip"):
+        raise InvalidInput(f"--on-invalid must be reject or skip, not {spec.on_invalid!r}")
+    version = registry.resolve(session, spec.model)
+    if version.kind != spec.kind:
+        raise InvalidInput(
+            f"model {version.ref} is a {version.kind.value} model; "
+            f"a {spec.kind.value} job needs a {spec.kind.value} model"
+        )
+    chunk_size = spec.chunk_size or settings.chunk_size
+    now = utcnow()
+    job = Job(
+        id=new_id("job"),
+        tenant_id=spec.tenant_id,
+        kind=spec.kind,
+        model_ref=spec.model,
+        model_version_id=version.id,
+        params=spec.params,
+        status=JobStatus.VALIDATING,
+        validating_at=now,
+        truncate=spec.truncate,
+        chunk_size=chunk_size,
+        queue=spec.queue or Queue.CPU.value,
+        deadline_at=now + spec.deadline if spec.deadline else None,
+        metadata_=spec.metadata,
+        parent_job_id=spec.parent_job_id,
+        input_file_id=spec.input_file_id,
+    )
+    session.add(job)
+    session.flush()
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    batch: list[dict[str, Any]] = []
+    total = failed = 0
+    for line in lines:
+        error = line.error
+        first = seen.setdefault(line.custom_id, line.line_no)
+        if first != line.line_no:
+            error = (ErrorCode.INVALID_INPUT,
+                     f"duplicate custom_id {line.custom_id!r} (first on line {first})")
+            line.custom_id = f"{line.custom_id}#line{line.line_no}"
+        if error is not None:
+            failed += 1
+            if len(problems) < MAX_LISTED_PROBLEMS:
+                problems.append((f"line {line.line_no}", error[1]))
+        total += 1
+        if total > settings.max_items_per_job:
+            raise InvalidInput(
+                f"more than {settings.max_items_per_job} items in one job "
+                "(NIGHTOWL_MAX_ITEMS_PER_JOB); split the file"
+            )
+        batch.append(_item_row(job.id, total - 1, line, error, now))
+        if len(batch) >= INSERT_BATCH:
+            session.execute(insert(JobItem), batch)
+            batch.clear()
+    if batch:
+        session.execute(insert(JobItem), batch)
+    if total == 0:
+        raise InvalidInput("the input is empty: no items to run")
+    if failed and spec.on_invalid == "reject":
+        raise InvalidInput(
+            f"{failed} of {total} lines are invalid; nothing was queued "
+            "(fix them, or pass --on-invalid skip to run the valid lines)",
+            problems,
+        )
+    job.total_items = total
+    job.failed_items = failed
+    job.errors = [{"line": int(w.split()[1]), "message": m} for w, m in problems]
+    session.execute(
+        insert(JobChunk),
+        [
+            {
+                "job_id": job.id,
+                "chunk_no": n,
+                "start_idx": start,
+                "end_idx": min(start + chunk_size, total),
+                "status": ChunkStatus.PENDING,
+                "attempts": 0,
+            }
+            for n, start in enumerate(range(0, total, chunk_size))
+        ],
+    )
+    set_status(job, JobStatus.QUEUED)
+    session.commit()
+    if failed == total:
+        try_finalize(session, job.id)
+        session.commit()
+        return job
+    dispatch(session, job)
+    return job
+
+
+def _item_row(
+    job_id: str, idx: int, line: ParsedLine, error: tuple[ErrorCode, str] | None, now: datetime
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "idx": idx,
+        "line_no": line.line_no,
+        "custom_id": line.custom_id,
+        "input": line.input,
+        "status": ItemStatus.FAILED if error else ItemStatus.PENDING,
+        "error_code": error[0].value if error else None,
+        "error_message": error[1] if error else None,
+        "finished_at": now if error else None,
+        "attempts": 0,
+    }
+
+
+def dispatch(session: Session, job: Job, chunk_nos: list[int] | None = None) -> int:
+    """Ring the doorbell for pending chunks. A failed send loses nothing: the reaper re-sends."""
+    stmt = select(JobChunk.chunk_no).where(
+        JobChunk.job_id == job.id, JobChunk.status == ChunkStatus.PENDING
+    )
+    if chunk_nos is not None:
+        stmt = stmt.where(JobChunk.chunk_no.in_(chunk_nos))
+    numbers = list(session.scalars(stmt.order_by(JobChunk.chunk_no)))
+    sent = 0
+    try:
+        for n in numbers:
+            send(TaskName.RUN_CHUNK, [job.id, n], queue=job.queue)
+            sent += 1
+    except Exception as e:  # any broker failure: SQL keeps the work, the reaper sends it later
+        log.warning("broker unavailable, %d chunks of %s wait for the reaper: %s",
+                    len(numbers) - sent, job.id, e)
+    if sent:
+        session.execute(
+            update(JobChunk)
+            .where(JobChunk.job_id == job.id, JobChunk.chunk_no.in_(numbers[:sent]))
+            .values(enqueued_at=utcnow())
+        )
+    session.commit()
+    return sent
+
+
+def cancel_job(session: Session, job_id: str, *, tenant_id: str | None = None) -> Job:
+    job = get_job(session, job_id, tenant_id=tenant_id)
+    if job.status.terminal:
+        raise Conflict(f"job {job_id} is already {job.status.value}; nothing to cancel")
+    if job.status != JobStatus.CANCELLING:
+        set_status(job, JobStatus.CANCELLING)
+    # Chunks nobody holds are cancelled here; running ones stop at their next micro-batch.
+    stop_pending_chunks(session, job, ChunkStatus.CANCELLED)
+    try_finalize(session, job.id)
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def stop_pending_chunks(session: Session, job: Job, status: ChunkStatus) -> None:
+    item_status = ItemStatus.CANCELLED if status == ChunkStatus.CANCELLED else ItemStatus.EXPIRED
+    code = ErrorCode.CANCELLED if status == ChunkStatus.CANCELLED else ErrorCode.EXPIRED
+    chunks = list(session.scalars(
+        select(JobChunk).where(JobChunk.job_id == job.id, JobChunk.status == ChunkStatus.PENDING)
+    ))
+    now = utcnow()
+    for chunk in chunks:
+        chunk.status = status
+        chunk.finished_at = now
+        session.execute(
+            update(JobItem)
+            .where(
+                JobItem.job_id == job.id,
+                JobItem.idx >= chunk.start_idx,
+                JobItem.idx < chunk.end_idx,
+                JobItem.status == ItemStatus.PENDING,
+            )
+            .values(status=item_status, error_code=code.value,
+                    error_message=f"job {status.value} before this item ran", finished_at=now)
+        )
+    session.flush()
+
+
+def try_finalize(session: Session, job_id: str) -> bool:
+    """Finalize when no chunk is left; the last chunk to commit gets here with all others done."""
+    open_chunks = session.scalar(
+        select(func.count()).select_from(JobChunk).where(
+            JobChunk.job_id == job_id,
+            JobChunk.status.in_([ChunkStatus.PENDING, ChunkStatus.RUNNING]),
+        )
+    )
+    if open_chunks:
+        return False
+    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+    if job.status.terminal:
+        return False
+    set_status(job, JobStatus.FINALIZING)
+    counts = dict(
+        session.execute(
+            select(JobItem.status, func.count()).where(JobItem.job_id == job_id)
+            .group_by(JobItem.status)
+        ).tuples().all()
+    )
+    job.succeeded_items = counts.get(ItemStatus.SUCCEEDED, 0)
+    job.failed_items = counts.get(ItemStatus.FAILED, 0)
+    job.cancelled_items = counts.get(ItemStatus.CANCELLED, 0)
+    job.expired_items = counts.get(ItemStatus.EXPIRED, 0)
+    if job.cancelling_at is not None:
+        final = JobStatus.CANCELLED
+    elif job.expired_items:
+        final = JobStatus.EXPIRED
+    else:
+        final = JobStatus.COMPLETED
+    set_status(job, final)
+    session.flush()
+    return True
+
+
+def retry_job(
+    *, session: Session, settings: Settings, job_id: str, tenant_id: str | None = None
+) -> Job:
+    parent = get_job(session, job_id, tenant_id=tenant_id)
+    if not parent.status.terminal:
+        raise Conflict(f"job {job_id} is {parent.status.value}; retry it once it has finished")
+    redo = [ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.EXPIRED]
+    count = session.scalar(
+        select(func.count()).select_from(JobItem)
+        .where(JobItem.job_id == job_id, JobItem.status.in_(redo))
+    )
+    if not count:
+        raise Conflict(f"job {job_id} has no failed, cancelled or expired items to retry")
+    def lines() -> Iterator[ParsedLine]:
+        for item in iter_items(session, job_id, statuses=redo):
+            yield ParsedLine(item.line_no or item.idx + 1, item.custom_id, item.input)
+
+    spec = JobSpec(
+        kind=parent.kind,
+        model=_pinned_ref(session, parent),
+        params=parent.params,
+        chunk_size=parent.chunk_size,
+        metadata={**parent.metadata_, "retry_of": parent.id},
+        truncate=parent.truncate,
+        queue=parent.queue,
+        tenant_id=parent.tenant_id,
+        parent_job_id=parent.id,
+    )
+    return submit_job(session=session, settings=settings, spec=spec, lines=list(lines()))
+
+
+def _pinned_ref(session: Session, job: Job) -> str:
+    version = session.get(ModelVersion, job.model_version_id)
+    assert version is not None
+    return version.ref
+
+
+def iter_items(
+    session: Session,
+    job_id: str,
+    *,
+    statuses: list[ItemStatus] | None = None,
+    after_idx: int = -1,
+    batch: int = 1000,
+    limit: int | None = None,
+) -> Iterator[JobItem]:
+    """Rows in input order, fetched by keyset pages so memory stays flat for any job size."""
+    yielded = 0
+    while True:
+        stmt = (
+            select(JobItem)
+            .where(JobItem.job_id == job_id, JobItem.idx > after_idx)
+            .order_by(JobItem.idx)
+            .limit(batch if limit is None else min(batch, limit - yielded))
+        )
+        if statuses is not None:
+            stmt = stmt.where(JobItem.status.in_(statuses))
+        rows = list(session.scalars(stmt))
+        for row in rows:
+            yield row
+        yielded += len(rows)
+        if len(rows) < batch or (limit is not None and yielded >= limit):
+            return
+        after_idx = rows[-1].idx

@@ -1,0 +1,186 @@
+"""run_chunk: claim a chunk in SQL, run its items through the model in micro-batches, write back."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from nightowl import chunks
+from nightowl.chunks import ClaimedChunk, ItemOutcome
+from nightowl.config import Settings, get_settings
+from nightowl.db import session_factory
+from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, TaskName
+from nightowl.errors import ModelLoadError
+from nightowl.models import utcnow
+from tasks.app import app, worker_name
+from tasks.retry import with_db_retry
+from workers.cache import get_runner
+from workers.device import choose_device
+from workers.engine import ItemResult, WorkItem, run_batched
+
+log = logging.getLogger(__name__)
+# How often the micro-batch loop looks at SQL for a cancel and renews the lease.
+CHECK_EVERY_S = 1.0
+
+
+@app.task(name=TaskName.RUN_CHUNK.value)
+def run_chunk(job_id: str, chunk_no: int) -> dict[str, Any]:
+    settings = get_settings()
+    owner = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
+    with session_factory(settings)() as session:
+        claimed = with_db_retry(
+            lambda: chunks.claim(
+                session, job_id, chunk_no, owner=owner, lease_seconds=settings.lease_seconds
+            ),
+            session=session,
+        )
+        if claimed is None:
+            return {"job_id": job_id, "chunk_no": chunk_no, "skipped": True}
+        return _run(session, settings, claimed, owner)
+
+
+def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str) -> dict[str, Any]:
+    device = choose_device(settings.device)
+    started = time.perf_counter()
+    outcomes: list[ItemOutcome] = []
+    stop: list[ItemStatus] = []
+    batches = 0
+    try:
+        runner = get_runner(
+            kind=claimed.job.kind,
+            version_key=str(claimed.version.id),
+            source=claimed.version.source,
+            revision=claimed.version.revision,
+            settings=settings,
+            device=device,
+        )
+    except ModelLoadError as e:
+        outcomes = [_failed(item.id, ErrorCode.MODEL_ERROR, str(e)) for item in claimed.items]
+    else:
+        field = claimed.job.kind.input_field
+        work = [
+            WorkItem(
+                key=item.id,
+                text=item.input[field],
+                params={**claimed.job.params, **item.input.get("params", {})},
+            )
+            for item in claimed.items
+        ]
+        checker = _StopChecker(session, settings, claimed, owner)
+        batch_started = utcnow()
+        for results in run_batched(
+            runner,
+            work,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_size=settings.max_batch_size,
+            truncate=claimed.job.truncate,
+            should_stop=lambda: checker(stop),
+        ):
+            finished = utcnow()
+            outcomes.extend(_outcome(r, batch_started, finished) for r in results)
+            batch_started = finished
+            batches += 1
+    done = {o.item_id for o in outcomes}
+    stop_status = stop[0] if stop else None
+    if stop_status is not None:
+        outcomes.extend(
+            chunks.stopped_outcome(item, stop_status)
+            for item in claimed.items
+            if item.id not in done
+        )
+    final = {
+        None: ChunkStatus.DONE,
+        ItemStatus.CANCELLED: ChunkStatus.CANCELLED,
+        ItemStatus.EXPIRED: ChunkStatus.EXPIRED,
+    }[stop_status]
+    elapsed = time.perf_counter() - started
+    committed = with_db_retry(
+        lambda: chunks.complete(
+            session,
+            claimed,
+            outcomes,
+            owner=owner,
+            worker=worker_name(),
+            device=str(device),
+            batches=batches,
+            device_seconds=elapsed,
+            final_status=final,
+        ),
+        session=session,
+    )
+    return {
+        "job_id": claimed.job.id,
+        "chunk_no": claimed.chunk.chunk_no,
+        "items": len(outcomes),
+        "committed": committed,
+        "seconds": round(elapsed, 3),
+    }
+
+
+class _StopChecker:
+    """Between micro-batches: renew the lease, and stop on a cancel or a passed deadline."""
+
+    def __init__(
+        self, session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
+    ) -> None:
+        self.session, self.settings, self.claimed, self.owner = session, settings, claimed, owner
+        self.last = time.monotonic()
+        self.deadline: datetime | None = claimed.job.deadline_at
+
+    def __call__(self, stop: list[ItemStatus]) -> bool:
+        if self.deadline is not None and utcnow() >= self.deadline:
+            stop.append(ItemStatus.EXPIRED)
+            return True
+        if time.monotonic() - self.last < CHECK_EVERY_S:
+            return False
+        self.last = time.monotonic()
+        status, self.deadline = with_db_retry(
+            lambda: chunks.job_state(self.session, self.claimed.job.id), session=self.session
+        )
+        self.session.commit()
+        if status in (JobStatus.CANCELLING, JobStatus.CANCELLED):
+            stop.append(ItemStatus.CANCELLED)
+            return True
+        with_db_retry(
+            lambda: chunks.heartbeat(
+                self.session,
+                self.claimed.chunk.id,
+                owner=self.owner,
+                lease_seconds=self.settings.lease_seconds,
+            ),
+            session=self.session,
+        )
+        return False
+
+
+def _outcome(result: ItemResult, started: datetime, finished: datetime) -> ItemOutcome:
+    if result.error_code is not None:
+        return ItemOutcome(
+            result.key,
+            ItemStatus.FAILED,
+            error_code=result.error_code.value,
+            error_message=result.error_message,
+            tokens_in=result.tokens_in,
+            started_at=started,
+            finished_at=finished,
+        )
+    return ItemOutcome(
+        result.key,
+        ItemStatus.SUCCEEDED,
+        output=result.output,
+        tokens_in=result.tokens_in,
+        tokens_out=result.tokens_out,
+        started_at=started,
+        finished_at=finished,
+    )
+
+
+def _failed(item_id: int, code: ErrorCode, message: str) -> ItemOutcome:
+    now = utcnow()
+    return ItemOutcome(item_id, ItemStatus.FAILED, error_code=code.value,
+                       error_message=message, started_at=now, finished_at=now)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nightowl.config import EMBEDDED, Settings, load_settings
+from nightowl.errors import ConfigError
+
+
+def test_defaults_live_under_home(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path)
+    assert s.sqlalchemy_url == f"sqlite:///{tmp_path / 'nightowl.db'}"
+    assert s.redis_url == EMBEDDED
+    assert s.broker_url == f"redis+socket://{tmp_path / 'valkey.sock'}"
+    assert s.models_path == tmp_path / "models"
+    assert s.artifacts_path == tmp_path / "artifacts"
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NIGHTOWL_HOME", str(tmp_path))
+    monkeypatch.setenv("NIGHTOWL_REDIS_URL", "redis://127.0.0.1:6379/3")
+    monkeypatch.setenv("NIGHTOWL_CHUNK_SIZE", "17")
+    monkeypatch.setenv("NIGHTOWL_MODEL_ROOTS", "/srv/models:/data/ckpt")
+    s = load_settings()
+    assert s.broker_url == "redis://127.0.0.1:6379/3"
+    assert s.chunk_size == 17
+    assert s.model_roots == [Path("/srv/models"), Path("/data/ckpt")]
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "fragment"),
+    [
+        ("NIGHTOWL_REDIS_URL", "localhost:6379", "is not a Redis URL"),
+        ("NIGHTOWL_DATABASE_URL", "not a url", "is not a database URL"),
+        ("NIGHTOWL_CHUNK_SIZE", "0", "chunk_size"),
+    ],
+)
+def test_malformed_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=fragment):
+        load_settings()

@@ -1,4 +1,8 @@
-"""Where model weights may come from: local directories under the model roots, or allowed hub ids."""
+"""Where model weights may come from: local dirs under the model roots, or allowed hub ids.
+
+Torch-free, so the core checks a source when it is registered and the worker checks it again
+right before loading (the worker's filesystem is the one that counts).
+"""
 
 from __future__ import annotations
 
@@ -9,50 +13,91 @@ from pathlib import Path
 from nightowl.config import Settings
 from nightowl.errors import ModelLoadError
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+# Pickle can execute code while it loads, so weights in these formats are never opened.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
-def is_local(source: str) -> bool:
-    return source.startswith(("/", ".", "~")) or Path(source).exists()
+def is_local_source(source: str) -> bool:
+    """A path-looking source, or any name that exists on disk, is treated as local.
+
+    An existing relative directory named like a hub id ("gpt2") is therefore held to the
+    model-root rule instead of being read from the working directory unchecked.
+    """
+    return source.startswith(("/", ".", "~")) or os.path.exists(source)
 
 
-def resolve_local(source: str, settings: Settings) -> Path:
-    """The real path of a local model, refused unless it lies under a configured model root."""
-    path = Path(os.path.realpath(Path(source).expanduser()))
-    roots = [Path(os.path.realpath(r.expanduser())) for r in settings.allowed_model_roots]
-    if not any(path == root or root in path.parents for root in roots):
-        shown = ", ".join(str(r) for r in roots)
+def check_model_source(source: str, settings: Settings) -> None:
+    """Refuse a source that must not be loaded; ModelLoadError says why and what to do."""
+    if not source or not source.strip():
+        raise ModelLoadError("model source is empty; give a hub id or a local directory")
+    if is_local_source(source):
+        _check_local_dir(source, settings)
+    else:
+        _check_hub_id(source, settings)
+
+
+def _check_local_dir(source: str, settings: Settings) -> Path:
+    # realpath resolves symlinks and "..", so a link planted inside a root cannot point out.
+    resolved = Path(os.path.realpath(os.path.expanduser(source)))
+    roots = [Path(os.path.realpath(root.expanduser())) for root in settings.allowed_model_roots]
+    if not any(resolved.is_relative_to(root) for root in roots):
+        shown = ", ".join(str(root) for root in roots)
         raise ModelLoadError(
-            f"model path {source!r} resolves to {path}, outside the model roots ({shown}); "
-            "copy it under one (nightowl models add --copy) or add its parent to "
-            "NIGHTOWL_MODEL_ROOTS"
+            f"model path {source!r} resolves to {resolved}, outside the allowed model roots "
+            f"({shown}); move or copy the model under NIGHTOWL_MODEL_DIR, or add its parent "
+            "directory to NIGHTOWL_MODEL_ROOTS"
         )
-    if not path.is_dir():
-        raise ModelLoadError(f"model directory {path} does not exist")
-    files = [p.name for p in path.iterdir()]
-    has_safetensors = any(name.endswith(".safetensors") for name in files)
-    pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
+    if not resolved.exists():
+        raise ModelLoadError(
+            f"model directory {source!r} does not exist on this worker ({resolved}); check "
+            "the path, or build the offline models with workers.bootstrap.bootstrap_models"
+        )
+    if not resolved.is_dir():
+        raise ModelLoadError(
+            f"model path {source!r} is a file; give the directory that holds config.json"
+        )
+    names = [entry.name for entry in resolved.iterdir() if entry.is_file()]
+    has_safetensors = any(name.endswith(".safetensors") for name in names)
+    pickles = sorted(name for name in names if name.endswith(PICKLE_SUFFIXES))
+    if pickles and not has_safetensors:
+        raise ModelLoadError(
+            f"model directory {source!r} holds only pickle weights ({', '.join(pickles)}): "
+            "pickle weights refused, because loading them can run arbitrary code. Convert "
+            "them to safetensors on a trusted machine (AutoModel.from_pretrained(dir, "
+            "use_safetensors=False).save_pretrained(new_dir)) and point nightowl at new_dir"
+        )
     if not has_safetensors:
-        if pickles:
-            raise ModelLoadError(
-                f"model directory {path} holds only pickle weights ({', '.join(pickles)}); "
-                "pickle can run code on load, so it is refused: convert the checkpoint to "
-                "safetensors (model.save_pretrained(dir, safe_serialization=True))"
-            )
-        raise ModelLoadError(f"model directory {path} has no *.safetensors weights")
-    return path
+        raise ModelLoadError(
+            f"model directory {source!r} has no *.safetensors weights; write the model there "
+            "with save_pretrained(), which saves safetensors"
+        )
+    return resolved
+
+
+def _check_hub_id(source: str, settings: Settings) -> None:
+    if not _HUB_ID.match(source) or ".." in source:
+        raise ModelLoadError(
+            f"model source {source!r} is neither an existing local directory nor a hub id "
+            "like 'org/name'; check the spelling or the path"
+        )
+    allowlist = settings.hub_allowlist
+    if allowlist and not any(_allowed(source, entry) for entry in allowlist):
+        raise ModelLoadError(
+            f"hub model {source!r} is not in NIGHTOWL_HUB_ALLOWLIST ({', '.join(allowlist)}); "
+            "add it there (or 'org/*' for a whole organisation), or use a local directory"
+        )
+
+
+def _allowed(source: str, entry: str) -> bool:
+    if entry.endswith("/*"):
+        return source.startswith(entry[:-1])
+    return source == entry
 
 
 def check_source(source: str, settings: Settings) -> str:
-    """Validate a model source; returns the form to store (a real path, or the hub id)."""
-    if is_local(source):
-        return str(resolve_local(source, settings))
-    if not _HUB_ID.match(source):
-        raise ModelLoadError(f"model source {source!r} is neither a local directory nor a hub id")
-    if settings.hub_allowlist and source not in settings.hub_allowlist:
-        raise ModelLoadError(
-            f"hub model {source!r} is not in NIGHTOWL_HUB_ALLOWLIST "
-            f"({', '.join(settings.hub_allowlist)})"
-        )
+    """Validate a model source; returns the form to store (the real path, or the hub id)."""
+    check_model_source(source, settings)
+    if is_local_source(source):
+        return str(Path(os.path.realpath(os.path.expanduser(source))))
     return source

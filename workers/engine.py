@@ -1,0 +1,209 @@
+"""Run a chunk's items through a runner: group by params, pack by token budget, survive failures.
+
+A bad item becomes an error row, never a failed chunk: bad parameters, over-long texts, and
+items that crash the model are reported one by one while their neighbours still run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nightowl.enums import ErrorCode
+from nightowl.errors import InvalidInput
+from workers.batching import plan_micro_batches
+from workers.runners import Runner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkItem:
+    key: int
+    text: str
+    # Job params merged with the item's own.
+    params: dict[str, Any]
+
+
+@dataclass
+class ItemResult:
+    key: int
+    output: dict[str, Any] | None
+    error_code: ErrorCode | None
+    error_message: str | None
+    tokens_in: int
+    tokens_out: int
+
+
+@dataclass
+class _Group:
+    params: dict[str, Any]
+    items: list[WorkItem]
+
+
+@dataclass
+class _Budget:
+    # Padded tokens per micro-batch. An out-of-memory lowers it for the rest of the call, so
+    # later micro-batches are split up front instead of each failing once before halving.
+    tokens: int
+
+
+# An item with its token length (after truncation) for packing.
+_Sized = tuple[WorkItem, int]
+
+
+def run_batched(
+    runner: Runner,
+    items: Sequence[WorkItem],
+    *,
+    max_batch_tokens: int,
+    max_batch_size: int,
+    truncate: bool,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[list[ItemResult]]:
+    """Yield results one micro-batch at a time (rejected items first, in one list).
+
+    should_stop() is asked before each micro-batch; once it says True nothing more is
+    yielded, and the items not yet reported are the caller's to mark cancelled or expired.
+    Results carry their item's key; their order follows the batching, not the input.
+    """
+    groups, rejected = _sanitize(runner, items)
+    budget = _Budget(max_batch_tokens)
+    runnable: list[tuple[_Group, list[_Sized]]] = []
+    for group in groups:
+        sized, too_long = _measure(runner, group.items, truncate)
+        rejected += too_long
+        runnable.append((group, sized))
+    if rejected:
+        yield rejected
+    for group, sized in runnable:
+        plan = plan_micro_batches(
+            [length for _, length in sized],
+            max_batch_tokens=max_batch_tokens,
+            max_batch_size=max_batch_size,
+        )
+        for indexes in plan:
+            if should_stop is not None and should_stop():
+                return
+            batch = [sized[i] for i in indexes]
+            yield _run_within(runner, batch, group.params, truncate, budget)
+
+
+def _sanitize(
+    runner: Runner, items: Sequence[WorkItem]
+) -> tuple[list[_Group], list[ItemResult]]:
+    """Validate each distinct params set once; group items whose sanitized params are equal."""
+    verdicts: dict[str, dict[str, Any] | str] = {}
+    groups: dict[str, _Group] = {}
+    rejected: list[ItemResult] = []
+    for item in items:
+        raw_key = json.dumps(item.params, sort_keys=True, default=repr)
+        if raw_key not in verdicts:
+            try:
+                verdicts[raw_key] = runner.sanitize_params(item.params)
+            except InvalidInput as e:
+                # The headline alone: it names the field and the range, on one line.
+                verdicts[raw_key] = str(e.args[0]) if e.args else str(e)
+        verdict = verdicts[raw_key]
+        if isinstance(verdict, str):
+            rejected.append(_error(item, ErrorCode.INVALID_INPUT, verdict))
+            continue
+        # Grouping by the sanitized form lets {} and {"max_new_tokens": 32} share batches.
+        clean_key = json.dumps(verdict, sort_keys=True, default=repr)
+        groups.setdefault(clean_key, _Group(verdict, [])).items.append(item)
+    return list(groups.values()), rejected
+
+
+def _measure(
+    runner: Runner, items: list[WorkItem], truncate: bool
+) -> tuple[list[_Sized], list[ItemResult]]:
+    """Token lengths for packing; over-long texts are refused unless truncation was asked for."""
+    limit = runner.max_input_tokens
+    lengths = runner.count_tokens([item.text for item in items])
+    sized: list[_Sized] = []
+    refused: list[ItemResult] = []
+    for item, length in zip(items, lengths, strict=True):
+        if length == 0:
+            refused.append(
+                _error(item, ErrorCode.INVALID_INPUT, "text is empty (0 tokens); give some text")
+            )
+        elif length > limit and not truncate:
+            message = (
+                f"{length} tokens, model accepts {limit}; "
+                "resubmit with --truncate or shorten the text"
+            )
+            refused.append(_error(item, ErrorCode.TOO_LONG, message, tokens_in=length))
+        else:
+            sized.append((item, min(length, limit)))
+    return sized, refused
+
+
+def _run_within(
+    runner: Runner, batch: list[_Sized], params: dict[str, Any], truncate: bool, budget: _Budget
+) -> list[ItemResult]:
+    parts = plan_micro_batches(
+        [length for _, length in batch], max_batch_tokens=budget.tokens, max_batch_size=len(batch)
+    )
+    results: list[ItemResult] = []
+    for part in parts:
+        results += _run_batch(runner, [batch[i] for i in part], params, truncate, budget)
+    return results
+
+
+def _run_batch(
+    runner: Runner, batch: list[_Sized], params: dict[str, Any], truncate: bool, budget: _Budget
+) -> list[ItemResult]:
+    try:
+        outputs = runner.run([item.text for item, _ in batch], params, truncate)
+    except Exception as e:
+        if _is_oom(e):
+            _release_memory(runner)
+            if len(batch) > 1:
+                # The token budget was too generous for this device and these lengths.
+                log.warning("out of memory on a batch of %d; retrying in halves", len(batch))
+                padded = len(batch) * max(length for _, length in batch)
+                budget.tokens = max(1, min(budget.tokens, padded // 2))
+                half = len(batch) // 2
+                return _run_batch(runner, batch[:half], params, truncate, budget) + _run_batch(
+                    runner, batch[half:], params, truncate, budget
+                )
+            message = (
+                f"out of memory on this text alone ({e}); shorten it, or lower "
+                "NIGHTOWL_MAX_BATCH_TOKENS / use a device with more memory"
+            )
+            return [_error(batch[0][0], ErrorCode.MODEL_ERROR, message)]
+        if len(batch) > 1:
+            # One bad item must not fail its neighbours: find it by running them one by one.
+            log.warning("batch of %d failed (%s); retrying items one by one", len(batch), e)
+            return [
+                result
+                for sized in batch
+                for result in _run_batch(runner, [sized], params, truncate, budget)
+            ]
+        item = batch[0][0]
+        log.warning("item %s failed: %s", item.key, e)
+        return [_error(item, ErrorCode.MODEL_ERROR, f"{type(e).__name__}: {e}")]
+    return [
+        ItemResult(item.key, output, None, None, tokens_in, tokens_out)
+        for (item, _), (output, tokens_in, tokens_out) in zip(batch, outputs, strict=True)
+    ]
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    )
+
+
+def _release_memory(runner: Runner) -> None:
+    if runner.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _error(item: WorkItem, code: ErrorCode, message: str, *, tokens_in: int = 0) -> ItemResult:
+    return ItemResult(item.key, None, code, message, tokens_in, 0)

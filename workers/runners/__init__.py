@@ -1,0 +1,34 @@
+"""The runner registry: adding an inference kind is one runner file and one line here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nightowl.enums import TaskKind
+from workers.runners.base import Runner
+from workers.runners.generation import GenerationRunner
+from workers.runners.sentiment import SentimentRunner
+from workers.runners.translation import TranslationRunner
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+RUNNERS: dict[TaskKind, type[Runner]] = {
+    TaskKind.GENERATE: GenerationRunner,
+    TaskKind.TRANSLATE: TranslationRunner,
+    TaskKind.SENTIMENT: SentimentRunner,
+}
+
+
+def make_runner(
+    kind: TaskKind,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    device: torch.device,
+) -> Runner:
+    return RUNNERS[kind](model, tokenizer, device)
+
+
+__all__ = ["RUNNERS", "GenerationRunner", "Runner", "SentimentRunner", "TranslationRunner",
+           "make_runner"]

@@ -1,0 +1,211 @@
+"""The shape every inference kind follows (Hugging Face pipelines style).
+
+sanitize_params -> preprocess (tokenize, pad to the batch's longest) -> _forward (device work
+under inference_mode) -> postprocess (JSON-ready dicts). `run` chains them for one
+micro-batch that shares one parameter set; batching across items is the engine's job.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, overload
+
+import torch
+
+from nightowl.enums import TaskKind
+from nightowl.errors import InvalidInput, InvalidParams
+
+if TYPE_CHECKING:
+    from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+
+# Tokenizers without a configured limit report int(1e30); configs carry no such sentinel.
+_SANE_LIMIT = 1_000_000
+_FALLBACK_LIMIT = 512
+_POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx")
+
+
+class Runner(ABC):
+    kind: ClassVar[TaskKind]
+    # Encoder classifiers may use segment ids; decoders would misread them (GPT-2 embeds
+    # token_type_ids with the word embeddings), so only runners that opt in receive them.
+    uses_token_type_ids: ClassVar[bool] = False
+
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: torch.device
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+
+    # --- parameters ---------------------------------------------------------------------
+
+    @abstractmethod
+    def sanitize_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate and complete user parameters; raise InvalidParams naming field and range.
+
+        Idempotent: the result passes through again unchanged, so callers may sanitize early
+        (to report bad items) and `run` may sanitize again.
+        """
+
+    def _reject_unknown(self, params: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            raise InvalidParams(
+                f"unknown parameter(s) {', '.join(map(repr, unknown))} for {self.kind.value}; "
+                f"allowed: {', '.join(allowed) or 'none'}",
+                [(name, "not a parameter of this task") for name in unknown],
+            )
+
+    # --- sizes ----------------------------------------------------------------------------
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens per text as the model would see them (special tokens included, no truncation)."""
+        if not texts:
+            return []
+        encoded = self.tokenizer(
+            texts, add_special_tokens=True, return_attention_mask=False, verbose=False
+        )
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def position_limit(self) -> int:
+        """The longest sequence the model's position embeddings cover."""
+        config = self.model.config
+        candidates = [getattr(config, name, None) for name in _POSITION_FIELDS]
+        candidates.append(getattr(self.tokenizer, "model_max_length", None))
+        sane = [c for c in candidates if isinstance(c, int) and 0 < c < _SANE_LIMIT]
+        # The smallest sane value wins: a tokenizer limit below the config's usually records
+        # what the model was trained on (e.g. RoBERTa's 514 positions vs 512 tokens).
+        return min(sane) if sane else _FALLBACK_LIMIT
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.position_limit()
+
+    # --- the four steps -----------------------------------------------------------------
+
+    def preprocess(self, texts: list[str], params: dict[str, Any], truncate: bool) -> BatchEncoding:
+        limit = self.max_input_tokens
+        encoded = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=truncate,
+            max_length=limit if truncate else None,
+            return_tensors="pt",
+            return_attention_mask=True,
+            return_token_type_ids=None if self.uses_token_type_ids else False,
+            verbose=False,
+        )
+        if not truncate:
+            lengths = encoded["attention_mask"].sum(dim=1).tolist()
+            too_long = [(i, n) for i, n in enumerate(lengths) if n > limit]
+            if too_long:
+                index, length = too_long[0]
+                raise InvalidInput(
+                    f"text {index} has {length} tokens, model accepts {limit}; "
+                    "resubmit with --truncate or shorten the text"
+                )
+        moved: BatchEncoding = encoded.to(self.device)
+        return moved
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ids, special tokens dropped and spacing left exactly as produced."""
+        text = self.tokenizer.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        return text if isinstance(text, str) else "".join(text)
+
+    def forward(self, inputs: BatchEncoding, params: dict[str, Any]) -> Any:
+        with torch.inference_mode():
+            return self._forward(inputs, params)
+
+    @abstractmethod
+    def _forward(self, inputs: BatchEncoding, params: dict[str, Any]) -> Any:
+        """Device work only; runs under torch.inference_mode()."""
+
+    @abstractmethod
+    def postprocess(self, outputs: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """One JSON-ready dict per input text, in input order."""
+
+    def output_tokens(self, outputs: Any, count: int) -> list[int]:
+        """Tokens produced per input text (all choices together); 0 where nothing is generated."""
+        return [0] * count
+
+    def run(
+        self, texts: list[str], params: Mapping[str, Any], truncate: bool = False
+    ) -> list[tuple[dict[str, Any], int, int]]:
+        """(output, tokens_in, tokens_out) per text, in input order, for one micro-batch."""
+        if not texts:
+            return []
+        clean = self.sanitize_params(params)
+        inputs = self.preprocess(texts, clean, truncate)
+        tokens_in = [int(n) for n in inputs["attention_mask"].sum(dim=1).tolist()]
+        outputs = self.forward(inputs, clean)
+        results = self.postprocess(outputs, clean)
+        tokens_out = self.output_tokens(outputs, len(texts))
+        return list(zip(results, tokens_in, tokens_out, strict=True))
+
+
+# --- parameter helpers shared by the runners ---------------------------------------------
+
+
+@overload
+def param_int(params: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int: ...
+@overload
+def param_int(
+    params: Mapping[str, Any], name: str, default: None, low: int, high: int
+) -> int | None: ...
+def param_int(
+    params: Mapping[str, Any], name: str, default: int | None, low: int, high: int
+) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return default
+    # bool is an int in Python; `true` for a token count is a user mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParams(
+            f"{name} must be an integer between {low} and {high}, got {value!r}",
+            [(name, f"integer {low}..{high}")],
+        )
+    if not low <= value <= high:
+        raise InvalidParams(
+            f"{name} must be between {low} and {high}, got {value}",
+            [(name, f"integer {low}..{high}")],
+        )
+    return value
+
+
+def param_float(
+    params: Mapping[str, Any],
+    name: str,
+    *,
+    low: float,
+    high: float,
+    low_open: bool,
+    describe: str,
+) -> float | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok_type and math.isfinite(value):
+        above = value > low if low_open else value >= low
+        if above and value <= high:
+            return float(value)
+    raise InvalidParams(f"{name} must be {describe}, got {value!r}", [(name, describe)])
+
+
+@overload
+def param_bool(params: Mapping[str, Any], name: str, default: bool) -> bool: ...
+@overload
+def param_bool(params: Mapping[str, Any], name: str, default: None) -> bool | None: ...
+def param_bool(params: Mapping[str, Any], name: str, default: bool | None) -> bool | None:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidParams(
+            f"{name} must be true or false, got {value!r}", [(name, "true or false")]
+        )
+    return value

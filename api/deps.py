@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from nightowl import auth
 from nightowl.config import Settings, get_settings
 from nightowl.db import session_factory
 
@@ -34,9 +36,21 @@ def _session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(_session)]
 
 
-def _tenant() -> str | None:
-    return None
+_bearer = HTTPBearer(auto_error=False, description="A nightowl API key (`nightowl keys create`)")
 
 
-# The tenant whose rows a request may see; None is the operator, who sees everything.
-TenantDep = Annotated[str | None, Depends(_tenant)]
+def _tenant(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    tenant = auth.authenticate(session, credentials.credentials if credentials else None)
+    # End the transaction now: on SQLite an open one holds the write lock through a long upload.
+    session.commit()
+    return tenant
+
+
+# The tenant whose rows a request may see, from its `Authorization: Bearer KEY` (else 401).
+# Every tenant sees only its own rows; the operator (None, sees all) exists only in the CLI.
+TenantDep = Annotated[str, Depends(_tenant)]
+# For routers whose handlers do not need the tenant but must still refuse anonymous callers.
+require_key = Depends(_tenant)

@@ -17,7 +17,7 @@ def redis_client(settings: Settings) -> redis.Redis:
 def queue_depth(settings: Settings, queue: str) -> int | None:
     """Messages waiting in a queue, or None if the broker cannot be reached."""
     try:
-        return int(redis_client(settings).llen(queue))  # type: ignore[arg-type]
+        return int(redis_client(settings).llen(queue))
     except redis.RedisError:
         return None
 

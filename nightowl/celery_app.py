@@ -1,4 +1,4 @@
-"""The Celery app, configured from Settings. Producers send by task name; only workers import tasks."""
+"""The Celery app, built from Settings. Producers send by task name; only workers import tasks."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from kombu import Queue as KQueue
+from kombu.entity import Queue as KQueue
 
 from nightowl.config import Settings, get_settings
 from nightowl.enums import Queue, TaskName
 
-TASK_MODULES = ["tasks.inference", "tasks.maintenance"]
+TASK_MODULES = ["tasks.inference", "tasks.maintenance", "tasks.training"]
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -28,7 +28,7 @@ def make_celery(settings: Settings) -> Celery:
         # acks_late alone still acks a task whose process died; this makes Redis redeliver it.
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_queues=[KQueue(q.value) for q in Queue],
+        task_queues=[KQueue(q.value) for q in Queue],  # type: ignore[no-untyped-call]
         task_default_queue=Queue.CPU.value,
         task_routes={TaskName.REAP.value: {"queue": Queue.CPU.value}},
         task_send_sent_event=True,

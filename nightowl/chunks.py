@@ -1,4 +1,4 @@
-"""Worker-side SQL for one chunk: claim under a lease, heartbeat, commit results with the done mark."""
+"""Worker-side SQL for a chunk: claim under a lease, heartbeat, commit results with its mark."""
 
 from __future__ import annotations
 
@@ -97,6 +97,9 @@ def claim(
             JobItem.status == ItemStatus.PENDING,
         ).order_by(JobItem.idx)
     ))
+    # End the read transaction before the model loads and runs: on SQLite it holds the write
+    # lock (BEGIN IMMEDIATE), which would stall every other worker for the whole chunk.
+    session.commit()
     return ClaimedChunk(job=job, chunk=chunk, version=version, items=items)
 
 

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     reap_interval_seconds: float = Field(default=30.0, gt=0)
     # A chunk that has been queued but untouched this long is assumed lost and sent again.
     requeue_after_seconds: int = Field(default=300, ge=1)
+    # How often beat re-reads the `schedules` table: edits and pauses apply within this long.
+    schedule_poll_seconds: float = Field(default=5.0, gt=0, le=300)
 
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_items_per_job: int = Field(default=5_000_000, ge=1)

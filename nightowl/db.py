@@ -14,7 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from nightowl.config import Settings, get_settings
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, sqlite_autocommit: bool = False, **kwargs: Any) -> Engine:
+    """An engine. On SQLite every transaction takes the write lock up front (BEGIN IMMEDIATE):
+    a reader that later writes would otherwise fail at once instead of waiting its turn.
+    `sqlite_autocommit` opens no transaction at all, each statement standing alone: for
+    observers that poll and must neither hold the lock nor keep reading an old snapshot."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -35,7 +39,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if not sqlite_autocommit:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)

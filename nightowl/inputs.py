@@ -1,4 +1,8 @@
-"""Streaming readers for job input: JSONL or CSV, line-numbered problems, never the whole file."""
+"""Streaming readers for job input: JSONL or CSV, line-numbered problems, never the whole file.
+
+A sentiment line may carry an optional string "label" (the known answer); it is kept in the
+item's input so nightly fine-tunes can learn from labelled traffic.
+"""
 
 from __future__ import annotations
 
@@ -98,6 +102,18 @@ def _item(
                 line_no, custom_id, {}, (ErrorCode.INVALID_INPUT, "params must be an object")
             )
         data["params"] = params
+    if kind == TaskKind.SENTIMENT and "label" in obj:
+        # A known label rides along with the item so scheduled fine-tunes can train on it
+        # (`{"query": {"labelled_since": ...}}`); the model never sees it.
+        label = obj["label"]
+        if isinstance(label, int) and not isinstance(label, bool):
+            label = str(label)
+        if not isinstance(label, str) or not label.strip():
+            return ParsedLine(
+                line_no, custom_id, {},
+                (ErrorCode.INVALID_INPUT, "label must be a non-empty string when given"),
+            )
+        data["label"] = label
     if check_length is not None and (problem := check_length(text)):
         return ParsedLine(line_no, custom_id, data, (ErrorCode.TOO_LONG, problem))
     return ParsedLine(line_no, custom_id, data)

@@ -38,6 +38,8 @@ class JobSpec:
     tenant_id: str | None = None
     parent_job_id: str | None = None
     input_file_id: str | None = None
+    # Batches from the OpenAI-compatible API are ids batch_...; plain jobs job_....
+    id_prefix: str = "job"
 
 
 def set_status(job: Job, status: JobStatus) -> None:
@@ -90,7 +92,7 @@ def submit_job(
     chunk_size = spec.chunk_size or settings.chunk_size
     now = utcnow()
     job = Job(
-        id=new_id("job"),
+        id=new_id(spec.id_prefix),
         tenant_id=spec.tenant_id,
         kind=spec.kind,
         model_ref=spec.model,
@@ -299,9 +301,14 @@ def retry_job(
     )
     if not count:
         raise Conflict(f"job {job_id} has no failed, cancelled or expired items to retry")
+    field = parent.kind.input_field
+
     def lines() -> Iterator[ParsedLine]:
         for item in iter_items(session, job_id, statuses=redo):
-            yield ParsedLine(item.line_no or item.idx + 1, item.custom_id, item.input)
+            # A line that was invalid at submit has no input to run again: it stays an error.
+            error = None if field in item.input else (
+                ErrorCode.INVALID_INPUT, item.error_message or "invalid input line")
+            yield ParsedLine(item.line_no or item.idx + 1, item.custom_id, item.input, error)
 
     spec = JobSpec(
         kind=parent.kind,
@@ -309,12 +316,13 @@ def retry_job(
         params=parent.params,
         chunk_size=parent.chunk_size,
         metadata={**parent.metadata_, "retry_of": parent.id},
+        on_invalid="skip",
         truncate=parent.truncate,
         queue=parent.queue,
         tenant_id=parent.tenant_id,
         parent_job_id=parent.id,
     )
-    return submit_job(session=session, settings=settings, spec=spec, lines=list(lines()))
+    return submit_job(session=session, settings=settings, spec=spec, lines=lines())
 
 
 def _pinned_ref(session: Session, job: Job) -> str:
@@ -344,8 +352,7 @@ def iter_items(
         if statuses is not None:
             stmt = stmt.where(JobItem.status.in_(statuses))
         rows = list(session.scalars(stmt))
-        for row in rows:
-            yield row
+        yield from rows
         yielded += len(rows)
         if len(rows) < batch or (limit is not None and yielded >= limit):
             return

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 
 from nightowl.config import Settings
 from nightowl.db import get_engine
+from nightowl.errors import SchemaOutdated
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -38,3 +39,23 @@ def current_revision(settings: Settings) -> str | None:
 def is_up_to_date(settings: Settings) -> bool:
     head = ScriptDirectory.from_config(alembic_config(settings)).get_current_head()
     return current_revision(settings) == head
+
+
+_checked: set[str] = set()
+
+
+def ensure_schema(settings: Settings) -> None:
+    """The embedded SQLite database migrates itself on first use; a server database must be
+    migrated on purpose (`nightowl db upgrade`, the compose `migrate` service)."""
+    url = settings.sqlalchemy_url
+    if url in _checked:
+        return
+    if not is_up_to_date(settings):
+        if url.startswith("sqlite"):
+            upgrade(settings)
+        else:
+            raise SchemaOutdated(
+                f"the database is at revision {current_revision(settings) or 'base (empty)'}, "
+                "this nightowl needs the latest: run `nightowl db upgrade`"
+            )
+    _checked.add(url)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy import Enum as SAEnum
@@ -58,25 +59,25 @@ def _enum(cls: type, name: str) -> SAEnum:
     )
 
 
-class TZDateTime(DateTime):
-    """Timezone-aware on PostgreSQL; SQLite stores naive UTC, so it is re-attached on load."""
+class TZDateTime(TypeDecorator[datetime]):
+    """Timezone-aware on PostgreSQL; SQLite stores naive UTC, so it is re-attached on load.
 
+    A TypeDecorator because the SQLite dialect swaps a plain DateTime subclass for its own
+    DATETIME, which would drop an overridden result_processor and hand back naive values.
+    """
+
+    impl = DateTime(timezone=True)
     cache_ok = True
 
-    def __init__(self) -> None:
-        super().__init__(timezone=True)
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None and dialect.name == "sqlite":
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value
 
-    def result_processor(self, dialect: Any, coltype: Any) -> Any:
-        parent = super().result_processor(dialect, coltype)
-
-        def process(value: Any) -> Any:
-            if parent is not None:
-                value = parent(value)
-            if isinstance(value, datetime) and value.tzinfo is None:
-                value = value.replace(tzinfo=UTC)
-            return value
-
-        return process
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
 
 
 class Base(DeclarativeBase):

@@ -1,18 +1,19 @@
-"""The reaper: SQL is the source of truth and Redis only a doorbell, so lost doorbells are rung again."""
+"""The reaper: SQL is the source of truth and Redis a doorbell, so lost doorbells ring again."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from nightowl.config import Settings
-from nightowl.enums import TERMINAL_JOB_STATUSES, ChunkStatus, JobStatus
+from nightowl.enums import TERMINAL_JOB_STATUSES, ChunkStatus, JobStatus, Queue, RunStatus
+from nightowl.finetunes import enqueue, mark_cancelled
 from nightowl.jobs import dispatch, stop_pending_chunks, try_finalize
-from nightowl.models import Job, JobChunk, utcnow
+from nightowl.models import Job, JobChunk, TrainingRun, utcnow
 
 # A message sent this recently may still be in flight to a worker; only older ones count as lost.
 SEND_GRACE = timedelta(seconds=15)
@@ -23,6 +24,7 @@ class ReapReport:
     leases_released: int = 0
     chunks_resent: int = 0
     jobs_expired: int = 0
+    runs_resent: int = 0
 
 
 def reap(
@@ -72,9 +74,8 @@ def reap(
         if enqueued_at is None or depth == 0 or enqueued_at < stale:
             resend.setdefault(job_id, []).append(chunk_no)
     for job_id, numbers in resend.items():
-        job = session.get(Job, job_id)
-        if job is not None:
-            report.chunks_resent += dispatch(session, job, numbers)
+        if (resent_job := session.get(Job, job_id)) is not None:
+            report.chunks_resent += dispatch(session, resent_job, numbers)
     # Jobs whose chunks all finished but whose finalizing commit was lost (a crash in between).
     for job_id in session.scalars(
         select(Job.id).where(
@@ -87,4 +88,38 @@ def reap(
     ).all():
         try_finalize(session, job_id)
         session.commit()
+    report.runs_resent = _resend_runs(session, now, stale, queue_depth)
     return report
+
+
+def _resend_runs(session: Session, now: datetime, stale: datetime,
+                 queue_depth: Callable[[str], int | None]) -> int:
+    """A run whose worker died (lease lapsed) or whose message was lost is sent again; the
+    next worker resumes it from its last checkpoint."""
+    orphaned = session.scalars(
+        select(TrainingRun.id).where(
+            or_(
+                and_(TrainingRun.status.in_([RunStatus.RUNNING, RunStatus.CANCELLING]),
+                     TrainingRun.lease_expires_at < now),
+                and_(TrainingRun.status == RunStatus.QUEUED,
+                     TrainingRun.created_at < now - SEND_GRACE),
+            )
+        )
+    ).all()
+    if not orphaned:
+        return 0
+    depth = queue_depth(Queue.TRAIN.value)
+    sent = 0
+    for run_id in orphaned:
+        run = session.get(TrainingRun, run_id)
+        if run is None:
+            continue
+        if run.status == RunStatus.CANCELLING:
+            mark_cancelled(session, run_id, -1)
+            continue
+        waiting = run.status == RunStatus.QUEUED and depth != 0 and run.created_at >= stale
+        if depth is None or waiting:
+            continue
+        enqueue(run_id)
+        sent += 1
+    return sent

@@ -48,3 +48,12 @@ def length_checker(source: str) -> Callable[[str], str | None] | None:
         )
 
     return check
+
+
+def context_of(source: str) -> tuple[Callable[[str], int], int] | None:
+    """(a token counter, the model's context length) for a local model, or None."""
+    loaded = _load(source) if Path(source).is_dir() else None
+    if loaded is None:
+        return None
+    tokenizer, limit = loaded
+    return (lambda text: len(tokenizer.encode(text).ids)), limit

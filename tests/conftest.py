@@ -9,17 +9,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
+from helpers import Worker
 from nightowl.celery_app import get_celery
 from nightowl.config import EMBEDDED, Settings, get_settings
-from nightowl.db import dispose_engines, session_factory
+from nightowl.db import dispose_engines, make_engine
 from nightowl.embedded import embedded_broker
-
-from helpers import Worker
 
 PG_URL = os.environ.get("NIGHTOWL_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("NIGHTOWL_TEST_REDIS_URL", "")
@@ -87,8 +87,12 @@ def models(migrated: Settings) -> Settings:
 
 @pytest.fixture
 def session(migrated: Settings) -> Iterator[Session]:
-    with session_factory(migrated)() as s:
+    """A session for the test's own checks. On SQLite each statement stands alone, so a test
+    that polls while a CLI command or worker writes neither holds the lock nor sees old data."""
+    engine = make_engine(migrated.sqlalchemy_url, sqlite_autocommit=True)
+    with Session(engine, expire_on_commit=False) as s:
         yield s
+    engine.dispose()
 
 
 @pytest.fixture
@@ -111,3 +115,77 @@ def start_worker(
     yield start
     for w in started:
         w.stop()
+
+
+# -- API keys, an authenticated TestClient, a real API process (tenancy: every /v1 call needs a
+# key; each tenant sees only its own rows) ------------------------------------------------------
+
+
+@pytest.fixture
+def make_api_key(migrated: Settings) -> Callable[[str], str]:
+    """make_api_key("acme") -> a new key for tenant acme (the tenant is created if new)."""
+    from nightowl.auth import create_key
+    from nightowl.db import session_scope
+
+    def make(tenant: str) -> str:
+        with session_scope(migrated) as s:
+            return create_key(s, tenant_name=tenant)[1]
+
+    return make
+
+
+@pytest.fixture
+def api_key(make_api_key: Callable[[str], str]) -> str:
+    """A key for a tenant of this test's own."""
+    import uuid
+
+    return make_api_key(f"tenant-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def client(migrated: Settings, api_key: str) -> Iterator[Any]:
+    """A TestClient over the app, sending `api_key` as its Bearer key."""
+    from fastapi.testclient import TestClient
+
+    from api.main import app
+
+    with TestClient(app, headers={"Authorization": f"Bearer {api_key}"}) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def api_server(migrated: Settings, stack_env: dict[str, str],
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `nightowl api` process on a free 127.0.0.1 port; yields its base URL."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path_factory.mktemp("api") / "api.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nightowl", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env={**os.environ, **stack_env}, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"the API did not start:\n{log.read_text()[-3000:]}") from None
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

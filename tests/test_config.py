@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from nightowl.config import EMBEDDED, Settings, load_settings
 from nightowl.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other tests' session fixtures export NIGHTOWL_*; these tests read the environment afresh.
+    for var in [v for v in os.environ if v.startswith("NIGHTOWL_")]:
+        monkeypatch.delenv(var)
 
 
 def test_defaults_live_under_home(tmp_path: Path) -> None:

@@ -118,6 +118,9 @@ def job_results(
     """Rows in input order: pages of JSON, or the whole job streamed as JSONL."""
     service.get_job(session, job_id, tenant_id=tenant)
     if format == "jsonl":
+        # Release the request's transaction: on SQLite it holds the lock the stream's session
+        # needs (the request's session only ends after the response is sent).
+        session.commit()
         def stream() -> Iterator[str]:
             # Its own session: the request's closes when the handler returns, before streaming.
             with session_factory(settings)() as s:

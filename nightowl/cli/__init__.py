@@ -22,6 +22,12 @@ COMMANDS = {
     "api": "nightowl.cli.services:api",
     "up": "nightowl.cli.services:up",
     "reap": "nightowl.cli.services:reap",
+    "demo": "nightowl.cli.demo:demo",
+    "finetune": "nightowl.cli.finetune:finetune",
+    "runs": "nightowl.cli.finetune:runs",
+    "schedule": "nightowl.cli.schedule:schedule",
+    "keys": "nightowl.cli.keys:keys",
+    "sql": "nightowl.cli.sql:sql",
 }
 
 
@@ -54,19 +60,34 @@ HELP = {
     "models": "Register, list, bootstrap and promote models.",
     "submit": "Submit a bulk job from a JSONL or CSV file.",
     "jobs": "List, show, watch, cancel and retry jobs.",
-    "results": "Export a job's results.",
+    "results": "Export a job's results; query results across jobs.",
     "worker": "Run a Celery worker (CPU or GPU).",
-    "beat": "Run the periodic scheduler (reaper).",
+    "beat": "Run the periodic scheduler (reaper and SQL schedules).",
     "api": "Serve the HTTP API.",
     "up": "Run the whole embedded stack in the foreground.",
     "reap": "Re-send lost chunks and expire overdue jobs once.",
+    "demo": "Run a job of each kind on the embedded stack and summarise.",
+    "finetune": "Submit a fine-tune (metrics, checkpoints, registry, promotion gate).",
+    "runs": "List, show, cancel fine-tune runs; export and plot metrics.",
+    "keys": "Create, list and revoke tenants' API keys.",
+    "sql": "Run one read-only SQL query (views: v_results, v_label_daily, ...).",
+    "schedule": "Recurring jobs and fine-tunes from the database (add, pause, history).",
 }
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--api", "api_url", envvar="NIGHTOWL_API_URL", metavar="URL",
+              help="Work through this nightowl API as a tenant (submit, jobs, results) instead "
+                   "of on the database as the operator. Env: NIGHTOWL_API_URL.")
+@click.option("--key", "api_key", envvar="NIGHTOWL_API_KEY", metavar="KEY",
+              help="API key for --api. Env: NIGHTOWL_API_KEY.")
 @click.version_option(package_name="nightowl")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
     """nightowl: bulk inference and nightly fine-tunes for Transformer models."""
+    from nightowl.cli.remote import set_target
+
+    set_target(ctx, api_url, api_key)
 
 
 def main() -> None:

@@ -10,8 +10,11 @@ from datetime import timedelta
 from typing import Any
 
 import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from nightowl import migrate
 from nightowl.config import Settings, get_settings
 from nightowl.db import session_scope
 from nightowl.errors import NightowlError
@@ -26,11 +29,18 @@ def settings() -> Settings:
 
 @contextmanager
 def db_session() -> Iterator[Session]:
+    s = get_settings()
     try:
-        with session_scope(get_settings()) as session:
+        migrate.ensure_schema(s)
+        with session_scope(s) as session:
             yield session
     except NightowlError as e:
         raise click.ClickException(str(e)) from e
+    except OperationalError as e:
+        raise click.ClickException(
+            f"cannot reach the database at {make_url(s.sqlalchemy_url).render_as_string()}: "
+            f"{e.orig}; check NIGHTOWL_DATABASE_URL and that the server runs"
+        ) from e
 
 
 def parse_duration(text: str | None) -> timedelta | None:

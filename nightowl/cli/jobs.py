@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl import jobs as service
+from nightowl.cli import remote
 from nightowl.cli.common import db_session, settings
 from nightowl.enums import JobStatus
 from nightowl.models import Job
@@ -39,6 +40,9 @@ def job_dict(job: Job) -> dict[str, object]:
               help="How many, newest first.")
 def list_(status: str | None, limit: int) -> None:
     """List recent jobs, newest first."""
+    if (api := remote.client()) is not None:
+        remote.print_jobs(api.jobs(status=status, limit=limit))
+        return
     with db_session() as session:
         rows = service.list_jobs(session, status=JobStatus(status) if status else None,
                                  limit=limit)
@@ -54,6 +58,9 @@ def list_(status: str | None, limit: int) -> None:
 @click.argument("job_id")
 def show(job_id: str) -> None:
     """Print one job as JSON."""
+    if (api := remote.client()) is not None:
+        click.echo(json.dumps(api.job(job_id), indent=2))
+        return
     with db_session() as session:
         job = service.get_job(session, job_id)
         click.echo(json.dumps(job_dict(job), default=str, indent=2))
@@ -64,6 +71,8 @@ def show(job_id: str) -> None:
 @click.option("--timeout", type=float, help="Give up after this many seconds.")
 def watch(job_id: str, timeout: float | None) -> None:
     """Draw a progress bar with items/s and ETA until the job finishes."""
+    if (api := remote.client()) is not None:
+        sys.exit(0 if api.watch(job_id, timeout=timeout)["status"] == "completed" else 1)
     from nightowl.cli.watch import watch_job
 
     final = watch_job(job_id, timeout=timeout)
@@ -74,6 +83,10 @@ def watch(job_id: str, timeout: float | None) -> None:
 @click.argument("job_id")
 def cancel(job_id: str) -> None:
     """Cancel a job: running chunks stop at the next micro-batch; finished rows are kept."""
+    if (api := remote.client()) is not None:
+        cancelled = api.cancel(job_id)
+        click.echo(f"{cancelled['id']} {cancelled['status']}")
+        return
     with db_session() as session:
         job = service.cancel_job(session, job_id)
         click.echo(f"{job.id} {job.status.value}")
@@ -83,7 +96,19 @@ def cancel(job_id: str) -> None:
 @click.argument("job_id")
 def retry(job_id: str) -> None:
     """Make a child job of the failed, cancelled and expired items; prints its id last."""
+    if (api := remote.client()) is not None:
+        click.echo(api.retry(job_id)["id"])
+        return
     with db_session() as session:
         child = service.retry_job(session=session, settings=settings(), job_id=job_id)
         click.echo(f"retrying {child.total_items} items of {job_id}", err=True)
         click.echo(child.id)
+
+
+def _add_stats() -> None:
+    from nightowl.cli.stats import stats
+
+    jobs.add_command(stats)
+
+
+_add_stats()

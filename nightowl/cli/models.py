@@ -39,7 +39,8 @@ def list_(name: str | None) -> None:
                                 if isinstance(val, int | float))
             table.add_row(v.ref, v.kind.value, ",".join(aliases.get(v.id, [])), v.source, metrics)
     if not versions:
-        click.echo("no models registered; run `nightowl models bootstrap` or `nightowl models add`")
+        click.echo("no models registered; run `nightowl models bootstrap` or "
+                   "`nightowl models add`")
         return
     Console(width=200).print(table)
 
@@ -52,7 +53,7 @@ def list_(name: str | None) -> None:
               help="A hub id or a local directory with safetensors weights.")
 @click.option("--revision", help="Pinned hub revision (commit, tag or branch).")
 @click.option("--copy", "copy_in", is_flag=True,
-              help="Copy a local directory into the model store first (for dirs outside the roots).")
+              help="Copy a local directory into the model store first (for dirs outside roots).")
 @click.option("--alias", help="Point this alias (e.g. prod) at the new version.")
 def add(name: str, kind: str, source: str, revision: str | None, copy_in: bool,
         alias: str | None) -> None:
@@ -129,3 +130,12 @@ def bootstrap(force: bool) -> None:
             except NightowlError as e:
                 raise click.ClickException(str(e)) from e
             click.echo(f"{version.ref:<24} {version.kind.value:<10} {source}")
+
+
+def _add_compare() -> None:
+    from nightowl.cli.stats import compare
+
+    models.add_command(compare)
+
+
+_add_compare()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 
+from nightowl.cli import remote
 from nightowl.cli.common import db_session
 from nightowl.results import csv_lines, iter_rows, jsonl_lines
+
+Row = tuple[int, dict[str, Any]]
 
 
 @click.group()
@@ -30,13 +34,15 @@ def export(job_id: str, output: Path | None, errors: bool, fmt: str | None) -> N
     fmt = fmt or ("csv" if output is not None and output.suffix.lower() == ".csv" else "jsonl")
     counted = [0]
 
-    def counting(rows: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    def counting(rows: Iterator[Row]) -> Iterator[Row]:
         for row in rows:
             counted[0] += 1
             yield row
 
-    with db_session() as session:
-        rows = counting(iter_rows(session, job_id, errors_only=errors))
+    api = remote.client()
+    with ExitStack() as stack:
+        rows = counting(api.rows(job_id, errors=errors) if api is not None else iter_rows(
+            stack.enter_context(db_session()), job_id, errors_only=errors))
         lines = csv_lines(rows) if fmt == "csv" else jsonl_lines(rows)
         if output is None:
             sys.stdout.writelines(lines)
@@ -44,3 +50,12 @@ def export(job_id: str, output: Path | None, errors: bool, fmt: str | None) -> N
         with output.open("w", encoding="utf-8", newline="") as fh:
             fh.writelines(lines)
     click.echo(f"wrote {counted[0]} rows to {output}", err=True)
+
+
+def _add_query() -> None:
+    from nightowl.cli.query import query
+
+    results.add_command(query)
+
+
+_add_query()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nightowl import migrate
+from nightowl.auth import LOCAL_TENANT
 from nightowl.cli.common import settings
 from nightowl.config import Settings
 from nightowl.enums import Queue
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from nightowl.embedded import Children
 
 CELERY = [sys.executable, "-m", "celery", "-A", "tasks.app"]
+# Reads `schedules` from SQL; a second beat is harmless (each firing is a unique row).
+BEAT_SCHEDULER = "tasks.scheduler:DatabaseScheduler"
 
 
 @click.command()
@@ -28,7 +31,8 @@ CELERY = [sys.executable, "-m", "celery", "-A", "tasks.app"]
               help="cpu, cuda:N or auto (default NIGHTOWL_DEVICE, else auto).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 256),
               help="Worker processes (CPU default: cores; GPU: always 1).")
-@click.option("--beat", "with_beat", is_flag=True, help="Also run the periodic reaper in-process.")
+@click.option("--beat", "with_beat", is_flag=True,
+              help="Also run beat in-process (the reaper and the SQL schedules).")
 @click.option("--loglevel", default="info", show_default=True, help="Celery log level.")
 @click.option("--hostname", "-n", help="Worker node name (default: nightowl-PID@host).")
 def worker(queues: str, device: str | None, concurrency: int | None, with_beat: bool,
@@ -57,12 +61,15 @@ def worker(queues: str, device: str | None, concurrency: int | None, with_beat: 
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "TOKENIZERS_PARALLELISM": "false",
+        # Loading bars and advisories from transformers would drown the worker's own log.
+        "TRANSFORMERS_VERBOSITY": "error",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     }
     argv = [*CELERY, "worker", "-Q", ",".join(names), "-P", pool, "-c", str(procs),
             "--loglevel", loglevel, "-n", hostname or f"nightowl-{os.getpid()}@%h",
             "--without-gossip", "--without-mingle", "-E"]
     if with_beat:
-        argv += ["-B", "-s", str(s.home / "celerybeat-schedule")]
+        argv += ["-B", "--scheduler", BEAT_SCHEDULER, "-s", str(s.home / "celerybeat-schedule")]
     s.home.mkdir(parents=True, exist_ok=True)
     os.execve(sys.executable, argv, {**os.environ, **env})
 
@@ -70,10 +77,12 @@ def worker(queues: str, device: str | None, concurrency: int | None, with_beat: 
 @click.command()
 @click.option("--loglevel", default="info", show_default=True, help="Celery log level.")
 def beat(loglevel: str) -> None:
-    """Run Celery beat (the reaper and, with schedules, nightly work)."""
+    """Run Celery beat: the reaper, and the schedules in the database (re-read every few s)."""
     s = settings()
     s.home.mkdir(parents=True, exist_ok=True)
-    argv = [*CELERY, "beat", "--loglevel", loglevel, "-s", str(s.home / "celerybeat-schedule")]
+    # tasks.scheduler's app has no task modules: beat sends by name and never imports torch.
+    argv = [sys.executable, "-m", "celery", "-A", "tasks.scheduler", "beat", "--scheduler",
+            BEAT_SCHEDULER, "--loglevel", loglevel]
     os.execv(sys.executable, argv)
 
 
@@ -142,7 +151,17 @@ def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int |
         api_port = port or s.api_port
         children.start("api", nightowl_argv("api", "--port", str(api_port)))
         click.echo(f"api: http://{s.api_host}:{api_port}", err=True)
+        click.echo(f"api key (tenant {LOCAL_TENANT}, shown once): {_local_key(s)}")
     click.echo("nightowl is up; Ctrl-C stops it", err=True)
     while (dead := children.poll_dead()) is None:
         time.sleep(0.5)
     raise click.ClickException(dead)
+
+
+def _local_key(s: Settings) -> str:
+    """A fresh key for the local tenant: keys are stored hashed, so an old one cannot be shown."""
+    from nightowl.auth import create_key
+    from nightowl.db import session_scope
+
+    with session_scope(s) as session:
+        return create_key(session, tenant_name=LOCAL_TENANT)[1]

@@ -11,6 +11,7 @@ from typing import IO
 import click
 
 from nightowl import registry
+from nightowl.cli import remote
 from nightowl.cli.common import db_session, parse_duration, parse_pairs, settings
 from nightowl.enums import TaskKind
 from nightowl.inputs import ParsedLine, read_csv, read_jsonl
@@ -54,6 +55,9 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
         metadata=parse_pairs(metadata, "--metadata"), on_invalid=on_invalid,
         truncate=truncate, queue=queue,
     )
+    if (api := remote.client()) is not None:
+        remote.submit(api, kind=kind, spec=spec, file=file, fmt=fmt, wait=wait)
+        return
     with db_session() as session:
         version = registry.resolve(session, model)
         check = None if truncate else length_checker(version.source)

@@ -1,0 +1,96 @@
+"""`nightowl demo`: the whole path on the embedded stack, a job of each kind, then a summary."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from nightowl import demo_data, migrate
+from nightowl.cli.common import settings
+from nightowl.db import session_scope
+from nightowl.enums import TaskKind
+from nightowl.errors import NightowlError
+from nightowl.inputs import read_jsonl
+from nightowl.jobs import JobSpec, submit_job
+from nightowl.results import iter_rows
+
+PLAN: list[tuple[TaskKind, str, int, dict[str, Any]]] = [
+    (TaskKind.SENTIMENT, "tiny-sentiment@prod", 3000, {}),
+    (TaskKind.TRANSLATE, "tiny-translator@prod", 1000, {"max_new_tokens": 24}),
+    (TaskKind.GENERATE, "tiny-generator@prod", 300, {"max_new_tokens": 24, "seed": 0}),
+]
+SOURCES = {
+    TaskKind.SENTIMENT: demo_data.reviews,
+    TaskKind.TRANSLATE: demo_data.sentences,
+    TaskKind.GENERATE: demo_data.prompts,
+}
+
+
+def _jsonl(rows: Iterator[dict[str, Any]]) -> io.BytesIO:
+    return io.BytesIO(b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+
+
+@click.command()
+@click.option("--scale", type=click.FloatRange(0.01, 100), default=1.0, show_default=True,
+              help="Multiply the number of items of each job.")
+def demo(scale: float) -> None:
+    """Bootstrap models, run a sentiment, translation and generation job, print a summary."""
+    from nightowl.cli.models import bootstrap
+    from nightowl.cli.watch import watch_job
+    from nightowl.embedded import Children, embedded_broker, exit_on_sigterm, nightowl_argv
+
+    s = settings()
+    exit_on_sigterm()
+    children = Children()
+    try:
+        with embedded_broker(s):
+            try:
+                migrate.upgrade(s)
+                click.get_current_context().invoke(bootstrap)
+                children.start("worker", nightowl_argv("worker", "-Q", "cpu", "--loglevel",
+                                                       "warning"))
+                summaries = []
+                for kind, model, n, params in PLAN:
+                    count = max(1, int(n * scale))
+                    with session_scope(s) as session:
+                        job = submit_job(
+                            session=session, settings=s,
+                            spec=JobSpec(kind=kind, model=model, params=params,
+                                         metadata={"demo": True}),
+                            lines=read_jsonl(_jsonl(SOURCES[kind](count)), kind=kind,
+                                             max_line_bytes=s.max_line_bytes),
+                        )
+                    click.echo(f"\n{kind.value}: {count} items on {model} -> {job.id}")
+                    started = time.monotonic()
+                    final = watch_job(job.id)
+                    summaries.append((kind, final, time.monotonic() - started))
+            finally:
+                children.stop()
+    except NightowlError as e:
+        raise click.ClickException(str(e)) from e
+    _print_summary(summaries)
+
+
+def _print_summary(summaries: list[Any]) -> None:
+    click.echo("\nsummary")
+    ok = True
+    with session_scope() as session:
+        for kind, job, _ in summaries:
+            ok &= job.status.value == "completed"
+            seconds = ((job.completed_at - job.in_progress_at).total_seconds()
+                       if job.completed_at and job.in_progress_at else 0.0)
+            rate = f"{job.succeeded_items / seconds:7.1f} items/s" if seconds else ""
+            click.echo(f"  {kind.value:<10} {job.status.value:<10} {job.succeeded_items:>5}/"
+                       f"{job.total_items} ok, {job.failed_items} failed, {rate}   "
+                       f"(job {job.id})")
+            for _, row in iter_rows(session, job.id, limit=2):
+                field = kind.input_field
+                click.echo(f"      {row['input'][field]!r:.60} -> {json.dumps(row['output'])[:90]}")
+    click.echo("\nexport any job with: nightowl results export JOB_ID -o results.jsonl")
+    if not ok:
+        raise click.ClickException("a demo job did not complete")

@@ -1,0 +1,251 @@
+"""`nightowl finetune submit` and `nightowl runs`: fine-tunes and what they recorded."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from nightowl import finetune_data, finetunes
+from nightowl.cli.common import db_session, settings
+from nightowl.enums import RunStatus, TaskKind
+from nightowl.errors import InvalidInput
+
+KIND_ALIASES = {"translation": "translate", "generation": "generate", "sentiment": "sentiment",
+                "translate": "translate", "generate": "generate"}
+TERMINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+def parse_lora(text: str | None) -> dict[str, float] | None:
+    if text is None:
+        return None
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{text!r} must look like r=8,alpha=16",
+                                     param_hint="--lora") from None
+        if not sep:
+            raise click.BadParameter(f"{text!r} must look like r=8,alpha=16", param_hint="--lora")
+    if "r" in out:
+        out["r"] = int(out["r"])
+    return out
+
+
+@click.group()
+def finetune() -> None:
+    """Submit fine-tunes."""
+
+
+@finetune.command()
+@click.option("--kind", required=True, type=click.Choice(sorted(KIND_ALIASES)),
+              help="What the model learns.")
+@click.option("--base", required=True, help="Base model: NAME, NAME@ALIAS or NAME@vN.")
+@click.option("--train", "train_file", required=True, type=click.Path(path_type=Path),
+              help="Training data: JSONL ({text,label} / {source,target} / {text}) or .txt.")
+@click.option("--eval", "eval_file", type=click.Path(path_type=Path),
+              help="Evaluation data, same format (default: split off the training data).")
+@click.option("--eval-split", type=float, default=0.1, show_default=True,
+              help="Share of the training rows held out when no --eval is given.")
+@click.option("--epochs", type=float, help="Passes over the data (default 1).")
+@click.option("--max-steps", type=click.IntRange(1), help="Optimizer steps (overrides --epochs).")
+@click.option("--lr", type=float, help="Peak learning rate (default 5e-5).")
+@click.option("--batch-size", type=click.IntRange(1), help="Rows per micro-batch (default 16).")
+@click.option("--grad-accum", type=click.IntRange(1), help="Micro-batches per optimizer step.")
+@click.option("--warmup", type=click.IntRange(0), help="Warm-up steps.")
+@click.option("--weight-decay", type=float, help="AdamW weight decay.")
+@click.option("--seed", type=int, help="Seed for data order and new weights (default 0).")
+@click.option("--eval-every", type=click.IntRange(1),
+              help="Evaluate every N steps (and at the end).")
+@click.option("--checkpoint-every", type=click.IntRange(1), help="Checkpoint every N steps.")
+@click.option("--lora", help="Train LoRA adapters, e.g. r=8,alpha=16 (merged when saved).")
+@click.option("--register-as", help="Model name for the result (default: the base's name).")
+@click.option("--promote-to", help="Move this alias to the result only if it beats the holder.")
+@click.option("--gate", help="Eval metric that decides the promotion (default per kind).")
+@click.option("--wait", is_flag=True, help="Wait; exit 0 only if the run succeeded.")
+def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_split: float,
+           epochs: float | None, max_steps: int | None, lr: float | None,
+           batch_size: int | None, grad_accum: int | None, warmup: int | None,
+           weight_decay: float | None, seed: int | None, eval_every: int | None,
+           checkpoint_every: int | None, lora: str | None, register_as: str | None,
+           promote_to: str | None, gate: str | None, wait: bool) -> None:
+    """Queue a fine-tune on the train queue; the run id is the last line printed."""
+    task_kind = TaskKind(KIND_ALIASES[kind])
+    hyper: dict[str, Any] = {
+        "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size,
+        "grad_accum": grad_accum, "warmup_steps": warmup, "weight_decay": weight_decay,
+        "seed": seed, "eval_every": eval_every, "checkpoint_every": checkpoint_every,
+        "lora": parse_lora(lora),
+    }
+    check_hyperparams(hyper)
+    train_rows = finetune_data.read_rows(train_file, task_kind)
+    eval_rows = (finetune_data.read_rows(eval_file, task_kind, what="eval file")
+                 if eval_file else None)
+    with db_session() as session:
+        run = finetunes.submit_finetune(session=session, settings=settings(), spec=(
+            finetunes.FinetuneSpec(
+                kind=task_kind, base=base, train_rows=train_rows, eval_rows=eval_rows,
+                eval_split=eval_split, hyperparams={k: v for k, v in hyper.items()
+                                                    if v is not None},
+                register_as=register_as, promote_to=promote_to, gate=gate,
+                dataset_info={"train_file": str(train_file),
+                              "eval_file": str(eval_file) if eval_file else None},
+            )))
+        click.echo(f"queued fine-tune of {base} on {run.dataset['train_rows']} rows "
+                   f"(eval {run.dataset['eval_rows']})", err=True)
+        run_id = run.id
+    if wait:
+        final = wait_run(run_id)
+        click.echo(run_id)
+        sys.exit(0 if final == RunStatus.SUCCEEDED else 1)
+    click.echo(run_id)
+
+
+def check_hyperparams(hyper: dict[str, Any]) -> None:
+    problems = [(f"--{k.replace('_', '-')}", "must be > 0") for k in ("epochs", "lr")
+                if hyper.get(k) is not None and hyper[k] <= 0]
+    if hyper.get("weight_decay") is not None and hyper["weight_decay"] < 0:
+        problems.append(("--weight-decay", "must be >= 0"))
+    if problems:
+        raise InvalidInput("invalid hyperparameters", problems)
+
+
+def wait_run(run_id: str, interval: float = 1.0) -> RunStatus:
+    import time
+
+    from nightowl.db import session_factory
+
+    factory = session_factory()
+    last_step = -1
+    while True:
+        with factory() as session:
+            run = finetunes.get_run(session, run_id)
+            loss = [m for m in finetunes.metrics_of(session, run_id, "train/loss")]
+        if loss and loss[-1].step != last_step:
+            last_step = loss[-1].step
+            click.echo(f"{run.status.value} step {last_step} train/loss {loss[-1].value:.4f}",
+                       err=True)
+        if run.status in TERMINAL:
+            click.echo(f"{run_id} {run.status.value}" + (f": {run.error}" if run.error else ""),
+                       err=True)
+            return run.status
+        time.sleep(interval)
+
+
+@click.group()
+def runs() -> None:
+    """List, inspect and cancel fine-tune runs; export and plot their metrics."""
+
+
+@runs.command("list")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="How many, newest first.")
+def list_(limit: int) -> None:
+    """Recent fine-tune runs."""
+    with db_session() as session:
+        rows = finetunes.list_runs(session, limit=limit)
+    table = Table("id", "kind", "status", "register_as", "promote_to", "created")
+    for r in rows:
+        table.add_row(r.id, r.kind.value, r.status.value, r.register_as or "",
+                      r.promote_to or "", r.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    Console(width=160).print(table)
+
+
+@runs.command()
+@click.argument("run_id")
+def show(run_id: str) -> None:
+    """One run as JSON: settings, dataset, result version, promotion decision, events."""
+    with db_session() as session:
+        run = finetunes.get_run(session, run_id)
+        events = finetunes.events_of(session, run_id)
+        click.echo(json.dumps({
+            "id": run.id, "kind": run.kind.value, "status": run.status.value,
+            "base_version_id": run.base_version_id, "dataset": run.dataset,
+            "hyperparams": run.hyperparams, "register_as": run.register_as,
+            "promote_to": run.promote_to, "gate": run.gate_metric,
+            "result_version_id": run.result_version_id, "promotion": run.promotion,
+            "attempts": run.attempts, "error": run.error,
+            "events": [{"kind": e.kind, "details": e.details, "ts": e.ts.isoformat()}
+                       for e in events],
+        }, indent=2, default=str))
+
+
+@runs.command()
+@click.argument("run_id")
+def cancel(run_id: str) -> None:
+    """Cancel a run; a running one checkpoints and stops at its next step."""
+    with db_session() as session:
+        run = finetunes.cancel_run(session, run_id)
+        click.echo(f"{run.id} {run.status.value}")
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--key", "keys", multiple=True, help="Only these metric keys (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "jsonl"]), default="table",
+              show_default=True, help="Output format; csv columns are step,key,value,ts.")
+def metrics(run_id: str, keys: tuple[str, ...], fmt: str) -> None:
+    """Print a run's metric series."""
+    with db_session() as session:
+        finetunes.get_run(session, run_id)
+        rows = [m for m in finetunes.metrics_of(session, run_id) if not keys or m.key in keys]
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["step", "key", "value", "ts"])
+        for m in rows:
+            writer.writerow([m.step, m.key, repr(m.value), m.ts.isoformat()])
+    elif fmt == "jsonl":
+        for m in rows:
+            click.echo(json.dumps({"step": m.step, "key": m.key, "value": m.value,
+                                   "ts": m.ts.isoformat()}))
+    else:
+        table = Table("step", "key", "value")
+        for m in rows:
+            table.add_row(str(m.step), m.key, f"{m.value:.6g}")
+        Console(width=120).print(table)
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--key", "keys", multiple=True,
+              help="Metric keys to draw (default train/loss and the eval metrics).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="PNG file to write.")
+def plot(run_id: str, keys: tuple[str, ...], output: Path) -> None:
+    """Draw a run's curves to a PNG (headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with db_session() as session:
+        finetunes.get_run(session, run_id)
+        rows = finetunes.metrics_of(session, run_id)
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for m in rows:
+        if keys and m.key not in keys:
+            continue
+        if not keys and not (m.key == "train/loss" or m.key.startswith("eval/")):
+            continue
+        xs, ys = series.setdefault(m.key, ([], []))
+        xs.append(m.step)
+        ys.append(m.value)
+    if not series:
+        wanted = f" for {', '.join(keys)}" if keys else ""
+        raise click.ClickException(f"run {run_id} has no metrics{wanted}")
+    fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.4 * len(series)), squeeze=False)
+    for ax, (key, (xs, ys)) in zip(axes[:, 0], sorted(series.items()), strict=True):
+        ax.plot(xs, ys, marker="." if len(xs) < 50 else None)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(output, dpi=100)
+    click.echo(f"wrote {output}", err=True)

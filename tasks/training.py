@@ -1,0 +1,111 @@
+"""run_finetune: a fine-tune under a SQL lease with a heartbeat, resumable from its checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from nightowl import finetune_data, finetunes
+from nightowl.config import Settings, get_settings
+from nightowl.db import session_factory
+from nightowl.enums import RunStatus, TaskName
+from nightowl.models import ModelVersion, TrainingRun
+from tasks.app import app, worker_name
+from tasks.retry import with_db_retry
+from workers.device import configure_threads
+from workers.training import TrainConfig, evaluate, train
+
+log = logging.getLogger(__name__)
+HEARTBEAT_EVERY_S = 5.0
+
+
+# Acked on receipt: a run outlives Redis' visibility timeout, so redelivery must not be what
+# recovers it. The SQL lease is: when it lapses, the reaper sends the run again and it resumes.
+@app.task(name=TaskName.RUN_FINETUNE.value, acks_late=False)
+def run_finetune(run_id: str) -> dict[str, Any]:
+    settings = get_settings()
+    configure_threads(settings.torch_threads)
+    owner = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
+    with session_factory(settings)() as session:
+        run = with_db_retry(
+            lambda: finetunes.claim_run(session, run_id, owner=owner,
+                                        lease_seconds=settings.lease_seconds),
+            session=session,
+        )
+        if run is None:
+            return {"run_id": run_id, "skipped": True}
+        try:
+            return _train(session, settings, run, owner)
+        except Exception as e:
+            session.rollback()
+            log.exception("fine-tune %s failed", run_id)
+            message = f"{type(e).__name__}: {e}"
+            with_db_retry(lambda: finetunes.fail_run(session, run_id, message), session=session)
+            log.debug("%s", traceback.format_exc())
+            return {"run_id": run_id, "failed": message}
+
+
+def _train(session: Session, settings: Settings, run: TrainingRun, owner: str) -> dict[str, Any]:
+    base = session.get(ModelVersion, run.base_version_id)
+    assert base is not None
+    folder = finetunes.run_dir(settings, run.id)
+    train_rows = finetune_data.load_rows(folder / "train.jsonl")
+    eval_rows = finetune_data.load_rows(folder / "eval.jsonl")
+    config = TrainConfig(
+        kind=run.kind, base_source=base.source, output_dir=folder,
+        labels=run.dataset.get("labels"), device=settings.device,
+        **{k: v for k, v in run.hyperparams.items() if v is not None},
+    )
+    beat = _Heartbeat(session, settings, run.id, owner)
+
+    def on_event(kind: str, details: dict[str, Any]) -> None:
+        finetunes.add_event(session, run.id, kind, details)
+        with_db_retry(session.commit, session=session)
+
+    def on_metrics(step: int, values: dict[str, float]) -> None:
+        with_db_retry(lambda: finetunes.record_metrics(session, run.id, step, values),
+                      session=session)
+
+    result = train(config, train_rows, eval_rows, on_metrics=on_metrics, on_event=on_event,
+                   should_stop=beat.cancelled, heartbeat=beat)
+    if result.stopped:
+        finetunes.mark_cancelled(session, run.id, result.steps)
+        return {"run_id": run.id, "cancelled_at_step": result.steps}
+    incumbent = finetunes.incumbent_for(session, run)
+    incumbent_metrics = None
+    if incumbent is not None:
+        # The gate compares both models on this run's eval set, never on stale numbers.
+        incumbent_metrics = evaluate(run.kind, incumbent.source, eval_rows,
+                                     device=settings.device, max_length=config.max_length)
+    version = finetunes.finish_run(
+        session, run.id, model_path=str(result.model_path), sha256=result.sha256,
+        metrics=result.final_metrics, incumbent_metrics=incumbent_metrics,
+    )
+    return {"run_id": run.id, "version": version.ref, "steps": result.steps}
+
+
+class _Heartbeat:
+    """Called every step: renews the lease at most every few seconds and notices a cancel."""
+
+    def __init__(self, session: Session, settings: Settings, run_id: str, owner: str) -> None:
+        self.session, self.settings, self.run_id, self.owner = session, settings, run_id, owner
+        self.last = 0.0
+        self.status = RunStatus.RUNNING
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last < HEARTBEAT_EVERY_S:
+            return
+        self.last = time.monotonic()
+        self.status = with_db_retry(
+            lambda: finetunes.heartbeat(self.session, self.run_id, owner=self.owner,
+                                        lease_seconds=self.settings.lease_seconds),
+            session=self.session,
+        )
+
+    def cancelled(self) -> bool:
+        return self.status == RunStatus.CANCELLING

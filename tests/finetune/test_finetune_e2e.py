@@ -1,0 +1,154 @@
+"""Fine-tunes on a real train worker: metrics in SQL, registry, promotion gate, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from helpers import Worker, write_jsonl
+from nightowl import demo_data, registry
+from nightowl.cli import cli
+from nightowl.config import Settings
+from nightowl.db import session_factory
+from nightowl.enums import RunStatus
+from nightowl.models import Job, TrainingEvent, TrainingMetric, TrainingRun
+
+FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+def wait_run(run_id: str, worker: Worker, *, timeout: float = 300,
+             until: Callable[[TrainingRun], bool] | None = None) -> TrainingRun:
+    factory = session_factory()
+    deadline = time.monotonic() + timeout
+    while True:
+        with factory() as s:
+            run = s.get(TrainingRun, run_id)
+            assert run is not None
+            if until(run) if until else run.status in FINAL:
+                return run
+        assert time.monotonic() < deadline, f"run {run_id} {run.status}\n{worker.output()[-4000:]}"
+        time.sleep(0.3)
+
+
+def finetune(*args: str) -> str:
+    result = CliRunner().invoke(cli, ["finetune", "submit", *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip().splitlines()[-1]
+
+
+def steps_of(session: Session, run_id: str, key: str) -> list[int]:
+    return list(session.scalars(select(TrainingMetric.step).where(
+        TrainingMetric.run_id == run_id, TrainingMetric.key == key).order_by(TrainingMetric.step)))
+
+
+def test_finetune_records_metrics_registers_and_gates_promotion(
+    start_worker: Callable[..., Worker], session: Session, models: Settings, tmp_path: Path
+) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl",
+                        list(demo_data.labelled_reviews(400, seed=5)))  # type: ignore[arg-type]
+    evalf = write_jsonl(tmp_path / "eval.jsonl",
+                        list(demo_data.labelled_reviews(80, seed=6)))  # type: ignore[arg-type]
+    worker = start_worker("-Q", "train", "-c", "1")
+    run_id = finetune("--kind", "sentiment", "--base", "tiny-sentiment@prod", "--train",
+                      str(train), "--eval", str(evalf), "--max-steps", "30", "--lr", "1e-3",
+                      "--batch-size", "16", "--eval-every", "10", "--register-as", "tuned",
+                      "--promote-to", "prod")
+    run = wait_run(run_id, worker)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert steps_of(session, run_id, "train/loss") == list(range(1, 31))
+    for key in ("lr", "grad_norm", "train/tokens_per_s", "epoch"):
+        assert len(steps_of(session, run_id, key)) == 30, key
+    assert steps_of(session, run_id, "eval/accuracy") == [10, 20, 30]
+    assert steps_of(session, run_id, "eval/f1") == [10, 20, 30]
+    v1 = registry.resolve(session, "tuned@prod")
+    assert v1.ref == "tuned@v1" and v1.training_run_id == run_id and len(v1.sha256 or "") == 64
+    assert v1.metrics["eval/accuracy"] > 0.6
+    session.expire_all()
+    promo = session.get(TrainingRun, run_id).promotion  # type: ignore[union-attr]
+    assert promo is not None and promo["promoted"] and promo["reason"] == \
+        "no incumbent held the alias"
+
+    # A run that cannot learn anything (lr ~ 0, one step) must not take the alias.
+    weak_id = finetune("--kind", "sentiment", "--base", "tiny-sentiment@v1", "--train",
+                       str(train), "--eval", str(evalf), "--max-steps", "1", "--lr", "1e-12",
+                       "--register-as", "tuned", "--promote-to", "prod")
+    weak = wait_run(weak_id, worker)
+    assert weak.status == RunStatus.SUCCEEDED, weak.error
+    assert weak.promotion is not None and weak.promotion["promoted"] is False
+    assert weak.promotion["incumbent_version"] == "tuned@v1"
+    assert weak.promotion["candidate"] < weak.promotion["incumbent"]
+    assert registry.resolve(session, "tuned@prod").ref == "tuned@v1"
+    assert registry.resolve(session, "tuned").ref == "tuned@v2"
+
+    # Jobs pin the alias' holder at submit time.
+    f = write_jsonl(tmp_path / "r.jsonl", [{"text": "a fine film"}])
+    result = CliRunner().invoke(cli, ["submit", "sentiment", str(f), "--model", "tuned@prod"])
+    job = session.get(Job, result.stdout.strip().splitlines()[-1])
+    assert job is not None and job.model_version_id == v1.id
+
+    shown = json.loads(CliRunner().invoke(cli, ["runs", "show", weak_id]).stdout)
+    assert [e["kind"] for e in shown["events"]][:2] == ["queued", "started"]
+    assert "promotion" in [e["kind"] for e in shown["events"]]
+    csv_out = CliRunner().invoke(cli, ["runs", "metrics", run_id, "--key", "train/loss",
+                                       "--format", "csv"]).stdout.splitlines()
+    assert csv_out[0] == "step,key,value,ts" and len(csv_out) == 31
+    png = tmp_path / "curve.png"
+    result = CliRunner().invoke(cli, ["runs", "plot", run_id, "-o", str(png)])
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_killed_finetune_resumes_with_a_continuous_metric_series(
+    start_worker: Callable[..., Worker], session: Session, models: Settings, tmp_path: Path
+) -> None:
+    train = write_jsonl(tmp_path / "train.jsonl",
+                        list(demo_data.labelled_reviews(2000, seed=7)))  # type: ignore[arg-type]
+    first = start_worker("-Q", "train", "-c", "1")
+    run_id = finetune("--kind", "sentiment", "--base", "tiny-sentiment", "--train", str(train),
+                      "--max-steps", "120", "--batch-size", "32", "--checkpoint-every", "10",
+                      "--register-as", "resumed")
+    wait_run(run_id, first, until=lambda r: len(steps_of(session, run_id, "train/loss")) >= 25)
+    first.kill()
+    killed_at_step = max(steps_of(session, run_id, "train/loss"))
+    second = start_worker("-Q", "train,cpu", "-c", "1", "--beat")
+    run = wait_run(run_id, second)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.attempts == 2
+    assert steps_of(session, run_id, "train/loss") == list(range(1, 121))
+    dupes = session.scalar(select(func.count()).select_from(TrainingMetric).where(
+        TrainingMetric.run_id == run_id)) - len(set(session.execute(select(
+            TrainingMetric.step, TrainingMetric.key).where(TrainingMetric.run_id == run_id))))
+    assert dupes == 0
+    started = session.scalars(select(TrainingEvent).where(
+        TrainingEvent.run_id == run_id, TrainingEvent.kind == "started")
+        .order_by(TrainingEvent.id)).all()
+    assert len(started) == 2
+    resumed_from = started[1].details.get("resumed_from")
+    assert resumed_from is not None and 10 <= resumed_from <= killed_at_step
+
+
+def test_bad_finetune_input_is_named(models: Settings, tmp_path: Path) -> None:
+    one_label = write_jsonl(tmp_path / "one.jsonl", [{"text": "a", "label": "pos"}] * 5)
+    result = CliRunner().invoke(cli, ["finetune", "submit", "--kind", "sentiment", "--base",
+                                      "tiny-sentiment", "--train", str(one_label)])
+    assert result.exit_code != 0 and "has a single label 'pos'" in result.output
+    missing = write_jsonl(tmp_path / "m.jsonl", [{"text": "a", "label": "x"}, {"text": "b"}])
+    result = CliRunner().invoke(cli, ["finetune", "submit", "--kind", "sentiment", "--base",
+                                      "tiny-sentiment", "--train", str(missing)])
+    assert "line 2: missing or empty field 'label'" in result.output
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("")
+    result = CliRunner().invoke(cli, ["finetune", "submit", "--kind", "translation", "--base",
+                                      "tiny-translator", "--train", str(empty)])
+    assert "is empty" in result.output
+    good = write_jsonl(tmp_path / "g.jsonl", [{"text": "a", "label": "x"},
+                                              {"text": "b", "label": "y"}])
+    result = CliRunner().invoke(cli, ["finetune", "submit", "--kind", "sentiment", "--base",
+                                      "tiny-generator", "--train", str(good)])
+    assert result.exit_code != 0 and "is a generate model" in result.output

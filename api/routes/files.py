@@ -1,0 +1,96 @@
+"""/v1/files: uploads (OpenAI-compatible), plus the output and error files of batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi.responses import FileResponse, StreamingResponse
+
+from api.deps import SessionDep, SettingsDep, TenantDep
+from api.openai_schemas import FileDeleted, FileList, FileObject
+from nightowl import batch_output
+from nightowl import files as service
+from nightowl.db import session_factory
+from nightowl.errors import InvalidInput
+from nightowl.models import File
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+# batch: OpenAI batch input; jobs: nightowl job input (`nightowl --api URL submit`).
+PURPOSES = ("batch", "jobs", "fine-tune", "user_data")
+
+
+def file_out(row: File) -> FileObject:
+    return FileObject(id=row.id, bytes=row.bytes, created_at=int(row.created_at.timestamp()),
+                      filename=row.filename, purpose=row.purpose)
+
+
+@router.post("")
+def upload_file(file: UploadFile, purpose: Annotated[str, Form()], session: SessionDep,
+                settings: SettingsDep, tenant: TenantDep) -> FileObject:
+    """Upload a file (multipart: file, purpose=batch for batch input)."""
+    if purpose not in PURPOSES:
+        raise InvalidInput(f"purpose {purpose!r} is not supported; use one of "
+                           f"{', '.join(PURPOSES)}", param="purpose")
+    row = service.create_file(session, settings, stream=file.file,
+                              filename=file.filename or "upload.jsonl", purpose=purpose,
+                              tenant_id=tenant)
+    session.commit()
+    return file_out(row)
+
+
+@router.get("")
+def list_files(session: SessionDep, tenant: TenantDep, purpose: str | None = None,
+               after: str | None = Query(None, description="Last id of the previous page"),
+               limit: int = Query(10_000, ge=1, le=10_000),
+               order: Literal["asc", "desc"] = "desc") -> FileList:
+    """Your uploaded files, newest first (batch output files are reached from their batch)."""
+    rows, more = service.list_files_page(session, tenant_id=tenant, purpose=purpose,
+                                         after=after, limit=limit, ascending=order == "asc")
+    data = [file_out(r) for r in rows]
+    return FileList(data=data, first_id=data[0].id if data else None,
+                    last_id=data[-1].id if data else None, has_more=more)
+
+
+@router.get("/{file_id}")
+def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileObject:
+    """One file's metadata."""
+    bf = batch_output.get_batch_file(session, file_id, tenant_id=tenant)
+    if bf is not None:
+        return FileObject(**batch_output.file_object(bf, batch_output.file_size(session, bf)))
+    return file_out(service.get_file(session, file_id, tenant_id=tenant))
+
+
+@router.get("/{file_id}/content", response_model=None)
+def file_content(file_id: str, session: SessionDep, settings: SettingsDep,
+                 tenant: TenantDep) -> FileResponse | StreamingResponse:
+    """The file's bytes; a batch's output and error files are streamed from its rows."""
+    bf = batch_output.get_batch_file(session, file_id, tenant_id=tenant)
+    if bf is None:
+        row = service.get_file(session, file_id, tenant_id=tenant)
+        return FileResponse(row.path, media_type="application/octet-stream",
+                            filename=row.filename)
+    job_id = bf.job.id
+    # Release the request's transaction: on SQLite it holds the lock the stream's session needs.
+    session.commit()
+
+    def stream() -> Iterator[str]:
+        # Its own session: the request's closes when the handler returns, before streaming.
+        with session_factory(settings)() as s:
+            again = batch_output.get_batch_file(s, file_id, tenant_id=tenant)
+            assert again is not None and again.job.id == job_id
+            yield from batch_output.iter_lines(s, again)
+
+    return StreamingResponse(stream(), media_type="application/jsonl")
+
+
+@router.delete("/{file_id}")
+def delete_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileDeleted:
+    """Delete a file: its bytes go now; batches that used it keep their results."""
+    bf = batch_output.get_batch_file(session, file_id, tenant_id=tenant)
+    if bf is not None:
+        batch_output.delete_batch_file(session, bf)
+    else:
+        service.delete_file(session, file_id, tenant_id=tenant)
+    return FileDeleted(id=file_id, deleted=True)

@@ -1,0 +1,312 @@
+"""OpenAI-compatible batches, stored as nightowl jobs (ids batch_...).
+
+The OpenAI side of a batch (endpoint, completion_window, the caller's metadata, the model name
+as written) lives in `Job.metadata_["openai"]`. A batch whose lines are bad is still created,
+with status "failed" and line-numbered errors, as OpenAI does; a bad create request raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from nightowl import chat, registry
+from nightowl.batch_lines import ENDPOINTS, BatchLine, read_lines
+from nightowl.config import Settings
+from nightowl.enums import ErrorCode, JobStatus, Queue, TaskKind
+from nightowl.errors import InvalidInput, NightowlError, NotFound
+from nightowl.files import get_file
+from nightowl.inputs import ParsedLine
+from nightowl.jobs import JobSpec, cancel_job, get_job, submit_job
+from nightowl.models import Job, ModelVersion, new_id, utcnow
+from nightowl.tokens import context_of, length_checker
+
+ID_PREFIX = "batch"
+COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
+MAX_LISTED_ERRORS = 1000
+# OpenAI's metadata limits: 16 pairs, keys up to 64 characters, values up to 512.
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+# Our own metadata key that picks the worker queue (OpenAI has no such notion).
+QUEUE_KEY = "nightowl_queue"
+OUTPUT, ERRORS = "output", "errors"
+
+
+@dataclass
+class _Validation:
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    error_count: int = 0
+    model: str | None = None
+    version: ModelVersion | None = None
+    template: chat.ChatTemplate | None = None
+    lines: int = 0
+    first_line: dict[str, int] = field(default_factory=dict)  # custom_id -> its line
+    resolved: dict[str, ModelVersion | str] = field(default_factory=dict)  # or why not
+
+    def add(self, error: dict[str, Any]) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_LISTED_ERRORS:
+            self.errors.append(error)
+
+
+def check_request(endpoint: str, completion_window: str,
+                  metadata: dict[str, Any] | None) -> None:
+    """A create request that cannot become a batch at all: a 400, not a failed batch."""
+    if endpoint not in ENDPOINTS:
+        raise InvalidInput(f"endpoint {endpoint!r} is not supported; use one of "
+                           f"{', '.join(ENDPOINTS)}", param="endpoint")
+    if completion_window not in COMPLETION_WINDOWS:
+        raise InvalidInput(f"completion_window {completion_window!r} is not supported; use "
+                           f"{', '.join(map(repr, COMPLETION_WINDOWS))}", param="completion_window")
+    if metadata is None:
+        return
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidInput(f"metadata has {len(metadata)} pairs; at most {MAX_METADATA_PAIRS}",
+                           param="metadata")
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY or not isinstance(value, str) or (
+            len(value) > MAX_METADATA_VALUE
+        ):
+            raise InvalidInput(f"metadata[{key!r:.70}] must be a string of at most "
+                               f"{MAX_METADATA_VALUE} characters under a key of at most "
+                               f"{MAX_METADATA_KEY}", param="metadata")
+    if QUEUE_KEY in metadata and metadata[QUEUE_KEY] not in (Queue.CPU.value, Queue.GPU.value):
+        raise InvalidInput(f"metadata[{QUEUE_KEY!r}] must be cpu or gpu", param="metadata")
+
+
+def create_batch(
+    *, session: Session, settings: Settings, tenant_id: str | None, input_file_id: str,
+    endpoint: str, completion_window: str, metadata: dict[str, Any] | None = None,
+) -> Job:
+    check_request(endpoint, completion_window, metadata)
+    row = get_file(session, input_file_id, tenant_id=tenant_id)
+    if row.purpose != "batch":
+        raise InvalidInput(f"file {input_file_id} was uploaded with purpose {row.purpose!r}; "
+                           "a batch input file needs purpose 'batch'", param="input_file_id")
+    kind = ENDPOINTS[endpoint]
+    check = _Validation()
+    with open(row.path, "rb") as fh:
+        for parsed in read_lines(fh, endpoint=endpoint, max_line_bytes=settings.max_line_bytes):
+            _check_line(session, check, parsed, kind)
+    if check.lines == 0 and not check.error_count:
+        check.add({"code": "empty_file", "message": f"file {input_file_id} has no requests",
+                   "line": None, "param": "input_file_id"})
+    openai = {"endpoint": endpoint, "completion_window": completion_window,
+              "metadata": metadata or None, "model": check.model}
+    if check.error_count:
+        return _failed_batch(session, settings, check, kind, tenant_id, input_file_id, openai)
+    assert check.version is not None and check.model is not None
+    version, template = check.version, check.template
+    length_check = length_checker(version.source)
+    context = context_of(version.source)
+
+    def lines() -> Iterator[ParsedLine]:
+        with open(row.path, "rb") as fh:
+            for parsed in read_lines(fh, endpoint=endpoint,
+                                     max_line_bytes=settings.max_line_bytes):
+                assert isinstance(parsed, BatchLine)  # the first pass found no bad line
+                yield _parsed_line(parsed, kind, template, length_check, context)
+
+    spec = JobSpec(
+        kind=kind, model=check.model, deadline=COMPLETION_WINDOWS[completion_window],
+        metadata={"openai": openai}, on_invalid="skip", tenant_id=tenant_id,
+        input_file_id=input_file_id, id_prefix=ID_PREFIX,
+        queue=(metadata or {}).get(QUEUE_KEY, Queue.CPU.value),
+    )
+    return submit_job(session=session, settings=settings, spec=spec, lines=lines())
+
+
+def _check_line(session: Session, check: _Validation, parsed: BatchLine | dict[str, Any],
+                kind: TaskKind) -> None:
+    if isinstance(parsed, dict):
+        check.add(parsed)
+        return
+    check.lines += 1
+    first = check.first_line.setdefault(parsed.custom_id, parsed.line_no)
+    if first != parsed.line_no:
+        check.add(_line_error(parsed, "duplicate_custom_id", f"custom_id {parsed.custom_id!r} "
+                              f"is already used on line {first}; each must be unique",
+                              "custom_id"))
+        return
+    problem = _model_problem(session, check, parsed.model, kind)
+    if problem is not None:
+        check.add(_line_error(parsed, "model_not_found", problem, "body.model"))
+        return
+    version = check.resolved[parsed.model]
+    assert isinstance(version, ModelVersion)
+    if check.version is None:
+        check.model, check.version = parsed.model, version
+        check.template = chat.load_template(version.source)
+    elif version.id != check.version.id:
+        check.add(_line_error(parsed, "mismatched_model",
+                              f"model {parsed.model!r} differs from {check.model!r} on an earlier "
+                              "line; all requests in a batch must name the same model",
+                              "body.model"))
+        return
+    if parsed.messages is not None and check.version is not None:
+        try:
+            chat.render(parsed.messages, check.template)
+        except ValueError as e:
+            check.add(_line_error(parsed, "invalid_request", str(e), "body.messages"))
+
+
+def _model_problem(session: Session, check: _Validation, model: str,
+                   kind: TaskKind) -> str | None:
+    """Why the model cannot serve this endpoint, or None; each name is looked up once."""
+    if model not in check.resolved:
+        try:
+            version: ModelVersion | str = registry.resolve(session, model)
+        except NightowlError as e:
+            version = str(e)
+        if isinstance(version, ModelVersion) and version.kind != kind:
+            version = (f"model {model!r} is a {version.kind.value} model; this endpoint needs "
+                       f"a {kind.value} model (see GET /v1/models)")
+        check.resolved[model] = version
+    found = check.resolved[model]
+    return found if isinstance(found, str) else None
+
+
+def _line_error(line: BatchLine, code: str, message: str, param: str) -> dict[str, Any]:
+    return {"code": code, "message": message, "line": line.line_no, "param": param}
+
+
+def _parsed_line(line: BatchLine, kind: TaskKind, template: chat.ChatTemplate | None,
+                 length_check: Any, context: tuple[Callable[[str], int], int] | None
+                 ) -> ParsedLine:
+    text = chat.render(line.messages, template) if line.messages is not None else line.text
+    assert text is not None
+    data: dict[str, Any] = {kind.input_field: text}
+    params = dict(line.params)
+    new_tokens = params.get("max_new_tokens")
+    if kind == TaskKind.GENERATE and new_tokens is not None and context is not None:
+        # max_tokens is an upper bound: a small model gets what its context leaves after the
+        # prompt (finish_reason "length" says so), rather than an error per request.
+        count, limit = context
+        if len(text.encode("utf-8")) + 4 + new_tokens > limit:
+            params["max_new_tokens"] = max(1, min(new_tokens, limit - count(text)))
+    if params:
+        data["params"] = params
+    if length_check is not None and (problem := length_check(text)):
+        return ParsedLine(line.line_no, line.custom_id, data, (ErrorCode.TOO_LONG, problem))
+    return ParsedLine(line.line_no, line.custom_id, data)
+
+
+def _failed_batch(session: Session, settings: Settings, check: _Validation, kind: TaskKind,
+                  tenant_id: str | None, input_file_id: str, openai: dict[str, Any]) -> Job:
+    # A job row needs a model version even when none could be resolved; it never runs, so any
+    # version does, and the batch object reports the model name the lines gave.
+    version = check.version or _placeholder_version(session, kind)
+    now = utcnow()
+    job = Job(
+        id=new_id(ID_PREFIX), tenant_id=tenant_id, kind=kind, model_ref=check.model or "",
+        model_version_id=version.id, params={}, status=JobStatus.FAILED, validating_at=now,
+        failed_at=now, chunk_size=settings.chunk_size, queue=Queue.CPU.value,
+        metadata_={"openai": openai}, input_file_id=input_file_id, errors=check.errors,
+        total_items=0,
+    )
+    session.add(job)
+    session.commit()
+    return job
+
+
+def _placeholder_version(session: Session, kind: TaskKind) -> ModelVersion:
+    version = session.scalars(
+        select(ModelVersion).order_by((ModelVersion.kind == kind).desc(), ModelVersion.id)
+        .limit(1)
+    ).first()
+    if version is None:
+        raise InvalidInput("no models are registered, so no batch can run; register one with "
+                           "`nightowl models add` or `nightowl models bootstrap`")
+    return version
+
+
+def get_batch(session: Session, batch_id: str, *, tenant_id: str | None) -> Job:
+    if not batch_id.startswith(ID_PREFIX + "_"):
+        raise NotFound(f"no batch {batch_id!r}")
+    try:
+        return get_job(session, batch_id, tenant_id=tenant_id)
+    except NotFound:
+        raise NotFound(f"no batch {batch_id!r}") from None
+
+
+def list_batches(session: Session, *, tenant_id: str | None, after: str | None = None,
+                 limit: int = 20) -> tuple[list[Job], bool]:
+    """Newest first; `after` is the last id of the previous page. Returns (page, has_more)."""
+    stmt = (select(Job).where(Job.id.startswith(ID_PREFIX + "_", autoescape=True))
+            .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    if tenant_id is not None:
+        stmt = stmt.where(Job.tenant_id == tenant_id)
+    if after is not None:
+        try:
+            anchor = get_batch(session, after, tenant_id=tenant_id)
+        except NotFound:
+            raise InvalidInput(f"after={after!r} is not a batch id of yours",
+                               param="after") from None
+        stmt = stmt.where(or_(Job.created_at < anchor.created_at,
+                              and_(Job.created_at == anchor.created_at, Job.id < anchor.id)))
+    rows = list(session.scalars(stmt))
+    return rows[:limit], len(rows) > limit
+
+
+def cancel_batch(session: Session, batch_id: str, *, tenant_id: str | None) -> Job:
+    get_batch(session, batch_id, tenant_id=tenant_id)
+    return cancel_job(session, batch_id, tenant_id=tenant_id)
+
+
+def _ts(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+def file_ids(job: Job) -> dict[str, str | None]:
+    """The stable ids of a batch's output and error files, once it has finished."""
+    finished = job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.EXPIRED)
+    failed = job.failed_items + job.cancelled_items + job.expired_items
+    return {
+        OUTPUT: f"{job.id}_{OUTPUT}" if finished and job.succeeded_items else None,
+        ERRORS: f"{job.id}_{ERRORS}" if finished and failed else None,
+    }
+
+
+def batch_object(job: Job) -> dict[str, Any]:
+    """The batch as OpenAI's API shows it."""
+    meta = job.metadata_.get("openai") or {}
+    # A queued job has passed validation and waits for a worker: OpenAI calls that in_progress.
+    status = "in_progress" if job.status == JobStatus.QUEUED else job.status.value
+    ids = file_ids(job)
+    errors = None
+    if job.status == JobStatus.FAILED and job.errors:
+        errors = {"object": "list", "data": [
+            {k: e.get(k) for k in ("code", "message", "line", "param")} for e in job.errors
+        ]}
+    return {
+        "id": job.id,
+        "object": "batch",
+        "endpoint": meta.get("endpoint", ""),
+        "model": meta.get("model") or job.model_ref,
+        "errors": errors,
+        "input_file_id": job.input_file_id or "",
+        "completion_window": meta.get("completion_window", "24h"),
+        "status": status,
+        "output_file_id": ids[OUTPUT],
+        "error_file_id": ids[ERRORS],
+        "created_at": _ts(job.created_at),
+        "in_progress_at": _ts(job.in_progress_at or job.queued_at),
+        "expires_at": _ts(job.deadline_at),
+        "finalizing_at": _ts(job.finalizing_at),
+        "completed_at": _ts(job.completed_at),
+        "failed_at": _ts(job.failed_at),
+        "expired_at": _ts(job.expired_at),
+        "cancelling_at": _ts(job.cancelling_at),
+        "cancelled_at": _ts(job.cancelled_at),
+        "request_counts": {
+            "total": job.total_items,
+            "completed": job.succeeded_items,
+            "failed": job.failed_items + job.cancelled_items + job.expired_items,
+        },
+        "metadata": meta.get("metadata"),
+    }
+

@@ -1,0 +1,57 @@
+"""`nightowl keys`: tenants' API keys. A key is printed once, when created; only its hash stays."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from nightowl import auth
+from nightowl.cli.common import db_session
+
+
+@click.group()
+def keys() -> None:
+    """Create, list and revoke tenants' API keys (HTTP API access)."""
+
+
+@keys.command()
+@click.argument("tenant")
+def create(tenant: str) -> None:
+    """Create a key for TENANT (created if new); the key is the last line, shown only now."""
+    with db_session() as session:
+        row, plaintext = auth.create_key(session, tenant_name=tenant)
+        key_id = row.id
+    click.echo(f"created {key_id} for tenant {tenant}; store the key now, it is not shown "
+               "again", err=True)
+    click.echo(plaintext)
+
+
+@keys.command("list")
+@click.option("--tenant", help="Only this tenant's keys.")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys.")
+def list_(tenant: str | None, include_revoked: bool) -> None:
+    """List keys by tenant: id, prefix, created, last used (never the key itself)."""
+    with db_session() as session:
+        rows = auth.list_keys(session, tenant_name=tenant, include_revoked=include_revoked)
+    if not rows:
+        click.echo("no API keys; create one with `nightowl keys create TENANT`")
+        return
+    table = Table("id", "tenant", "prefix", "created", "last used", "revoked")
+    for key, name in rows:
+        table.add_row(key.id, name, key.prefix + "...", _when(key.created_at),
+                      _when(key.last_used_at), _when(key.revoked_at))
+    Console(width=160).print(table)
+
+
+@keys.command()
+@click.argument("key_ref")
+def revoke(key_ref: str) -> None:
+    """Revoke a key by its id (key_...) or its prefix; requests with it then get 401."""
+    with db_session() as session:
+        row = auth.revoke_key(session, key_ref)
+        click.echo(f"revoked {row.id} ({row.prefix}...)")
+
+
+def _when(value: object) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else "-"

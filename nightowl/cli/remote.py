@@ -1,0 +1,168 @@
+"""The CLI through the HTTP API (`nightowl --api URL --key KEY ...`), as a tenant.
+
+Without --api the CLI works on the database directly, as the operator who sees every tenant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+API_URL, API_KEY = "nightowl.api_url", "nightowl.api_key"
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+def set_target(ctx: click.Context, url: str | None, key: str | None) -> None:
+    """Called by the root group with its --api / --key options."""
+    ctx.meta[API_URL], ctx.meta[API_KEY] = url, key
+
+
+def client() -> Remote | None:
+    """The API client when the root group was given --api (or NIGHTOWL_API_URL), else None."""
+    ctx = click.get_current_context(silent=True)
+    url = ctx.meta.get(API_URL) if ctx is not None else None
+    if not url:
+        return None
+    key = ctx.meta.get(API_KEY) if ctx is not None else None
+    if not key:
+        raise click.UsageError("--api needs --key KEY (or NIGHTOWL_API_KEY); create one with "
+                               "`nightowl keys create TENANT` on the server")
+    return Remote(url, key)
+
+
+class Remote:
+    def __init__(self, url: str, key: str) -> None:
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(60.0, connect=10.0),
+                                 headers={"Authorization": f"Bearer {key}"})
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise click.ClickException(f"cannot reach the nightowl API at {self.url}: {e}") from e
+        self._check(response)
+        return response.json()
+
+    @staticmethod
+    def _check(response: Any) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            error = response.json().get("error") or {}
+        except ValueError:
+            error = {"message": response.text[:500]}
+        lines = [f"{response.status_code}: {error.get('message', 'request failed')}"]
+        lines += [f"  {p['where']}: {p['message']}" for p in (error.get("problems") or [])[:50]
+                  if isinstance(p, dict) and "where" in p]
+        raise click.ClickException("\n".join(lines))
+
+    def submit(self, *, kind: str, stream: IO[bytes], filename: str,
+               body: dict[str, Any]) -> dict[str, Any]:
+        uploaded = self._call("POST", "/v1/files", data={"purpose": "jobs"},
+                              files={"file": (filename, stream, "application/jsonl")})
+        job: dict[str, Any] = self._call("POST", "/v1/jobs",
+                                         json={**body, "kind": kind, "file_id": uploaded["id"]})
+        return job
+
+    def jobs(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        data: list[dict[str, Any]] = self._call("GET", "/v1/jobs", params=params)["data"]
+        return data
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")
+        return job
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._call("POST", f"/v1/jobs/{job_id}/cancel")
+        return job
+
+    def retry(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._call("POST", f"/v1/jobs/{job_id}/retry")
+        return job
+
+    def rows(self, job_id: str, *, errors: bool) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The job's result rows, streamed as JSONL from the API."""
+        params = {"format": "jsonl", "errors": str(errors).lower()}
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/results", params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._check(response)
+            for n, line in enumerate(response.iter_lines()):
+                if line.strip():
+                    yield n, json.loads(line)
+
+    def watch(self, job_id: str, *, timeout: float | None = None,
+              interval: float = 1.0) -> dict[str, Any]:
+        started = time.monotonic()
+        while True:
+            job = self.job(job_id)
+            done = job["succeeded"] + job["failed"] + job["cancelled"] + job["expired"]
+            click.echo(f"\r{job['status']:<11} {done}/{job['total']}", nl=False, err=True)
+            if job["status"] in TERMINAL:
+                click.echo(err=True)
+                return job
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise click.ClickException(f"job {job_id} still {job['status']} after "
+                                           f"{timeout:.0f}s")
+            time.sleep(interval)
+
+
+def open_input(file: str) -> tuple[IO[bytes], str]:
+    if file == "-":
+        return sys.stdin.buffer, "stdin.jsonl"
+    path = Path(file)
+    if not path.is_file():
+        raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
+    return path.open("rb"), path.name
+
+
+def print_jobs(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "kind", "model", "status", "done", "failed", "created")
+    for j in rows:
+        done = j["succeeded"] + j["failed"] + j["cancelled"] + j["expired"]
+        table.add_row(j["id"], j["kind"], j["model"], j["status"], f"{done}/{j['total']}",
+                      str(j["failed"]), str(j["created_at"])[:19].replace("T", " "))
+    Console(width=160).print(table)
+
+
+def submit(api: Remote, *, kind: str, spec: Any, file: str, fmt: str | None, wait: bool) -> None:
+    """`nightowl submit` through the API: upload the file, create the job, print its id last."""
+    if fmt == "csv":
+        raise click.UsageError("with --api, submit takes JSONL; convert the CSV to JSONL lines "
+                               "like {\"custom_id\": ..., \"text\": ...} first")
+    body = {
+        "model": spec.model, "params": spec.params, "chunk_size": spec.chunk_size,
+        "deadline_seconds": spec.deadline.total_seconds() if spec.deadline else None,
+        "metadata": spec.metadata, "on_invalid": spec.on_invalid, "truncate": spec.truncate,
+        "queue": spec.queue,
+    }
+    stream, name = open_input(file)
+    try:
+        job = api.submit(kind=kind, stream=stream, filename=name, body=body)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    click.echo(f"queued {job['total']} items ({job['failed']} invalid) on "
+               f"{job['model_version']}", err=True)
+    if wait:
+        final = api.watch(job["id"])
+        click.echo(job["id"])
+        sys.exit(0 if final["status"] == "completed" else 1)
+    click.echo(job["id"])

@@ -1,0 +1,113 @@
+"""OpenAI request bodies onto nightowl inputs and parameters, chat rendering, output lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nightowl import chat
+from nightowl.batch_lines import LineProblem, parse_line
+from nightowl.batch_output import output_line
+from nightowl.enums import ItemStatus
+from nightowl.models import JobItem, utcnow
+
+
+def _parse(body: dict[str, Any], url: str = "/v1/completions") -> Any:
+    raw = json.dumps({"custom_id": "x", "method": "POST", "url": url, "body": body}).encode()
+    return parse_line(raw, 7, url)
+
+
+@pytest.mark.parametrize(("body", "params"), [
+    ({"max_tokens": 12}, {"max_new_tokens": 12}),
+    ({"max_completion_tokens": 9, "seed": 3}, {"max_new_tokens": 9, "seed": 3}),
+    ({"temperature": 0}, {"do_sample": False}),
+    ({"temperature": 0.7, "top_p": 0.9}, {"temperature": 0.7, "do_sample": True, "top_p": 0.9}),
+    ({"n": 3, "stop": "\n"}, {"num_return_sequences": 3, "stop": ["\n"]}),
+    ({"n": 1, "stop": ["a", "b"], "user": "ignored", "logit_bias": {}}, {"stop": ["a", "b"]}),
+])
+def test_generation_params_map_onto_the_runners_names(body: dict[str, Any],
+                                                      params: dict[str, Any]) -> None:
+    line = _parse({"model": "m", "prompt": "hi", **body})
+    assert (line.text, line.params) == ("hi", params)
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"prompt": "hi"}, "body.model"),
+    ({"model": "m"}, "body.prompt"),
+    ({"model": "m", "prompt": ["a", "b"]}, "body.prompt"),
+    ({"model": "m", "prompt": "hi", "max_tokens": 0}, "body.max_tokens"),
+    ({"model": "m", "prompt": "hi", "temperature": "hot"}, "body.temperature"),
+    ({"model": "m", "prompt": "hi", "n": 9}, "body.n"),
+    ({"model": "m", "prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}, "body.stop"),
+    ({"model": "m", "prompt": "hi", "stream": True}, "body.stream"),
+])
+def test_bad_bodies_name_the_parameter(body: dict[str, Any], param: str) -> None:
+    with pytest.raises(LineProblem) as e:
+        _parse(body)
+    assert e.value.as_error(7)["param"] == param and e.value.as_error(7)["line"] == 7
+
+
+def test_chat_renders_with_the_models_template_and_falls_back_to_role_prefixes(
+    tmp_path: Path,
+) -> None:
+    messages = _parse({"model": "m", "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text",
+                                                                        "text": "there"}]},
+    ]}, "/v1/chat/completions").messages
+    assert chat.render(messages, None) == "system: Be brief.\nuser: Hi there\nassistant:"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "chat_template": "{% for m in messages %}[{{ m.role }}]{{ m.content }}{{ eos_token }}"
+                         "{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}",
+        "eos_token": {"content": "</s>", "lstrip": False},
+    }))
+    template = chat.load_template(str(tmp_path))
+    assert chat.render(messages, template) == (
+        "[system]Be brief.</s>[user]Hi there</s>[assistant]")
+    (tmp_path / "refuses").mkdir()
+    (tmp_path / "refuses" / "chat_template.jinja").write_text(
+        "{{ raise_exception('only user messages') }}")
+    with pytest.raises(ValueError, match="only user messages"):
+        chat.render(messages, chat.load_template(str(tmp_path / "refuses")))
+
+
+def _item(status: ItemStatus, **kw: Any) -> JobItem:
+    return JobItem(idx=4, custom_id="req-4", input={"text": "p", "params": {"max_new_tokens": 3}},
+                   status=status, finished_at=utcnow(), **kw)
+
+
+def test_output_lines_are_shaped_like_openais() -> None:
+    generated = {"text": "a b c", "finish_reason": "eos", "choices": [
+        {"text": "a b c", "finish_reason": "eos"}, {"text": "d", "finish_reason": "length"}]}
+    done = output_line("batch_1", _item(ItemStatus.SUCCEEDED, output=generated,
+                                        tokens_in=5, tokens_out=4),
+                       "/v1/chat/completions", "tiny")
+    body = done["response"]["body"]
+    assert done["custom_id"] == "req-4" and done["error"] is None
+    assert done["response"]["status_code"] == 200 and body["object"] == "chat.completion"
+    assert [c["message"]["content"] for c in body["choices"]] == ["a b c", "d"]
+    assert [c["finish_reason"] for c in body["choices"]] == ["stop", "length"]
+    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+    # The same row always gives the same ids: downloads are byte-identical.
+    again = output_line("batch_1", _item(ItemStatus.SUCCEEDED, output=generated,
+                                         tokens_in=5, tokens_out=4),
+                        "/v1/chat/completions", "tiny")
+    assert again["id"] == done["id"] and again["response"]["body"]["id"] == body["id"]
+
+    text = output_line("batch_1", _item(ItemStatus.SUCCEEDED, output={"text": "xyz"},
+                                        tokens_out=3), "/v1/completions", "tiny")
+    choice = text["response"]["body"]["choices"][0]
+    assert text["response"]["body"]["object"] == "text_completion"
+    assert (choice["text"], choice["finish_reason"]) == ("xyz", "length")
+
+    failed = output_line("batch_1", _item(ItemStatus.FAILED, error_code="too_long",
+                                          error_message="text is 900 tokens"),
+                         "/v1/completions", "tiny")
+    assert failed["response"]["status_code"] == 400
+    assert failed["response"]["body"]["error"]["message"] == "text is 900 tokens"
+    expired = output_line("batch_1", _item(ItemStatus.EXPIRED, error_code="expired"),
+                          "/v1/completions", "tiny")
+    assert expired["response"] is None and expired["error"]["code"] == "batch_expired"

@@ -1,0 +1,228 @@
+"""The web dashboard at `/`: server-rendered pages plus small JSON endpoints the pages poll.
+
+Pages read through the same core services as the API and are scoped to the caller's tenant.
+The charting library (uPlot, MIT) is vendored under api/static: nothing is fetched at run time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, FastAPI, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.dashboard_auth import COOKIE, DashboardKeyMiddleware, safe_next
+from api.deps import SessionDep, TenantDep
+from nightowl import finetunes, query, registry, schedules, stats
+from nightowl import jobs as job_service
+from nightowl.enums import ItemStatus
+from nightowl.errors import InvalidInput
+from nightowl.models import Job, ModelVersion, Schedule, TrainingMetric, TrainingRun
+from nightowl.timespec import parse_when
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 50
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
+    app.add_middleware(DashboardKeyMiddleware)
+
+
+def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {"nav": name.split(".")[0], **context})
+
+
+def _refs(session: Session, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = session.execute(select(ModelVersion.id, ModelVersion.name, ModelVersion.version)
+                           .where(ModelVersion.id.in_(ids)))
+    return {i: f"{n}@v{v}" for i, n, v in rows}
+
+
+def job_json(job: Job, refs: dict[int, str]) -> dict[str, Any]:
+    return {
+        "id": job.id, "kind": job.kind.value, "model": job.model_ref,
+        "version": refs.get(job.model_version_id, ""), "status": job.status.value,
+        "terminal": job.status.terminal, "total": job.total_items, "done": job.done_items,
+        "succeeded": job.succeeded_items, "failed": job.failed_items,
+        "percent": round(100.0 * job.done_items / job.total_items, 1) if job.total_items else 0,
+        "created_at": job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def _jobs(session: Session, tenant: str | None, limit: int = 50) -> list[dict[str, Any]]:
+    rows = job_service.list_jobs(session, tenant_id=tenant, limit=limit)
+    refs = _refs(session, {j.model_version_id for j in rows})
+    return [job_json(j, refs) for j in rows]
+
+
+@router.get("/", response_class=HTMLResponse)
+def jobs_page(request: Request, session: SessionDep, tenant: TenantDep) -> HTMLResponse:
+    """Recent jobs with live progress."""
+    return _page(request, "jobs.html", jobs=_jobs(session, tenant))
+
+
+@router.get("/ui/api/jobs")
+def jobs_json(session: SessionDep, tenant: TenantDep,
+              limit: int = Query(50, ge=1, le=500)) -> list[dict[str, Any]]:
+    return _jobs(session, tenant, limit)
+
+
+@router.get("/ui/api/jobs/{job_id}")
+def job_json_one(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+    job = job_service.get_job(session, job_id, tenant_id=tenant)
+    return job_json(job, _refs(session, {job.model_version_id}))
+
+
+def _filter_from(job_id: str, tenant: str | None, params: dict[str, str]) -> query.ResultFilter:
+    status = params.get("status") or None
+    known = [s.value for s in ItemStatus]
+    if status is not None and status not in known:
+        raise InvalidInput(f"status {status!r} is not one of {', '.join(known)}")
+    since, until = params.get("since") or None, params.get("until") or None
+    return query.ResultFilter(
+        job_id=job_id, tenant_id=tenant, status=ItemStatus(status) if status else None,
+        label=params.get("label") or None, contains=params.get("contains") or None,
+        since=parse_when(since, tz=UTC) if since else None,
+        until=parse_when(until, tz=UTC) if until else None)
+
+
+@router.get("/ui/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(request: Request, job_id: str, session: SessionDep, tenant: TenantDep,
+             cursor: int = Query(0, ge=0)) -> HTMLResponse:
+    """One job: live progress, its numbers, and its results with filters and pages."""
+    job = job_service.get_job(session, job_id, tenant_id=tenant)
+    filters = {k: request.query_params.get(k, "")
+               for k in ("status", "label", "contains", "since", "until")}
+    error = None
+    try:
+        rows, nxt = query.page(session, _filter_from(job_id, tenant, filters),
+                               after_id=cursor, limit=PAGE_SIZE)
+    except InvalidInput as e:
+        rows, nxt, error = [], None, str(e)
+    active = {k: v for k, v in filters.items() if v}
+    return _page(
+        request, "job.html", job=job_json(job, _refs(session, {job.model_version_id})),
+        stats=stats.job_stats(session, job_id, tenant_id=tenant), rows=rows, filters=filters,
+        statuses=[s.value for s in ItemStatus], error=error, first_page=cursor > 0,
+        first_url=f"?{urlencode(active)}",
+        next_url=f"?{urlencode({**active, 'cursor': nxt})}" if nxt is not None else None)
+
+
+def run_json(run: TrainingRun, refs: dict[int, str]) -> dict[str, Any]:
+    return {
+        "id": run.id, "kind": run.kind.value, "status": run.status.value,
+        "base": refs.get(run.base_version_id, ""),
+        "result": refs.get(run.result_version_id, "") if run.result_version_id else "",
+        "register_as": run.register_as or "", "promote_to": run.promote_to or "",
+        "promotion": run.promotion, "error": run.error,
+        "created_at": run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "finished": run.status.value in ("succeeded", "failed", "cancelled"),
+    }
+
+
+def _run_refs(session: Session, runs: list[TrainingRun]) -> dict[int, str]:
+    ids = {r.base_version_id for r in runs} | {r.result_version_id for r in runs
+                                              if r.result_version_id}
+    return _refs(session, ids)
+
+
+@router.get("/ui/runs", response_class=HTMLResponse)
+def runs_page(request: Request, session: SessionDep, tenant: TenantDep) -> HTMLResponse:
+    """Fine-tune runs, newest first."""
+    runs = finetunes.list_runs(session, tenant_id=tenant, limit=100)
+    refs = _run_refs(session, runs)
+    return _page(request, "runs.html", runs=[run_json(r, refs) for r in runs])
+
+
+@router.get("/ui/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, run_id: str, session: SessionDep,
+             tenant: TenantDep) -> HTMLResponse:
+    """One fine-tune: its training curves, drawn from training_metrics, and its events."""
+    run = finetunes.get_run(session, run_id, tenant_id=tenant)
+    events = finetunes.events_of(session, run_id)[-200:]
+    return _page(request, "run.html", run=run_json(run, _run_refs(session, [run])),
+                 hyperparams=run.hyperparams, events=events)
+
+
+@router.get("/ui/api/runs/{run_id}/metrics")
+def run_metrics(run_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+    run = finetunes.get_run(session, run_id, tenant_id=tenant)
+    series: dict[str, dict[str, list[float]]] = {}
+    rows = session.execute(select(TrainingMetric.key, TrainingMetric.step, TrainingMetric.value)
+                           .where(TrainingMetric.run_id == run_id)
+                           .order_by(TrainingMetric.key, TrainingMetric.step))
+    for key, step, value in rows:
+        s = series.setdefault(key, {"steps": [], "values": []})
+        s["steps"].append(step)
+        s["values"].append(value)
+    return {"status": run.status.value, "series": series}
+
+
+@router.get("/ui/models", response_class=HTMLResponse)
+def models_page(request: Request, session: SessionDep, _tenant: TenantDep) -> HTMLResponse:
+    """Every model version with its aliases and eval metrics (models are shared by tenants)."""
+    aliases = registry.aliases_by_version(session)
+    versions = [
+        {"ref": v.ref, "kind": v.kind.value, "aliases": aliases.get(v.id, []),
+         "source": v.source, "created_at": v.created_at.strftime("%Y-%m-%d %H:%M"),
+         "metrics": {k: m for k, m in sorted(v.metrics.items()) if isinstance(m, int | float)}}
+        for v in registry.list_versions(session)
+    ]
+    return _page(request, "models.html", versions=versions)
+
+
+def fire_text(schedule: Schedule, now: datetime | None = None) -> str:
+    """The next firing as the scheduler itself computes it (DST folds included)."""
+    try:
+        fire = schedules.next_fire(schedule, now or datetime.now(UTC))
+    except Exception as e:  # a bad row should show as bad, not take the page down
+        return f"invalid ({e})"
+    local = fire.astimezone(ZoneInfo(schedule.timezone))
+    return f"{local.strftime('%Y-%m-%d %H:%M %Z')} ({fire.strftime('%H:%M')} UTC)"
+
+
+@router.get("/ui/schedules", response_class=HTMLResponse)
+def schedules_page(request: Request, session: SessionDep, tenant: TenantDep) -> HTMLResponse:
+    """Schedules with their next fire times."""
+    rows = [
+        {"name": s.name, "cron": s.cron, "timezone": s.timezone, "target": s.target,
+         "enabled": s.enabled,
+         "last": s.last_fired_for.strftime("%Y-%m-%d %H:%M") if s.last_fired_for else "-",
+         "next": fire_text(s) if s.enabled else "disabled"}
+        for s in schedules.list_schedules(session, tenant_id=tenant)
+    ]
+    return _page(request, "schedules.html", schedules=rows)
+
+
+@router.get("/ui/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/", refused: bool = False) -> HTMLResponse:
+    return _page(request, "login.html", next=safe_next(next), refused=refused)
+
+
+@router.post("/ui/login")
+def login(key: str = Form(...), next: str = Form("/")) -> Response:
+    """Keep the API key in an HttpOnly cookie; the middleware turns it into a Bearer header."""
+    response = RedirectResponse(safe_next(next), status_code=303)
+    response.set_cookie(COOKIE, key.strip(), httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/ui/logout")
+def logout() -> Response:
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response

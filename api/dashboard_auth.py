@@ -1,0 +1,90 @@
+"""The dashboard's side of API keys: browsers cannot send `Authorization: Bearer`, so a key
+given once as `?key=` or through the login form lives in an HttpOnly cookie, and this
+middleware turns it back into the Bearer header that the API's tenant dependency reads.
+
+Only GET/HEAD requests to dashboard paths get the header: a cookie that other sites' pages can
+make a browser send must never authorise the API's writes (no CSRF through the dashboard).
+"""
+
+from __future__ import annotations
+
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+from starlette.responses import RedirectResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+COOKIE = "nightowl_key"
+_OPEN = ("/ui/static/", "/ui/login", "/ui/logout")
+
+
+def is_dashboard_path(path: str) -> bool:
+    return path == "/" or (path.startswith("/ui/") and not path.startswith(_OPEN))
+
+
+def safe_next(target: str) -> str:
+    """Only same-site paths: a login link must not bounce the key holder anywhere else."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+def _cookie_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"cookie":
+            jar: SimpleCookie = SimpleCookie()
+            jar.load(value.decode("latin-1"))
+            if COOKIE in jar and jar[COOKIE].value:
+                return jar[COOKIE].value
+    return None
+
+
+class DashboardKeyMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["method"] not in ("GET", "HEAD")
+                or not is_dashboard_path(scope["path"])):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                          keep_blank_values=True)
+        given = next((v for k, v in query if k == "key"), None)
+        if given:
+            # Keep the key out of the address bar, history and later access logs.
+            rest = urlencode([(k, v) for k, v in query if k != "key"])
+            response = RedirectResponse(path + (f"?{rest}" if rest else ""), status_code=303)
+            response.set_cookie(COOKIE, given.strip(), httponly=True, samesite="strict")
+            await response(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+        key = _cookie_key(headers)
+        if key and not any(name == b"authorization" for name, _ in headers):
+            headers.append((b"authorization", f"Bearer {key}".encode("latin-1")))
+            scope = {**scope, "headers": headers}
+        if path.startswith("/ui/api/"):
+            await self.app(scope, receive, send)  # scripts get the 401 itself
+            return
+        here = path + (f"?{scope['query_string'].decode('latin-1')}"
+                       if scope.get("query_string") else "")
+        login = f"/ui/login?next={quote(here, safe='')}" + ("&refused=1" if key else "")
+        await self.app(scope, receive, _redirect_401(send, login))
+
+
+def _redirect_401(send: Send, location: str) -> Send:
+    """A page that needs a key sends the browser to the login form instead of raw JSON."""
+    state: dict[str, Any] = {"swallow": False}
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 401:
+            state["swallow"] = True
+            await send({"type": "http.response.start", "status": 303,
+                        "headers": [(b"location", location.encode("latin-1")),
+                                    (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if not state["swallow"]:
+            await send(message)
+
+    return wrapped

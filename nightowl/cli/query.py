@@ -1,0 +1,175 @@
+"""`nightowl results query`: results across jobs, filtered, streamed as a table, JSONL, CSV or
+Parquet."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from nightowl import export
+from nightowl.cli import remote
+from nightowl.cli.common import settings
+from nightowl.db import session_factory
+from nightowl.enums import ItemStatus, TaskKind
+from nightowl.errors import NightowlError
+from nightowl.query import ResultFilter, iter_results
+from nightowl.timespec import HELP as WHEN_HELP
+from nightowl.timespec import local_tz, parse_when
+
+FORMATS = ["table", "jsonl", "csv", "parquet"]
+TABLE_ROWS = 50
+
+
+def _when(value: str | None, name: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return parse_when(value, tz=local_tz())
+    except NightowlError as e:
+        raise click.BadParameter(str(e), param_hint=name) from e
+
+
+def _format_for(fmt: str | None, output: Path | None) -> str:
+    if fmt:
+        return fmt
+    suffix = output.suffix.lower().lstrip(".") if output else ""
+    return {"csv": "csv", "parquet": "parquet", "jsonl": "jsonl", "json": "jsonl",
+            "ndjson": "jsonl"}.get(suffix, "table" if output is None else "jsonl")
+
+
+def _summary(row: dict[str, Any]) -> str:
+    out = row.get("output")
+    if isinstance(out, dict) and "label" in out:
+        score = out.get("score")
+        return f"{out['label']} {score:.3f}" if isinstance(score, float) else str(out["label"])
+    if isinstance(out, dict):
+        text = out.get("text") or out.get("translation") or out.get("generated_text")
+        if isinstance(text, str):
+            return text[:60]
+    error = row.get("error") or {}
+    return str(error.get("code") or "")
+
+
+def _table(rows: Iterable[dict[str, Any]], capped: bool) -> None:
+    table = Table("finished", "job", "custom_id", "model", "status", "output", "text")
+    shown = 0
+    for row in rows:
+        text = export.flat(row)["text"] or ""
+        table.add_row((row["finished_at"] or "")[:19], row["job_id"], row["custom_id"],
+                      row["model"], row["status"], _summary(row),
+                      text if len(text) <= 70 else text[:67] + "...")
+        shown += 1
+    Console(width=200).print(table)
+    note = f"{shown} rows"
+    if capped and shown == TABLE_ROWS:
+        note += f" (the first {TABLE_ROWS}; pass --limit N, or --format jsonl/csv for all)"
+    click.echo(note, err=True)
+
+
+@click.command("query")
+@click.option("--job", "job_id", help="Only this job's results.")
+@click.option("--kind", type=click.Choice([k.value for k in TaskKind]), help="Only this kind.")
+@click.option("--model", help="NAME (every version), NAME@ALIAS (the version the alias points "
+              "to now) or NAME@vN.")
+@click.option("--status", type=click.Choice([s.value for s in ItemStatus]),
+              help="Only items with this status.")
+@click.option("--since", help=f"Finished at or after: {WHEN_HELP}. Local time unless an "
+              "offset is given.")
+@click.option("--until", help="Finished before; same forms as --since.")
+@click.option("--label", help="output.label equals this (case-insensitive), e.g. negative.")
+@click.option("--contains", help="The input text contains this (case-insensitive).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many rows.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="Output format (default: from -o's suffix, else a table).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to FILE instead of stdout (needed for parquet).")
+def query(job_id: str | None, kind: str | None, model: str | None, status: str | None,
+          since: str | None, until: str | None, label: str | None, contains: str | None,
+          limit: int | None, fmt: str | None, output: Path | None) -> None:
+    """Results across jobs, oldest first, streamed page by page.
+
+    \b
+    Every negative result of sentiment@prod from last night that mentions a refund, as CSV:
+      nightowl results query --model sentiment@prod --label negative --contains refund \\
+          --since "yesterday 18:00" --until "today 08:00" -o refunds.csv
+    """
+    fmt = _format_for(fmt, output)
+    if fmt == "parquet" and output is None:
+        raise click.BadParameter("parquet is binary: pass -o FILE.parquet", param_hint="--format")
+    f = ResultFilter(job_id=job_id, kind=TaskKind(kind) if kind else None, model=model,
+                     status=ItemStatus(status) if status else None,
+                     since=_when(since, "--since"), until=_when(until, "--until"),
+                     label=label, contains=contains)
+    capped = fmt == "table" and limit is None
+    cap = TABLE_ROWS if capped else limit
+    source = _remote_rows(f) if remote.client() is not None else _local_rows(f, cap)
+    counted = [0]
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for row in source:
+            if counted[0] == cap:
+                return
+            counted[0] += 1
+            yield row
+
+    try:
+        if fmt == "table":
+            _table(rows(), capped)
+            return
+        if output is None:
+            lines = export.csv_lines(rows()) if fmt == "csv" else export.jsonl_lines(rows())
+            sys.stdout.writelines(lines)
+            return
+        _write_file(rows(), fmt, output)
+    except NightowlError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote {counted[0]} rows to {output}", err=True)
+
+
+def _local_rows(f: ResultFilter, limit: int | None) -> Iterator[dict[str, Any]]:
+    yield from iter_results(session_factory(settings()), f, limit=limit)
+
+
+def _remote_rows(f: ResultFilter) -> Iterator[dict[str, Any]]:
+    """Through `nightowl --api URL`: the same filter as the tenant, streamed as JSONL."""
+    api = remote.client()
+    assert api is not None
+    params = {
+        "job": f.job_id, "kind": f.kind.value if f.kind else None, "model": f.model,
+        "status": f.status.value if f.status else None, "label": f.label,
+        "contains": f.contains, "format": "jsonl",
+        # Sent with their offset: the CLI reads times in the user's zone, the API in UTC.
+        "since": f.since.isoformat() if f.since else None,
+        "until": f.until.isoformat() if f.until else None,
+    }
+    with api.http.stream("GET", "/v1/results",
+                         params={k: v for k, v in params.items() if v is not None}) as response:
+        if response.status_code >= 400:
+            response.read()
+            api._check(response)
+        for line in response.iter_lines():
+            if line.strip():
+                yield json.loads(line)
+
+
+def _write_file(rows: Iterator[dict[str, Any]], fmt: str, output: Path) -> None:
+    """Write beside the target and rename at the end: a failed export leaves no half file."""
+    part = output.with_name(output.name + ".part")
+    try:
+        if fmt == "parquet":
+            export.write_parquet(rows, part)
+        else:
+            lines = export.csv_lines(rows) if fmt == "csv" else export.jsonl_lines(rows)
+            with part.open("w", encoding="utf-8", newline="") as fh:
+                fh.writelines(lines)
+        part.replace(output)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise

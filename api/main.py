@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routes import jobs, models
+from api import dashboard, metrics
+from api.deps import require_key
+from api.routes import batches, files, finetunes, jobs, models, query, schedules
 from nightowl import __version__
 from nightowl.errors import (
     Conflict,
@@ -21,8 +25,18 @@ app = FastAPI(
     version=__version__,
     description="Bulk inference and fine-tunes for Transformer models.",
 )
-app.include_router(jobs.router)
-app.include_router(models.router)
+# Every router needs a key; only /healthz and /metrics answer anonymous callers.
+app.include_router(jobs.router, dependencies=[require_key])
+app.include_router(models.router, dependencies=[require_key])
+app.include_router(files.router, dependencies=[require_key])
+app.include_router(batches.router, dependencies=[require_key])
+app.include_router(finetunes.router, dependencies=[require_key])
+app.include_router(query.router, dependencies=[require_key])
+app.include_router(schedules.router, dependencies=[require_key])
+# Open like /healthz: Prometheus scrapes without a key, and it shows no tenant's data.
+app.include_router(metrics.router)
+# The web dashboard at / (its pages take the key from a cookie; see api/dashboard_auth.py).
+dashboard.install(app)
 
 _STATUS = {NotFound: 404, InvalidInput: 400, ModelLoadError: 400, Conflict: 409,
            Unauthorized: 401}
@@ -31,10 +45,41 @@ _STATUS = {NotFound: 404, InvalidInput: 400, ModelLoadError: 400, Conflict: 409,
 @app.exception_handler(NightowlError)
 async def _nightowl_error(_request: Request, exc: NightowlError) -> JSONResponse:
     status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
-    body: dict[str, object] = {"message": str(exc).split("\n")[0], "type": type(exc).__name__}
+    # OpenAI's error shape ({message, type, param, code}), so its SDKs raise the right class.
+    body: dict[str, object] = {
+        "message": str(exc).split("\n")[0],
+        "type": _OPENAI_TYPE.get(status, "invalid_request_error"),
+        "param": getattr(exc, "param", None),
+        "code": "invalid_api_key" if status == 401 else _snake(type(exc).__name__),
+    }
     if isinstance(exc, InvalidInput) and exc.problems:
         body["problems"] = [{"where": w, "message": m} for w, m in exc.problems[:1000]]
-    return JSONResponse(status_code=status, content={"error": body})
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if status < 500:
+        # OpenAI's SDKs retry 409s unless told not to; a repeat would fail the same way.
+        headers["x-should-retry"] = "false"
+    return JSONResponse(status_code=status, content={"error": body}, headers=headers)
+
+
+_OPENAI_TYPE = {401: "authentication_error", 404: "invalid_request_error", 500: "server_error"}
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower()
+                   for i, c in enumerate(name))
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A malformed body: 422 as FastAPI does, but 400 on the OpenAI-compatible routes."""
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ())[1:])
+    body = {"message": f"{where or 'request'}: {first.get('msg', 'invalid request')}",
+            "type": "invalid_request_error", "param": where or None, "code": "invalid_request",
+            "problems": jsonable_encoder(exc.errors())}
+    openai_route = request.url.path.startswith(("/v1/files", "/v1/batches"))
+    return JSONResponse(status_code=400 if openai_route else 422, content={"error": body},
+                        headers={"x-should-retry": "false"})
 
 
 @app.get("/healthz", tags=["ops"])

@@ -24,7 +24,8 @@ def test_cli_help_leaves_torch_out() -> None:
     code = (
         "from click.testing import CliRunner\n"
         "from nightowl.cli import cli\n"
-        "for args in (['--help'], ['submit', '--help'], ['models', '--help'], ['jobs', '--help']):\n"
+        "for args in (['--help'], ['submit', '--help'], ['models', '--help'],\n"
+        "             ['jobs', '--help']):\n"
         "    r = CliRunner().invoke(cli, args)\n"
         "    assert r.exit_code == 0, r.output\n"
     )

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, SettingsDep, TenantDep
+from api.schemas import ResultRow
 from nightowl import export, query, stats
 from nightowl.db import session_factory
 from nightowl.enums import ItemStatus, TaskKind
@@ -21,23 +22,12 @@ from nightowl.timespec import parse_when
 router = APIRouter(tags=["results"])
 
 
-class QueryRow(BaseModel):
+class QueryRow(ResultRow):
+    """A job's result row, plus where it came from: results span jobs here."""
+
     id: int
     job_id: str
-    custom_id: str
     kind: str
-    model: str
-    status: str
-    input: dict[str, Any]
-    output: dict[str, Any] | None
-    error: dict[str, Any] | None
-    tokens_in: int | None
-    tokens_out: int | None
-    worker: str | None
-    device: str | None
-    attempts: int
-    started_at: str | None
-    finished_at: str | None
 
 
 class QueryPage(BaseModel):

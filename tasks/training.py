@@ -98,7 +98,10 @@ class _Heartbeat:
         self.status = RunStatus.RUNNING
 
     def __call__(self) -> None:
-        if time.monotonic() - self.last < HEARTBEAT_EVERY_S:
+        # Renew well inside the lease, however short it is configured: a lease that lapses
+        # between two heartbeats lets the reaper hand a live run to a second worker.
+        if time.monotonic() - self.last < min(HEARTBEAT_EVERY_S,
+                                              self.settings.lease_seconds / 3):
             return
         self.last = time.monotonic()
         self.status = with_db_retry(

@@ -13,13 +13,13 @@ NEGATIVE = ["terrible", "awful", "boring", "dreadful", "bad", "horrible", "dull"
 SUBJECTS = ["the movie", "this film", "the book", "the story", "the show", "the food",
             "the service", "this product", "the hotel", "the meal"]
 EXTRAS = ["", "", ".", "!", " overall"]
-SENTENCES = ["a man is riding a bike", "two dogs play in the park", "a woman reads a book",
-             "the children are laughing", "a group of people walk down the street",
-             "a little girl climbs the stairs", "an old man sits on a bench",
-             "a dog runs through the snow", "the band plays on a stage", "a boy jumps into water"]
-PROMPTS = ["Once upon a time", "The king said", "In the morning the city",
-           "She opened the door and",
-           "The best way to learn", "At night the river", "My friend told me", "The old house"]
+# In the vocabulary the offline tiny models were trained on, so the demo shows real outputs.
+SENTENCES = ["the old dog sleeps", "i see the big house", "the cat is small", "a red car",
+             "the young woman sings", "the green tree", "i see the black bird",
+             "the child runs", "a beautiful flower", "the new book is good"]
+PROMPTS = ["the old man walked to", "my friend looked at", "the teacher talked about",
+           "a young woman waited near", "the children ran across", "the baker found",
+           "my sister remembered", "the captain visited"]
 
 
 def reviews(n: int, seed: int = 0) -> Iterator[dict[str, Any]]:
@@ -40,12 +40,10 @@ def labelled_reviews(n: int, seed: int = 0) -> Iterator[dict[str, Any]]:
 
 
 def sentences(n: int, seed: int = 0) -> Iterator[dict[str, Any]]:
-    rng = random.Random(seed)
     for i in range(n):
-        yield {"custom_id": f"sentence-{i}", "source": rng.choice(SENTENCES)}
+        yield {"custom_id": f"sentence-{i}", "source": SENTENCES[(i + seed) % len(SENTENCES)]}
 
 
 def prompts(n: int, seed: int = 0) -> Iterator[dict[str, Any]]:
-    rng = random.Random(seed)
     for i in range(n):
-        yield {"custom_id": f"prompt-{i}", "text": rng.choice(PROMPTS)}
+        yield {"custom_id": f"prompt-{i}", "text": PROMPTS[(i + seed) % len(PROMPTS)]}

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import dashboard, metrics
 from api.deps import require_key
 from api.routes import batches, files, finetunes, jobs, models, query, schedules
+from api.schemas import ERROR_RESPONSES
 from nightowl import __version__
 from nightowl.errors import (
     Conflict,
@@ -26,13 +29,13 @@ app = FastAPI(
     description="Bulk inference and fine-tunes for Transformer models.",
 )
 # Every router needs a key; only /healthz and /metrics answer anonymous callers.
-app.include_router(jobs.router, dependencies=[require_key])
-app.include_router(models.router, dependencies=[require_key])
-app.include_router(files.router, dependencies=[require_key])
-app.include_router(batches.router, dependencies=[require_key])
-app.include_router(finetunes.router, dependencies=[require_key])
-app.include_router(query.router, dependencies=[require_key])
-app.include_router(schedules.router, dependencies=[require_key])
+app.include_router(jobs.router, dependencies=[require_key], responses=ERROR_RESPONSES)
+app.include_router(models.router, dependencies=[require_key], responses=ERROR_RESPONSES)
+app.include_router(files.router, dependencies=[require_key], responses=ERROR_RESPONSES)
+app.include_router(batches.router, dependencies=[require_key], responses=ERROR_RESPONSES)
+app.include_router(finetunes.router, dependencies=[require_key], responses=ERROR_RESPONSES)
+app.include_router(query.router, dependencies=[require_key], responses=ERROR_RESPONSES)
+app.include_router(schedules.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 # Open like /healthz: Prometheus scrapes without a key, and it shows no tenant's data.
 app.include_router(metrics.router)
 # The web dashboard at / (its pages take the key from a cookie; see api/dashboard_auth.py).
@@ -80,6 +83,18 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     openai_route = request.url.path.startswith(("/v1/files", "/v1/batches"))
     return JSONResponse(status_code=400 if openai_route else 422, content={"error": body},
                         headers={"x-should-retry": "false"})
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """A body that cannot even be parsed (bad JSON bytes, broken multipart) gets the same error
+    shape as every other /v1 error; the dashboard keeps FastAPI's own answers."""
+    if not request.url.path.startswith("/v1/"):
+        return await http_exception_handler(request, exc)
+    body = {"message": str(exc.detail), "type": "invalid_request_error", "param": None,
+            "code": _snake(type(exc).__name__) if exc.status_code >= 500 else "invalid_request"}
+    return JSONResponse(status_code=exc.status_code, content={"error": body},
+                        headers={**(exc.headers or {}), "x-should-retry": "false"})
 
 
 @app.get("/healthz", tags=["ops"])

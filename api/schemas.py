@@ -93,3 +93,30 @@ class ModelOut(BaseModel):
 
 class ErrorOut(BaseModel):
     error: dict[str, Any]
+
+
+class ErrorDetail(BaseModel):
+    message: str = Field(description="What was wrong and what to do")
+    type: str
+    param: str | None = Field(default=None, description="The request field at fault")
+    code: str | None = None
+    problems: list[dict[str, Any]] | None = Field(
+        default=None, description="Each bad line or field: {where, message}, or the validator's")
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer, in OpenAI's shape so its SDKs raise the right exception class."""
+
+    error: ErrorDetail
+
+
+# Documented on every /v1 route, so a client (and the schema fuzzer) can rely on error bodies.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid request or input; problems names "
+          "each bad line or field"},
+    401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
+    404: {"model": ErrorResponse, "description": "No such object (for this tenant)"},
+    409: {"model": ErrorResponse, "description": "The object's state does not allow this"},
+    422: {"model": ErrorResponse, "description": "A parameter or the body does not match "
+          "this schema"},
+}

@@ -237,7 +237,7 @@ def finish_run(
         run.promotion = gate_decision(session, run, version, metrics, incumbent_metrics)
         add_event(session, run.id, "promotion", run.promotion)
     run.status, run.finished_at, run.lease_owner = RunStatus.SUCCEEDED, utcnow(), None
-    add_event(session, run.id, "finished", {"version": version.ref, "metrics": metrics})
+    add_event(session, run.id, "registered", {"version": version.ref, "metrics": metrics})
     note_schedule_run(session, run, FiringStatus.SUCCEEDED, {
         "version": version.ref, "metrics": metrics, "promotion": run.promotion})
     session.commit()

@@ -62,7 +62,8 @@ def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileObject
     return file_out(service.get_file(session, file_id, tenant_id=tenant))
 
 
-@router.get("/{file_id}/content", response_model=None)
+@router.get("/{file_id}/content", response_model=None, responses={200: {
+    "content": {"application/octet-stream": {}, "application/jsonl": {}}}})
 def file_content(file_id: str, session: SessionDep, settings: SettingsDep,
                  tenant: TenantDep) -> FileResponse | StreamingResponse:
     """The file's bytes; a batch's output and error files are streamed from its rows."""

@@ -104,7 +104,8 @@ def retry_job(job_id: str, session: SessionDep, settings: SettingsDep,
     return job_out(session, child)
 
 
-@router.get("/{job_id}/results", response_model=None)
+@router.get("/{job_id}/results", response_model=None, responses={200: {
+    "model": ResultPage, "content": {"application/x-ndjson": {}}}})
 def job_results(
     job_id: str,
     session: SessionDep,

@@ -53,7 +53,8 @@ def _when(value: str | None, name: str) -> datetime | None:
         raise InvalidInput(f"{name}: {e}") from e
 
 
-@router.get("/v1/results", response_model=None)
+@router.get("/v1/results", response_model=None, responses={200: {
+    "model": QueryPage, "content": {"application/x-ndjson": {}, "text/csv": {}}}})
 def results(
     session: SessionDep,
     settings: SettingsDep,

@@ -66,8 +66,15 @@ def add(name: str, kind: str, source: str, revision: str | None, copy_in: bool,
             n = len(registry.list_versions(session, name)) + 1
             target = s.models_path / name / f"v{n}"
             shutil.copytree(source, target, dirs_exist_ok=True)
-            source = str(target)
-        stored = check_source(source, s)
+            original, source = source, str(target)
+        try:
+            stored = check_source(source, s)
+        except NightowlError as e:
+            if not copy_in:
+                raise
+            # A refused checkpoint (pickle weights, say) must not stay in the model store.
+            shutil.rmtree(target, ignore_errors=True)
+            raise click.ClickException(str(e).replace(source, original)) from e
         version = registry.register(session, name=name, kind=TaskKind(kind), source=stored,
                                     revision=revision)
         if alias:

@@ -1,4 +1,6 @@
-"""Fine-tunes on a real train worker: metrics in SQL, registry, promotion gate, resume."""
+"""Fine-tunes on a real train worker: metrics in SQL, registry, promotion gate. (A killed run
+resuming from its checkpoint is fault (d): tests/faults/test_fault_finetune_kill.py; bad
+fine-tune input is in the corpus tests/data/bad, run by tests/bad_input.)"""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from helpers import Worker, write_jsonl
@@ -17,7 +19,7 @@ from nightowl.cli import cli
 from nightowl.config import Settings
 from nightowl.db import session_factory
 from nightowl.enums import RunStatus
-from nightowl.models import Job, TrainingEvent, TrainingMetric, TrainingRun
+from nightowl.models import Job, TrainingMetric, TrainingRun
 
 FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
@@ -102,53 +104,3 @@ def test_finetune_records_metrics_registers_and_gates_promotion(
     result = CliRunner().invoke(cli, ["runs", "plot", run_id, "-o", str(png)])
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_killed_finetune_resumes_with_a_continuous_metric_series(
-    start_worker: Callable[..., Worker], session: Session, models: Settings, tmp_path: Path
-) -> None:
-    train = write_jsonl(tmp_path / "train.jsonl",
-                        list(demo_data.labelled_reviews(2000, seed=7)))  # type: ignore[arg-type]
-    first = start_worker("-Q", "train", "-c", "1")
-    run_id = finetune("--kind", "sentiment", "--base", "tiny-sentiment", "--train", str(train),
-                      "--max-steps", "120", "--batch-size", "32", "--checkpoint-every", "10",
-                      "--register-as", "resumed")
-    wait_run(run_id, first, until=lambda r: len(steps_of(session, run_id, "train/loss")) >= 25)
-    first.kill()
-    killed_at_step = max(steps_of(session, run_id, "train/loss"))
-    second = start_worker("-Q", "train,cpu", "-c", "1", "--beat")
-    run = wait_run(run_id, second)
-    assert run.status == RunStatus.SUCCEEDED, run.error
-    assert run.attempts == 2
-    assert steps_of(session, run_id, "train/loss") == list(range(1, 121))
-    dupes = session.scalar(select(func.count()).select_from(TrainingMetric).where(
-        TrainingMetric.run_id == run_id)) - len(set(session.execute(select(
-            TrainingMetric.step, TrainingMetric.key).where(TrainingMetric.run_id == run_id))))
-    assert dupes == 0
-    started = session.scalars(select(TrainingEvent).where(
-        TrainingEvent.run_id == run_id, TrainingEvent.kind == "started")
-        .order_by(TrainingEvent.id)).all()
-    assert len(started) == 2
-    resumed_from = started[1].details.get("resumed_from")
-    assert resumed_from is not None and 10 <= resumed_from <= killed_at_step
-
-
-def test_bad_finetune_input_is_named(models: Settings, tmp_path: Path) -> None:
-    one_label = write_jsonl(tmp_path / "one.jsonl", [{"text": "a", "label": "pos"}] * 5)
-    result = CliRunner().invoke(cli, ["finetune", "submit", "--kind", "sentiment", "--base",
-                                      "tiny-sentiment", "--train", str(one_label)])
-    assert result.exit_code != 0 and "has a single label 'pos'" in result.output
-    missing = write_jsonl(tmp_path / "m.jsonl", [{"text": "a", "label": "x"}, {"text": "b"}])
-    result = CliRunner().invoke(cli, ["finetune", "submit", "--kind", "sentiment", "--base",
-                                      "tiny-sentiment", "--train", str(missing)])
-    assert "line 2: missing or empty field 'label'" in result.output
-    empty = tmp_path / "e.jsonl"
-    empty.write_text("")
-    result = CliRunner().invoke(cli, ["finetune", "submit", "--kind", "translation", "--base",
-                                      "tiny-translator", "--train", str(empty)])
-    assert "is empty" in result.output
-    good = write_jsonl(tmp_path / "g.jsonl", [{"text": "a", "label": "x"},
-                                              {"text": "b", "label": "y"}])
-    result = CliRunner().invoke(cli, ["finetune", "submit", "--kind", "sentiment", "--base",
-                                      "tiny-generator", "--train", str(good)])
-    assert result.exit_code != 0 and "is a generate model" in result.output

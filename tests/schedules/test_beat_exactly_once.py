@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sched_helpers import Beat, firings, nightowl, wait_firings
 from sqlalchemy import select
 
@@ -19,6 +20,8 @@ from nightowl.enums import RunStatus
 from nightowl.models import TrainingRun
 
 POLL_S = 0.5
+# Fault (e) of the fault suite: two beat processes, each slot fires once.
+pytestmark = pytest.mark.faults
 
 
 def _spec(path: Path, train: Path, model: str, max_steps: int) -> Path:
@@ -81,3 +84,7 @@ def test_two_beats_fire_each_slot_once_and_follow_pause_and_edit(
     assert all(f.scheduled_for.second % 3 == 0 for f in after)
     assert {runs[f.id].hyperparams["max_steps"] for f in after} == {2}
     assert {f.fired_by.split(":")[0] for f in everything} == {"beat"}
+    doubled = len(everything) - len({f.scheduled_for for f in everything})
+    print(f"\nFAULT {'e. two beat processes':<34} items={len(everything):<5} lost=0   "
+          f"duplicated={doubled:<3} recovery_s=   0.0  unit=slots fired_by="
+          f"{len({f.fired_by for f in everything})}_beats")

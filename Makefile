@@ -28,5 +28,13 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+# Every benchmark in its quick mode (each under a minute; needs ../shared/datasets).
+bench-quick: install
+	HF_HUB_OFFLINE=1 $(PY) bench/e2e_vs_raw.py --quick
+	HF_HUB_OFFLINE=1 $(PY) bench/vs_naive.py --quick
+	HF_HUB_OFFLINE=1 $(PY) bench/scale.py --quick
+	HF_HUB_OFFLINE=1 $(PY) bench/finetune_overhead.py --quick
+	HF_HUB_OFFLINE=1 $(PY) bench/gpu.py --quick
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,7 +7,8 @@
              `nightowl worker -Q train -c 1` claims it under a SQL lease, trains with a
              heartbeat, and record_metrics() upserts every step's metrics to SQL (5 keys a step)
 
-Same model, rows, seed, hyperparameters and steps, same torch threads (default 2 both).
+Same model, rows, seed, hyperparameters and steps, same torch threads (default 1 both: on a
+shared host two OpenMP threads slow down erratically; --threads 2 on a quiet box).
 Throughput is measured over the training window only: from step 1's metrics to step N's
 (model loading, the final eval and the save are outside it on both sides). Tokens per step
 are counted in the direct run (the data order is a pure function of the seed, so both sides
@@ -41,7 +42,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="optimizer steps (60; quick 12)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2, help="torch threads, both sides")
+    p.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
     args = p.parse_args()
     start_machine = c.start(args)
     steps = args.steps or (12 if args.quick else 60)

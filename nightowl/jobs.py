@@ -263,7 +263,10 @@ def try_finalize(session: Session, job_id: str) -> bool:
     )
     if open_chunks:
         return False
-    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+    # populate_existing: a worker's session already holds this Job from its claim; without a
+    # re-read, a cancel committed since then would be overwritten with "completed".
+    job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()
+                          .execution_options(populate_existing=True)).one()
     if job.status.terminal:
         return False
     set_status(job, JobStatus.FINALIZING)

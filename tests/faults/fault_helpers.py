@@ -62,7 +62,12 @@ def dispose_observers() -> None:
 
 @dataclass
 class Figures:
-    """What one fault did to one job: printed by the test and in the session's summary."""
+    """What one fault did to one job: printed by the test and in the session's summary.
+
+    lost: items (or metric steps) without exactly one committed result; duplicated: results
+    written more than once (the audit trigger) or rows doubled; recovery_s: seconds from the
+    end of the fault (the last kill; the service back up) until the job or run finished.
+    """
 
     fault: str
     items: int

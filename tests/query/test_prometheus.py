@@ -101,7 +101,7 @@ def test_metrics_while_a_real_worker_runs_a_job(
         pytest.skip(f"the bootstrap models cannot be built yet: {str(e)[:200]}")
     start_worker = request.getfixturevalue("start_worker")
     # Generation is slow enough per item that scrapes land while the job is part-way.
-    n = 200
+    n = 600
     rows = [{"custom_id": f"p{i}", "text": f"the king said {i}"} for i in range(n)]
     path = write_jsonl(tmp_path / "prompts.jsonl", rows)  # type: ignore[arg-type]
     submitted = CliRunner().invoke(cli, ["submit", "generate", str(path), "--model",

@@ -22,7 +22,7 @@ from nightowl.models import ModelVersion, TrainingEvent, TrainingMetric, Trainin
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
-STEPS = 60
+STEPS = 40
 # Long enough to cover loading the base model before the first heartbeat; short enough that
 # the dead worker's run is taken over within seconds.
 TRAIN_ENV = {"NIGHTOWL_LEASE_SECONDS": "10", "NIGHTOWL_REAP_INTERVAL_SECONDS": "1"}
@@ -60,7 +60,7 @@ def test_killed_finetune_resumes_from_its_checkpoint_with_a_continuous_metric_se
         "--register-as", "resumed"])
     assert result.exit_code == 0, result.output
     run_id = result.stdout.strip().splitlines()[-1]
-    _wait_run(settings, run_id, first, until=lambda s, _: len(_steps(s, run_id)) >= 25)
+    _wait_run(settings, run_id, first, until=lambda s, _: len(_steps(s, run_id)) >= 15)
     first.kill()
     killed = time.monotonic()
     with observer(settings)() as s:

@@ -43,9 +43,12 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
+    p.add_argument("--repeat", type=int,
+                   help="alternating runs of each side, the best of each kept (full 2, quick 1)")
     args = p.parse_args()
     start_machine = c.start(args)
     steps = args.steps or (12 if args.quick else 60)
+    repeat = args.repeat or (1 if args.quick else 2)
     c.set_threads(args.threads)
 
     folder = args.data / "sentiment"
@@ -73,8 +76,6 @@ def main() -> None:
         labels = sorted({r["label"] for r in train_rows})
 
         # -- direct --------------------------------------------------------------------
-        c.log(f"direct: {steps} steps of {args.batch_size} rows on {ref}")
-        stamps: dict[int, float] = {}
         step_tokens: list[int] = []
         counting = training_loop.count_tokens
 
@@ -83,8 +84,9 @@ def main() -> None:
             step_tokens.append(n)
             return n
 
-        training_loop.count_tokens = count  # type: ignore[assignment]
-        try:
+        def direct() -> tuple[float, float]:
+            """(window s, total s) of train() called here with do-nothing callbacks."""
+            stamps: dict[int, float] = {}
             with tempfile.TemporaryDirectory() as out:
                 config = TrainConfig(kind=TaskKind.SENTIMENT, base_source=str(source),
                                      output_dir=Path(out), labels=labels, device="cpu", **hyper)
@@ -92,42 +94,56 @@ def main() -> None:
                 train(config, train_rows, eval_rows,
                       on_metrics=lambda step, values: stamps.setdefault(step, time.perf_counter()),
                       on_event=lambda kind, details: None)
-                direct_total = time.perf_counter() - t0
-        finally:
-            training_loop.count_tokens = counting
-        window_tokens = sum(step_tokens[1:steps])
-        direct_window = stamps[steps] - stamps[1]
+                return stamps[steps] - stamps[1], time.perf_counter() - t0
 
         # -- nightowl --------------------------------------------------------------------
-        c.log("nightowl: the same run through the task path")
         worker = st.start_worker(queues="train", concurrency=1, threads=args.threads)
         factory = session_factory()
-        with factory() as s:
-            run = finetunes.submit_finetune(session=s, settings=_settings(), spec=finetunes.
-                                            FinetuneSpec(kind=TaskKind.SENTIMENT, base=ref,
-                                                         train_rows=train_rows,
-                                                         eval_rows=eval_rows,
-                                                         hyperparams=hyper))
-            run_id = run.id
-        t0 = time.perf_counter()
-        while True:
+
+        def through_nightowl() -> tuple[float, float, int]:
+            """(window s, total s, metric rows a step) of the run through the task path."""
             with factory() as s:
-                status = finetunes.get_run(s, run_id).status
-            if status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
-                break
-            if not worker.alive():
-                raise RuntimeError(f"the worker died:\n{worker.output()}")
-            time.sleep(0.2)
-        nightowl_total = time.perf_counter() - t0
-        if status != RunStatus.SUCCEEDED:
-            raise RuntimeError(f"run {run_id} ended {status.value}:\n{worker.output()}")
-        with factory() as s:
-            rows = list(s.scalars(select(TrainingMetric).where(
-                TrainingMetric.run_id == run_id, TrainingMetric.key == "train/loss")))
-            stored = {m.step: m.ts for m in rows}
-            per_step = s.query(TrainingMetric).filter(
-                TrainingMetric.run_id == run_id, TrainingMetric.step == 1).count()
-        nightowl_window = (c._epoch(stored[steps]) - c._epoch(stored[1]))
+                run = finetunes.submit_finetune(
+                    session=s, settings=_settings(),
+                    spec=finetunes.FinetuneSpec(kind=TaskKind.SENTIMENT, base=ref,
+                                                train_rows=train_rows, eval_rows=eval_rows,
+                                                hyperparams=hyper))
+                run_id = run.id
+            t0 = time.perf_counter()
+            while True:
+                with factory() as s:
+                    status = finetunes.get_run(s, run_id).status
+                if status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
+                    break
+                if not worker.alive():
+                    raise RuntimeError(f"the worker died:\n{worker.output()}")
+                time.sleep(0.2)
+            total = time.perf_counter() - t0
+            if status != RunStatus.SUCCEEDED:
+                raise RuntimeError(f"run {run_id} ended {status.value}:\n{worker.output()}")
+            with factory() as s:
+                stored = {m.step: m.ts for m in s.scalars(select(TrainingMetric).where(
+                    TrainingMetric.run_id == run_id, TrainingMetric.key == "train/loss"))}
+                per_step = s.query(TrainingMetric).filter(
+                    TrainingMetric.run_id == run_id, TrainingMetric.step == 1).count()
+            return c._epoch(stored[steps]) - c._epoch(stored[1]), total, per_step
+
+        direct_runs: list[tuple[float, float]] = []
+        nightowl_runs: list[tuple[float, float, int]] = []
+        for r in range(repeat):
+            c.log(f"direct run {r + 1}/{repeat}: {steps} steps of {args.batch_size} rows, {ref}")
+            training_loop.count_tokens = count  # type: ignore[assignment]
+            try:
+                step_tokens.clear()
+                direct_runs.append(direct())
+            finally:
+                training_loop.count_tokens = counting
+            c.log(f"direct: window {direct_runs[-1][0]:.2f}s; nightowl run {r + 1}/{repeat}")
+            nightowl_runs.append(through_nightowl())
+            c.log(f"nightowl: window {nightowl_runs[-1][0]:.2f}s")
+        window_tokens = sum(step_tokens[1:steps])
+        direct_window, direct_total = min(direct_runs)
+        nightowl_window, nightowl_total, per_step = min(nightowl_runs)
 
         # -- the cost of persisting metrics, replayed on the same database ---------------------
         # The worker stops first: the scratch run below must not be trained meanwhile.
@@ -152,7 +168,8 @@ def main() -> None:
     share = persist_s / nightowl_window
     mode = "quick" if args.quick else "full"
     print(f"finetune_overhead ({mode}): {ref} on SST-2, {steps} steps x {args.batch_size} rows, "
-          f"max_length {args.max_length}, {args.threads} torch threads both sides; window = "
+          f"max_length {args.max_length}, {args.threads} torch threads both sides, best of "
+          f"{repeat}; window = "
           f"steps 2..{steps} ({window_tokens:,} tokens); {per_step} metric rows a step")
     print(c.load_note(start_machine))
     print(c.table(
@@ -170,7 +187,9 @@ def main() -> None:
                    "direct_window_s": direct_window, "nightowl_window_s": nightowl_window,
                    "direct_tokens_per_s": direct_tps, "nightowl_tokens_per_s": nightowl_tps,
                    "ratio": ratio, "persist_s": persist_s, "persist_share": share,
-                   "direct_total_s": direct_total, "nightowl_total_s": nightowl_total}
+                   "direct_total_s": direct_total, "nightowl_total_s": nightowl_total,
+                   "direct_windows": [w for w, _ in direct_runs],
+                   "nightowl_windows": [w for w, _, _ in nightowl_runs]}
         path = c.write_record("finetune_overhead", mode=mode, args=vars(args), figures=figures,
                               headline=headline, machine_at_start=start_machine)
         print(f"recorded in {os.path.relpath(path)}")

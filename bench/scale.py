@@ -13,7 +13,7 @@ job first; its peak-RSS marks are reset after the warm-up), then:
 
 Inputs: SST-2 sentences cycled to the size (synthetic reviews if the datasets are absent).
 Sizes: 10k, 100k, 1M (full; --sizes to change, e.g. --sizes 10000,100000,300000 on a slow
-box), 1k, 10k, 50k (--quick). Fixed costs (process start, imports, the first chunk) dominate
+box), 1k, 10k, 30k (--quick). Fixed costs (process start, imports, the first chunk) dominate
 small jobs, so linearity is judged on the marginal cost per item between successive sizes:
 the last line gives the last step's marginal cost over the first's (1.00 = linear) and the
 peak-RSS growth in MiB from the smallest size to the largest.
@@ -48,13 +48,15 @@ def texts_for(data: Path, n: int) -> list[str]:
 def main() -> None:
     p = c.parser(__doc__)
     p.add_argument("--sizes", help="comma list of item counts (10000,100000,1000000; quick "
-                                   "1000,10000,50000)")
+                                   "1000,10000,30000)")
     p.add_argument("--concurrency", type=int, default=2, help="worker processes (-c)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker process")
     args = p.parse_args()
     start_machine = c.start(args)
-    default = "1000,10000,50000" if args.quick else "10000,100000,1000000"
+    default = "1000,10000,30000" if args.quick else "10000,100000,1000000"
     sizes = [int(x) for x in (args.sizes or default).split(",")]
+    if len(sizes) < 2 or sizes != sorted(sizes):
+        p.error("--sizes needs at least two item counts, smallest first")
     pool = texts_for(args.data, min(max(sizes), 67_349))
 
     rows: list[dict[str, Any]] = []

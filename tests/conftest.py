@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
-from helpers import Worker
+from helpers import Worker, api_process
 from nightowl.celery_app import get_celery
 from nightowl.config import EMBEDDED, Settings, get_settings
 from nightowl.db import dispose_engines, make_engine
@@ -157,35 +157,5 @@ def client(migrated: Settings, api_key: str) -> Iterator[Any]:
 def api_server(migrated: Settings, stack_env: dict[str, str],
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `nightowl api` process on a free 127.0.0.1 port; yields its base URL."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tmp_path_factory.mktemp("api") / "api.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nightowl", "api", "--host", "127.0.0.1", "--port", str(port)],
-            env={**os.environ, **stack_env}, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"the API did not start:\n{log.read_text()[-3000:]}") from None
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    with api_process(stack_env, tmp_path_factory.mktemp("api") / "api.log") as url:
+        yield url

@@ -5,18 +5,24 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from nightowl.db import session_factory
-from nightowl.enums import JobStatus
-from nightowl.models import Job
+from nightowl.enums import JobStatus, RunStatus
+from nightowl.models import Job, TrainingRun
 
 FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
+RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 class Worker:
@@ -74,3 +80,51 @@ def write_jsonl(path: Path, rows: list[dict[str, object]] | list[str]) -> Path:
         for row in rows:
             fh.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
     return path
+
+
+def wait_for_run(run_id: str, worker: Worker, *, timeout: float = 300,
+                 until: Callable[[Session, TrainingRun], bool] | None = None,
+                 factory: sessionmaker[Session] | None = None) -> TrainingRun:
+    """Poll SQL until the fine-tune is final (or `until` holds); fails with the worker's log."""
+    factory = factory or session_factory()
+    deadline = time.monotonic() + timeout
+    while True:
+        with factory() as s:
+            run = s.get(TrainingRun, run_id)
+            assert run is not None
+            if until(s, run) if until else run.status in RUN_FINAL:
+                return run
+        assert time.monotonic() < deadline, f"run {run_id} {run.status}\n{worker.output()[-4000:]}"
+        time.sleep(0.2)
+
+
+@contextmanager
+def api_process(env: dict[str, str], log: Path) -> Iterator[str]:
+    """A real `nightowl api` process on a free 127.0.0.1 port; yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nightowl", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"the API did not start:\n{log.read_text()[-3000:]}") from None
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -5,12 +5,6 @@ is left behind: no job or item rows, no uploaded bytes on disk."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +14,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from helpers import write_jsonl
+from helpers import api_process, write_jsonl
 from nightowl.cli import cli
 from nightowl.config import Settings, get_settings
 from nightowl.models import File, Job, JobItem
@@ -122,29 +116,9 @@ def test_http_refuses_an_upload_over_the_limit_and_keeps_none_of_it(
 @pytest.fixture
 def limited_api(models: Settings, tmp_path: Path) -> Iterator[str]:
     """A real `nightowl api` process started with the small limits."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "nightowl", "api", "--host", "127.0.0.1", "--port", str(port)],
-            env={**os.environ, **LIMITS}, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"the API did not start:\n{log.read_text()[-3000:]}") \
-                    from None
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with api_process(LIMITS, tmp_path / "api.log") as url:
+        yield url
+
 
 
 @pytest.mark.parametrize(("make", "message"), [

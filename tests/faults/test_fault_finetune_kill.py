@@ -13,7 +13,7 @@ from fault_helpers import Figures, observer, report
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from helpers import Worker, write_jsonl
+from helpers import Worker, wait_for_run, write_jsonl
 from nightowl import demo_data
 from nightowl.cli import cli
 from nightowl.config import Settings
@@ -26,7 +26,6 @@ STEPS = 40
 # Long enough to cover loading the base model before the first heartbeat; short enough that
 # the dead worker's run is taken over within seconds.
 TRAIN_ENV = {"NIGHTOWL_LEASE_SECONDS": "10", "NIGHTOWL_REAP_INTERVAL_SECONDS": "1"}
-FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 def _steps(s: Session, run_id: str, key: str = "train/loss") -> list[int]:
@@ -37,15 +36,8 @@ def _steps(s: Session, run_id: str, key: str = "train/loss") -> list[int]:
 
 def _wait_run(settings: Settings, run_id: str, worker: Worker, *, timeout: float = 300,
               until: Callable[[Session, TrainingRun], bool] | None = None) -> TrainingRun:
-    deadline = time.monotonic() + timeout
-    while True:
-        with observer(settings)() as s:
-            run = s.get(TrainingRun, run_id)
-            assert run is not None
-            if until(s, run) if until else run.status in FINAL:
-                return run
-        assert time.monotonic() < deadline, f"run {run_id} {run.status}\n{worker.output()[-4000:]}"
-        time.sleep(0.2)
+    return wait_for_run(run_id, worker, timeout=timeout, until=until,
+                        factory=observer(settings))
 
 
 def test_killed_finetune_resumes_from_its_checkpoint_with_a_continuous_metric_series(

@@ -35,10 +35,13 @@ from nightowl.models import JobChunk
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 ITEMS, CHUNK = 160, 4
+# On an idle machine the tiny generator commits a 4-item chunk every few tens of milliseconds:
+# the database fault needs a job that is still running seconds after the stop is asked for.
+DB_ITEMS = 1200
 
 
-def _submit(tmp_path: Path, seed: int) -> str:
-    f = write_jsonl(tmp_path / "p.jsonl", list(demo_data.prompts(ITEMS, seed=seed)))  # type: ignore[arg-type]
+def _submit(tmp_path: Path, seed: int, items: int = ITEMS) -> str:
+    f = write_jsonl(tmp_path / "p.jsonl", list(demo_data.prompts(items, seed=seed)))  # type: ignore[arg-type]
     result = CliRunner().invoke(cli, [
         "submit", "generate", str(f), "--model", "tiny-generator", "--chunk-size", str(CHUNK),
         "--param", "max_new_tokens=16", "--param", "seed=1"])
@@ -102,21 +105,23 @@ def test_database_restart_mid_job_is_ridden_out_with_retries(
     start_worker: Callable[..., Worker], restart_database: DatabaseRestarter, audit: Audit,
     settings: Settings, tmp_path: Path
 ) -> None:
-    job_id = _submit(tmp_path, seed=22)
+    job_id = _submit(tmp_path, seed=22, items=DB_ITEMS)
     worker = start_worker("-Q", "cpu", "-c", "1", "--beat", env=FAST_RECOVERY)
-    _wait_done_chunks(settings, job_id, 4, worker)
+    _wait_done_chunks(settings, job_id, 2, worker)
     down_s = restart_database.restart(down_for=3.0)
     t0 = time.monotonic()
     done = _done_chunks(settings, job_id)
+    assert done < DB_ITEMS // CHUNK, (
+        "the job finished before the database went down: the fault tested nothing")
     resumed = _first_progress_after(settings, job_id, done, t0)
     job = wait_for_job(job_id, worker=worker, timeout=180)
     recovery = time.monotonic() - t0
     assert job.status == JobStatus.COMPLETED, worker.output()[-3000:]
 
-    lost, duplicated = audit.measure(job_id, ITEMS)
+    lost, duplicated = audit.measure(job_id, DB_ITEMS)
     retries = worker.output().count("database unavailable")
-    report(Figures("c. PostgreSQL restart mid-job", ITEMS, lost, duplicated, recovery,
+    report(Figures("c. PostgreSQL restart mid-job", DB_ITEMS, lost, duplicated, recovery,
                    {"db_down_s": round(down_s, 1), "worker_retries": retries,
                     "progress_resumed_s": round(resumed, 1)}))
     assert (lost, duplicated) == (0, 0)
-    assert job.succeeded_items == ITEMS
+    assert job.succeeded_items == DB_ITEMS

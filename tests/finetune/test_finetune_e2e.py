@@ -5,7 +5,6 @@ fine-tune input is in the corpus tests/data/bad, run by tests/bad_input.)"""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,29 +12,18 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from helpers import Worker, write_jsonl
+from helpers import Worker, wait_for_run, write_jsonl
 from nightowl import demo_data, registry
 from nightowl.cli import cli
 from nightowl.config import Settings
-from nightowl.db import session_factory
 from nightowl.enums import RunStatus
 from nightowl.models import Job, TrainingMetric, TrainingRun
-
-FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 def wait_run(run_id: str, worker: Worker, *, timeout: float = 300,
              until: Callable[[TrainingRun], bool] | None = None) -> TrainingRun:
-    factory = session_factory()
-    deadline = time.monotonic() + timeout
-    while True:
-        with factory() as s:
-            run = s.get(TrainingRun, run_id)
-            assert run is not None
-            if until(run) if until else run.status in FINAL:
-                return run
-        assert time.monotonic() < deadline, f"run {run_id} {run.status}\n{worker.output()[-4000:]}"
-        time.sleep(0.3)
+    return wait_for_run(run_id, worker, timeout=timeout,
+                        until=(lambda _s, run: until(run)) if until else None)
 
 
 def finetune(*args: str) -> str:

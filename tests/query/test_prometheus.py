@@ -110,19 +110,22 @@ def test_metrics_while_a_real_worker_runs_a_job(
     assert submitted.exit_code == 0, submitted.output
     job_id = submitted.stdout.strip().splitlines()[-1]
     model = "tiny-generator@v1"
-    assert value(scrape(anonymous), "nightowl_queue_depth", queue="cpu") >= n // 10
+    before = scrape(anonymous)
+    assert value(before, "nightowl_queue_depth", queue="cpu") >= n // 10
+    # The counter is per model across every job: earlier jobs on this model count too.
+    base = value(before, "nightowl_items_processed_total", kind="generate", model=model)
     worker = start_worker("-Q", "cpu", "-c", "1")
     metrics._workers.at = 0.0  # forget an answer cached before the worker was up
-    partial: list[float] = []
+    seen: list[float] = []
     while True:
         samples = scrape(anonymous)
-        done = value(samples, "nightowl_items_processed_total", kind="generate", model=model)
-        if 0 < done < n:
-            partial.append(done)
+        seen.append(value(samples, "nightowl_items_processed_total", kind="generate",
+                          model=model) - base)
         if wait_for_job(job_id, timeout=0.01, worker=worker, until=lambda j: True).status in FINAL:
             break
         time.sleep(0.1)
+    metrics._workers.at = 0.0  # the first ping may have gone out before the worker listened
     final = scrape(anonymous)
-    assert partial, "no scrape saw the job part-way"
-    assert value(final, "nightowl_items_processed_total", kind="generate", model=model) >= n
+    assert [d for d in seen if 0 < d < n], f"no scrape saw the job part-way: {seen}"
+    assert value(final, "nightowl_items_processed_total", kind="generate", model=model) == base + n
     assert value(final, "nightowl_workers_alive") >= 1

@@ -18,6 +18,7 @@ from nightowl.enums import ErrorCode
 from nightowl.errors import InvalidInput
 from workers.batching import plan_micro_batches
 from workers.runners import Runner
+from workers.runners.base import Encoded
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,8 @@ class _Budget:
     tokens: int
 
 
-# An item with its token length (after truncation) for packing.
-_Sized = tuple[WorkItem, int]
+# An item with its token length (after truncation) for packing, and its token ids.
+_Sized = tuple[WorkItem, int, Encoded]
 
 
 def run_batched(
@@ -83,7 +84,7 @@ def run_batched(
         yield rejected
     for group, sized in runnable:
         plan = plan_micro_batches(
-            [length for _, length in sized],
+            [length for _, length, _ in sized],
             max_batch_tokens=max_batch_tokens,
             max_batch_size=max_batch_size,
         )
@@ -124,10 +125,11 @@ def _measure(
 ) -> tuple[list[_Sized], list[ItemResult]]:
     """Token lengths for packing; over-long texts are refused unless truncation was asked for."""
     limit = runner.max_input_tokens
-    lengths = runner.count_tokens([item.text for item in items])
+    encodings = runner.encode([item.text for item in items])
     sized: list[_Sized] = []
     refused: list[ItemResult] = []
-    for item, length in zip(items, lengths, strict=True):
+    for item, encoded in zip(items, encodings, strict=True):
+        length = len(encoded[0])
         if length == 0:
             refused.append(
                 _error(item, ErrorCode.INVALID_INPUT, "text is empty (0 tokens); give some text")
@@ -139,7 +141,7 @@ def _measure(
             )
             refused.append(_error(item, ErrorCode.TOO_LONG, message, tokens_in=length))
         else:
-            sized.append((item, min(length, limit)))
+            sized.append((item, min(length, limit), encoded))
     return sized, refused
 
 
@@ -147,7 +149,8 @@ def _run_within(
     runner: Runner, batch: list[_Sized], params: dict[str, Any], truncate: bool, budget: _Budget
 ) -> list[ItemResult]:
     parts = plan_micro_batches(
-        [length for _, length in batch], max_batch_tokens=budget.tokens, max_batch_size=len(batch)
+        [length for _, length, _ in batch], max_batch_tokens=budget.tokens,
+        max_batch_size=len(batch),
     )
     results: list[ItemResult] = []
     for part in parts:
@@ -159,14 +162,15 @@ def _run_batch(
     runner: Runner, batch: list[_Sized], params: dict[str, Any], truncate: bool, budget: _Budget
 ) -> list[ItemResult]:
     try:
-        outputs = runner.run([item.text for item, _ in batch], params, truncate)
+        outputs = runner.run([item.text for item, _, _ in batch], params, truncate,
+                             encoded=[encoded for _, _, encoded in batch])
     except Exception as e:
         if _is_oom(e):
             _release_memory(runner)
             if len(batch) > 1:
                 # The token budget was too generous for this device and these lengths.
                 log.warning("out of memory on a batch of %d; retrying in halves", len(batch))
-                padded = len(batch) * max(length for _, length in batch)
+                padded = len(batch) * max(length for _, length, _ in batch)
                 budget.tokens = max(1, min(budget.tokens, padded // 2))
                 half = len(batch) // 2
                 return _run_batch(runner, batch[:half], params, truncate, budget) + _run_batch(
@@ -190,7 +194,7 @@ def _run_batch(
         return [_error(item, ErrorCode.MODEL_ERROR, f"{type(e).__name__}: {e}")]
     return [
         ItemResult(item.key, output, None, None, tokens_in, tokens_out)
-        for (item, _), (output, tokens_in, tokens_out) in zip(batch, outputs, strict=True)
+        for (item, _, _), (output, tokens_in, tokens_out) in zip(batch, outputs, strict=True)
     ]
 
 

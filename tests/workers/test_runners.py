@@ -91,6 +91,38 @@ def test_generation_batched_matches_one_by_one(tiny_runners: dict[TaskKind, Runn
     assert [n_in for _, n_in, _ in batched] == runner.count_tokens(prompts)
 
 
+@pytest.mark.parametrize("kind", list(TaskKind))
+def test_encoded_texts_reach_the_model_exactly_as_the_tokenizer_pads_them(
+    kind: TaskKind, tiny_runners: dict[TaskKind, Runner]
+) -> None:
+    """The engine tokenizes once and hands the ids to `run`: padding side, mask, type ids and
+    the outputs must be those of the tokenizer's own call."""
+    runner = tiny_runners[kind]
+    texts = ["The old man", "My friend walked to the market and then back home", "a"]
+    encoded = runner.encode(texts)
+    expected = runner.preprocess(texts, runner.sanitize_params({}), truncate=False)
+    collated = runner.collate(encoded, truncate=False)
+    assert collated is not None
+    assert set(collated.keys()) == set(expected.keys())
+    for name in expected:
+        assert collated[name].tolist() == expected[name].tolist(), name
+    assert [ids for ids, _ in encoded] == runner.tokenizer(texts)["input_ids"]
+    assert runner.run(texts, {}, encoded=encoded) == runner.run(texts, {})
+
+
+def test_encoded_text_over_the_limit_is_truncated_by_the_tokenizer(
+    tiny_runners: dict[TaskKind, Runner],
+) -> None:
+    runner = tiny_runners[TaskKind.SENTIMENT]
+    texts = ["wonderful " * 400, "the food was terrible"]
+    encoded = runner.encode(texts)
+    assert len(encoded[0][0]) > runner.max_input_tokens
+    assert runner.collate(encoded, truncate=True) is None  # the tokenizer places [SEP]
+    with_ids = runner.run(texts, {}, truncate=True, encoded=encoded)
+    assert with_ids == runner.run(texts, {}, truncate=True)
+    assert with_ids[0][1] == runner.max_input_tokens
+
+
 def test_generation_length_and_token_counts(tiny_runners: dict[TaskKind, Runner]) -> None:
     runner = tiny_runners[TaskKind.GENERATE]
     ((out, tokens_in, tokens_out),) = runner.run(["The old man"], {"max_new_tokens": 2})
@@ -276,7 +308,7 @@ class FlakyRunner(SentimentRunner):
     calls: list[tuple[int, bool]]  # (batch size, ran out of memory)
 
     def run(
-        self, texts: list[str], params: Any, truncate: bool = False
+        self, texts: list[str], params: Any, truncate: bool = False, encoded: Any = None
     ) -> list[tuple[dict[str, Any], int, int]]:
         padded = len(texts) * max(self.count_tokens(texts))
         self.calls.append((len(texts), padded > self.oom_above))
@@ -284,7 +316,7 @@ class FlakyRunner(SentimentRunner):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         if any("boom" in text for text in texts):
             raise ValueError("boom: this text breaks the model")
-        return super().run(texts, params, truncate)
+        return super().run(texts, params, truncate, encoded)
 
 
 def flaky(tiny_runners: dict[TaskKind, Runner], oom_above: int) -> FlakyRunner:
@@ -336,7 +368,7 @@ def test_an_item_that_alone_runs_out_of_memory_becomes_an_error_row(
 
     class AlwaysOOM(SentimentRunner):
         def run(
-            self, texts: list[str], params: Any, truncate: bool = False
+            self, texts: list[str], params: Any, truncate: bool = False, encoded: Any = None
         ) -> list[tuple[dict[str, Any], int, int]]:
             raise RuntimeError("out of memory")
 

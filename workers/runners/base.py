@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 import torch
 
@@ -18,7 +18,11 @@ from nightowl.enums import TaskKind
 from nightowl.errors import InvalidInput, InvalidParams
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
     from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+
+# A text's token ids and token type ids, special tokens included.
+Encoded = tuple[list[int], list[int]]
 
 # Tokenizers without a configured limit report int(1e30); configs carry no such sentinel.
 _SANE_LIMIT = 1_000_000
@@ -38,6 +42,8 @@ class Runner(ABC):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
+        # False: not looked up yet; None: the tokenizer has no Rust backend.
+        self._backend_copy: Tokenizer | Literal[False] | None = False
 
     # --- parameters ---------------------------------------------------------------------
 
@@ -60,14 +66,44 @@ class Runner(ABC):
 
     # --- sizes ----------------------------------------------------------------------------
 
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        """Tokens per text as the model would see them (special tokens included, no truncation)."""
+    def encode(self, texts: list[str]) -> list[Encoded]:
+        """Each text's token ids as the model would see them (special tokens included, no
+        truncation). The engine measures with these and `run` pads them, so a text is
+        tokenized once."""
         if not texts:
             return []
+        backend = self._backend()
+        if backend is not None:
+            return [(e.ids, e.type_ids) for e in backend.encode_batch(texts)]
         encoded = self.tokenizer(
-            texts, add_special_tokens=True, return_attention_mask=False, verbose=False
+            texts, add_special_tokens=True, return_attention_mask=False,
+            return_token_type_ids=True, verbose=False,
         )
-        return [len(ids) for ids in encoded["input_ids"]]
+        type_ids = encoded.get("token_type_ids") or [[0] * len(ids) for ids in encoded["input_ids"]]
+        return list(zip(encoded["input_ids"], type_ids, strict=True))
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens per text as the model would see them (special tokens included, no truncation)."""
+        return [len(ids) for ids, _ in self.encode(texts)]
+
+    def _backend(self) -> Tokenizer | None:
+        """A private copy of the fast tokenizer's Rust backend, set to neither pad nor truncate.
+
+        A copy, because transformers re-configures the shared backend's padding and truncation
+        on every call; calling the backend directly also skips the Python wrapper, which costs
+        as much as the tokenizing itself on short texts."""
+        if self._backend_copy is False:
+            shared = getattr(self.tokenizer, "backend_tokenizer", None)
+            if shared is None:
+                self._backend_copy = None
+            else:
+                from tokenizers import Tokenizer
+
+                backend = Tokenizer.from_str(shared.to_str())
+                backend.no_padding()
+                backend.no_truncation()
+                self._backend_copy = backend
+        return self._backend_copy
 
     def position_limit(self) -> int:
         """The longest sequence the model's position embeddings cover."""
@@ -109,6 +145,38 @@ class Runner(ABC):
         moved: BatchEncoding = encoded.to(self.device)
         return moved
 
+    def collate(self, encoded: list[Encoded], truncate: bool) -> BatchEncoding | None:
+        """`preprocess` for texts already encoded: pad to the longest, as the tokenizer would.
+
+        None when the tokenizer must do it after all (no pad token, or a text to truncate:
+        truncation keeps the closing special tokens, which the tokenizer knows how to place)."""
+        from transformers import BatchEncoding
+
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(ids) for ids, _ in encoded)
+        if pad_id is None or width > self.max_input_tokens:
+            return None
+        left = self.tokenizer.padding_side == "left"
+        names = self.tokenizer.model_input_names
+        with_types = self.uses_token_type_ids and "token_type_ids" in names
+        type_pad = getattr(self.tokenizer, "pad_token_type_id", 0) or 0
+        input_ids, mask, types = [], [], []
+        for ids, type_ids in encoded:
+            pad = width - len(ids)
+            if left:
+                input_ids.append([pad_id] * pad + list(ids))
+                mask.append([0] * pad + [1] * len(ids))
+                types.append([type_pad] * pad + list(type_ids))
+            else:
+                input_ids.append(list(ids) + [pad_id] * pad)
+                mask.append([1] * len(ids) + [0] * pad)
+                types.append(list(type_ids) + [type_pad] * pad)
+        data = {"input_ids": torch.tensor(input_ids), "attention_mask": torch.tensor(mask)}
+        if with_types:
+            data["token_type_ids"] = torch.tensor(types)
+        moved: BatchEncoding = BatchEncoding(data).to(self.device)
+        return moved
+
     def decode(self, ids: list[int]) -> str:
         """Text of generated ids, special tokens dropped and spacing left exactly as produced."""
         text = self.tokenizer.decode(
@@ -133,13 +201,21 @@ class Runner(ABC):
         return [0] * count
 
     def run(
-        self, texts: list[str], params: Mapping[str, Any], truncate: bool = False
+        self,
+        texts: list[str],
+        params: Mapping[str, Any],
+        truncate: bool = False,
+        encoded: list[Encoded] | None = None,
     ) -> list[tuple[dict[str, Any], int, int]]:
-        """(output, tokens_in, tokens_out) per text, in input order, for one micro-batch."""
+        """(output, tokens_in, tokens_out) per text, in input order, for one micro-batch.
+
+        `encoded`, the texts' `encode()`, saves tokenizing them again."""
         if not texts:
             return []
         clean = self.sanitize_params(params)
-        inputs = self.preprocess(texts, clean, truncate)
+        inputs = self.collate(encoded, truncate) if encoded else None
+        if inputs is None:
+            inputs = self.preprocess(texts, clean, truncate)
         tokens_in = [int(n) for n in inputs["attention_mask"].sum(dim=1).tolist()]
         outputs = self.forward(inputs, clean)
         results = self.postprocess(outputs, clean)

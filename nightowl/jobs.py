@@ -111,32 +111,42 @@ def submit_job(
     session.add(job)
     session.flush()
     problems: list[tuple[str, str]] = []
-    seen: dict[str, int] = {}
-    batch: list[dict[str, Any]] = []
+    pending: list[ParsedLine] = []
     total = failed = 0
+
+    def store() -> None:
+        # Duplicates are looked up in the rows stored so far (the (job_id, custom_id) index)
+        # rather than in a dict of every custom_id: submit memory stays flat at any size.
+        nonlocal failed
+        first_on = _stored_lines(session, job.id, {line.custom_id for line in pending})
+        rows = []
+        for idx, line in enumerate(pending, start=total - len(pending)):
+            error = line.error
+            first = first_on.setdefault(line.custom_id, line.line_no)
+            if first != line.line_no:
+                error = (ErrorCode.INVALID_INPUT,
+                         f"duplicate custom_id {line.custom_id!r} (first on line {first})")
+                line.custom_id = f"{line.custom_id}#line{line.line_no}"
+            if error is not None:
+                failed += 1
+                if len(problems) < MAX_LISTED_PROBLEMS:
+                    problems.append((f"line {line.line_no}", error[1]))
+            rows.append(_item_row(job.id, idx, line, error, now))
+        session.execute(insert(JobItem), rows)
+        pending.clear()
+
     for line in lines:
-        error = line.error
-        first = seen.setdefault(line.custom_id, line.line_no)
-        if first != line.line_no:
-            error = (ErrorCode.INVALID_INPUT,
-                     f"duplicate custom_id {line.custom_id!r} (first on line {first})")
-            line.custom_id = f"{line.custom_id}#line{line.line_no}"
-        if error is not None:
-            failed += 1
-            if len(problems) < MAX_LISTED_PROBLEMS:
-                problems.append((f"line {line.line_no}", error[1]))
         total += 1
         if total > settings.max_items_per_job:
             raise InvalidInput(
                 f"more than {settings.max_items_per_job} items in one job "
                 "(NIGHTOWL_MAX_ITEMS_PER_JOB); split the file"
             )
-        batch.append(_item_row(job.id, total - 1, line, error, now))
-        if len(batch) >= INSERT_BATCH:
-            session.execute(insert(JobItem), batch)
-            batch.clear()
-    if batch:
-        session.execute(insert(JobItem), batch)
+        pending.append(line)
+        if len(pending) >= INSERT_BATCH:
+            store()
+    if pending:
+        store()
     if total == 0:
         raise InvalidInput("the input is empty: no items to run")
     if failed and spec.on_invalid == "reject":
@@ -170,6 +180,15 @@ def submit_job(
         return job
     dispatch(session, job)
     return job
+
+
+def _stored_lines(session: Session, job_id: str, custom_ids: set[str]) -> dict[str, int]:
+    """custom_id -> line number, for those of `custom_ids` the job already holds."""
+    rows = session.execute(
+        select(JobItem.custom_id, JobItem.line_no)
+        .where(JobItem.job_id == job_id, JobItem.custom_id.in_(custom_ids))
+    ).tuples()
+    return {custom_id: line_no or 0 for custom_id, line_no in rows}
 
 
 def _item_row(
@@ -255,13 +274,15 @@ def stop_pending_chunks(session: Session, job: Job, status: ChunkStatus) -> None
 
 def try_finalize(session: Session, job_id: str) -> bool:
     """Finalize when no chunk is left; the last chunk to commit gets here with all others done."""
-    open_chunks = session.scalar(
-        select(func.count()).select_from(JobChunk).where(
+    # One probe of the (job_id, status) index, not a count of the job's chunks: this runs at
+    # every chunk commit, and counting would make a job's cost grow with its chunks squared.
+    open_chunk = session.scalar(
+        select(JobChunk.id).where(
             JobChunk.job_id == job_id,
             JobChunk.status.in_([ChunkStatus.PENDING, ChunkStatus.RUNNING]),
-        )
+        ).limit(1)
     )
-    if open_chunks:
+    if open_chunk is not None:
         return False
     # populate_existing: a worker's session already holds this Job from its claim; without a
     # re-read, a cancel committed since then would be overwritten with "completed".

@@ -219,6 +219,8 @@ class JobChunk(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "chunk_no"),
         Index("ix_job_chunks_status_lease", "status", "lease_expires_at"),
+        # "Has this job an open chunk left?", asked at every chunk commit.
+        Index("ix_job_chunks_job_id_status", "job_id", "status"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from nightowl import registry
@@ -115,24 +117,42 @@ def submit_job(
     total = failed = 0
 
     def store() -> None:
-        # Duplicates are looked up in the rows stored so far (the (job_id, custom_id) index)
-        # rather than in a dict of every custom_id: submit memory stays flat at any size.
         nonlocal failed
-        first_on = _stored_lines(session, job.id, {line.custom_id for line in pending})
-        rows = []
-        for idx, line in enumerate(pending, start=total - len(pending)):
-            error = line.error
-            first = first_on.setdefault(line.custom_id, line.line_no)
-            if first != line.line_no:
-                error = (ErrorCode.INVALID_INPUT,
-                         f"duplicate custom_id {line.custom_id!r} (first on line {first})")
-                line.custom_id = f"{line.custom_id}#line{line.line_no}"
-            if error is not None:
+        start = total - len(pending)
+        rows = [_item_row(job.id, idx, line, line.error, now)
+                for idx, line in enumerate(pending, start=start)]
+        # A custom_id used twice in this batch is caught here; one the job already holds, by
+        # the (job_id, custom_id) unique index as the rows go in. Either way submit memory stays
+        # flat: nothing keeps every custom_id of a million-line file.
+        first_on: dict[str, int] = {}
+        dups: list[int] = []
+        fresh: list[int] = []
+        for n, line in enumerate(pending):
+            if first_on.setdefault(line.custom_id, line.line_no) != line.line_no:
+                dups.append(n)
+            else:
+                fresh.append(n)
+        _insert_new(session, [rows[n] for n in fresh])
+        in_batch = (JobItem.job_id == job.id, JobItem.idx >= start, JobItem.idx < total)
+        count = select(func.count()).select_from(JobItem).where(*in_batch)
+        if (session.scalar(count) or 0) < len(fresh):
+            stored = set(session.scalars(select(JobItem.custom_id).where(*in_batch)))
+            taken = {pending[n].custom_id for n in fresh} - stored
+            first_on.update(_stored_lines(session, job.id, taken))
+            dups += [n for n in fresh if pending[n].custom_id in taken]
+        for n in sorted(dups):
+            line = pending[n]
+            message = (f"duplicate custom_id {line.custom_id!r} "
+                       f"(first on line {first_on[line.custom_id]})")
+            line.custom_id = f"{line.custom_id}#line{line.line_no}"
+            rows[n] = _item_row(job.id, start + n, line, (ErrorCode.INVALID_INPUT, message), now)
+        if dups:
+            session.execute(insert(JobItem), [rows[n] for n in sorted(dups)])
+        for row, line in zip(rows, pending, strict=True):
+            if row["error_message"] is not None:
                 failed += 1
                 if len(problems) < MAX_LISTED_PROBLEMS:
-                    problems.append((f"line {line.line_no}", error[1]))
-            rows.append(_item_row(job.id, idx, line, error, now))
-        session.execute(insert(JobItem), rows)
+                    problems.append((f"line {line.line_no}", row["error_message"]))
         pending.clear()
 
     for line in lines:
@@ -180,6 +200,15 @@ def submit_job(
         return job
     dispatch(session, job)
     return job
+
+
+def _insert_new(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert the rows whose custom_id the job does not hold yet; skip the others."""
+    if rows:
+        dialect = session.get_bind().dialect.name
+        make = pg_insert if dialect == "postgresql" else sqlite_insert
+        stmt = make(JobItem).on_conflict_do_nothing(index_elements=["job_id", "custom_id"])
+        session.connection().execute(stmt, rows)
 
 
 def _stored_lines(session: Session, job_id: str, custom_ids: set[str]) -> dict[str, int]:

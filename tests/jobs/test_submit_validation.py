@@ -94,17 +94,20 @@ def test_duplicate_custom_ids_are_found_across_insert_batches(
     rows: list[dict[str, object]] = [{"custom_id": f"r{i}", "text": f"review {i}"}
                                      for i in range(1, 2_006)]
     rows[5]["custom_id"] = "r5"        # line 6 repeats line 5, in the same batch
-    rows[2_002]["custom_id"] = "r1"    # line 2003 repeats line 1, stored a batch earlier
+    rows[2_002]["custom_id"] = "r1"    # line 2003 repeats line 1, stored a batch earlier,
+    rows[2_003]["custom_id"] = "r1"    # and so does line 2004
     f = write_jsonl(tmp_path / "dups.jsonl", rows)
     code, _, err = _submit("sentiment", str(f), "--model", "tiny-sentiment")
     assert code != 0
     assert "line 6: duplicate custom_id 'r5' (first on line 5)" in err
     assert "line 2003: duplicate custom_id 'r1' (first on line 1)" in err
+    assert "line 2004: duplicate custom_id 'r1' (first on line 1)" in err
     code, out, err = _submit("sentiment", str(f), "--model", "tiny-sentiment",
                              "--on-invalid", "skip")
     assert code == 0, err
     job_id = out.strip().splitlines()[-1]
     failed = session.scalars(select(JobItem).where(
         JobItem.job_id == job_id, JobItem.status == ItemStatus.FAILED).order_by(JobItem.idx)).all()
-    assert [(i.line_no, i.custom_id) for i in failed] == [(6, "r5#line6"), (2003, "r1#line2003")]
+    assert [(i.line_no, i.custom_id) for i in failed] == [
+        (6, "r5#line6"), (2003, "r1#line2003"), (2004, "r1#line2004")]
     assert session.get(Job, job_id).total_items == 2_005  # type: ignore[union-attr]

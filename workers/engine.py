@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,25 +99,39 @@ def _sanitize(
     runner: Runner, items: Sequence[WorkItem]
 ) -> tuple[list[_Group], list[ItemResult]]:
     """Validate each distinct params set once; group items whose sanitized params are equal."""
-    verdicts: dict[str, dict[str, Any] | str] = {}
+    # Per distinct params: the sanitized params (or the error), and the group they go to.
+    verdicts: dict[Hashable, _Group | str] = {}
     groups: dict[str, _Group] = {}
     rejected: list[ItemResult] = []
     for item in items:
-        raw_key = json.dumps(item.params, sort_keys=True, default=repr)
+        raw_key = _params_key(item.params)
         if raw_key not in verdicts:
             try:
-                verdicts[raw_key] = runner.sanitize_params(item.params)
+                clean = runner.sanitize_params(item.params)
             except InvalidInput as e:
                 # The headline alone: it names the field and the range, on one line.
                 verdicts[raw_key] = str(e.args[0]) if e.args else str(e)
+            else:
+                # Grouping by the sanitized form lets {} and {"max_new_tokens": 32} share batches.
+                clean_key = json.dumps(clean, sort_keys=True, default=repr)
+                verdicts[raw_key] = groups.setdefault(clean_key, _Group(clean, []))
         verdict = verdicts[raw_key]
         if isinstance(verdict, str):
             rejected.append(_error(item, ErrorCode.INVALID_INPUT, verdict))
-            continue
-        # Grouping by the sanitized form lets {} and {"max_new_tokens": 32} share batches.
-        clean_key = json.dumps(verdict, sort_keys=True, default=repr)
-        groups.setdefault(clean_key, _Group(verdict, [])).items.append(item)
+        else:
+            verdict.items.append(item)
     return list(groups.values()), rejected
+
+
+def _params_key(params: dict[str, Any]) -> Hashable:
+    """A key equal for equal params: the items themselves when hashable (the usual flat
+    params), else their JSON."""
+    try:
+        key = frozenset(params.items())
+        hash(key)
+    except TypeError:
+        return json.dumps(params, sort_keys=True, default=repr)
+    return key
 
 
 def _measure(

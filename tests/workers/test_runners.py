@@ -241,6 +241,34 @@ def test_engine_reports_every_item_once_with_errors_as_rows(
     assert results[102].error_code is ErrorCode.INVALID_INPUT
 
 
+def test_items_with_equal_params_share_micro_batches_list_valued_params_too(
+    tiny_runners: dict[TaskKind, Runner],
+) -> None:
+    base = tiny_runners[TaskKind.GENERATE]
+    calls: list[tuple[int, list[str]]] = []
+
+    class Recording(type(base)):  # type: ignore[misc]
+        def run(self, texts: list[str], params: Any, truncate: bool = False,
+                encoded: Any = None) -> list[tuple[dict[str, Any], int, int]]:
+            calls.append((len(texts), self.sanitize_params(params)["stop"]))
+            return super().run(texts, params, truncate, encoded)
+
+    runner = Recording(base.model, base.tokenizer, base.device)
+    items = [WorkItem(i, f"The old man {i}", {"stop": ["."], "max_new_tokens": 2})
+             for i in range(3)]
+    items += [WorkItem(10 + i, f"A cat {i}", {"max_new_tokens": 2, "stop": ["!"]})
+              for i in range(2)]
+    items += [WorkItem(20, "A dog", {"max_new_tokens": 2}),
+              WorkItem(21, "A bird", {"max_new_tokens": 2, "stop": []})]
+    results = collect(
+        run_batched(runner, items, max_batch_tokens=10_000, max_batch_size=16, truncate=False)
+    )
+    assert set(results) == {item.key for item in items}
+    assert all(r.error_code is None for r in results.values())
+    # No stop and an empty stop list sanitize alike, so those two share a batch as well.
+    assert sorted(calls) == [(2, []), (2, ["!"]), (3, ["."])]
+
+
 def test_too_long_is_refused_unless_truncating(tiny_runners: dict[TaskKind, Runner]) -> None:
     runner = tiny_runners[TaskKind.SENTIMENT]
     long_text = "this movie was wonderful " * 80

@@ -33,9 +33,9 @@ class SentimentRunner(Runner):
 
     def postprocess(self, outputs: torch.Tensor, params: dict[str, Any]) -> list[dict[str, Any]]:
         id2label: Mapping[Any, str] = self.model.config.id2label or {}
+        names = [str(id2label.get(i, f"LABEL_{i}")) for i in range(outputs.shape[-1])]
         results: list[dict[str, Any]] = []
         for probs in outputs.tolist():
-            names = [str(id2label.get(i, f"LABEL_{i}")) for i in range(len(probs))]
             best = max(range(len(probs)), key=probs.__getitem__)
             result: dict[str, Any] = {"label": names[best], "score": float(probs[best])}
             if params["all_scores"]:

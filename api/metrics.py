@@ -42,7 +42,7 @@ CHUNK_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # A Celery ping waits its whole timeout for stragglers; scrapes come every ~15 s, so one answer
 # is reused for a while instead of making every scrape (and the dashboard) slow.
-PING_TIMEOUT_S = 0.5
+PING_TIMEOUT_S = 1.0
 CACHE_S = 10.0
 
 

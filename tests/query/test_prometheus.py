@@ -124,8 +124,13 @@ def test_metrics_while_a_real_worker_runs_a_job(
         if wait_for_job(job_id, timeout=0.01, worker=worker, until=lambda j: True).status in FINAL:
             break
         time.sleep(0.1)
-    metrics._workers.at = 0.0  # the first ping may have gone out before the worker listened
     final = scrape(anonymous)
+    # Pings are answered once the worker listens and are cached for a while; a scraper asks
+    # again every few seconds, and so does this test until the worker is counted.
+    deadline = time.monotonic() + 20
+    while value(final, "nightowl_workers_alive") < 1 and time.monotonic() < deadline:
+        metrics._workers.at = 0.0
+        final = scrape(anonymous)
     assert [d for d in seen if 0 < d < n], f"no scrape saw the job part-way: {seen}"
     assert value(final, "nightowl_items_processed_total", kind="generate", model=model) == base + n
     assert value(final, "nightowl_workers_alive") >= 1

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,8 @@ FINAL_STATUSES = ("completed", "failed", "cancelled", "expired")
 # --- arguments, output, the record ---------------------------------------------------------
 
 
-def parser(doc: str | None) -> argparse.ArgumentParser:
+def parser(doc: str | None, *, repeat: bool = False) -> argparse.ArgumentParser:
+    """The arguments every script takes; `repeat` adds --repeat (read it with `repeats`)."""
     p = argparse.ArgumentParser(description=doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes, under a minute")
@@ -52,7 +52,14 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
                    help="first wait up to this long for the other processes on the host to "
                         "go quiet (CPU busy < 20%% over 3 s)")
+    if repeat:
+        p.add_argument("--repeat", type=int, help="alternating runs of each side, the best "
+                       "of each kept (full 2, quick 1)")
     return p
+
+
+def repeats(args: argparse.Namespace) -> int:
+    return int(args.repeat or (1 if args.quick else 2))
 
 
 def cpu_busy(interval: float = 3.0) -> float:
@@ -308,13 +315,9 @@ class Worker:
         return self.log_path.read_text(errors="replace")[-tail:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        from nightowl.embedded import stop_group
+
+        stop_group(self.proc)
 
 
 @dataclass

@@ -77,18 +77,16 @@ def raw_seconds(source: Path, texts: list[str], *, chunk_size: int, max_batch_to
 
 
 def main() -> None:
-    p = c.parser(__doc__)
+    p = c.parser(__doc__, repeat=True)
     p.add_argument("--models", default="minilm,tiny", help="comma list of: minilm, tiny")
     p.add_argument("--minilm-items", type=int, help="SST-2 items for minilm (5,000; quick 1,000)")
     p.add_argument("--tiny-items", type=int,
                    help="items for tiny-sentiment (100,000; quick 10,000)")
     p.add_argument("--concurrency", type=int, default=1, help="worker processes (-c)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker process")
-    p.add_argument("--repeat", type=int,
-                   help="alternating runs of each side, the best of each kept (full 2, quick 1)")
     args = p.parse_args()
     start_machine = c.start(args)
-    repeat = args.repeat or (1 if args.quick else 2)
+    repeat = c.repeats(args)
     raw_threads = args.concurrency * args.threads
     c.set_threads(raw_threads)
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]

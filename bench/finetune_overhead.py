@@ -37,18 +37,16 @@ GOAL = 0.95
 
 
 def main() -> None:
-    p = c.parser(__doc__)
+    p = c.parser(__doc__, repeat=True)
     p.add_argument("--model", choices=["minilm", "tiny"], default="minilm")
     p.add_argument("--steps", type=int, help="optimizer steps (60; quick 12)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
-    p.add_argument("--repeat", type=int,
-                   help="alternating runs of each side, the best of each kept (full 2, quick 1)")
     args = p.parse_args()
     start_machine = c.start(args)
     steps = args.steps or (12 if args.quick else 60)
-    repeat = args.repeat or (1 if args.quick else 2)
+    repeat = c.repeats(args)
     c.set_threads(args.threads)
 
     folder = args.data / "sentiment"

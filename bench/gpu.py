@@ -235,18 +235,17 @@ def nightowl_side(kind: str, model: Any, tokenizer: Any, texts: list[str], devic
 
 
 def main() -> None:
-    p = c.parser(__doc__)
+    p = c.parser(__doc__, repeat=True)
     p.add_argument("--device", default="auto", help="auto (cuda when present), cuda:N or cpu")
     p.add_argument("--batch-size", type=int, default=64,
                    help="raw batch size = nightowl max_batch_size")
     p.add_argument("--max-batch-tokens", type=int, default=16_384,
                    help="nightowl's token budget per micro-batch (its default)")
     p.add_argument("--chunk-size", type=int, default=256, help="items per chunk (its default)")
-    p.add_argument("--repeat", type=int, help="timed runs per side, best kept (2; quick 1)")
     args = p.parse_args()
     start_machine = c.start(args)
     started = time.perf_counter()
-    repeat = args.repeat or (1 if args.quick else 2)
+    repeat = c.repeats(args)
 
     import torch
 

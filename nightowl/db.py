@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -85,3 +87,14 @@ def dispose_engines() -> None:
     for engine in _ENGINES.values():
         engine.dispose(close=False)
     _ENGINES.clear()
+
+
+def insert_ignoring_conflicts(
+    session: Session, model: type[Any], rows: list[dict[str, Any]], unique: list[str]
+) -> None:
+    """INSERT ... ON CONFLICT (unique) DO NOTHING, on PostgreSQL and SQLite alike."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.connection().execute(insert(model).on_conflict_do_nothing(index_elements=unique), rows)

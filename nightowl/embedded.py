@@ -78,6 +78,19 @@ class Children:
         self.procs.clear()
 
 
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM a child started with start_new_session=True and everything it spawned; SIGKILL
+    the group if it has not exited after `timeout` seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so `finally` blocks stop the children and the broker."""
 

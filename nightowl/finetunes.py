@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from nightowl import finetune_data, registry
 from nightowl.celery_app import send
 from nightowl.config import Settings
+from nightowl.db import insert_ignoring_conflicts
 from nightowl.enums import FiringStatus, Queue, RunStatus, TaskKind, TaskName
 from nightowl.errors import Conflict, InvalidInput, NotFound
 from nightowl.models import (
@@ -176,10 +175,7 @@ def record_metrics(session: Session, run_id: str, step: int, values: dict[str, f
             for k, v in values.items()]
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(TrainingMetric).on_conflict_do_nothing(
-        index_elements=["run_id", "step", "key"]), rows)
+    insert_ignoring_conflicts(session, TrainingMetric, rows, ["run_id", "step", "key"])
     session.commit()
 
 

@@ -9,13 +9,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from nightowl import registry
 from nightowl.celery_app import send
 from nightowl.config import Settings
+from nightowl.db import insert_ignoring_conflicts
 from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, Queue, TaskKind, TaskName
 from nightowl.errors import Conflict, InvalidInput, NotFound
 from nightowl.inputs import ParsedLine
@@ -113,60 +112,13 @@ def submit_job(
     session.add(job)
     session.flush()
     problems: list[tuple[str, str]] = []
-    pending: list[ParsedLine] = []
     total = failed = 0
-
-    def store() -> None:
-        nonlocal failed
-        start = total - len(pending)
-        rows = [_item_row(job.id, idx, line, line.error, now)
-                for idx, line in enumerate(pending, start=start)]
-        # A custom_id used twice in this batch is caught here; one the job already holds, by
-        # the (job_id, custom_id) unique index as the rows go in. Either way submit memory stays
-        # flat: nothing keeps every custom_id of a million-line file.
-        first_on: dict[str, int] = {}
-        dups: list[int] = []
-        fresh: list[int] = []
-        for n, line in enumerate(pending):
-            if first_on.setdefault(line.custom_id, line.line_no) != line.line_no:
-                dups.append(n)
-            else:
-                fresh.append(n)
-        _insert_new(session, [rows[n] for n in fresh])
-        in_batch = (JobItem.job_id == job.id, JobItem.idx >= start, JobItem.idx < total)
-        count = select(func.count()).select_from(JobItem).where(*in_batch)
-        if (session.scalar(count) or 0) < len(fresh):
-            stored = set(session.scalars(select(JobItem.custom_id).where(*in_batch)))
-            taken = {pending[n].custom_id for n in fresh} - stored
-            first_on.update(_stored_lines(session, job.id, taken))
-            dups += [n for n in fresh if pending[n].custom_id in taken]
-        for n in sorted(dups):
-            line = pending[n]
-            message = (f"duplicate custom_id {line.custom_id!r} "
-                       f"(first on line {first_on[line.custom_id]})")
-            line.custom_id = f"{line.custom_id}#line{line.line_no}"
-            rows[n] = _item_row(job.id, start + n, line, (ErrorCode.INVALID_INPUT, message), now)
-        if dups:
-            session.execute(insert(JobItem), [rows[n] for n in sorted(dups)])
-        for row, line in zip(rows, pending, strict=True):
-            if row["error_message"] is not None:
-                failed += 1
-                if len(problems) < MAX_LISTED_PROBLEMS:
-                    problems.append((f"line {line.line_no}", row["error_message"]))
-        pending.clear()
-
-    for line in lines:
-        total += 1
-        if total > settings.max_items_per_job:
-            raise InvalidInput(
-                f"more than {settings.max_items_per_job} items in one job "
-                "(NIGHTOWL_MAX_ITEMS_PER_JOB); split the file"
-            )
-        pending.append(line)
-        if len(pending) >= INSERT_BATCH:
-            store()
-    if pending:
-        store()
+    for batch in _batches(lines, INSERT_BATCH, settings.max_items_per_job):
+        for line_no, message in _store_batch(session, job.id, batch, total, now):
+            failed += 1
+            if len(problems) < MAX_LISTED_PROBLEMS:
+                problems.append((f"line {line_no}", message))
+        total += len(batch)
     if total == 0:
         raise InvalidInput("the input is empty: no items to run")
     if failed and spec.on_invalid == "reject":
@@ -202,13 +154,61 @@ def submit_job(
     return job
 
 
-def _insert_new(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert the rows whose custom_id the job does not hold yet; skip the others."""
-    if rows:
-        dialect = session.get_bind().dialect.name
-        make = pg_insert if dialect == "postgresql" else sqlite_insert
-        stmt = make(JobItem).on_conflict_do_nothing(index_elements=["job_id", "custom_id"])
-        session.connection().execute(stmt, rows)
+def _batches(
+    lines: Iterable[ParsedLine], size: int, limit: int
+) -> Iterator[list[ParsedLine]]:
+    """The lines in lists of `size`; more than `limit` lines in all is an error."""
+    batch: list[ParsedLine] = []
+    for n, line in enumerate(lines, start=1):
+        if n > limit:
+            raise InvalidInput(
+                f"more than {limit} items in one job (NIGHTOWL_MAX_ITEMS_PER_JOB); split the file"
+            )
+        batch.append(line)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _store_batch(
+    session: Session, job_id: str, lines: list[ParsedLine], start: int, now: datetime
+) -> list[tuple[int, str]]:
+    """Insert `lines` as the job's items from idx `start`; (line number, error) for each line
+    stored as an error row, in line order.
+
+    A custom_id used twice in the batch is caught here; one the job already holds, by the
+    (job_id, custom_id) unique index as the rows go in. Nothing keeps every custom_id of a
+    million-line file, so submit memory stays flat."""
+    rows = [_item_row(job_id, start + n, line, line.error, now) for n, line in enumerate(lines)]
+    first_on: dict[str, int] = {}
+    dups: list[int] = []
+    fresh: list[int] = []
+    for n, line in enumerate(lines):
+        if first_on.setdefault(line.custom_id, line.line_no) != line.line_no:
+            dups.append(n)
+        else:
+            fresh.append(n)
+    insert_ignoring_conflicts(session, JobItem, [rows[n] for n in fresh], ["job_id", "custom_id"])
+    in_batch = (JobItem.job_id == job_id, JobItem.idx >= start, JobItem.idx < start + len(lines))
+    inserted = session.scalar(select(func.count()).select_from(JobItem).where(*in_batch)) or 0
+    if inserted < len(fresh):
+        stored = set(session.scalars(select(JobItem.custom_id).where(*in_batch)))
+        taken = {lines[n].custom_id for n in fresh} - stored
+        first_on.update(_stored_lines(session, job_id, taken))
+        dups += [n for n in fresh if lines[n].custom_id in taken]
+    dups.sort()
+    for n in dups:
+        line = lines[n]
+        message = (f"duplicate custom_id {line.custom_id!r} "
+                   f"(first on line {first_on[line.custom_id]})")
+        line.custom_id = f"{line.custom_id}#line{line.line_no}"
+        rows[n] = _item_row(job_id, start + n, line, (ErrorCode.INVALID_INPUT, message), now)
+    if dups:
+        session.execute(insert(JobItem), [rows[n] for n in dups])
+    return [(line.line_no, row["error_message"]) for row, line in zip(rows, lines, strict=True)
+            if row["error_message"] is not None]
 
 
 def _stored_lines(session: Session, job_id: str, custom_ids: set[str]) -> dict[str, int]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from nightowl.db import session_factory
+from nightowl.embedded import stop_group
 from nightowl.enums import JobStatus, RunStatus
 from nightowl.models import Job, TrainingRun
 
@@ -45,12 +46,7 @@ class Worker:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_group(self.proc)
         self.log_fh.close()
 
     def output(self) -> str:

@@ -127,11 +127,9 @@ def _params_key(params: dict[str, Any]) -> Hashable:
     """A key equal for equal params: the items themselves when hashable (the usual flat
     params), else their JSON."""
     try:
-        key = frozenset(params.items())
-        hash(key)
+        return frozenset(params.items())
     except TypeError:
         return json.dumps(params, sort_keys=True, default=repr)
-    return key
 
 
 def _measure(

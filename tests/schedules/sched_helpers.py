@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from sqlalchemy import select
 
 from nightowl.cli import cli
 from nightowl.db import session_factory
+from nightowl.embedded import stop_group
 from nightowl.models import Schedule, ScheduleRun
 
 
@@ -33,13 +33,7 @@ class Beat:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, timeout=10)
         self.log_fh.close()
 
     def output(self) -> str:

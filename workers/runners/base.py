@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 import torch
 
@@ -42,8 +43,6 @@ class Runner(ABC):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
-        # False: not looked up yet; None: the tokenizer has no Rust backend.
-        self._backend_copy: Tokenizer | Literal[False] | None = False
 
     # --- parameters ---------------------------------------------------------------------
 
@@ -72,9 +71,8 @@ class Runner(ABC):
         tokenized once."""
         if not texts:
             return []
-        backend = self._backend()
-        if backend is not None:
-            return [(e.ids, e.type_ids) for e in backend.encode_batch(texts)]
+        if self._backend is not None:
+            return [(e.ids, e.type_ids) for e in self._backend.encode_batch(texts)]
         encoded = self.tokenizer(
             texts, add_special_tokens=True, return_attention_mask=False,
             return_token_type_ids=True, verbose=False,
@@ -86,24 +84,23 @@ class Runner(ABC):
         """Tokens per text as the model would see them (special tokens included, no truncation)."""
         return [len(ids) for ids, _ in self.encode(texts)]
 
+    @cached_property
     def _backend(self) -> Tokenizer | None:
-        """A private copy of the fast tokenizer's Rust backend, set to neither pad nor truncate.
+        """A private copy of the fast tokenizer's Rust backend, set to neither pad nor truncate
+        (None for a tokenizer without one).
 
         A copy, because transformers re-configures the shared backend's padding and truncation
         on every call; calling the backend directly also skips the Python wrapper, which costs
         as much as the tokenizing itself on short texts."""
-        if self._backend_copy is False:
-            shared = getattr(self.tokenizer, "backend_tokenizer", None)
-            if shared is None:
-                self._backend_copy = None
-            else:
-                from tokenizers import Tokenizer
+        shared = getattr(self.tokenizer, "backend_tokenizer", None)
+        if shared is None:
+            return None
+        from tokenizers import Tokenizer
 
-                backend = Tokenizer.from_str(shared.to_str())
-                backend.no_padding()
-                backend.no_truncation()
-                self._backend_copy = backend
-        return self._backend_copy
+        backend = Tokenizer.from_str(shared.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+        return backend
 
     def position_limit(self) -> int:
         """The longest sequence the model's position embeddings cover."""

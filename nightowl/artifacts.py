@@ -99,6 +99,8 @@ class LocalStore:
 
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix)
+        if base.is_file():
+            return [prefix]
         if not base.is_dir():
             return []
         root = self.root.resolve()
@@ -106,7 +108,10 @@ class LocalStore:
                       if p.is_file() and not p.name.endswith(".tmp"))
 
     def delete_prefix(self, prefix: str) -> None:
-        shutil.rmtree(self._path(prefix), ignore_errors=True)
+        path = self._path(prefix)
+        if path.is_file():
+            path.unlink()
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class S3Store:
@@ -183,14 +188,16 @@ class S3Store:
         return body
 
     def list(self, prefix: str) -> list[str]:
+        """Keys under the folder `prefix`, or `prefix` itself if it is one object."""
         paginator = self.client.get_paginator("list_objects_v2")
-        full = self._key(prefix).rstrip("/") + "/"
+        full = self._key(prefix).rstrip("/")
         cut = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
         pages = self._call(prefix, lambda: list(paginator.paginate(Bucket=self.bucket,
                                                                   Prefix=full)))
         for page in pages:
-            keys.extend(obj["Key"][cut:] for obj in page.get("Contents", []))
+            keys.extend(obj["Key"][cut:] for obj in page.get("Contents", [])
+                        if obj["Key"] == full or obj["Key"].startswith(full + "/"))
         return sorted(keys)
 
     def delete_prefix(self, prefix: str) -> None:

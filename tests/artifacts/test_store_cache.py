@@ -147,3 +147,32 @@ def test_an_unreachable_store_says_what_to_check(tmp_path: Path, s3_endpoint: st
     s = store_settings(tmp_path / "h", "s3://nobucket-here/x", "http://127.0.0.1:9")
     with pytest.raises(ArtifactError, match="NIGHTOWL_S3_ENDPOINT_URL"):
         publish_model(s, _model_dir(tmp_path / "src", 6))
+
+
+def test_an_uploaded_file_is_read_on_another_host_from_the_store(
+        tmp_path: Path, bucket_url: str, s3_endpoint: str, migrated: Settings) -> None:
+    import io
+
+    from sqlalchemy.orm import Session
+
+    from nightowl import files
+    from nightowl.db import make_engine
+
+    a = store_settings(tmp_path / "a", bucket_url, s3_endpoint)
+    b = store_settings(tmp_path / "b", bucket_url, s3_endpoint)
+    body = b"".join(b'{"custom_id": "r%d", "text": "fine"}\n' % i for i in range(5000))
+    engine = make_engine(migrated.sqlalchemy_url)
+    with Session(engine) as session:
+        row = files.create_file(session, a, stream=io.BytesIO(body), filename="in.jsonl",
+                                purpose="batch")
+        session.rollback()
+    engine.dispose()
+    assert row.path == f"{bucket_url}/files/{row.id}"
+    assert files.local_path(row, a) == a.home / "files" / row.id  # the uploader's own copy
+    on_b = files.local_path(row, b)
+    assert on_b.read_bytes() == body and on_b.is_relative_to(b.cache_path)
+    out = io.BytesIO()
+    files.copy_to(row, out, b)
+    assert out.getvalue() == body
+    get_store(a).delete_prefix(f"files/{row.id}")
+    assert get_store(a).list("files") == []

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.dashboard_auth import COOKIE, DashboardKeyMiddleware, safe_next
-from api.deps import SessionDep, TenantDep
-from nightowl import finetunes, query, registry, schedules, stats
+from api.deps import SessionDep, SettingsDep, TenantDep
+from nightowl import finetunes, fleet, query, registry, schedules, stats
 from nightowl import jobs as job_service
 from nightowl.enums import ItemStatus
 from nightowl.errors import InvalidInput
@@ -170,6 +170,13 @@ def run_metrics(run_id: str, session: SessionDep, tenant: TenantDep) -> dict[str
         s["steps"].append(step)
         s["values"].append(value)
     return {"status": run.status.value, "series": series}
+
+
+@router.get("/ui/workers", response_class=HTMLResponse)
+def workers_page(request: Request, session: SessionDep, settings: SettingsDep,
+                 _tenant: TenantDep) -> HTMLResponse:
+    """The fleet from its heartbeats: live and recently dead workers."""
+    return _page(request, "workers.html", workers=fleet.describe(session, settings))
 
 
 @router.get("/ui/models", response_class=HTMLResponse)

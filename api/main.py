@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import dashboard, metrics
 from api.deps import require_key
-from api.routes import batches, files, finetunes, jobs, models, query, schedules
+from api.routes import batches, files, finetunes, jobs, models, query, schedules, workers
 from api.schemas import ERROR_RESPONSES
 from nightowl import __version__
 from nightowl.errors import (
@@ -36,6 +36,7 @@ app.include_router(batches.router, dependencies=[require_key], responses=ERROR_R
 app.include_router(finetunes.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(query.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(schedules.router, dependencies=[require_key], responses=ERROR_RESPONSES)
+app.include_router(workers.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 # Open like /healthz: Prometheus scrapes without a key, and it shows no tenant's data.
 app.include_router(metrics.router)
 # The web dashboard at / (its pages take the key from a cookie; see api/dashboard_auth.py).

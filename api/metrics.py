@@ -30,6 +30,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from nightowl import fleet
 from nightowl.broker import queue_depth
 from nightowl.config import Settings, get_settings
 from nightowl.db import session_factory
@@ -123,6 +124,7 @@ class NightowlCollector(Collector):
                 # Collected whole before yielding: a database error mid-way must not leave
                 # half of the families in the answer.
                 families = list(self._sql(session))
+                families += worker_families(fleet.describe(session, settings))
                 queues |= set(session.scalars(select(Job.queue).where(
                     Job.status.not_in(TERMINAL_JOB_STATUSES)).distinct()))
         except SQLAlchemyError as e:
@@ -206,6 +208,28 @@ class NightowlCollector(Collector):
         yield GaugeMetricFamily("nightowl_chunks_running",
                                 "Chunks held under a live lease by some worker",
                                 value=float(busy or 0))
+
+
+def worker_families(workers: list[dict[str, Any]]) -> list[Metric]:
+    """Per-worker gauges from the heartbeats, dead ones included until they age out."""
+    labels = ["worker", "host", "queues", "device"]
+    up = GaugeMetricFamily("nightowl_worker_up", "1 while the worker heartbeats", labels=labels)
+    rate = GaugeMetricFamily("nightowl_worker_items_per_second",
+                             "Items finished per second over the last heartbeat", labels=labels)
+    seen = GaugeMetricFamily("nightowl_worker_last_seen_seconds",
+                             "Seconds since the worker's last heartbeat", labels=labels)
+    done = CounterMetricFamily("nightowl_worker_items", "Items the worker finished",
+                               labels=labels)
+    busy = GaugeMetricFamily("nightowl_worker_chunks_running",
+                             "Chunks the worker holds now", labels=labels)
+    for w in workers:
+        values = [w["name"], w["host"], w["queues"], w["device"]]
+        up.add_metric(values, 1.0 if w["status"] == fleet.ALIVE else 0.0)
+        rate.add_metric(values, float(w["items_per_s"]))
+        seen.add_metric(values, float(w["last_seen_s_ago"]))
+        done.add_metric(values, float(w["items_done"]))
+        busy.add_metric(values, float(len(w["current_chunks"])))
+    return [up, rate, seen, done, busy]
 
 
 registry = CollectorRegistry(auto_describe=False)

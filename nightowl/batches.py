@@ -20,7 +20,7 @@ from nightowl.batch_lines import ENDPOINTS, BatchLine, read_lines
 from nightowl.config import Settings
 from nightowl.enums import ErrorCode, JobStatus, Queue, TaskKind
 from nightowl.errors import InvalidInput, NightowlError, NotFound
-from nightowl.files import get_file
+from nightowl.files import get_file, local_path
 from nightowl.inputs import ParsedLine
 from nightowl.jobs import JobSpec, cancel_job, get_job, submit_job
 from nightowl.models import Job, ModelVersion, new_id, utcnow
@@ -89,7 +89,7 @@ def create_batch(
                            "a batch input file needs purpose 'batch'", param="input_file_id")
     kind = ENDPOINTS[endpoint]
     check = _Validation()
-    with open(row.path, "rb") as fh:
+    with open(local_path(row, settings), "rb") as fh:
         for parsed in read_lines(fh, endpoint=endpoint, max_line_bytes=settings.max_line_bytes):
             _check_line(session, check, parsed, kind)
     if check.lines == 0 and not check.error_count:
@@ -105,7 +105,7 @@ def create_batch(
     context = context_of(version.source)
 
     def lines() -> Iterator[ParsedLine]:
-        with open(row.path, "rb") as fh:
+        with open(local_path(row, settings), "rb") as fh:
             for parsed in read_lines(fh, endpoint=endpoint,
                                      max_line_bytes=settings.max_line_bytes):
                 assert isinstance(parsed, BatchLine)  # the first pass found no bad line

@@ -40,13 +40,8 @@ def make_celery(settings: Settings) -> Celery:
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         },
-        beat_schedule={
-            "reap": {
-                "task": TaskName.REAP.value,
-                "schedule": settings.reap_interval_seconds,
-                "options": {"queue": Queue.CPU.value, "expires": settings.reap_interval_seconds},
-            }
-        },
+        # No reaper entry: every worker runs the maintenance pass itself (tasks.heartbeat);
+        # beat only fires the SQL schedules.
         timezone="UTC",
     )
     return app

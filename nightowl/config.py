@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     # Directories that local model sources must resolve under (model_dir and artifact_dir are
     # always allowed); colon-separated in the environment.
     model_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Where artifacts every host needs live (model versions, checkpoints, uploads, outputs):
+    # empty or a local folder keeps them on this host; s3://bucket/prefix on any S3 store.
+    artifact_url: str = ""
+    # Endpoint of an S3-compatible store that is not AWS (MinIO, Ceph, R2, moto).
+    s3_endpoint_url: str = ""
+    # Each host's content-addressed copy of store artifacts, capped, least recently used out.
+    cache_dir: Path | None = None
+    cache_max_bytes: int = Field(default=20 * 1024**3, ge=1024 * 1024)
+    # A worker unseen this long is dead: its chunks and runs are released at once.
+    worker_dead_after: float = Field(default=20.0, ge=2)
     # Hub ids allowed as model sources; empty allows any (the hub is only used when reachable).
     hub_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -97,7 +107,21 @@ class Settings(BaseSettings):
             self.model_dir = self.home / "models"
         if self.artifact_dir is None:
             self.artifact_dir = self.home / "artifacts"
+        if self.cache_dir is None:
+            self.cache_dir = self.home / "cache"
         return self
+
+    @field_validator("artifact_url")
+    @classmethod
+    def _check_artifact_url(cls, value: str) -> str:
+        scheme = value.partition("://")[0] if "://" in value else ""
+        if scheme not in ("", "file", "s3"):
+            raise ValueError(
+                f"NIGHTOWL_ARTIFACT_URL {value!r} is neither a local folder nor s3://bucket/prefix"
+            )
+        if scheme == "s3" and not value[5:].strip("/"):
+            raise ValueError("NIGHTOWL_ARTIFACT_URL s3:// needs a bucket: s3://bucket/prefix")
+        return value
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -125,8 +149,13 @@ class Settings(BaseSettings):
         return self.artifact_dir
 
     @property
+    def cache_path(self) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir
+
+    @property
     def allowed_model_roots(self) -> list[Path]:
-        return [self.models_path, self.artifacts_path, *self.model_roots]
+        return [self.models_path, self.artifacts_path, self.cache_path, *self.model_roots]
 
 
 def load_settings() -> Settings:

@@ -57,3 +57,7 @@ class Unauthorized(NightowlError):
 
 class SchemaOutdated(NightowlError):
     """The database has not been migrated to the revision this code needs."""
+
+
+class ArtifactError(NightowlError):
+    """The artifact store could not be read or written, or an artifact failed its checksum."""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import uuid
 from pathlib import Path
 from typing import IO
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from nightowl.config import Settings
-from nightowl.errors import InvalidInput, NotFound
+from nightowl.artifacts import get_store, is_store_uri, sha256_file
+from nightowl.config import Settings, get_settings
+from nightowl.errors import ArtifactError, InvalidInput, NotFound
 from nightowl.models import File, new_id, utcnow
 
 COPY_BLOCK = 1 << 20
@@ -46,8 +48,19 @@ def create_file(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    stored = str(path)
+    store = get_store(settings)
+    if store.shared:
+        # Other hosts (another API replica, beat, a worker) read it from the store; this host
+        # keeps its copy, so reading it back here costs nothing.
+        try:
+            store.put_file(f"files/{file_id}", path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        stored = store.uri(f"files/{file_id}")
     row = File(id=file_id, tenant_id=tenant_id, filename=filename, purpose=purpose, bytes=size,
-               path=str(path), sha256=digest.hexdigest())
+               path=stored, sha256=digest.hexdigest())
     session.add(row)
     session.flush()
     return row
@@ -98,13 +111,43 @@ def list_files_page(session: Session, *, tenant_id: str | None, purpose: str | N
     rows = list(session.scalars(stmt))
     return rows[:limit], len(rows) > limit
 
-def delete_file(session: Session, file_id: str, *, tenant_id: str | None = None) -> File:
+def delete_file(session: Session, file_id: str, *, tenant_id: str | None = None,
+                settings: Settings | None = None) -> File:
     row = get_file(session, file_id, tenant_id=tenant_id)
     row.deleted_at = utcnow()
-    Path(row.path).unlink(missing_ok=True)
+    if is_store_uri(row.path):
+        settings = settings or get_settings()
+        get_store(settings).delete_prefix(f"files/{row.id}")
+        (settings.home / "files" / row.id).unlink(missing_ok=True)
+    else:
+        Path(row.path).unlink(missing_ok=True)
     return row
 
 
-def copy_to(row: File, target: IO[bytes]) -> None:
-    with open(row.path, "rb") as src:
+def local_path(row: File, settings: Settings) -> Path:
+    """A path on this host with the file's bytes: where it was written, or a copy fetched
+    from the artifact store into the cache and checked against the row's sha256."""
+    if not is_store_uri(row.path):
+        return Path(row.path)
+    own = settings.home / "files" / row.id
+    if own.is_file() and own.stat().st_size == row.bytes:
+        return own
+    cached = settings.cache_path / "files" / row.sha256
+    if cached.is_file() and cached.stat().st_size == row.bytes:
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f"{row.sha256}.{uuid.uuid4().hex[:8]}.part")
+    store = get_store(settings)
+    try:
+        store.get_file(store.key_of(row.path), tmp)
+        if sha256_file(tmp) != row.sha256:
+            raise ArtifactError(f"file {row.id} in the store does not match its sha256")
+        tmp.replace(cached)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return cached
+
+
+def copy_to(row: File, target: IO[bytes], settings: Settings | None = None) -> None:
+    with open(local_path(row, settings or get_settings()), "rb") as src:
         shutil.copyfileobj(src, target, COPY_BLOCK)

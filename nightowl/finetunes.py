@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from nightowl import finetune_data, registry
+from nightowl import finetune_data, registry, run_artifacts
 from nightowl.celery_app import send
 from nightowl.config import Settings
 from nightowl.db import insert_ignoring_conflicts
@@ -108,6 +108,7 @@ def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec)
     folder = run_dir(settings, run.id)
     finetune_data.write_rows(folder / "train.jsonl", train_rows)
     finetune_data.write_rows(folder / "eval.jsonl", eval_rows)
+    run_artifacts.push_inputs(settings, run.id, folder)
     session.add(run)
     session.flush()
     add_event(session, run.id, "queued", {"base": base.ref, "train_rows": len(train_rows),

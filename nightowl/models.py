@@ -316,3 +316,23 @@ class ScheduleRun(Base):
     status: Mapped[str] = mapped_column(String(20), default="fired")
     outcome: Mapped[dict[str, Any] | None]
     fired_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class Worker(Base):
+    """One `nightowl worker` process: its heartbeat is how the fleet knows it is alive."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int]
+    queues: Mapped[str] = mapped_column(String(100))
+    device: Mapped[str] = mapped_column(String(40))
+    concurrency: Mapped[int] = mapped_column(default=1)
+    # alive, stopped (shut down cleanly) or dead (missed its heartbeats; leases released).
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    current: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    items_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    items_per_s: Mapped[float] = mapped_column(Float, default=0.0)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from nightowl import fleet
 from nightowl.config import Settings
 from nightowl.enums import TERMINAL_JOB_STATUSES, ChunkStatus, JobStatus, Queue, RunStatus
 from nightowl.finetunes import enqueue, mark_cancelled
@@ -25,12 +26,16 @@ class ReapReport:
     chunks_resent: int = 0
     jobs_expired: int = 0
     runs_resent: int = 0
+    dead_workers: int = 0
 
 
 def reap(
     session: Session, settings: Settings, *, queue_depth: Callable[[str], int | None]
 ) -> ReapReport:
     report = ReapReport()
+    # First the leases of workers that stopped heartbeating, so their chunks are re-sent below.
+    dead = fleet.release_dead(session, settings)
+    report.dead_workers, report.leases_released = len(dead.workers), dead.chunks
     now = utcnow()
     released = session.execute(
         update(JobChunk)
@@ -38,7 +43,7 @@ def reap(
         .values(status=ChunkStatus.PENDING, lease_owner=None, enqueued_at=None)
         .execution_options(synchronize_session=False)
     )
-    report.leases_released = int(released.rowcount)  # type: ignore[attr-defined]
+    report.leases_released += int(released.rowcount)  # type: ignore[attr-defined]
     session.commit()
 
     overdue = session.scalars(

@@ -21,10 +21,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nightowl import finetune_data, finetunes, registry
-from nightowl.config import Settings
+from nightowl.config import Settings, get_settings
 from nightowl.enums import FiringStatus, ItemStatus, Queue, TaskKind
 from nightowl.errors import InvalidInput, NotFound
-from nightowl.files import get_file
+from nightowl.files import get_file, local_path
 from nightowl.inputs import ParsedLine, read_csv, read_jsonl
 from nightowl.jobs import JobSpec, submit_job
 from nightowl.models import Job, JobItem, ModelVersion, Schedule, ScheduleRun
@@ -104,7 +104,7 @@ def _file(session: Session, ref: dict[str, Any], *, path_key: str, id_key: str, 
 def file_path(session: Session, ref: dict[str, Any], *, path_key: str, id_key: str,
               tenant_id: str | None) -> Path:
     if id_key in ref:
-        return Path(get_file(session, ref[id_key], tenant_id=tenant_id).path)
+        return local_path(get_file(session, ref[id_key], tenant_id=tenant_id), get_settings())
     path = Path(ref[path_key])
     if not path.is_file():
         raise InvalidInput(f"file {str(path)!r} does not exist (any more)")

@@ -31,6 +31,8 @@ def check_model_source(source: str, settings: Settings) -> None:
     """Refuse a source that must not be loaded; ModelLoadError says why and what to do."""
     if not source or not source.strip():
         raise ModelLoadError("model source is empty; give a hub id or a local directory")
+    if source.startswith("s3://"):
+        return  # the artifact store's: checked by sha256 when a host fetches it
     if is_local_source(source):
         _check_local_dir(source, settings)
     else:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from nightowl.celery_app import get_celery
 from nightowl.config import offline_hub
 from nightowl.db import dispose_engines
-from nightowl.enums import Queue, TaskName
+from nightowl.fleet import owner_prefix
+from tasks.heartbeat import WORKER_ID, Heartbeat
 
 log = logging.getLogger(__name__)
 app = get_celery()
@@ -25,14 +27,32 @@ def _after_fork(**_: Any) -> None:
     dispose_engines()
 
 
+_heartbeat: Heartbeat | None = None
+
+
 @worker_ready.connect
-def _reap_on_start(sender: Any = None, **_: Any) -> None:
-    # A fresh worker picks up what a dead one or a restarted broker left behind.
-    try:
-        app.send_task(TaskName.REAP.value, queue=Queue.CPU.value)
-    except Exception as e:  # the broker just answered the worker; a failure here is transient
-        log.warning("could not queue the start-up reap: %s", e)
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    # Heartbeats and the maintenance pass run in this (parent) process; its first pass picks
+    # up at once what a dead worker or a restarted broker left behind.
+    global _heartbeat
+    name = str(getattr(sender, "hostname", "") or worker_name())
+    queues = os.environ.get("NIGHTOWL_WORKER_QUEUES", "")
+    concurrency = int(os.environ.get("NIGHTOWL_WORKER_CONCURRENCY", "1"))
+    _heartbeat = Heartbeat(name, queues, concurrency)
+    _heartbeat.start()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
 
 
 def worker_name() -> str:
-    return f"{os.uname().nodename}:{os.getpid()}"
+    """What result rows name as their worker: the node (or `--hostname`) and the process."""
+    return f"{os.environ.get('NIGHTOWL_WORKER_NAME') or os.uname().nodename}:{os.getpid()}"
+
+
+def lease_owner() -> str:
+    """Who holds a lease: this worker's id first, so the fleet frees it if the worker dies."""
+    return f"{owner_prefix(WORKER_ID)}{worker_name()}:{uuid.uuid4().hex[:8]}"

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from nightowl import chunks
+from nightowl.artifact_cache import local_dir
 from nightowl.chunks import ClaimedChunk, ItemOutcome
 from nightowl.config import Settings, get_settings
 from nightowl.db import session_factory
 from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, TaskName
-from nightowl.errors import ModelLoadError
+from nightowl.errors import ArtifactError, ModelLoadError
 from nightowl.models import utcnow
-from tasks.app import app, worker_name
+from tasks.app import app, lease_owner, worker_name
+from tasks.heartbeat import count_items
 from tasks.retry import with_db_retry
 from workers.cache import get_runner
 from workers.device import choose_device
@@ -31,7 +32,7 @@ CHECK_EVERY_S = 1.0
 @app.task(name=TaskName.RUN_CHUNK.value)
 def run_chunk(job_id: str, chunk_no: int) -> dict[str, Any]:
     settings = get_settings()
-    owner = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
+    owner = lease_owner()
     with session_factory(settings)() as session:
         claimed = with_db_retry(
             lambda: chunks.claim(
@@ -54,12 +55,12 @@ def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
         runner = get_runner(
             kind=claimed.job.kind,
             version_key=str(claimed.version.id),
-            source=claimed.version.source,
+            source=local_dir(claimed.version.source, claimed.version.sha256, settings),
             revision=claimed.version.revision,
             settings=settings,
             device=device,
         )
-    except ModelLoadError as e:
+    except (ModelLoadError, ArtifactError) as e:
         outcomes = [_failed(item.id, ErrorCode.MODEL_ERROR, str(e)) for item in claimed.items]
     else:
         field = claimed.job.kind.input_field
@@ -113,6 +114,8 @@ def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
         ),
         session=session,
     )
+    if committed:
+        count_items(len(outcomes))
     return {
         "job_id": claimed.job.id,
         "chunk_no": claimed.chunk.chunk_no,

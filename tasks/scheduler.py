@@ -1,7 +1,7 @@
 """A Celery beat scheduler that reads the `schedules` table: edits apply without a restart.
 
 `celery -A tasks.scheduler beat -S tasks.scheduler:DatabaseScheduler` (what `nightowl beat`
-runs). Static entries from the app's beat_schedule (the reaper) run as usual, in memory; every
+runs). Static entries from the app's beat_schedule run as usual, in memory; every
 `NIGHTOWL_SCHEDULE_POLL_SECONDS` (and at each schedule's next slot) the scheduler re-reads the
 table and fires what is due through nightowl.schedules.fire, whose unique schedule_runs row
 makes a second beat harmless. Nothing here imports task code or torch: beat sends by name.

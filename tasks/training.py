@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from nightowl import finetune_data, finetunes
+from nightowl import finetune_data, finetunes, run_artifacts
+from nightowl.artifact_cache import local_dir
+from nightowl.artifacts import shareable_source
 from nightowl.config import Settings, get_settings
 from nightowl.db import session_factory
 from nightowl.enums import RunStatus, TaskName
 from nightowl.models import ModelVersion, TrainingRun
-from tasks.app import app, worker_name
+from tasks.app import app, lease_owner, worker_name
 from tasks.retry import with_db_retry
 from workers.device import configure_threads
 from workers.training import TrainConfig, evaluate, train
@@ -29,7 +31,7 @@ HEARTBEAT_EVERY_S = 5.0
 def run_finetune(run_id: str) -> dict[str, Any]:
     settings = get_settings()
     configure_threads(settings.torch_threads)
-    owner = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
+    owner = lease_owner()
     with session_factory(settings)() as session:
         run = with_db_retry(
             lambda: finetunes.claim_run(session, run_id, owner=owner,
@@ -52,16 +54,26 @@ def _train(session: Session, settings: Settings, run: TrainingRun, owner: str) -
     base = session.get(ModelVersion, run.base_version_id)
     assert base is not None
     folder = finetunes.run_dir(settings, run.id)
+    # Another host may have submitted or started this run: its files come from the store.
+    run_artifacts.pull_inputs(settings, run.id, folder)
+    pulled = run_artifacts.pull_latest_checkpoint(settings, run.id, folder)
+    if pulled is not None:
+        finetunes.add_event(session, run.id, "checkpoint_pulled",
+                            {"step": pulled, "host": worker_name().split("@")[0].split(":")[0]})
+        with_db_retry(session.commit, session=session)
     train_rows = finetune_data.load_rows(folder / "train.jsonl")
     eval_rows = finetune_data.load_rows(folder / "eval.jsonl")
     config = TrainConfig(
-        kind=run.kind, base_source=base.source, output_dir=folder,
+        kind=run.kind, base_source=local_dir(base.source, base.sha256, settings),
+        output_dir=folder,
         labels=run.dataset.get("labels"), device=settings.device,
         **{k: v for k, v in run.hyperparams.items() if v is not None},
     )
     beat = _Heartbeat(session, settings, run.id, owner)
 
     def on_event(kind: str, details: dict[str, Any]) -> None:
+        if kind == "checkpoint":
+            run_artifacts.push_checkpoint(settings, run.id, Path(details["path"]))
         finetunes.add_event(session, run.id, kind, details)
         with_db_retry(session.commit, session=session)
 
@@ -78,10 +90,13 @@ def _train(session: Session, settings: Settings, run: TrainingRun, owner: str) -
     incumbent_metrics = None
     if incumbent is not None:
         # The gate compares both models on this run's eval set, never on stale numbers.
-        incumbent_metrics = evaluate(run.kind, incumbent.source, eval_rows,
+        incumbent_metrics = evaluate(run.kind,
+                                     local_dir(incumbent.source, incumbent.sha256, settings),
+                                     eval_rows,
                                      device=settings.device, max_length=config.max_length)
+    model_path, sha256 = shareable_source(settings, str(result.model_path))
     version = finetunes.finish_run(
-        session, run.id, model_path=str(result.model_path), sha256=result.sha256,
+        session, run.id, model_path=model_path, sha256=sha256 or result.sha256,
         metrics=result.final_metrics, incumbent_metrics=incumbent_metrics,
     )
     return {"run_id": run.id, "version": version.ref, "steps": result.steps}

@@ -70,8 +70,8 @@ def file_content(file_id: str, session: SessionDep, settings: SettingsDep,
     bf = batch_output.get_batch_file(session, file_id, tenant_id=tenant)
     if bf is None:
         row = service.get_file(session, file_id, tenant_id=tenant)
-        return FileResponse(row.path, media_type="application/octet-stream",
-                            filename=row.filename)
+        return FileResponse(service.local_path(row, settings),
+                            media_type="application/octet-stream", filename=row.filename)
     job_id = bf.job.id
     # Release the request's transaction: on SQLite it holds the lock the stream's session needs.
     session.commit()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query
@@ -11,7 +10,7 @@ from pydantic import BaseModel, Field
 from api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl import finetune_data, finetunes
 from nightowl.enums import RunStatus, TaskKind
-from nightowl.files import get_file
+from nightowl.files import get_file, local_path
 from nightowl.models import TrainingRun
 
 router = APIRouter(prefix="/v1/finetunes", tags=["finetunes"])
@@ -76,11 +75,12 @@ def create_finetune(body: FinetuneCreate, session: SessionDep, settings: Setting
                     tenant: TenantDep) -> FinetuneOut:
     """Queue a fine-tune from uploaded training (and optional validation) files."""
     train = get_file(session, body.training_file, tenant_id=tenant)
-    rows = finetune_data.read_rows(Path(train.path), body.kind)
+    rows = finetune_data.read_rows(local_path(train, settings), body.kind)
     eval_rows = None
     if body.validation_file:
         val = get_file(session, body.validation_file, tenant_id=tenant)
-        eval_rows = finetune_data.read_rows(Path(val.path), body.kind, what="validation file")
+        eval_rows = finetune_data.read_rows(local_path(val, settings), body.kind,
+                                            what="validation file")
     run = finetunes.submit_finetune(session=session, settings=settings, spec=(
         finetunes.FinetuneSpec(
             kind=body.kind, base=body.base, train_rows=rows, eval_rows=eval_rows,

@@ -19,7 +19,7 @@ from nightowl import registry
 from nightowl.db import session_factory
 from nightowl.enums import JobStatus
 from nightowl.errors import InvalidInput
-from nightowl.files import get_file
+from nightowl.files import get_file, local_path
 from nightowl.inputs import read_jsonl
 from nightowl.models import Job, ModelVersion
 from nightowl.results import iter_rows, jsonl_lines
@@ -58,7 +58,7 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
     )
     if body.file_id is not None:
         row = get_file(session, body.file_id, tenant_id=tenant)
-        with open(row.path, "rb") as fh:
+        with open(local_path(row, settings), "rb") as fh:
             job = service.submit_job(
                 session=session, settings=settings, spec=spec,
                 lines=read_jsonl(fh, kind=body.kind, max_line_bytes=settings.max_line_bytes,

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl import registry
+from nightowl.artifacts import shareable_source
 from nightowl.cli.common import db_session, settings
 from nightowl.enums import TaskKind
 from nightowl.errors import NightowlError
@@ -75,8 +76,9 @@ def add(name: str, kind: str, source: str, revision: str | None, copy_in: bool,
             # A refused checkpoint (pickle weights, say) must not stay in the model store.
             shutil.rmtree(target, ignore_errors=True)
             raise click.ClickException(str(e).replace(source, original)) from e
+        stored, sha256 = shareable_source(s, stored)
         version = registry.register(session, name=name, kind=TaskKind(kind), source=stored,
-                                    revision=revision)
+                                    revision=revision, sha256=sha256)
         if alias:
             registry.set_alias(session, version, alias)
         click.echo(version.ref)
@@ -126,12 +128,13 @@ def bootstrap(force: bool) -> None:
     built = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     with db_session() as session:
         for model in built:
-            source = check_source(model["path"], s)
+            source, sha256 = shareable_source(s, check_source(model["path"], s))
             existing = [v for v in registry.list_versions(session, model["name"])
                         if v.source == source]
             try:
                 version = existing[-1] if existing else registry.register(
-                    session, name=model["name"], kind=TaskKind(model["kind"]), source=source)
+                    session, name=model["name"], kind=TaskKind(model["kind"]), source=source,
+                    sha256=sha256)
                 if registry.alias_holder(session, version.name, BOOTSTRAP_ALIAS) is None:
                     registry.set_alias(session, version, BOOTSTRAP_ALIAS)
             except NightowlError as e:

@@ -15,6 +15,7 @@ from nightowl.cli.common import settings
 from nightowl.config import Settings
 from nightowl.enums import Queue
 from nightowl.errors import NightowlError
+from nightowl.models import new_id
 
 if TYPE_CHECKING:
     from nightowl.embedded import Children
@@ -64,7 +65,14 @@ def worker(queues: str, device: str | None, concurrency: int | None, with_beat: 
         # Loading bars and advisories from transformers would drown the worker's own log.
         "TRANSFORMERS_VERBOSITY": "error",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        # Who this worker is in the `workers` table and in its lease owners: fresh each start.
+        "NIGHTOWL_WORKER_ID": new_id("w")[:26],
+        "NIGHTOWL_WORKER_QUEUES": ",".join(names),
+        "NIGHTOWL_WORKER_CONCURRENCY": str(procs),
     }
+    if hostname:
+        # Results name the worker by this, so two workers on one machine stay apart.
+        env["NIGHTOWL_WORKER_NAME"] = hostname.replace("%h", os.uname().nodename)
     argv = [*CELERY, "worker", "-Q", ",".join(names), "-P", pool, "-c", str(procs),
             "--loglevel", loglevel, "-n", hostname or f"nightowl-{os.getpid()}@%h",
             "--without-gossip", "--without-mingle", "-E"]
@@ -77,7 +85,7 @@ def worker(queues: str, device: str | None, concurrency: int | None, with_beat: 
 @click.command()
 @click.option("--loglevel", default="info", show_default=True, help="Celery log level.")
 def beat(loglevel: str) -> None:
-    """Run Celery beat: the reaper, and the schedules in the database (re-read every few s)."""
+    """Run Celery beat: the schedules in the database (re-read every few s)."""
     s = settings()
     s.home.mkdir(parents=True, exist_ok=True)
     # tasks.scheduler's app has no task modules: beat sends by name and never imports torch.

@@ -130,3 +130,23 @@ def test_every_nightowl_command_exists(compose: dict[str, Any]) -> None:
         assert f"{' '.join(path)} [OPTIONS]" in result.output, (command, result.output)
     bad = CliRunner().invoke(cli, ["worker", "--no-such-option", "--help"])
     assert bad.exit_code != 0, "the check above could not fail"
+
+
+def test_hosts_share_no_volume_only_the_artifact_store(compose: dict[str, Any],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    services = _services(compose)
+    for name in NIGHTOWL_SERVICES:
+        assert not services[name].get("volumes"), f"{name} mounts a volume"
+    for name in NIGHTOWL_SERVICES[1:]:
+        assert services[name]["depends_on"]["minio-bucket"] == {
+            "condition": "service_completed_successfully"}, name
+    assert services["minio"]["healthcheck"]["test"]
+    from nightowl.artifacts import S3Store, get_store
+    from nightowl.config import load_settings
+
+    for key, value in compose["x-nightowl-env"].items():
+        monkeypatch.setenv(key, _interpolate(str(value)))
+    store = get_store(load_settings())
+    assert isinstance(store, S3Store) and store.endpoint_url == "http://minio:9000"
+    # The bucket the one-shot creates is the one the artifact URL names.
+    assert f"store/{store.bucket}" in " ".join(services["minio-bucket"]["entrypoint"])

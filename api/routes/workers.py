@@ -1,0 +1,18 @@
+"""/v1/workers: the fleet, from the workers' heartbeats in SQL (operators' view)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import SessionDep, SettingsDep
+from nightowl import fleet
+
+router = APIRouter(prefix="/v1/workers", tags=["ops"])
+
+
+@router.get("")
+def list_workers(session: SessionDep, settings: SettingsDep) -> list[dict[str, Any]]:
+    """Live and recently dead workers: host, queues, device, current jobs, items/s, last seen."""
+    return fleet.describe(session, settings)

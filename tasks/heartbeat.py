@@ -1,0 +1,98 @@
+"""A thread in the worker's main process: heartbeats into SQL and the maintenance pass.
+
+It lives in the Celery parent, never in the pool children that run models, so a long forward
+does not delay a heartbeat and the hot path pays nothing. Every worker runs the maintenance
+pass on a timer (NIGHTOWL_REAP_INTERVAL_SECONDS) and a cheap dead-worker check at every beat:
+recovery needs no beat process and no single reaper.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+import threading
+import time
+
+from nightowl import broker, fleet
+from nightowl.config import Settings, get_settings
+from nightowl.db import session_factory
+from nightowl.models import new_id
+from nightowl.reaper import reap
+
+log = logging.getLogger(__name__)
+
+# Set by `nightowl worker` before exec, inherited by the pool's children: lease owners start
+# with it, so the fleet can free a dead worker's leases by prefix.
+WORKER_ID = os.environ.setdefault("NIGHTOWL_WORKER_ID", new_id("w")[:26])
+# Items finished by this worker's children; created before the pool forks, so shared with it.
+_items = multiprocessing.Value("q", 0)
+
+
+def count_items(n: int) -> None:
+    with _items.get_lock():
+        _items.value += n
+
+
+def interval(settings: Settings) -> float:
+    # Four beats per dead-after window: one late beat never gets a live worker declared dead.
+    return max(0.5, settings.worker_dead_after / 4)
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, name: str, queues: str, concurrency: int) -> None:
+        super().__init__(name="nightowl-heartbeat", daemon=True)
+        self.settings = get_settings()
+        self.info = fleet.WorkerInfo(
+            id=WORKER_ID, name=name, host=socket.gethostname(), pid=os.getpid(),
+            queues=queues, device=self.settings.device, concurrency=concurrency)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        make = session_factory(self.settings)
+        last_items, last_t = 0, time.monotonic()
+        next_reap = 0.0  # a fresh worker picks up at once what a dead one left behind
+        registered = False
+        while not self.stopping.is_set():
+            try:
+                with make() as session:
+                    if not registered:
+                        fleet.register(session, self.info)
+                        registered = True
+                    now = time.monotonic()
+                    done = int(_items.value)
+                    rate = (done - last_items) / max(now - last_t, 1e-6)
+                    last_items, last_t = done, now
+                    if not fleet.heartbeat(session, WORKER_ID, items_done=done,
+                                           items_per_s=rate,
+                                           lease_seconds=self.settings.lease_seconds):
+                        log.warning("this worker had been declared dead (no heartbeat for "
+                                    "%.0f s); its leases went to others",
+                                    self.settings.worker_dead_after)
+                    full = now >= next_reap
+                    if full:
+                        next_reap = now + self.settings.reap_interval_seconds
+                    fleet.maintenance_pass(session, self.settings, self._reap, full=full)
+            except Exception as e:  # a database or broker outage: keep beating, log once a beat
+                log.warning("heartbeat or maintenance pass failed: %s", e)
+            self.stopping.wait(min(interval(self.settings),
+                                   self.settings.reap_interval_seconds))
+
+    def _reap(self, session: object) -> None:
+        from sqlalchemy.orm import Session
+
+        assert isinstance(session, Session)
+        report = reap(session, self.settings,
+                      queue_depth=lambda q: broker.queue_depth(self.settings, q))
+        if any(report.__dict__.values()):
+            log.info("maintenance pass: %s", report.__dict__)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
+        try:
+            with session_factory(self.settings)() as session:
+                fleet.mark_stopped(session, WORKER_ID)
+        except Exception as e:
+            log.warning("could not mark this worker stopped: %s", e)

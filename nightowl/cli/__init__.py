@@ -28,6 +28,7 @@ COMMANDS = {
     "schedule": "nightowl.cli.schedule:schedule",
     "keys": "nightowl.cli.keys:keys",
     "sql": "nightowl.cli.sql:sql",
+    "quota": "nightowl.cli.quota:quota",
 }
 
 
@@ -72,6 +73,7 @@ HELP = {
     "keys": "Create, list and revoke tenants' API keys.",
     "sql": "Run one read-only SQL query (views: v_results, v_label_daily, ...).",
     "schedule": "Recurring jobs and fine-tunes from the database (add, pause, history).",
+    "quota": "Per-tenant limits on queued items and unfinished jobs (set, show).",
 }
 
 

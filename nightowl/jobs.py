@@ -120,7 +120,8 @@ def submit_job(
     problems: list[tuple[str, str]] = []
     total = failed = 0
     for batch in _batches(lines, INSERT_BATCH, settings.max_items_per_job):
-        quotas.check_streaming(session, admission, total + len(batch))
+        quotas.check_streaming(session, admission, total + len(batch),
+                               more_may_follow=len(batch) == INSERT_BATCH)
         for line_no, message in _store_batch(session, job.id, batch, total, now):
             failed += 1
             if len(problems) < MAX_LISTED_PROBLEMS:

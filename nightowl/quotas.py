@@ -63,7 +63,8 @@ def admit(session: Session, tenant_id: str | None) -> Admission:
     return Admission(tenant_id, left)
 
 
-def check_streaming(session: Session, admission: Admission, items_so_far: int) -> None:
+def check_streaming(session: Session, admission: Admission, items_so_far: int, *,
+                    more_may_follow: bool) -> None:
     """While the input streams: stop reading as soon as this job cannot fit."""
     if admission.items_left is None or items_so_far <= admission.items_left:
         return
@@ -72,7 +73,7 @@ def check_streaming(session: Session, admission: Admission, items_so_far: int) -
     if quota is None or quota.max_queued_items is None:
         return
     already = quota.max_queued_items - admission.items_left
-    raise _over_items(session, quota, already, items_so_far, at_least=True)
+    raise _over_items(session, quota, already, items_so_far, at_least=more_may_follow)
 
 
 def confirm(session: Session, tenant_id: str | None, *, job_id: str, items: int) -> None:

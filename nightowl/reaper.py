@@ -84,7 +84,7 @@ def _resend_runs(session: Session, now: datetime, stale: datetime,
                 and_(TrainingRun.status == RunStatus.QUEUED,
                      TrainingRun.created_at < now - SEND_GRACE),
             )
-        )
+        ).order_by(TrainingRun.priority.desc(), TrainingRun.created_at)
     ).all()
     if not orphaned:
         return 0

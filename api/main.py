@@ -20,6 +20,7 @@ from nightowl.errors import (
     ModelLoadError,
     NightowlError,
     NotFound,
+    QuotaExceeded,
     Unauthorized,
 )
 
@@ -43,7 +44,7 @@ app.include_router(metrics.router)
 dashboard.install(app)
 
 _STATUS = {NotFound: 404, InvalidInput: 400, ModelLoadError: 400, Conflict: 409,
-           Unauthorized: 401}
+           Unauthorized: 401, QuotaExceeded: 429}
 
 
 @app.exception_handler(NightowlError)
@@ -59,13 +60,18 @@ async def _nightowl_error(_request: Request, exc: NightowlError) -> JSONResponse
     if isinstance(exc, InvalidInput) and exc.problems:
         body["problems"] = [{"where": w, "message": m} for w, m in exc.problems[:1000]]
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-    if status < 500:
+    if isinstance(exc, QuotaExceeded):
+        # Back-pressure, not a bad request: the same call succeeds once work has drained.
+        body["code"] = exc.limit
+        headers["Retry-After"] = str(exc.retry_after)
+    elif status < 500:
         # OpenAI's SDKs retry 409s unless told not to; a repeat would fail the same way.
         headers["x-should-retry"] = "false"
     return JSONResponse(status_code=status, content={"error": body}, headers=headers)
 
 
-_OPENAI_TYPE = {401: "authentication_error", 404: "invalid_request_error", 500: "server_error"}
+_OPENAI_TYPE = {401: "authentication_error", 404: "invalid_request_error",
+                429: "rate_limit_error", 500: "server_error"}
 
 
 def _snake(name: str) -> str:

@@ -7,7 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from nightowl.dispatch import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 from nightowl.enums import JobStatus, TaskKind
+
+# The one priority field of jobs and fine-tunes; its range is nightowl.dispatch's.
+PRIORITY_FIELD = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX,
+                       description="Higher runs first, ahead of fair share between tenants "
+                                   "and age")
 
 
 class JobItemIn(BaseModel):
@@ -29,6 +35,7 @@ class JobCreate(BaseModel):
     on_invalid: Literal["reject", "skip"] = "reject"
     truncate: bool = False
     queue: Literal["cpu", "gpu"] = "cpu"
+    priority: int = PRIORITY_FIELD
 
 
 class JobOut(BaseModel):
@@ -37,6 +44,7 @@ class JobOut(BaseModel):
     model: str
     model_version: str
     status: JobStatus
+    priority: int
     total: int
     succeeded: int
     failed: int
@@ -117,6 +125,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or unknown API key"},
     404: {"model": ErrorResponse, "description": "No such object (for this tenant)"},
     409: {"model": ErrorResponse, "description": "The object's state does not allow this"},
+    429: {"model": ErrorResponse, "description": "Over a tenant quota; nothing was stored. "
+          "Retry after the Retry-After header's seconds; error.code names the limit"},
     422: {"model": ErrorResponse, "description": "A parameter or the body does not match "
           "this schema"},
 }

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # Seconds a worker holds a chunk or a fine-tune before another may take it over.
     lease_seconds: int = Field(default=120, ge=5)
     reap_interval_seconds: float = Field(default=30.0, gt=0)
+    # Chunks of one queue waiting in the broker at once (not yet taken by a worker). The rest
+    # wait in SQL, where priority and fair share pick the next; a small window lets a new job
+    # start soon, one under the worker count leaves workers idle between chunks.
+    dispatch_window: int = Field(default=4, ge=1, le=10_000)
     # A chunk that has been queued but untouched this long is assumed lost and sent again.
     requeue_after_seconds: int = Field(default=300, ge=1)
     # How often beat re-reads the `schedules` table: edits and pauses apply within this long.

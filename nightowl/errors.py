@@ -43,6 +43,22 @@ class Conflict(NightowlError):
     """The request is valid but the object's state does not allow it (cancel a finished job)."""
 
 
+class QuotaExceeded(NightowlError):
+    """A tenant is over an operator-set limit; nothing was stored. Back off and retry later."""
+
+    def __init__(self, message: str, *, limit: str, allowed: int, would_be: int,
+                 retry_after: int) -> None:
+        super().__init__(message)
+        self.limit = limit  # the quota's name, e.g. max_queued_items
+        self.allowed = allowed
+        self.would_be = would_be
+        self.retry_after = retry_after  # seconds, for the HTTP Retry-After header
+
+    @property
+    def over_by(self) -> int:
+        return self.would_be - self.allowed
+
+
 class ModelLoadError(NightowlError):
     """A model could not be loaded safely (missing, pickle weights, outside the model roots)."""
 

@@ -15,6 +15,7 @@ from nightowl import finetune_data, registry, run_artifacts
 from nightowl.celery_app import send
 from nightowl.config import Settings
 from nightowl.db import insert_ignoring_conflicts
+from nightowl.dispatch import PRIORITY_DEFAULT, check_priority
 from nightowl.enums import FiringStatus, Queue, RunStatus, TaskKind, TaskName
 from nightowl.errors import Conflict, InvalidInput, NotFound
 from nightowl.models import (
@@ -55,6 +56,7 @@ class FinetuneSpec:
     tenant_id: str | None = None
     dataset_info: dict[str, Any] = field(default_factory=dict)
     schedule_run_id: int | None = None
+    priority: int = PRIORITY_DEFAULT
 
 
 def run_dir(settings: Settings, run_id: str) -> Path:
@@ -69,6 +71,7 @@ def get_run(session: Session, run_id: str, *, tenant_id: str | None = None) -> T
 
 
 def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec) -> TrainingRun:
+    check_priority(spec.priority)
     base = registry.resolve(session, spec.base)
     if base.kind != spec.kind:
         raise InvalidInput(f"base model {base.ref} is a {base.kind.value} model, "
@@ -104,6 +107,7 @@ def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec)
         promote_to=spec.promote_to,
         gate_metric=gate,
         schedule_run_id=spec.schedule_run_id,
+        priority=spec.priority,
     )
     folder = run_dir(settings, run.id)
     finetune_data.write_rows(folder / "train.jsonl", train_rows)

@@ -1,4 +1,4 @@
-"""The job service: submit, dispatch, cancel, retry, finalize, reap. CLI and API both call it."""
+"""The job service: submit, cancel, retry, finalize. CLI and API both call it."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from nightowl import registry
-from nightowl.celery_app import send
+from nightowl import quotas, registry
 from nightowl.config import Settings
 from nightowl.db import insert_ignoring_conflicts
-from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, Queue, TaskKind, TaskName
+from nightowl.dispatch import PRIORITY_DEFAULT, check_priority, top_up
+from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, Queue, TaskKind
 from nightowl.errors import Conflict, InvalidInput, NotFound
 from nightowl.inputs import ParsedLine
 from nightowl.models import Job, JobChunk, JobItem, ModelVersion, new_id, utcnow
@@ -41,6 +41,8 @@ class JobSpec:
     input_file_id: str | None = None
     # Batches from the OpenAI-compatible API are ids batch_...; plain jobs job_....
     id_prefix: str = "job"
+    # Higher runs first, ahead of fair share and age (nightowl.dispatch: range and meaning).
+    priority: int = PRIORITY_DEFAULT
 
 
 def set_status(job: Job, status: JobStatus) -> None:
@@ -77,13 +79,16 @@ def list_jobs(
 def submit_job(
     *, session: Session, settings: Settings, spec: JobSpec, lines: Iterable[ParsedLine]
 ) -> Job:
-    """Validate and store every item, then queue one message per chunk.
+    """Validate and store every item, then let the dispatcher send the first chunks.
 
     With on_invalid="reject" any bad line rolls everything back and raises InvalidInput listing
-    each problem by line; with "skip" bad lines become failed items and the rest runs.
+    each problem by line; with "skip" bad lines become failed items and the rest runs. Over a
+    tenant's quota it raises QuotaExceeded, having stored nothing (the caller rolls back).
     """
     if spec.on_invalid not in ("reject", "skip"):
         raise InvalidInput(f"--on-invalid must be reject or skip, not {spec.on_invalid!r}")
+    check_priority(spec.priority)
+    admission = quotas.admit(session, spec.tenant_id)
     version = registry.resolve(session, spec.model)
     if version.kind != spec.kind:
         raise InvalidInput(
@@ -108,12 +113,15 @@ def submit_job(
         metadata_=spec.metadata,
         parent_job_id=spec.parent_job_id,
         input_file_id=spec.input_file_id,
+        priority=spec.priority,
     )
     session.add(job)
     session.flush()
     problems: list[tuple[str, str]] = []
     total = failed = 0
     for batch in _batches(lines, INSERT_BATCH, settings.max_items_per_job):
+        quotas.check_streaming(session, admission, total + len(batch),
+                               more_may_follow=len(batch) == INSERT_BATCH)
         for line_no, message in _store_batch(session, job.id, batch, total, now):
             failed += 1
             if len(problems) < MAX_LISTED_PROBLEMS:
@@ -145,12 +153,13 @@ def submit_job(
         ],
     )
     set_status(job, JobStatus.QUEUED)
+    quotas.confirm(session, spec.tenant_id, job_id=job.id, items=total - failed)
     session.commit()
     if failed == total:
         try_finalize(session, job.id)
         session.commit()
         return job
-    dispatch(session, job)
+    top_up(session, settings, job.queue)
     return job
 
 
@@ -235,32 +244,6 @@ def _item_row(
         "finished_at": now if error else None,
         "attempts": 0,
     }
-
-
-def dispatch(session: Session, job: Job, chunk_nos: list[int] | None = None) -> int:
-    """Ring the doorbell for pending chunks. A failed send loses nothing: the reaper re-sends."""
-    stmt = select(JobChunk.chunk_no).where(
-        JobChunk.job_id == job.id, JobChunk.status == ChunkStatus.PENDING
-    )
-    if chunk_nos is not None:
-        stmt = stmt.where(JobChunk.chunk_no.in_(chunk_nos))
-    numbers = list(session.scalars(stmt.order_by(JobChunk.chunk_no)))
-    sent = 0
-    try:
-        for n in numbers:
-            send(TaskName.RUN_CHUNK, [job.id, n], queue=job.queue)
-            sent += 1
-    except Exception as e:  # any broker failure: SQL keeps the work, the reaper sends it later
-        log.warning("broker unavailable, %d chunks of %s wait for the reaper: %s",
-                    len(numbers) - sent, job.id, e)
-    if sent:
-        session.execute(
-            update(JobChunk)
-            .where(JobChunk.job_id == job.id, JobChunk.chunk_no.in_(numbers[:sent]))
-            .values(enqueued_at=utcnow())
-        )
-    session.commit()
-    return sent
 
 
 def cancel_job(session: Session, job_id: str, *, tenant_id: str | None = None) -> Job:
@@ -374,6 +357,7 @@ def retry_job(
         queue=parent.queue,
         tenant_id=parent.tenant_id,
         parent_job_id=parent.id,
+        priority=parent.priority,
     )
     return submit_job(session=session, settings=settings, spec=spec, lines=lines())
 

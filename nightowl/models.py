@@ -170,6 +170,8 @@ class Job(Base):
     deadline_at: Mapped[datetime | None]
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     parent_job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    # Higher runs first (nightowl.dispatch picks chunks by priority, then fair share, then age).
+    priority: Mapped[int] = mapped_column(default=0, server_default="0")
     input_file_id: Mapped[str | None] = mapped_column(ForeignKey("files.id"))
     errors: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -259,9 +261,22 @@ class TrainingRun(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
     schedule_run_id: Mapped[int | None]
+    priority: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class TenantQuota(Base):
+    """Operator-set limits for one tenant (nightowl.quotas); no row, or NULL, means no limit."""
+
+    __tablename__ = "tenant_quotas"
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    max_queued_items: Mapped[int | None] = mapped_column(BigInteger)
+    max_running_jobs: Mapped[int | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class TrainingMetric(Base):

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from nightowl import fleet
+from nightowl import dispatch, fleet
 from nightowl.config import Settings
 from nightowl.enums import TERMINAL_JOB_STATUSES, ChunkStatus, JobStatus, Queue, RunStatus
 from nightowl.finetunes import enqueue, mark_cancelled
-from nightowl.jobs import dispatch, stop_pending_chunks, try_finalize
+from nightowl.jobs import stop_pending_chunks, try_finalize
 from nightowl.models import Job, JobChunk, TrainingRun, utcnow
 
 # A message sent this recently may still be in flight to a worker; only older ones count as lost.
@@ -55,32 +55,11 @@ def reap(
             report.jobs_expired += 1
         session.commit()
 
-    live = select(Job.id).where(Job.status.not_in(TERMINAL_JOB_STATUSES))
-    depth_cache: dict[str, int | None] = {}
     stale = now - timedelta(seconds=settings.requeue_after_seconds)
-    rows = session.execute(
-        select(JobChunk.job_id, JobChunk.chunk_no, JobChunk.enqueued_at, Job.queue)
-        .join(Job, Job.id == JobChunk.job_id)
-        .where(
-            JobChunk.status == ChunkStatus.PENDING,
-            JobChunk.job_id.in_(live),
-            or_(JobChunk.enqueued_at.is_(None), and_(JobChunk.enqueued_at < now - SEND_GRACE)),
-        )
-    ).all()
-    resend: dict[str, list[int]] = {}
-    for job_id, chunk_no, enqueued_at, queue in rows:
-        if queue not in depth_cache:
-            depth_cache[queue] = queue_depth(queue)
-        depth = depth_cache[queue]
-        if depth is None:
-            continue  # broker down: nothing can be sent now anyway
-        # An empty queue means a pending chunk's message is gone (a broker restart drops them);
-        # with messages still waiting, only a chunk untouched for a long time is presumed lost.
-        if enqueued_at is None or depth == 0 or enqueued_at < stale:
-            resend.setdefault(job_id, []).append(chunk_no)
-    for job_id, numbers in resend.items():
-        if (resent_job := session.get(Job, job_id)) is not None:
-            report.chunks_resent += dispatch(session, resent_job, numbers)
+    report.chunks_resent = dispatch.resend_lost(
+        session, now=now, grace=SEND_GRACE, stale=stale, queue_depth=queue_depth)
+    # Chunks whose lease was released above, or that nobody topped up, join the window.
+    report.chunks_resent += dispatch.top_up_all(session, settings)
     # Jobs whose chunks all finished but whose finalizing commit was lost (a crash in between).
     for job_id in session.scalars(
         select(Job.id).where(
@@ -109,7 +88,7 @@ def _resend_runs(session: Session, now: datetime, stale: datetime,
                 and_(TrainingRun.status == RunStatus.QUEUED,
                      TrainingRun.created_at < now - SEND_GRACE),
             )
-        )
+        ).order_by(TrainingRun.priority.desc(), TrainingRun.created_at)
     ).all()
     if not orphaned:
         return 0

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from nightowl import chunks
+from nightowl import chunks, dispatch
 from nightowl.artifact_cache import local_dir
 from nightowl.chunks import ClaimedChunk, ItemOutcome
 from nightowl.config import Settings, get_settings
@@ -40,9 +40,27 @@ def run_chunk(job_id: str, chunk_no: int) -> dict[str, Any]:
             ),
             session=session,
         )
+        # This message has left the broker's window: send the next chunk now, so the next free
+        # worker finds it waiting (and a chunk of a newly submitted job can be that one).
+        _top_up(session, settings, claimed.job.queue if claimed else None)
         if claimed is None:
             return {"job_id": job_id, "chunk_no": chunk_no, "skipped": True}
-        return _run(session, settings, claimed, owner)
+        result = _run(session, settings, claimed, owner)
+        _top_up(session, settings, claimed.job.queue)
+        return result
+
+
+def _top_up(session: Session, settings: Settings, queue: str | None) -> None:
+    """Refill the window; a failure here must not fail the chunk: the reaper refills it too."""
+    try:
+        if queue is None:
+            dispatch.top_up_all(session, settings)
+        else:
+            with_db_retry(lambda: dispatch.top_up(session, settings, queue), session=session,
+                          attempts=3)
+    except Exception:
+        session.rollback()
+        log.exception("topping up the dispatch window failed; the reaper will")
 
 
 def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str) -> dict[str, Any]:

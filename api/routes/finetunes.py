@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import SessionDep, SettingsDep, TenantDep
+from api.schemas import PRIORITY_FIELD
 from nightowl import finetune_data, finetunes
 from nightowl.enums import RunStatus, TaskKind
 from nightowl.files import get_file, local_path
@@ -26,12 +27,14 @@ class FinetuneCreate(BaseModel):
     register_as: str | None = None
     promote_to: str | None = None
     gate: str | None = None
+    priority: int = PRIORITY_FIELD
 
 
 class FinetuneOut(BaseModel):
     id: str
     kind: TaskKind
     status: RunStatus
+    priority: int
     base_version_id: int
     dataset: dict[str, Any]
     hyperparameters: dict[str, Any]
@@ -61,7 +64,8 @@ class EventOut(BaseModel):
 
 def run_out(run: TrainingRun) -> FinetuneOut:
     return FinetuneOut(
-        id=run.id, kind=run.kind, status=run.status, base_version_id=run.base_version_id,
+        id=run.id, kind=run.kind, status=run.status, priority=run.priority,
+        base_version_id=run.base_version_id,
         dataset=run.dataset, hyperparameters=run.hyperparams, register_as=run.register_as,
         promote_to=run.promote_to, gate=run.gate_metric,
         result_version_id=run.result_version_id, promotion=run.promotion, error=run.error,
@@ -86,8 +90,9 @@ def create_finetune(body: FinetuneCreate, session: SessionDep, settings: Setting
             kind=body.kind, base=body.base, train_rows=rows, eval_rows=eval_rows,
             eval_split=body.eval_split, hyperparams=body.hyperparameters,
             register_as=body.register_as, promote_to=body.promote_to, gate=body.gate,
-            tenant_id=tenant, dataset_info={"training_file": body.training_file,
-                                            "validation_file": body.validation_file},
+            tenant_id=tenant, priority=body.priority,
+            dataset_info={"training_file": body.training_file,
+                          "validation_file": body.validation_file},
         )))
     return run_out(run)
 

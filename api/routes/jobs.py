@@ -32,7 +32,7 @@ def job_out(session: Session, job: Job) -> JobOut:
     version = session.get(ModelVersion, job.model_version_id)
     return JobOut(
         id=job.id, kind=job.kind, model=job.model_ref,
-        model_version=version.ref if version else "", status=job.status,
+        model_version=version.ref if version else "", status=job.status, priority=job.priority,
         total=job.total_items, succeeded=job.succeeded_items, failed=job.failed_items,
         cancelled=job.cancelled_items, expired=job.expired_items, params=job.params,
         metadata=job.metadata_, parent_job_id=job.parent_job_id, errors=job.errors[:100],
@@ -54,7 +54,7 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
         kind=body.kind, model=body.model, params=body.params, chunk_size=body.chunk_size,
         deadline=timedelta(seconds=body.deadline_seconds) if body.deadline_seconds else None,
         metadata=body.metadata, on_invalid=body.on_invalid, truncate=body.truncate,
-        queue=body.queue, tenant_id=tenant, input_file_id=body.file_id,
+        queue=body.queue, tenant_id=tenant, input_file_id=body.file_id, priority=body.priority,
     )
     if body.file_id is not None:
         row = get_file(session, body.file_id, tenant_id=tenant)

@@ -29,6 +29,7 @@ COMMANDS = {
     "keys": "nightowl.cli.keys:keys",
     "sql": "nightowl.cli.sql:sql",
     "workers": "nightowl.cli.workers:workers",
+    "quota": "nightowl.cli.quota:quota",
 }
 
 
@@ -74,6 +75,7 @@ HELP = {
     "sql": "Run one read-only SQL query (views: v_results, v_label_daily, ...).",
     "schedule": "Recurring jobs and fine-tunes from the database (add, pause, history).",
     "workers": "The fleet: live and dead workers, current job, items/s, last seen.",
+    "quota": "Per-tenant limits on queued items and unfinished jobs (set, show).",
 }
 
 

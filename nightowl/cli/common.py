@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from nightowl import migrate
 from nightowl.config import Settings, get_settings
 from nightowl.db import session_scope
+from nightowl.dispatch import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 from nightowl.errors import NightowlError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -41,6 +42,12 @@ def db_session() -> Iterator[Session]:
             f"cannot reach the database at {make_url(s.sqlalchemy_url).render_as_string()}: "
             f"{e.orig}; check NIGHTOWL_DATABASE_URL and that the server runs"
         ) from e
+
+
+# `--priority` of jobs and fine-tunes; its range and meaning are nightowl.dispatch's.
+priority_option = click.option(
+    "--priority", type=click.IntRange(PRIORITY_MIN, PRIORITY_MAX), default=PRIORITY_DEFAULT,
+    show_default=True, help="Higher runs first, ahead of fair share between tenants and age.")
 
 
 def parse_duration(text: str | None) -> timedelta | None:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl import finetune_data, finetunes
-from nightowl.cli.common import db_session, settings
+from nightowl.cli.common import db_session, priority_option, settings
 from nightowl.enums import RunStatus, TaskKind
 from nightowl.errors import InvalidInput
 
@@ -70,13 +70,14 @@ def finetune() -> None:
 @click.option("--register-as", help="Model name for the result (default: the base's name).")
 @click.option("--promote-to", help="Move this alias to the result only if it beats the holder.")
 @click.option("--gate", help="Eval metric that decides the promotion (default per kind).")
+@priority_option
 @click.option("--wait", is_flag=True, help="Wait; exit 0 only if the run succeeded.")
 def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_split: float,
            epochs: float | None, max_steps: int | None, lr: float | None,
            batch_size: int | None, grad_accum: int | None, warmup: int | None,
            weight_decay: float | None, seed: int | None, eval_every: int | None,
            checkpoint_every: int | None, lora: str | None, register_as: str | None,
-           promote_to: str | None, gate: str | None, wait: bool) -> None:
+           promote_to: str | None, gate: str | None, priority: int, wait: bool) -> None:
     """Queue a fine-tune on the train queue; the run id is the last line printed."""
     task_kind = TaskKind(KIND_ALIASES[kind])
     hyper: dict[str, Any] = {
@@ -95,7 +96,7 @@ def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_
                 kind=task_kind, base=base, train_rows=train_rows, eval_rows=eval_rows,
                 eval_split=eval_split, hyperparams={k: v for k, v in hyper.items()
                                                     if v is not None},
-                register_as=register_as, promote_to=promote_to, gate=gate,
+                register_as=register_as, promote_to=promote_to, gate=gate, priority=priority,
                 dataset_info={"train_file": str(train_file),
                               "eval_file": str(eval_file) if eval_file else None},
             )))

@@ -151,7 +151,7 @@ def submit(api: Remote, *, kind: str, spec: Any, file: str, fmt: str | None, wai
         "model": spec.model, "params": spec.params, "chunk_size": spec.chunk_size,
         "deadline_seconds": spec.deadline.total_seconds() if spec.deadline else None,
         "metadata": spec.metadata, "on_invalid": spec.on_invalid, "truncate": spec.truncate,
-        "queue": spec.queue,
+        "queue": spec.queue, "priority": spec.priority,
     }
     stream, name = open_input(file)
     try:

@@ -12,7 +12,13 @@ import click
 
 from nightowl import registry
 from nightowl.cli import remote
-from nightowl.cli.common import db_session, parse_duration, parse_pairs, settings
+from nightowl.cli.common import (
+    db_session,
+    parse_duration,
+    parse_pairs,
+    priority_option,
+    settings,
+)
 from nightowl.enums import TaskKind
 from nightowl.inputs import ParsedLine, read_csv, read_jsonl
 from nightowl.jobs import JobSpec, submit_job
@@ -36,11 +42,12 @@ from nightowl.tokens import length_checker
 @click.option("--id-column", help="CSV column holding the custom_id.")
 @click.option("--queue", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="Worker queue to run on.")
+@priority_option
 @click.option("--wait", is_flag=True, help="Show progress; exit 0 only if the job completed.")
 def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size: int | None,
            deadline: str | None, metadata: tuple[str, ...], on_invalid: str, truncate: bool,
            fmt: str | None, column: str | None, id_column: str | None, queue: str,
-           wait: bool) -> None:
+           priority: int, wait: bool) -> None:
     """Submit a bulk KIND job (generate, translate, sentiment) from FILE ('-' for stdin).
 
     The job id is the last line printed on stdout.
@@ -53,7 +60,7 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
         kind=task_kind, model=model, params=parse_pairs(params, "--param"),
         chunk_size=chunk_size, deadline=parse_duration(deadline),
         metadata=parse_pairs(metadata, "--metadata"), on_invalid=on_invalid,
-        truncate=truncate, queue=queue,
+        truncate=truncate, queue=queue, priority=priority,
     )
     if (api := remote.client()) is not None:
         remote.submit(api, kind=kind, spec=spec, file=file, fmt=fmt, wait=wait)

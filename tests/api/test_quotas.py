@@ -1,0 +1,108 @@
+"""Per-tenant quotas: the operator sets them from the CLI; over one, HTTP answers 429 with
+Retry-After and an OpenAI-shaped error naming the limit, the CLI says by how much, and nothing
+of the refused job is stored."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.main import app
+from nightowl.cli import cli
+from nightowl.config import Settings
+from nightowl.models import Job, JobItem
+
+SENT = "apitest-sent"  # tests/api/conftest.py: registered, never run (jobs go to the gpu queue)
+
+
+def _job(client: TestClient, n: int) -> Any:
+    return client.post("/v1/jobs", json={
+        "kind": "sentiment", "model": SENT, "queue": "gpu", "truncate": True,
+        "items": [{"custom_id": f"q{i}", "text": f"review {i}"} for i in range(n)]})
+
+
+def _cli(*args: str) -> Any:
+    result = CliRunner().invoke(cli, list(args))
+    return result
+
+
+def _rows(session: Session) -> tuple[int, int]:
+    session.expire_all()
+    return (session.scalar(select(func.count()).select_from(Job)) or 0,
+            session.scalar(select(func.count()).select_from(JobItem)) or 0)
+
+
+def test_over_a_quota_the_api_answers_429_and_stores_nothing(
+    fake_models: Settings, make_api_key: Callable[[str], str], session: Session
+) -> None:
+    tenant = f"quota-{uuid.uuid4().hex[:6]}"
+    key = make_api_key(tenant)
+    set_ = _cli("quota", "set", tenant, "--max-queued-items", "100", "--max-running-jobs", "1")
+    assert set_.exit_code == 0, set_.output
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
+        assert _job(client, 60).status_code == 201
+        before = _rows(session)
+
+        r = _job(client, 10)
+        assert r.status_code == 429
+        assert r.headers["Retry-After"].isdigit() and int(r.headers["Retry-After"]) > 0
+        error = r.json()["error"]
+        assert set(error) >= {"message", "type", "param", "code"}
+        assert (error["type"], error["code"]) == ("rate_limit_error", "max_running_jobs")
+        assert "max_running_jobs quota is 1" in error["message"]
+        assert "over by 1" in error["message"]
+        assert _rows(session) == before
+
+        assert _cli("quota", "set", tenant, "--max-running-jobs", "5").exit_code == 0
+        r = _job(client, 50)  # 60 queued + 50 > 100
+        assert r.status_code == 429
+        assert r.json()["error"]["code"] == "max_queued_items"
+        assert "over its max_queued_items quota of 100 by 10" in r.json()["error"]["message"]
+        assert _rows(session) == before
+
+        r = _job(client, 40)  # exactly at the limit is allowed
+        assert r.status_code == 201, r.text
+        shown = _cli("quota", "show", tenant)
+        assert shown.exit_code == 0
+        assert tenant in shown.output and "100" in shown.output and "5" in shown.output
+
+        assert _cli("quota", "set", tenant, "--max-queued-items", "none").exit_code == 0
+        assert _job(client, 500).status_code == 201
+
+
+def test_a_file_bigger_than_the_quota_stops_at_the_first_batch_and_the_cli_says_by_how_much(
+    fake_models: Settings, make_api_key: Callable[[str], str], api_server: str,
+    session: Session, tmp_path: Path
+) -> None:
+    tenant = f"quota-{uuid.uuid4().hex[:6]}"
+    key = make_api_key(tenant)
+    assert _cli("quota", "set", tenant, "--max-queued-items", "1000").exit_code == 0
+    f = tmp_path / "big.jsonl"
+    f.write_text("".join(json.dumps({"custom_id": f"x{i}", "text": "ok"}) + "\n"
+                         for i in range(5000)))
+    before = _rows(session)
+    result = CliRunner().invoke(cli, ["--api", api_server, "--key", key, "submit", "sentiment",
+                                      str(f), "--model", SENT, "--queue", "gpu", "--truncate"])
+    assert result.exit_code == 1
+    assert "429" in result.output and "max_queued_items quota of 1,000" in result.output
+    # Refused after the first batch of lines, not after reading all 5,000.
+    assert "adds at least 2,000" in result.output and "split it into jobs of at most 1,000" \
+        in result.output
+    assert _rows(session) == before
+
+
+def test_quota_set_refuses_unknown_tenants_and_bad_numbers(migrated: Settings) -> None:
+    r = _cli("quota", "set", "no-such-tenant", "--max-running-jobs", "2")
+    assert r.exit_code == 1 and "no tenant 'no-such-tenant'" in r.output
+    r = _cli("quota", "set", "x", "--max-running-jobs", "0")
+    assert r.exit_code == 2 and "use 'none' to remove the limit" in r.output
+    r = _cli("quota", "set", "x")
+    assert r.exit_code == 2 and "--max-queued-items" in r.output

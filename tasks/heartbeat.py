@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 from nightowl import broker, fleet
 from nightowl.config import Settings, get_settings
@@ -33,6 +34,27 @@ _items = multiprocessing.Value("q", 0)
 def count_items(n: int) -> None:
     with _items.get_lock():
         _items.value += n
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host still runs. On Linux a zombie (killed, not yet reaped
+    by the pool) counts as gone."""
+    if _PROC.is_dir():
+        try:
+            stat = (_PROC / str(pid) / "stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_PROC = Path("/proc/self").resolve().parent
 
 
 def interval(settings: Settings) -> float:
@@ -66,7 +88,8 @@ class Heartbeat(threading.Thread):
                     last_items, last_t = done, now
                     if not fleet.heartbeat(session, WORKER_ID, items_done=done,
                                            items_per_s=rate,
-                                           lease_seconds=self.settings.lease_seconds):
+                                           lease_seconds=self.settings.lease_seconds,
+                                           pid_alive=pid_alive):
                         log.warning("this worker had been declared dead (no heartbeat for "
                                     "%.0f s); its leases went to others",
                                     self.settings.worker_dead_after)

@@ -56,6 +56,7 @@ def test_a_killed_workers_chunk_runs_elsewhere_without_beat_and_the_fleet_shows_
     assert result.exit_code == 0, result.output
     job_id = result.stdout.strip().splitlines()[-1]
     victim = start_worker("-Q", "cpu", "-c", "1", "-n", f"{victim_name}@%h", env=ENV)
+    survivor = start_worker("-Q", "cpu", "-c", "1", "-n", f"{survivor_name}@%h", env=ENV)
     held: list[tuple[int, str]] = []
 
     def victim_holds() -> bool:
@@ -71,8 +72,6 @@ def test_a_killed_workers_chunk_runs_elsewhere_without_beat_and_the_fleet_shows_
     _wait(lambda: any(job_id in w["current_jobs"] for w in _fleet()
                       if w["name"].startswith(f"{victim_name}@")),
           "the victim's heartbeat never named its job", victim)
-
-    survivor = start_worker("-Q", "cpu", "-c", "1", "-n", f"{survivor_name}@%h", env=ENV)
     victim.kill()
     killed = time.monotonic()
     chunk_id = held[0][0]
@@ -90,8 +89,8 @@ def test_a_killed_workers_chunk_runs_elsewhere_without_beat_and_the_fleet_shows_
     finished_by = session.scalar(select(JobItem.worker).where(
         JobItem.job_id == job_id, JobItem.idx == 300 * _chunk_no(session, chunk_id)))
     assert finished_by is not None and finished_by.startswith(f"{survivor_name}@")
-    print(f"\nFLEET dead worker's chunk taken over {taken_s:.1f} s after SIGKILL "
-          f"(dead-after 4 s, lease 600 s)")
+    print(f"\nFLEET dead worker's chunk taken over {taken_s:.1f} s after SIGKILL, behind the "
+          f"chunks queued ahead of it (dead-after 4 s, lease 600 s)")
 
     fleet = {w["name"].split("@")[0]: w for w in _fleet()}
     assert fleet[victim_name]["status"] == "dead" and fleet[victim_name]["current_jobs"] == []

@@ -57,6 +57,14 @@ def pid_alive(pid: int) -> bool:
 _PROC = Path("/proc/self").resolve().parent
 
 
+def device_label(device: str) -> str:
+    """What `auto` will pick, told without torch (the parent must never import it): CUDA's
+    first card where the driver shows one, else the CPU."""
+    if device != "auto":
+        return device
+    return "cuda:0" if Path("/dev/nvidia0").exists() else "cpu"
+
+
 def interval(settings: Settings) -> float:
     # Four beats per dead-after window: one late beat never gets a live worker declared dead.
     return max(0.5, settings.worker_dead_after / 4)
@@ -68,7 +76,7 @@ class Heartbeat(threading.Thread):
         self.settings = get_settings()
         self.info = fleet.WorkerInfo(
             id=WORKER_ID, name=name, host=socket.gethostname(), pid=os.getpid(),
-            queues=queues, device=self.settings.device, concurrency=concurrency)
+            queues=queues, device=device_label(self.settings.device), concurrency=concurrency)
         self.stopping = threading.Event()
 
     def run(self) -> None:

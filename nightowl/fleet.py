@@ -159,7 +159,10 @@ def release_dead(session: Session, settings: Settings, now: datetime | None = No
                         .values(status=DEAD, items_per_s=0.0)
                         .execution_options(synchronize_session=False))
         session.commit()
-    gone = select(Worker.id).where(Worker.status.in_([DEAD, STOPPED]))
+    # Only workers seen within a lease can still hold one: nobody renewed theirs since.
+    gone = select(Worker.id).where(
+        Worker.status.in_([DEAD, STOPPED]),
+        Worker.last_seen_at >= now - timedelta(seconds=settings.lease_seconds))
     for worker_id in session.scalars(gone).all():
         prefix = owner_prefix(worker_id) + "%"
         chunks = session.execute(

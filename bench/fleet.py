@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -160,9 +161,10 @@ def _recovery(st: c.Stack, env: dict[str, str]) -> float:
                                         JobChunk.lease_owner.is_not(None))
     _until(lambda s: s.execute(retaken).first() is not None, factory, pair[0], timeout=900)
     took = time.monotonic() - killed
-    st.run_cli("jobs", "cancel", job)
-    st.stop_workers()
     c.log(f"recovery with {env}: {took:.1f} s")
+    with contextlib.suppress(RuntimeError):  # it may have finished meanwhile
+        st.run_cli("jobs", "cancel", job)
+    st.stop_workers()
     return round(took, 1)
 
 

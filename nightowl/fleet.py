@@ -62,38 +62,66 @@ def register(session: Session, info: WorkerInfo) -> None:
 RENEW_FOR_LEASES = 10
 
 
+def owner_pid(lease_owner: str | None) -> int | None:
+    """The process in a lease owner `w_id/name:pid:tag`."""
+    if lease_owner is None:
+        return None
+    try:
+        return int(lease_owner.rsplit(":", 2)[-2])
+    except (ValueError, IndexError):
+        return None
+
+
 def heartbeat(session: Session, worker_id: str, *, items_done: int, items_per_s: float,
-              lease_seconds: int) -> bool:
-    """Record that this worker is alive, with what it is doing, and renew its leases. False
-    if the fleet had declared it dead meanwhile (a long pause): its leases went to others."""
+              lease_seconds: int, pid_alive: Callable[[int], bool]) -> bool:
+    """Record that this worker is alive, with what it is doing, and look after its leases:
+    renewed while the process holding one lives, released at once when it has died (a pool
+    process killed under a live worker). False if the fleet had declared this worker dead
+    meanwhile (a long pause): its leases went to others."""
     prefix = owner_prefix(worker_id) + "%"
     now = utcnow()
     until = now + timedelta(seconds=lease_seconds)
     young = now - timedelta(seconds=lease_seconds * RENEW_FOR_LEASES)
-    for model in (JobChunk, TrainingRun):
-        session.execute(
-            update(model)
-            .where(model.status == (ChunkStatus.RUNNING if model is JobChunk
-                                    else RunStatus.RUNNING),
-                   model.lease_owner.like(prefix), model.lease_expires_at < until,
-                   model.started_at >= young)
-            .values(lease_expires_at=until)
-            .execution_options(synchronize_session=False)
-        )
     chunks = session.execute(
-        select(JobChunk.job_id, JobChunk.chunk_no)
+        select(JobChunk.id, JobChunk.job_id, JobChunk.chunk_no, JobChunk.lease_owner,
+               JobChunk.started_at)
         .where(JobChunk.status == ChunkStatus.RUNNING, JobChunk.lease_owner.like(prefix))
     ).all()
-    runs = session.scalars(
-        select(TrainingRun.id).where(TrainingRun.status == RunStatus.RUNNING,
-                                     TrainingRun.lease_owner.like(prefix))
+    runs = session.execute(
+        select(TrainingRun.id, TrainingRun.lease_owner, TrainingRun.started_at)
+        .where(TrainingRun.status == RunStatus.RUNNING, TrainingRun.lease_owner.like(prefix))
     ).all()
-    current: dict[str, Any] = {"chunks": [f"{job}#{no}" for job, no in chunks],
-                               "runs": list(runs)}
+    current: dict[str, Any] = {"chunks": [], "runs": []}
+    for chunk_id, job_id, chunk_no, owner, started in chunks:
+        pid = owner_pid(owner)
+        guarded = JobChunk.id == chunk_id, JobChunk.lease_owner == owner
+        if pid is not None and not pid_alive(pid):
+            session.execute(update(JobChunk).where(*guarded)
+                            .values(status=ChunkStatus.PENDING, lease_owner=None,
+                                    enqueued_at=None)
+                            .execution_options(synchronize_session=False))
+            continue
+        current["chunks"].append(f"{job_id}#{chunk_no}")
+        if started is not None and started >= young:
+            session.execute(update(JobChunk).where(*guarded).values(lease_expires_at=until)
+                            .execution_options(synchronize_session=False))
+    for run_id, owner, started in runs:
+        pid = owner_pid(owner)
+        guarded_run = TrainingRun.id == run_id, TrainingRun.lease_owner == owner
+        if pid is not None and not pid_alive(pid):
+            session.execute(update(TrainingRun).where(*guarded_run)
+                            .values(lease_expires_at=now - timedelta(seconds=1))
+                            .execution_options(synchronize_session=False))
+            continue
+        current["runs"].append(run_id)
+        if started is not None and started >= young:
+            session.execute(update(TrainingRun).where(*guarded_run)
+                            .values(lease_expires_at=until)
+                            .execution_options(synchronize_session=False))
     was = session.scalar(select(Worker.status).where(Worker.id == worker_id))
     session.execute(
         update(Worker).where(Worker.id == worker_id)
-        .values(last_seen_at=utcnow(), status=ALIVE, current=current,
+        .values(last_seen_at=now, status=ALIVE, current=current,
                 items_done=items_done, items_per_s=items_per_s)
         .execution_options(synchronize_session=False)
     )
@@ -131,7 +159,10 @@ def release_dead(session: Session, settings: Settings, now: datetime | None = No
                         .values(status=DEAD, items_per_s=0.0)
                         .execution_options(synchronize_session=False))
         session.commit()
-    gone = select(Worker.id).where(Worker.status.in_([DEAD, STOPPED]))
+    # Only workers seen within a lease can still hold one: nobody renewed theirs since.
+    gone = select(Worker.id).where(
+        Worker.status.in_([DEAD, STOPPED]),
+        Worker.last_seen_at >= now - timedelta(seconds=settings.lease_seconds))
     for worker_id in session.scalars(gone).all():
         prefix = owner_prefix(worker_id) + "%"
         chunks = session.execute(

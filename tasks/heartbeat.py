@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 from nightowl import broker, fleet
 from nightowl.config import Settings, get_settings
@@ -35,6 +36,35 @@ def count_items(n: int) -> None:
         _items.value += n
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host still runs. On Linux a zombie (killed, not yet reaped
+    by the pool) counts as gone."""
+    if _PROC.is_dir():
+        try:
+            stat = (_PROC / str(pid) / "stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_PROC = Path("/proc/self").resolve().parent
+
+
+def device_label(device: str) -> str:
+    """What `auto` will pick, told without torch (the parent must never import it): CUDA's
+    first card where the driver shows one, else the CPU."""
+    if device != "auto":
+        return device
+    return "cuda:0" if Path("/dev/nvidia0").exists() else "cpu"
+
+
 def interval(settings: Settings) -> float:
     # Four beats per dead-after window: one late beat never gets a live worker declared dead.
     return max(0.5, settings.worker_dead_after / 4)
@@ -46,7 +76,7 @@ class Heartbeat(threading.Thread):
         self.settings = get_settings()
         self.info = fleet.WorkerInfo(
             id=WORKER_ID, name=name, host=socket.gethostname(), pid=os.getpid(),
-            queues=queues, device=self.settings.device, concurrency=concurrency)
+            queues=queues, device=device_label(self.settings.device), concurrency=concurrency)
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -66,7 +96,8 @@ class Heartbeat(threading.Thread):
                     last_items, last_t = done, now
                     if not fleet.heartbeat(session, WORKER_ID, items_done=done,
                                            items_per_s=rate,
-                                           lease_seconds=self.settings.lease_seconds):
+                                           lease_seconds=self.settings.lease_seconds,
+                                           pid_alive=pid_alive):
                         log.warning("this worker had been declared dead (no heartbeat for "
                                     "%.0f s); its leases went to others",
                                     self.settings.worker_dead_after)

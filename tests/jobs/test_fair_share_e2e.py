@@ -85,3 +85,6 @@ def test_priority_over_http_is_validated_with_its_range(
     assert r.json()["error"]["param"] == "priority"
     assert "100" in r.json()["error"]["message"]
     assert a.get("/v1/jobs").json()["data"] == []
+    r = a.post("/v1/finetunes", json={"kind": "sentiment", "base": "tiny-sentiment",
+                                      "training_file": "file-x", "priority": -101})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "priority"

@@ -6,12 +6,15 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nightowl import auth, broker, chunks, dispatch
+from nightowl.cli import cli
 from nightowl.config import Settings
 from nightowl.db import session_scope
 from nightowl.inputs import ParsedLine
@@ -125,3 +128,15 @@ def test_priority_outside_its_range_is_refused_with_the_range(models: Settings,
 
     with pytest.raises(InvalidInput, match=r"priority must be a whole number from -100 to 100"):
         _submit(models, queue, None, 1, priority=101)
+
+
+def test_cli_priority_is_checked_against_the_same_range(migrated: Settings,
+                                                        tmp_path: Path) -> None:
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"text": "fine"}\n')
+    for args in (["submit", "sentiment", str(f), "--model", "tiny-sentiment", "--priority", "101"],
+                 ["finetune", "submit", "--kind", "sentiment", "--base", "tiny-sentiment",
+                  "--train", str(f), "--priority", "-101"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert "--priority" in result.output and "-100<=x<=100" in result.output

@@ -35,6 +35,21 @@ class InvalidInput(NightowlError):
         return f"{base}\n{shown}{tail}"
 
 
+class RequestRefused(InvalidInput):
+    """An OpenAI request body refused as OpenAI would: its error `code` and `param`."""
+
+    def __init__(self, message: str, *, code: str, param: str | None) -> None:
+        super().__init__(message, param=param)
+        self.code = code
+
+
+class ModelNotFound(NotFound):
+    """A request names no model the caller can use (OpenAI's 404 model_not_found)."""
+
+    code = "model_not_found"
+    param = "model"
+
+
 class InvalidParams(InvalidInput):
     """Generation / classification parameters that the runner cannot use."""
 
@@ -45,6 +60,16 @@ class Conflict(NightowlError):
 
 class ModelLoadError(NightowlError):
     """A model could not be loaded safely (missing, pickle weights, outside the model roots)."""
+
+
+class RateLimited(NightowlError):
+    """A limit is reached for now; `retry_after` says in how many seconds to try again."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BrokerUnavailable(NightowlError):

@@ -1,0 +1,150 @@
+"""Direct OpenAI requests (/v1/chat/completions, /v1/completions, /v1/embeddings) as one-item
+jobs: the same intake, the same workers and the same result rows as a batch of one line.
+
+The caller submits, then waits on the job's row; the answer is the batch output line's body,
+so a direct response and a batch response for the same request are shaped identically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nightowl import chat, registry
+from nightowl.batch_lines import ENDPOINTS, LineProblem, parse_body
+from nightowl.batch_output import output_line
+from nightowl.batches import request_input
+from nightowl.config import Settings
+from nightowl.enums import ErrorCode, JobStatus, Queue
+from nightowl.errors import ModelNotFound, NightowlError, RequestRefused
+from nightowl.inputs import ParsedLine
+from nightowl.jobs import JobSpec, cancel_job, submit_job
+from nightowl.models import Job, JobItem
+
+ID_PREFIX = "req"
+DIRECT_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+
+
+@dataclass
+class Direct:
+    job_id: str
+    endpoint: str
+    model: str
+    stream: bool
+    include_usage: bool = False
+
+
+def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpoint: str,
+           body: dict[str, Any]) -> Direct:
+    """Check the body as OpenAI would and queue it as a one-item job."""
+    kind = ENDPOINTS[endpoint]
+    try:
+        request = parse_body(body, endpoint)
+    except LineProblem as p:
+        raise RequestRefused(p.message, code=p.code, param=p.param) from None
+    try:
+        version = registry.resolve(session, request.model)
+    except NightowlError as e:
+        raise ModelNotFound(f"{e} (see GET /v1/models)") from None
+    if version.kind != kind:
+        raise ModelNotFound(f"model {request.model!r} is a {version.kind.value} model; "
+                            f"{endpoint} needs a {kind.value} model (see GET /v1/models)")
+    template = chat.load_template(version.source) if request.messages is not None else None
+    try:
+        data = request_input(request, kind, version, template)
+    except LineProblem as p:
+        raise RequestRefused(p.message, code=p.code, param=p.param) from None
+    spec = JobSpec(kind=kind, model=request.model, tenant_id=tenant_id, id_prefix=ID_PREFIX,
+                   metadata={"openai": {"endpoint": endpoint, "model": request.model,
+                                        "direct": True}},
+                   queue=Queue.CPU.value)
+    job = submit_one(session=session, settings=settings, spec=spec,
+                     line=ParsedLine(1, "request", data))
+    options = body.get("stream_options")
+    usage = isinstance(options, dict) and bool(options.get("include_usage"))
+    return Direct(job.id, endpoint, request.model, bool(body.get("stream")), usage)
+
+
+def submit_one(*, session: Session, settings: Settings, spec: JobSpec,
+               line: ParsedLine) -> Job:
+    """The one place a direct request becomes work. Interactive requests must not wait behind
+    bulk chunks: when job submit takes a scheduling priority, pass the high one here."""
+    return submit_job(session=session, settings=settings, spec=spec, lines=[line])
+
+
+def poll(session: Session, direct: Direct) -> dict[str, Any] | None:
+    """The finished request's output line (OpenAI's batch line shape), or None while it runs."""
+    session.expire_all()
+    job = session.get(Job, direct.job_id)
+    if job is None or not job.status.terminal:
+        return None
+    item = session.scalars(select(JobItem).where(JobItem.job_id == job.id)).one()
+    return output_line(job.id, item, direct.endpoint, direct.model)
+
+
+def abandon(session: Session, direct: Direct) -> None:
+    """The caller went away: stop the request's work if it has not finished."""
+    job = session.get(Job, direct.job_id)
+    if job is not None and not job.status.terminal and job.status != JobStatus.CANCELLING:
+        cancel_job(session, job.id)
+
+
+def wait(session: Session, direct: Direct, *, timeout: float,
+         interval: float = 0.05) -> dict[str, Any]:
+    """Block until the request finishes (for callers without an event loop)."""
+    deadline = time.monotonic() + timeout
+    while (line := poll(session, direct)) is None:
+        if time.monotonic() > deadline:
+            abandon(session, direct)
+            raise NightowlError(f"request {direct.job_id} did not finish in {timeout:g} s; is a "
+                                "worker running (`nightowl worker`)?")
+        time.sleep(interval)
+    return line
+
+
+def error_of(line: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    """(HTTP status, OpenAI error object) when the request failed, else None."""
+    response = line.get("response")
+    if response is None:  # cancelled or expired before it ran
+        error = line.get("error") or {}
+        return 503, {"message": error.get("message", "the request was not run"),
+                     "type": "server_error", "param": None, "code": error.get("code")}
+    if response["status_code"] == 200:
+        return None
+    error = response["body"]["error"]
+    status = 404 if error.get("code") == ErrorCode.MODEL_NOT_FOUND.value else int(
+        response["status_code"])
+    return status, error
+
+
+def sse_events(body: dict[str, Any], direct: Direct) -> Iterator[str]:
+    """A finished completion as OpenAI's stream: chunks, then [DONE]. Each choice's text comes
+    in one delta, because the worker hands back whole results."""
+    chat_endpoint = direct.endpoint == "/v1/chat/completions"
+    base = {"id": body["id"], "created": body["created"], "model": body["model"],
+            "object": "chat.completion.chunk" if chat_endpoint else "text_completion"}
+    for choice in body["choices"]:
+        i = choice["index"]
+        if chat_endpoint:
+            deltas: list[dict[str, Any]] = [
+                {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                 "finish_reason": None},
+                {"index": i, "delta": {"content": choice["message"]["content"]},
+                 "logprobs": choice["logprobs"], "finish_reason": None},
+                {"index": i, "delta": {}, "logprobs": None,
+                 "finish_reason": choice["finish_reason"]},
+            ]
+        else:
+            deltas = [{"index": i, "text": choice["text"], "logprobs": choice["logprobs"],
+                       "finish_reason": choice["finish_reason"]}]
+        for delta in deltas:
+            yield f"data: {json.dumps({**base, 'choices': [delta]}, ensure_ascii=False)}\n\n"
+    if direct.include_usage:
+        yield f"data: {json.dumps({**base, 'choices': [], 'usage': body['usage']})}\n\n"
+    yield "data: [DONE]\n\n"

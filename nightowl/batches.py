@@ -329,7 +329,8 @@ def batch_object(job: Job) -> dict[str, Any]:
         "created_at": _ts(job.created_at),
         "in_progress_at": _ts(job.in_progress_at or job.queued_at),
         "expires_at": _ts(job.deadline_at),
-        "finalizing_at": _ts(job.finalizing_at),
+        # A cancelled batch stops rather than finalizes (OpenAI shows no finalizing for it).
+        "finalizing_at": None if job.cancelling_at else _ts(job.finalizing_at),
         "completed_at": _ts(job.completed_at),
         "failed_at": _ts(job.failed_at),
         "expired_at": _ts(job.expired_at),

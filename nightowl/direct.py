@@ -8,7 +8,6 @@ so a direct response and a batch response for the same request are shaped identi
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nightowl import chat, registry
-from nightowl.batch_lines import ENDPOINTS, LineProblem, parse_body
+from nightowl.batch_lines import EMBEDDINGS, ENDPOINTS, LineProblem, Request, parse_body
 from nightowl.batch_output import output_line
 from nightowl.batches import request_input
 from nightowl.config import Settings
@@ -28,7 +27,8 @@ from nightowl.jobs import JobSpec, cancel_job, submit_job
 from nightowl.models import Job, JobItem
 
 ID_PREFIX = "req"
-DIRECT_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+# OpenAI's own cap on inputs in one embeddings request.
+MAX_EMBEDDING_INPUTS = 2048
 
 
 @dataclass
@@ -42,10 +42,12 @@ class Direct:
 
 def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpoint: str,
            body: dict[str, Any]) -> Direct:
-    """Check the body as OpenAI would and queue it as a one-item job."""
+    """Check the body as OpenAI would and queue it as one job (one item per input)."""
     kind = ENDPOINTS[endpoint]
+    texts = body.get("input")
+    several = endpoint == EMBEDDINGS and isinstance(texts, list) and len(texts) > 1
     try:
-        request = parse_body(body, endpoint)
+        request = parse_body({**body, "input": texts[0]} if several and texts else body, endpoint)
     except LineProblem as p:
         raise RequestRefused(p.message, code=p.code, param=p.param) from None
     try:
@@ -56,36 +58,68 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
         raise ModelNotFound(f"model {request.model!r} is a {version.kind.value} model; "
                             f"{endpoint} needs a {kind.value} model (see GET /v1/models)")
     template = chat.load_template(version.source) if request.messages is not None else None
-    try:
-        data = request_input(request, kind, version, template)
-    except LineProblem as p:
-        raise RequestRefused(p.message, code=p.code, param=p.param) from None
+    lines = []
+    for n, one in enumerate(_each_input(body, endpoint, request)):
+        try:
+            data = request_input(one, kind, version, template)
+        except LineProblem as p:
+            param = f"input[{n}]" if p.param == "input" and several else p.param
+            raise RequestRefused(p.message, code=p.code, param=param) from None
+        lines.append(ParsedLine(n + 1, str(n), data))
     spec = JobSpec(kind=kind, model=request.model, tenant_id=tenant_id, id_prefix=ID_PREFIX,
                    metadata={"openai": {"endpoint": endpoint, "model": request.model,
                                         "direct": True}},
                    queue=Queue.CPU.value)
-    job = submit_one(session=session, settings=settings, spec=spec,
-                     line=ParsedLine(1, "request", data))
+    job = submit_one(session=session, settings=settings, spec=spec, lines=lines)
     options = body.get("stream_options")
     usage = isinstance(options, dict) and bool(options.get("include_usage"))
     return Direct(job.id, endpoint, request.model, bool(body.get("stream")), usage)
 
 
+def _each_input(body: dict[str, Any], endpoint: str, request: Request) -> list[Request]:
+    """One request per text: an embeddings request may carry a list of inputs, as OpenAI's
+    does; each becomes an item of the same job."""
+    texts = body.get("input")
+    if endpoint != EMBEDDINGS or not isinstance(texts, list) or len(texts) < 2:
+        return [request]
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise RequestRefused(f"input has {len(texts)} texts; at most {MAX_EMBEDDING_INPUTS} per "
+                             "request (send more as a batch)", code="invalid_request",
+                             param="input")
+    out = []
+    for n, text in enumerate(texts):
+        try:
+            out.append(parse_body({**body, "input": text}, endpoint))
+        except LineProblem as p:
+            raise RequestRefused(p.message, code=p.code, param=f"input[{n}]") from None
+    return out
+
+
 def submit_one(*, session: Session, settings: Settings, spec: JobSpec,
-               line: ParsedLine) -> Job:
+               lines: list[ParsedLine]) -> Job:
     """The one place a direct request becomes work. Interactive requests must not wait behind
     bulk chunks: when job submit takes a scheduling priority, pass the high one here."""
-    return submit_job(session=session, settings=settings, spec=spec, lines=[line])
+    return submit_job(session=session, settings=settings, spec=spec, lines=lines)
 
 
 def poll(session: Session, direct: Direct) -> dict[str, Any] | None:
-    """The finished request's output line (OpenAI's batch line shape), or None while it runs."""
+    """The finished request's output line (OpenAI's batch line shape), or None while it runs.
+    Several embedding inputs come back as one response listing each vector."""
     session.expire_all()
     job = session.get(Job, direct.job_id)
     if job is None or not job.status.terminal:
         return None
-    item = session.scalars(select(JobItem).where(JobItem.job_id == job.id)).one()
-    return output_line(job.id, item, direct.endpoint, direct.model)
+    items = session.scalars(select(JobItem).where(JobItem.job_id == job.id)
+                            .order_by(JobItem.idx)).all()
+    lines = [output_line(job.id, item, direct.endpoint, direct.model) for item in items]
+    if len(lines) == 1 or any(error_of(line) for line in lines):
+        return next((line for line in lines if error_of(line)), lines[0])
+    first = lines[0]
+    body = first["response"]["body"]
+    data = [{**line["response"]["body"]["data"][0], "index": n} for n, line in enumerate(lines)]
+    tokens = sum(line["response"]["body"]["usage"]["prompt_tokens"] for line in lines)
+    merged = {**body, "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {**first, "response": {**first["response"], "body": merged}}
 
 
 def abandon(session: Session, direct: Direct) -> None:
@@ -93,19 +127,6 @@ def abandon(session: Session, direct: Direct) -> None:
     job = session.get(Job, direct.job_id)
     if job is not None and not job.status.terminal and job.status != JobStatus.CANCELLING:
         cancel_job(session, job.id)
-
-
-def wait(session: Session, direct: Direct, *, timeout: float,
-         interval: float = 0.05) -> dict[str, Any]:
-    """Block until the request finishes (for callers without an event loop)."""
-    deadline = time.monotonic() + timeout
-    while (line := poll(session, direct)) is None:
-        if time.monotonic() > deadline:
-            abandon(session, direct)
-            raise NightowlError(f"request {direct.job_id} did not finish in {timeout:g} s; is a "
-                                "worker running (`nightowl worker`)?")
-        time.sleep(interval)
-    return line
 
 
 def error_of(line: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:

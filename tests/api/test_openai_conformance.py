@@ -170,6 +170,10 @@ def test_models_and_direct_endpoints_sync(api_server: str, key: str, worker: Wor
         packed = client.embeddings.create(model=EMBED, input=text, encoding_format="base64")
         raw_bytes = base64.b64decode(str(packed.data[0].embedding))
         assert list(struct.unpack("<384f", raw_bytes)) == pytest.approx(ref, abs=1e-5)
+    both = client.embeddings.create(model=EMBED, input=texts)
+    assert [d.index for d in both.data] == [0, 1]
+    for d, ref in zip(both.data, want, strict=True):
+        assert max(abs(a - b) for a, b in zip(d.embedding, ref, strict=True)) < 1e-5
     short = client.embeddings.create(model=EMBED, input=texts[0], dimensions=64)
     assert len(short.data[0].embedding) == 64
     assert math.isclose(math.fsum(x * x for x in short.data[0].embedding), 1, rel_tol=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
@@ -11,7 +13,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import dashboard, metrics
 from api.deps import require_key
-from api.routes import batches, files, finetunes, jobs, models, query, schedules, workers
+from api.request_ids import RequestIdMiddleware
+from api.routes import (
+    batches,
+    files,
+    finetunes,
+    jobs,
+    models,
+    openai_direct,
+    query,
+    schedules,
+    workers,
+)
 from api.schemas import ERROR_RESPONSES
 from nightowl import __version__
 from nightowl.errors import (
@@ -20,7 +33,7 @@ from nightowl.errors import (
     ModelLoadError,
     NightowlError,
     NotFound,
-    QuotaExceeded,
+    RateLimited,
     Unauthorized,
 )
 
@@ -30,12 +43,15 @@ app = FastAPI(
     description="Bulk inference and fine-tunes for Transformer models.",
 )
 # Every router needs a key; only /healthz and /metrics answer anonymous callers.
+app.add_middleware(RequestIdMiddleware)
 app.include_router(jobs.router, dependencies=[require_key], responses=ERROR_RESPONSES)
+# Before /v1/models/{id}, which would otherwise take /v1/models/compare for a model id.
+app.include_router(query.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(models.router, dependencies=[require_key], responses=ERROR_RESPONSES)
+app.include_router(openai_direct.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(files.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(batches.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(finetunes.router, dependencies=[require_key], responses=ERROR_RESPONSES)
-app.include_router(query.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(schedules.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(workers.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 # Open like /healthz: Prometheus scrapes without a key, and it shows no tenant's data.
@@ -44,7 +60,7 @@ app.include_router(metrics.router)
 dashboard.install(app)
 
 _STATUS = {NotFound: 404, InvalidInput: 400, ModelLoadError: 400, Conflict: 409,
-           Unauthorized: 401, QuotaExceeded: 429}
+           Unauthorized: 401, RateLimited: 429}
 
 
 @app.exception_handler(NightowlError)
@@ -55,15 +71,15 @@ async def _nightowl_error(_request: Request, exc: NightowlError) -> JSONResponse
         "message": str(exc).split("\n")[0],
         "type": _OPENAI_TYPE.get(status, "invalid_request_error"),
         "param": getattr(exc, "param", None),
-        "code": "invalid_api_key" if status == 401 else _snake(type(exc).__name__),
+        "code": "invalid_api_key" if status == 401 else (
+            getattr(exc, "code", None) or _snake(type(exc).__name__)),
     }
     if isinstance(exc, InvalidInput) and exc.problems:
         body["problems"] = [{"where": w, "message": m} for w, m in exc.problems[:1000]]
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-    if isinstance(exc, QuotaExceeded):
-        # Back-pressure, not a bad request: the same call succeeds once work has drained.
-        body["code"] = exc.limit
-        headers["Retry-After"] = str(exc.retry_after)
+    if status == 429:
+        # Back-pressure, not a bad request: the SDKs wait this long and retry by themselves.
+        headers["Retry-After"] = str(max(1, math.ceil(getattr(exc, "retry_after", 1) or 1)))
     elif status < 500:
         # OpenAI's SDKs retry 409s unless told not to; a repeat would fail the same way.
         headers["x-should-retry"] = "false"
@@ -87,7 +103,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     body = {"message": f"{where or 'request'}: {first.get('msg', 'invalid request')}",
             "type": "invalid_request_error", "param": where or None, "code": "invalid_request",
             "problems": jsonable_encoder(exc.errors())}
-    openai_route = request.url.path.startswith(("/v1/files", "/v1/batches"))
+    openai_route = request.url.path.startswith(("/v1/files", "/v1/batches", "/v1/models",
+                                                "/v1/chat", "/v1/completions", "/v1/embeddings"))
     return JSONResponse(status_code=400 if openai_route else 422, content={"error": body},
                         headers={"x-should-retry": "false"})
 

@@ -35,7 +35,7 @@ class FileDeleted(BaseModel):
 
 class BatchCreate(BaseModel):
     input_file_id: str = Field(description="A file uploaded with purpose=batch")
-    endpoint: str = Field(description="/v1/completions, /v1/chat/completions, "
+    endpoint: str = Field(description="/v1/completions, /v1/chat/completions, /v1/embeddings, "
                                       "/v1/translations or /v1/classifications")
     completion_window: str = Field(description="Only 24h")
     metadata: dict[str, Any] | None = Field(
@@ -59,7 +59,9 @@ class BatchErrors(BaseModel):
 class RequestCounts(BaseModel):
     total: int
     completed: int
-    failed: int
+    failed: int = Field(description="Requests that ran, or were refused, and went wrong")
+    cancelled: int = Field(0, description="nightowl: requests a cancel stopped before they ran")
+    expired: int = Field(0, description="nightowl: requests the deadline stopped before they ran")
 
 
 class Batch(BaseModel):
@@ -93,3 +95,18 @@ class BatchList(BaseModel):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+class Model(BaseModel):
+    id: str = Field(description="What to put in a request's model: NAME, NAME@ALIAS or NAME@vN")
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    kind: str = Field(description="nightowl: generate, translate, sentiment or embed")
+    version: str = Field(description="nightowl: the version the id resolves to now")
+    endpoints: list[str] = Field(description="nightowl: the endpoints that serve this model")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]

@@ -1,5 +1,11 @@
-"""OpenAI Batch API input lines: `{custom_id, method, url, body}` checked one by one, and the
-request body mapped onto nightowl's own input and generation parameters."""
+"""OpenAI request bodies and Batch API input lines, checked the way OpenAI checks them.
+
+A line's envelope (`{custom_id, method, url, body}`) is the batch's business: a malformed one
+fails the whole batch. A bad *body* fails only its own request, which gets a 400 response in
+the error file while the rest of the batch runs. `parse_body` is also what the direct
+endpoints (/v1/chat/completions, ...) use, so a request is judged the same either way.
+Parameter names and ranges come from nightowl.params, the definition the runners apply.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +14,38 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from nightowl import params as P
 from nightowl.chat import ROLES, message_text
-from nightowl.enums import TaskKind
+from nightowl.enums import ErrorCode, TaskKind
 from nightowl.inputs import MAX_CUSTOM_ID, _decode, _read_lines
 
+CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 ENDPOINTS: dict[str, TaskKind] = {
-    "/v1/completions": TaskKind.GENERATE,
-    "/v1/chat/completions": TaskKind.GENERATE,
+    COMPLETIONS: TaskKind.GENERATE,
+    CHAT: TaskKind.GENERATE,
+    EMBEDDINGS: TaskKind.EMBED,
     "/v1/translations": TaskKind.TRANSLATE,
     "/v1/classifications": TaskKind.SENTIMENT,
 }
-CHAT = "/v1/chat/completions"
-MAX_N = 8
-MAX_STOP = 4
+# Body fields each endpoint honours; any other OpenAI parameter is refused by name.
+# `user` is an opaque caller tag OpenAI keeps for abuse tracking: accepted and not used.
+_GENERATION = ("model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n",
+               "stop", "seed", "logprobs", "presence_penalty", "frequency_penalty", "user",
+               "stream", "stream_options", "top_k", "repetition_penalty")
+ACCEPTED: dict[str, frozenset[str]] = {
+    CHAT: frozenset((*_GENERATION, "messages", "top_logprobs")),
+    COMPLETIONS: frozenset((*_GENERATION, "prompt")),
+    EMBEDDINGS: frozenset(("model", "input", "dimensions", "encoding_format", "user")),
+    "/v1/translations": frozenset(("model", "input", "max_tokens", "max_completion_tokens",
+                                   "num_beams", "user")),
+    "/v1/classifications": frozenset(("model", "input", "all_scores", "user")),
+}
+# Completions' logprobs is a count of alternatives (0-5); chat's is a flag plus top_logprobs.
+MAX_COMPLETION_LOGPROBS = 5
 
 
 class LineProblem(Exception):
-    """One bad line: an OpenAI batch error object {code, message, line, param}."""
+    """One bad request: an OpenAI error object {code, message, param}."""
 
     def __init__(self, code: str, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -35,23 +56,40 @@ class LineProblem(Exception):
 
 
 @dataclass
-class BatchLine:
-    line_no: int
-    custom_id: str
+class Request:
+    """A checked request body: the model it names, its text or messages, runner params."""
+
     model: str
     text: str | None = None  # the prompt or input, for every endpoint except chat
     messages: list[dict[str, str]] | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # How an embedding is written out (float or base64); not a runner parameter.
+    encoding_format: str | None = None
+    max_tokens: int | None = None  # as asked, before any clamp to the model's context
+
+
+@dataclass
+class BatchLine:
+    line_no: int
+    custom_id: str
+    request: Request | None  # None when the body was refused
+    problem: LineProblem | None = None
+
+    @property
+    def model(self) -> str:
+        return self.request.model if self.request else ""
 
 
 def read_lines(stream: IO[bytes], *, endpoint: str,
                max_line_bytes: int) -> Iterator[BatchLine | dict[str, Any]]:
-    """Each non-blank line as a BatchLine, or as an error object naming its line."""
+    """Each non-blank line as a BatchLine, or as a batch error object naming its line."""
     for line_no, raw in _read_lines(stream, max_line_bytes):
         if raw is None:
             yield LineProblem("line_too_long", f"line is longer than {max_line_bytes} bytes "
                               "(NIGHTOWL_MAX_LINE_BYTES)").as_error(line_no)
             continue
+        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte order mark, as some editors on Windows write
         if not raw.strip():
             continue
         try:
@@ -61,6 +99,8 @@ def read_lines(stream: IO[bytes], *, endpoint: str,
 
 
 def parse_line(raw: bytes, line_no: int, endpoint: str) -> BatchLine:
+    """The line's envelope checked (LineProblem: the batch fails); its body checked on its own
+    (a problem there stays on the line)."""
     try:
         obj = json.loads(_decode(raw))
     except ValueError as e:
@@ -85,55 +125,97 @@ def parse_line(raw: bytes, line_no: int, endpoint: str) -> BatchLine:
     body = obj.get("body")
     if not isinstance(body, dict):
         raise LineProblem("invalid_request", "body must be a JSON object", "body")
+    try:
+        return BatchLine(line_no, custom_id, parse_body(body, url, batch=True))
+    except LineProblem as p:
+        return BatchLine(line_no, custom_id, None, p)
+
+
+def parse_body(body: dict[str, Any], url: str, *, batch: bool = False) -> Request:
+    """A request body as nightowl's input and runner params, or LineProblem saying why not."""
+    kind = ENDPOINTS[url]
+    for key in body:
+        if key not in ACCEPTED[url]:
+            raise LineProblem(ErrorCode.UNSUPPORTED_PARAMETER.value,
+                              f"parameter {key!r} is not supported by nightowl's {url}; "
+                              "remove it from the request", key)
+    if body.get("stream") and batch:
+        raise LineProblem(ErrorCode.INVALID_REQUEST.value,
+                          "stream is not supported inside a batch; remove it", "stream")
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
-        raise LineProblem("missing_required_parameter", "body.model must name a nightowl model "
-                          "(see GET /v1/models)", "body.model")
-    line = BatchLine(line_no, custom_id, model.strip(), params=_params(body, ENDPOINTS[url]))
+        raise LineProblem(ErrorCode.MISSING_REQUIRED_PARAMETER.value,
+                          "model must name a nightowl model (see GET /v1/models)", "model")
+    request = Request(model.strip())
     if url == CHAT:
-        line.messages = _messages(body.get("messages"))
-    elif url == "/v1/completions":
-        line.text = _prompt(body.get("prompt"))
+        request.messages = _messages(body.get("messages"))
+    elif url == COMPLETIONS:
+        request.text = _prompt(body.get("prompt"))
     else:
-        line.text = _required_text(body.get("input"), "body.input")
-    return line
+        request.text = _input(body.get("input"))
+    if kind == TaskKind.SENTIMENT:
+        if body.get("all_scores") is not None:
+            if not isinstance(body["all_scores"], bool):
+                raise _invalid("all_scores must be true or false", "all_scores")
+            request.params["all_scores"] = body["all_scores"]
+    elif kind == TaskKind.EMBED:
+        _embedding_params(body, request)
+    elif kind == TaskKind.TRANSLATE:
+        _max_tokens(body, request)
+        if (beams := _number(body, "num_beams", 1, P.MAX_BEAMS, integer=True)) is not None:
+            request.params["num_beams"] = beams
+    else:
+        _generation_params(body, request, chat=url == CHAT)
+    return request
+
+
+def _invalid(message: str, param: str) -> LineProblem:
+    return LineProblem(ErrorCode.INVALID_REQUEST.value, message, param)
 
 
 def _prompt(prompt: Any) -> str:
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     if isinstance(prompt, list):
-        raise LineProblem("invalid_request", "body.prompt may hold one prompt per request line; "
-                          "put each prompt on its own line", "body.prompt")
-    return _required_text(prompt, "body.prompt")
+        raise _invalid("prompt may hold one prompt per request; send each prompt as its own "
+                       "request (or batch line)", "prompt")
+    return _required_text(prompt, "prompt")
+
+
+def _input(value: Any) -> str:
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, list):
+        raise _invalid("input may hold one text per request; send each text as its own "
+                       "request (or batch line)", "input")
+    return _required_text(value, "input")
 
 
 def _required_text(value: Any, param: str) -> str:
     if value is None:
-        raise LineProblem("missing_required_parameter", f"{param} is required", param)
+        raise LineProblem(ErrorCode.MISSING_REQUIRED_PARAMETER.value, f"{param} is required",
+                          param)
     if not isinstance(value, str):
-        raise LineProblem("invalid_request", f"{param} must be a string, got "
-                          f"{type(value).__name__}", param)
+        raise _invalid(f"{param} must be a string, got {type(value).__name__}", param)
     if not value.strip():
-        raise LineProblem("invalid_request", f"{param} is empty", param)
+        raise _invalid(f"{param} is empty", param)
     return value
 
 
 def _messages(messages: Any) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not messages:
-        raise LineProblem("missing_required_parameter",
-                          "body.messages must be a non-empty list of {role, content}",
-                          "body.messages")
+        raise LineProblem(ErrorCode.MISSING_REQUIRED_PARAMETER.value,
+                          "messages must be a non-empty list of {role, content}", "messages")
     out = []
     for i, m in enumerate(messages):
-        where = f"body.messages[{i}]"
+        where = f"messages[{i}]"
         if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise LineProblem("invalid_request", f"{where}.role must be one of "
-                              f"{', '.join(ROLES)}", f"{where}.role")
+            raise _invalid(f"{where}.role must be one of {', '.join(ROLES)}", f"{where}.role")
         text = message_text(m.get("content"))
         if text is None:
-            raise LineProblem("invalid_request", f"{where}.content must be a string or a list of "
-                              "text parts", f"{where}.content")
+            raise _invalid(f"{where}.content must be a string or a list of text parts (nightowl "
+                           "serves text models: image and audio parts are not supported)",
+                           f"{where}.content")
         out.append({"role": str(m["role"]), "content": text})
     return out
 
@@ -146,32 +228,29 @@ def _number(body: dict[str, Any], key: str, low: float, high: float, *,
     ok = isinstance(value, int) if integer else isinstance(value, int | float)
     if not ok or isinstance(value, bool) or not low <= value <= high:
         kind = "an integer" if integer else "a number"
-        raise LineProblem("invalid_request", f"body.{key} must be {kind} from {low:g} to "
-                          f"{high:g}, got {value!r}", f"body.{key}")
+        raise _invalid(f"{key} must be {kind} from {low:g} to {high:g}, got {value!r}", key)
     return value
 
 
-def _params(body: dict[str, Any], kind: TaskKind) -> dict[str, Any]:
-    """OpenAI request parameters as the runner's: max_tokens -> max_new_tokens, n ->
-    num_return_sequences, temperature 0 -> greedy. Parameters with no counterpart are ignored."""
-    if body.get("stream"):
-        raise LineProblem("invalid_request", "body.stream is not supported in a batch",
-                          "body.stream")
-    params: dict[str, Any] = {}
-    if kind == TaskKind.SENTIMENT:
-        if body.get("all_scores") is not None:
-            if not isinstance(body["all_scores"], bool):
-                raise LineProblem("invalid_request", "body.all_scores must be true or false",
-                                  "body.all_scores")
-            params["all_scores"] = body["all_scores"]
-        return params
+def _max_tokens(body: dict[str, Any], request: Request) -> None:
     for key in ("max_completion_tokens", "max_tokens"):
-        if (value := _number(body, key, 1, 1_000_000, integer=True)) is not None:
-            params["max_new_tokens"] = value
-    if kind == TaskKind.TRANSLATE:
-        if (beams := _number(body, "num_beams", 1, MAX_N, integer=True)) is not None:
-            params["num_beams"] = beams
-        return params
+        if (value := _number(body, key, 1, 2**31 - 1, integer=True)) is not None:
+            request.params["max_new_tokens"] = request.max_tokens = value
+
+
+def _embedding_params(body: dict[str, Any], request: Request) -> None:
+    if (dims := _number(body, "dimensions", 1, 2**31 - 1, integer=True)) is not None:
+        request.params["dimensions"] = dims
+    fmt = body.get("encoding_format")
+    if fmt is not None and fmt not in P.ENCODING_FORMATS:
+        raise _invalid(f"encoding_format must be one of {', '.join(P.ENCODING_FORMATS)}, got "
+                       f"{fmt!r}", "encoding_format")
+    request.encoding_format = fmt
+
+
+def _generation_params(body: dict[str, Any], request: Request, *, chat: bool) -> None:
+    params = request.params
+    _max_tokens(body, request)
     temperature = _number(body, "temperature", 0, 2)
     if temperature is not None:
         if temperature == 0:
@@ -180,19 +259,47 @@ def _params(body: dict[str, Any], kind: TaskKind) -> dict[str, Any]:
             params["temperature"], params["do_sample"] = float(temperature), True
     if (top_p := _number(body, "top_p", 0, 1)) is not None and top_p > 0:
         params["top_p"] = float(top_p)
-    if (top_k := _number(body, "top_k", 0, 100_000, integer=True)) is not None:
+    if (top_k := _number(body, "top_k", 0, P.MAX_TOP_K, integer=True)) is not None:
         params["top_k"] = top_k
-    if (n := _number(body, "n", 1, MAX_N, integer=True)) is not None and n > 1:
+    if (n := _number(body, "n", 1, P.MAX_RETURN_SEQUENCES, integer=True)) is not None and n > 1:
+        if params.get("do_sample") is False:
+            raise _invalid(f"n={n} needs temperature > 0: greedy decoding gives the same text "
+                           "every time", "n")
         params["num_return_sequences"] = n
-    if (seed := _number(body, "seed", -(2**63), 2**63 - 1, integer=True)) is not None:
+    if (seed := _number(body, "seed", *P.SEED_RANGE, integer=True)) is not None:
         params["seed"] = seed
+    for key in ("presence_penalty", "frequency_penalty"):
+        if (value := _number(body, key, *P.PENALTY_RANGE)) is not None and value:
+            params[key] = float(value)
+    if (value := _number(body, "repetition_penalty", 0.01, 100)) is not None:
+        params["repetition_penalty"] = float(value)
+    _logprobs(body, params, chat=chat)
     stop = body.get("stop")
     if stop is not None:
         stops = [stop] if isinstance(stop, str) else stop
-        if (not isinstance(stops, list) or len(stops) > MAX_STOP
-                or not all(isinstance(s, str) and s for s in stops)):
-            raise LineProblem("invalid_request", f"body.stop must be a string or a list of at "
-                              f"most {MAX_STOP} non-empty strings", "body.stop")
+        if (not isinstance(stops, list) or len(stops) > P.MAX_STOP_STRINGS
+                or not all(isinstance(s, str) and 0 < len(s) <= P.MAX_STOP_LENGTH
+                           for s in stops)):
+            raise _invalid(f"stop must be a string or a list of at most {P.MAX_STOP_STRINGS} "
+                           f"non-empty strings of at most {P.MAX_STOP_LENGTH} characters", "stop")
         if stops:
             params["stop"] = stops
-    return params
+
+
+def _logprobs(body: dict[str, Any], params: dict[str, Any], *, chat: bool) -> None:
+    value = body.get("logprobs")
+    if value is None:
+        if body.get("top_logprobs") is not None:
+            raise _invalid("top_logprobs needs logprobs=true", "top_logprobs")
+        return
+    if chat:
+        if not isinstance(value, bool):
+            raise _invalid(f"logprobs must be true or false, got {value!r}", "logprobs")
+        top = _number(body, "top_logprobs", 0, P.MAX_TOP_LOGPROBS, integer=True)
+        if top and not value:
+            raise _invalid("top_logprobs needs logprobs=true", "top_logprobs")
+        if value:
+            params["logprobs"], params["top_logprobs"] = True, top or 0
+        return
+    count = _number(body, "logprobs", 0, MAX_COMPLETION_LOGPROBS, integer=True)
+    params["logprobs"], params["top_logprobs"] = True, count

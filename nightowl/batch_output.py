@@ -6,22 +6,28 @@ the body shaped like the endpoint's own response (text_completion, chat.completi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nightowl.batches import ERRORS, ID_PREFIX, OUTPUT, file_ids, get_batch
-from nightowl.enums import ErrorCode, ItemStatus
+from nightowl.enums import ErrorCode, ItemStatus, JobStatus
 from nightowl.errors import NotFound
 from nightowl.jobs import iter_items
 from nightowl.models import Job, JobItem
 
 ERROR_STATUSES = [ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.EXPIRED]
-_CLIENT_ERRORS = {ErrorCode.INVALID_INPUT.value, ErrorCode.TOO_LONG.value}
+_CLIENT_ERRORS = {c.value for c in (
+    ErrorCode.INVALID_INPUT, ErrorCode.TOO_LONG, ErrorCode.INVALID_REQUEST,
+    ErrorCode.MISSING_REQUIRED_PARAMETER, ErrorCode.UNSUPPORTED_PARAMETER,
+    ErrorCode.CONTEXT_LENGTH_EXCEEDED, ErrorCode.MODEL_NOT_FOUND)}
 _TEXT_KEYS = ("text", "generated_text", "translation", "translation_text", "output")
 _LIST_KEYS = ("texts", "generated_texts", "sequences", "choices", "outputs")
 
@@ -52,6 +58,24 @@ def get_batch_file(session: Session, file_id: str, *, tenant_id: str | None) -> 
     if file_ids(job)[which] != file_id or which in deleted:
         raise NotFound(f"no file {file_id!r}")
     return BatchFile(job, which)
+
+
+def list_batch_files(session: Session, *, tenant_id: str | None,
+                     limit: int = 10_000) -> list[BatchFile]:
+    """The output and error files of finished batches (newest batches first), as files.list
+    shows them with purpose batch_output."""
+    finished = [JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.EXPIRED]
+    stmt = (select(Job).where(Job.id.startswith(ID_PREFIX + "_", autoescape=True),
+                              Job.status.in_(finished))
+            .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit))
+    if tenant_id is not None:
+        stmt = stmt.where(Job.tenant_id == tenant_id)
+    out = []
+    for job in session.scalars(stmt):
+        deleted = (job.metadata_.get("openai") or {}).get("deleted_files") or []
+        out += [BatchFile(job, which) for which, file_id in file_ids(job).items()
+                if file_id is not None and which not in deleted]
+    return out
 
 
 def iter_lines(session: Session, bf: BatchFile) -> Iterator[str]:
@@ -115,7 +139,7 @@ def output_line(job_id: str, item: JobItem, endpoint: str, model: str) -> dict[s
             "body": {"error": {
                 "message": item.error_message or "the request failed",
                 "type": "invalid_request_error" if client else "server_error",
-                "param": None,
+                "param": (item.input or {}).get("error_param"),
                 "code": item.error_code,
             }},
         }
@@ -161,23 +185,58 @@ def _usage(item: JobItem) -> dict[str, int]:
 def response_body(endpoint: str, item: JobItem, model: str, rid: str) -> dict[str, Any]:
     output = item.output or {}
     created = int(item.finished_at.timestamp()) if item.finished_at else 0
+    if endpoint == "/v1/embeddings":
+        vector = output.get("embedding") or []
+        encoded: Any = vector
+        if item.input.get("encoding_format") == "base64":
+            # OpenAI's base64 form: little-endian float32, which the vector already is.
+            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        tokens = item.tokens_in or 0
+        return {"object": "list", "model": model,
+                "data": [{"object": "embedding", "index": 0, "embedding": encoded}],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
     if endpoint == "/v1/classifications":
         result = {k: v for k, v in output.items() if k not in ("id", "object", "model")}
         return {"id": f"clf-{rid}", "object": "classification", "created": created,
                 "model": model, **result, "usage": _usage(item)}
     texts = _texts(output)
     reasons = _finish_reasons(output, item, len(texts))
+    logprobs = _logprobs(output, len(texts))
     if endpoint == "/v1/chat/completions":
         choices: list[dict[str, Any]] = [
             {"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
-             "logprobs": None, "finish_reason": reason}
-            for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))
+             "logprobs": None if lp is None else {"content": lp, "refusal": None},
+             "finish_reason": reason}
+            for i, (text, reason, lp) in enumerate(zip(texts, reasons, logprobs, strict=True))
         ]
         obj, prefix = "chat.completion", "chatcmpl"
     else:
-        choices = [{"index": i, "text": text, "logprobs": None, "finish_reason": reason}
-                   for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))]
+        choices = [{"index": i, "text": text, "finish_reason": reason,
+                    "logprobs": None if lp is None else _completion_logprobs(lp)}
+                   for i, (text, reason, lp) in enumerate(zip(texts, reasons, logprobs,
+                                                               strict=True))]
         obj, prefix = ("translation", "trl") if endpoint == "/v1/translations" else (
             "text_completion", "cmpl")
     return {"id": f"{prefix}-{rid}", "object": obj, "created": created, "model": model,
             "choices": choices, "usage": _usage(item)}
+
+
+def _logprobs(output: dict[str, Any], n: int) -> list[list[dict[str, Any]] | None]:
+    """Each choice's per-token logprobs as the runner gave them (chat's content form)."""
+    choices = output.get("choices")
+    if not isinstance(choices, list) or len(choices) != n:
+        return [None] * n
+    return [c.get("logprobs") if isinstance(c, dict) else None for c in choices]
+
+
+def _completion_logprobs(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The legacy completions form: parallel lists, alternatives as {token: logprob}."""
+    offsets, at = [], 0
+    for e in entries:
+        offsets.append(at)
+        at += len(e["token"])
+    return {"tokens": [e["token"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]}
+                             for e in entries],
+            "text_offset": offsets}

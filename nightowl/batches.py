@@ -7,7 +7,7 @@ with status "failed" and line-numbered errors, as OpenAI does; a bad create requ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from nightowl import chat, registry
-from nightowl.batch_lines import ENDPOINTS, BatchLine, read_lines
+from nightowl.batch_lines import ENDPOINTS, BatchLine, LineProblem, Request, read_lines
 from nightowl.config import Settings
 from nightowl.enums import ErrorCode, JobStatus, Queue, TaskKind
 from nightowl.errors import InvalidInput, NightowlError, NotFound
@@ -24,7 +24,7 @@ from nightowl.files import get_file, local_path
 from nightowl.inputs import ParsedLine
 from nightowl.jobs import JobSpec, cancel_job, get_job, submit_job
 from nightowl.models import Job, ModelVersion, new_id, utcnow
-from nightowl.tokens import context_of, length_checker
+from nightowl.tokens import context_of, hidden_size
 
 ID_PREFIX = "batch"
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
@@ -99,20 +99,24 @@ def create_batch(
               "metadata": metadata or None, "model": check.model}
     if check.error_count:
         return _failed_batch(session, settings, check, kind, tenant_id, input_file_id, openai)
-    assert check.version is not None and check.model is not None
-    version, template = check.version, check.template
-    length_check = length_checker(version.source)
-    context = context_of(version.source)
+    model = check.model
+    if check.version is None:
+        # Every line was refused on its own: the batch still "runs" (to nothing) and its error
+        # file answers each line, so the job row needs some model of the kind.
+        check.version = _placeholder_version(session, kind)
+        model = check.version.ref
+        openai["model"] = next(iter(check.resolved), model)
 
     def lines() -> Iterator[ParsedLine]:
         with open(local_path(row, settings), "rb") as fh:
             for parsed in read_lines(fh, endpoint=endpoint,
                                      max_line_bytes=settings.max_line_bytes):
-                assert isinstance(parsed, BatchLine)  # the first pass found no bad line
-                yield _parsed_line(parsed, kind, template, length_check, context)
+                assert isinstance(parsed, BatchLine)  # the first pass found no bad envelope
+                yield _parsed_line(parsed, check, kind)
 
     spec = JobSpec(
-        kind=kind, model=check.model, deadline=COMPLETION_WINDOWS[completion_window],
+        kind=kind, model=model or check.version.ref,
+        deadline=COMPLETION_WINDOWS[completion_window],
         metadata={"openai": openai}, on_invalid="skip", tenant_id=tenant_id,
         input_file_id=input_file_id, id_prefix=ID_PREFIX,
         queue=(metadata or {}).get(QUEUE_KEY, Queue.CPU.value),
@@ -122,6 +126,7 @@ def create_batch(
 
 def _check_line(session: Session, check: _Validation, parsed: BatchLine | dict[str, Any],
                 kind: TaskKind) -> None:
+    """Batch-level problems only: a refused body or an unknown model fails just its line."""
     if isinstance(parsed, dict):
         check.add(parsed)
         return
@@ -132,9 +137,7 @@ def _check_line(session: Session, check: _Validation, parsed: BatchLine | dict[s
                               f"is already used on line {first}; each must be unique",
                               "custom_id"))
         return
-    problem = _model_problem(session, check, parsed.model, kind)
-    if problem is not None:
-        check.add(_line_error(parsed, "model_not_found", problem, "body.model"))
+    if parsed.request is None or _model_problem(session, check, parsed.model, kind):
         return
     version = check.resolved[parsed.model]
     assert isinstance(version, ModelVersion)
@@ -146,12 +149,6 @@ def _check_line(session: Session, check: _Validation, parsed: BatchLine | dict[s
                               f"model {parsed.model!r} differs from {check.model!r} on an earlier "
                               "line; all requests in a batch must name the same model",
                               "body.model"))
-        return
-    if parsed.messages is not None and check.version is not None:
-        try:
-            chat.render(parsed.messages, check.template)
-        except ValueError as e:
-            check.add(_line_error(parsed, "invalid_request", str(e), "body.messages"))
 
 
 def _model_problem(session: Session, check: _Validation, model: str,
@@ -174,25 +171,61 @@ def _line_error(line: BatchLine, code: str, message: str, param: str) -> dict[st
     return {"code": code, "message": message, "line": line.line_no, "param": param}
 
 
-def _parsed_line(line: BatchLine, kind: TaskKind, template: chat.ChatTemplate | None,
-                 length_check: Any, context: tuple[Callable[[str], int], int] | None
-                 ) -> ParsedLine:
-    text = chat.render(line.messages, template) if line.messages is not None else line.text
-    assert text is not None
-    data: dict[str, Any] = {kind.input_field: text}
-    params = dict(line.params)
-    new_tokens = params.get("max_new_tokens")
-    if kind == TaskKind.GENERATE and new_tokens is not None and context is not None:
-        # max_tokens is an upper bound: a small model gets what its context leaves after the
-        # prompt (finish_reason "length" says so), rather than an error per request.
-        count, limit = context
-        if len(text.encode("utf-8")) + 4 + new_tokens > limit:
-            params["max_new_tokens"] = max(1, min(new_tokens, limit - count(text)))
-    if params:
-        data["params"] = params
-    if length_check is not None and (problem := length_check(text)):
-        return ParsedLine(line.line_no, line.custom_id, data, (ErrorCode.TOO_LONG, problem))
+def _parsed_line(line: BatchLine, check: _Validation, kind: TaskKind) -> ParsedLine:
+    """The line as a job item: to run, or failed with the OpenAI error its response carries."""
+    try:
+        if line.problem is not None:
+            raise line.problem
+        assert line.request is not None
+        problem = check.resolved.get(line.model)
+        if isinstance(problem, str):
+            raise LineProblem(ErrorCode.MODEL_NOT_FOUND.value, problem, "model")
+        assert check.version is not None
+        data = request_input(line.request, kind, check.version, check.template)
+    except LineProblem as p:
+        return ParsedLine(line.line_no, line.custom_id, {"error_param": p.param},
+                          (ErrorCode(p.code), p.message))
     return ParsedLine(line.line_no, line.custom_id, data)
+
+
+def request_input(request: Request, kind: TaskKind, version: ModelVersion,
+                  template: chat.ChatTemplate | None) -> dict[str, Any]:
+    """A checked request as a job item's input, or LineProblem when it cannot fit the model:
+    prompt plus max_tokens past the context, or more dimensions than the encoder has."""
+    if request.messages is not None:
+        try:
+            text = chat.render(request.messages, template)
+        except ValueError as e:
+            raise LineProblem(ErrorCode.INVALID_REQUEST.value, str(e), "messages") from e
+    else:
+        assert request.text is not None
+        text = request.text
+    data: dict[str, Any] = {kind.input_field: text}
+    context = context_of(version.source)
+    if context is not None:
+        count, limit = context
+        asked = request.max_tokens or 0
+        # Bytes bound tokens from above: most lines are settled without tokenizing them.
+        prompt = count(text) if len(text.encode("utf-8")) + 4 + asked > limit else 0
+        if prompt + asked > limit:
+            what = "messages" if request.messages is not None else "prompt"
+            room = "" if kind != TaskKind.GENERATE else (
+                f" ({prompt} in the {what}, {asked} in the completion)")
+            raise LineProblem(ErrorCode.CONTEXT_LENGTH_EXCEEDED.value,
+                              f"This model's maximum context length is {limit} tokens; the "
+                              f"request needs {prompt + asked}{room}. Shorten the {what}"
+                              + (" or lower max_tokens." if asked else "."),
+                              "max_tokens" if asked and prompt <= limit else what)
+    dims = request.params.get("dimensions")
+    width = hidden_size(version.source)
+    if dims is not None and width is not None and dims > width:
+        raise LineProblem(ErrorCode.INVALID_REQUEST.value, f"dimensions={dims} is more than "
+                          f"the model's {width}; ask for {width} or fewer", "dimensions")
+    if request.params:
+        data["params"] = dict(request.params)
+    if request.encoding_format is not None:
+        data["encoding_format"] = request.encoding_format
+    return data
 
 
 def _failed_batch(session: Session, settings: Settings, check: _Validation, kind: TaskKind,
@@ -296,16 +329,21 @@ def batch_object(job: Job) -> dict[str, Any]:
         "created_at": _ts(job.created_at),
         "in_progress_at": _ts(job.in_progress_at or job.queued_at),
         "expires_at": _ts(job.deadline_at),
-        "finalizing_at": _ts(job.finalizing_at),
+        # A cancelled batch stops rather than finalizes (OpenAI shows no finalizing for it).
+        "finalizing_at": None if job.cancelling_at else _ts(job.finalizing_at),
         "completed_at": _ts(job.completed_at),
         "failed_at": _ts(job.failed_at),
         "expired_at": _ts(job.expired_at),
         "cancelling_at": _ts(job.cancelling_at),
         "cancelled_at": _ts(job.cancelled_at),
+        # OpenAI's three counts, plus the requests a cancel or the deadline stopped before
+        # they ran (Anthropic's split), so "failed" means only requests that went wrong.
         "request_counts": {
             "total": job.total_items,
             "completed": job.succeeded_items,
-            "failed": job.failed_items + job.cancelled_items + job.expired_items,
+            "failed": job.failed_items,
+            "cancelled": job.cancelled_items,
+            "expired": job.expired_items,
         },
         "metadata": meta.get("metadata"),
     }

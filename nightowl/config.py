@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_items_per_job: int = Field(default=5_000_000, ge=1)
     max_line_bytes: int = Field(default=1024 * 1024, ge=16)
+    # Direct /v1/chat/completions etc. one tenant may have running at once (more get a 429),
+    # and how long one may take before it is given up.
+    max_direct_in_flight: int = Field(default=32, ge=1)
+    direct_timeout_seconds: float = Field(default=600.0, gt=0)
 
     # Worker device: "auto" (CUDA when present), "cpu" or "cuda:N".
     device: str = "auto"

@@ -9,6 +9,7 @@ class TaskKind(str, Enum):
     GENERATE = "generate"
     TRANSLATE = "translate"
     SENTIMENT = "sentiment"
+    EMBED = "embed"
 
     @property
     def input_field(self) -> str:
@@ -59,6 +60,12 @@ class ErrorCode(str, Enum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     TIMEOUT = "timeout"
+    # A request body refused at submit (OpenAI's codes): the line fails, the batch runs on.
+    INVALID_REQUEST = "invalid_request"
+    MISSING_REQUIRED_PARAMETER = "missing_required_parameter"
+    UNSUPPORTED_PARAMETER = "unsupported_parameter"
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    MODEL_NOT_FOUND = "model_not_found"
 
 
 class RunStatus(str, Enum):

@@ -35,6 +35,21 @@ class InvalidInput(NightowlError):
         return f"{base}\n{shown}{tail}"
 
 
+class RequestRefused(InvalidInput):
+    """An OpenAI request body refused as OpenAI would: its error `code` and `param`."""
+
+    def __init__(self, message: str, *, code: str, param: str | None) -> None:
+        super().__init__(message, param=param)
+        self.code = code
+
+
+class ModelNotFound(NotFound):
+    """A request names no model the caller can use (OpenAI's 404 model_not_found)."""
+
+    code = "model_not_found"
+    param = "model"
+
+
 class InvalidParams(InvalidInput):
     """Generation / classification parameters that the runner cannot use."""
 
@@ -43,24 +58,34 @@ class Conflict(NightowlError):
     """The request is valid but the object's state does not allow it (cancel a finished job)."""
 
 
-class QuotaExceeded(NightowlError):
+class ModelLoadError(NightowlError):
+    """A model could not be loaded safely (missing, pickle weights, outside the model roots)."""
+
+
+class RateLimited(NightowlError):
+    """A limit is reached for now; `retry_after` says in how many seconds to try again."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(RateLimited):
     """A tenant is over an operator-set limit; nothing was stored. Back off and retry later."""
 
     def __init__(self, message: str, *, limit: str, allowed: int, would_be: int,
                  retry_after: int) -> None:
-        super().__init__(message)
-        self.limit = limit  # the quota's name, e.g. max_queued_items
+        super().__init__(message, retry_after=retry_after)
+        self.code = limit  # the quota's name, e.g. max_queued_items
+        self.limit = limit
         self.allowed = allowed
         self.would_be = would_be
-        self.retry_after = retry_after  # seconds, for the HTTP Retry-After header
 
     @property
     def over_by(self) -> int:
         return self.would_be - self.allowed
-
-
-class ModelLoadError(NightowlError):
-    """A model could not be loaded safely (missing, pickle weights, outside the model roots)."""
 
 
 class BrokerUnavailable(NightowlError):

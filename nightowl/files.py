@@ -28,7 +28,8 @@ def create_file(
     purpose: str,
     tenant_id: str | None = None,
 ) -> File:
-    file_id = new_id("file")
+    # OpenAI's form (file-...); ids of the older file_... form still name their files.
+    file_id = new_id("file").replace("_", "-", 1)
     folder = settings.home / "files"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / file_id

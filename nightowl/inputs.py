@@ -136,6 +136,8 @@ def read_jsonl(
                  f"line is longer than {max_line_bytes} bytes (NIGHTOWL_MAX_LINE_BYTES)"),
             )
             continue
+        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte order mark, as some Windows editors write
         if not raw.strip():
             continue
         try:

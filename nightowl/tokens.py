@@ -57,3 +57,16 @@ def context_of(source: str) -> tuple[Callable[[str], int], int] | None:
         return None
     tokenizer, limit = loaded
     return (lambda text: len(tokenizer.encode(text).ids)), limit
+
+
+@lru_cache(maxsize=8)
+def hidden_size(source: str) -> int | None:
+    """The width of a local model's hidden states (an embedding's full size), or None."""
+    cfg_file = Path(source) / "config.json"
+    if not cfg_file.is_file():
+        return None
+    config = json.loads(cfg_file.read_text())
+    for key in ("hidden_size", "d_model", "n_embd", "dim"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return None

@@ -23,6 +23,8 @@ AUTO_CLASS_NAMES: dict[TaskKind, str] = {
     TaskKind.GENERATE: "AutoModelForCausalLM",
     TaskKind.TRANSLATE: "AutoModelForSeq2SeqLM",
     TaskKind.SENTIMENT: "AutoModelForSequenceClassification",
+    # Any encoder checkpoint: the bare model's hidden states are what gets pooled.
+    TaskKind.EMBED: "AutoModel",
 }
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.openai_schemas import FileDeleted, FileList, FileObject
@@ -17,8 +18,10 @@ from nightowl.errors import InvalidInput
 from nightowl.models import File
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
-# batch: OpenAI batch input; jobs: nightowl job input (`nightowl --api URL submit`).
-PURPOSES = ("batch", "jobs", "fine-tune", "user_data")
+# batch: OpenAI batch input; jobs: nightowl job input (`nightowl --api URL submit`); the others
+# are OpenAI's, stored for clients that upload them (nightowl itself reads batch and jobs).
+PURPOSES = ("batch", "jobs", "fine-tune", "user_data", "assistants", "vision", "evals")
+BATCH_OUTPUT = "batch_output"
 
 
 def file_out(row: File) -> FileObject:
@@ -45,12 +48,36 @@ def list_files(session: SessionDep, tenant: TenantDep, purpose: str | None = Non
                after: str | None = Query(None, description="Last id of the previous page"),
                limit: int = Query(10_000, ge=1, le=10_000),
                order: Literal["asc", "desc"] = "desc") -> FileList:
-    """Your uploaded files, newest first (batch output files are reached from their batch)."""
-    rows, more = service.list_files_page(session, tenant_id=tenant, purpose=purpose,
-                                         after=after, limit=limit, ascending=order == "asc")
-    data = [file_out(r) for r in rows]
+    """Your files, newest first: uploads, and batches' output and error files (batch_output)."""
+    ascending = order == "asc"
+    if purpose not in (None, BATCH_OUTPUT):
+        rows, more = service.list_files_page(session, tenant_id=tenant, purpose=purpose,
+                                             after=after, limit=limit, ascending=ascending)
+        data = [file_out(r) for r in rows]
+    else:
+        data, more = _merged_page(session, tenant, purpose, after, limit, ascending)
     return FileList(data=data, first_id=data[0].id if data else None,
                     last_id=data[-1].id if data else None, has_more=more)
+
+
+def _merged_page(session: Session, tenant: str, purpose: str | None, after: str | None,
+                 limit: int, ascending: bool) -> tuple[list[FileObject], bool]:
+    """Uploads and batch files in one order; batch files exist only as their batch's rows."""
+    found: list[FileObject] = []
+    if purpose is None:
+        rows, _ = service.list_files_page(session, tenant_id=tenant, limit=10_000)
+        found += [file_out(r) for r in rows]
+    for bf in batch_output.list_batch_files(session, tenant_id=tenant):
+        found.append(FileObject(**batch_output.file_object(
+            bf, batch_output.file_size(session, bf))))
+    found.sort(key=lambda f: (f.created_at, f.id), reverse=not ascending)
+    start = 0
+    if after is not None:
+        at = next((i for i, f in enumerate(found) if f.id == after), None)
+        if at is None:
+            raise InvalidInput(f"after={after!r} is not a file id of yours", param="after")
+        start = at + 1
+    return found[start:start + limit], len(found) > start + limit
 
 
 @router.get("/{file_id}")

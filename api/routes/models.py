@@ -1,22 +1,23 @@
-"""/v1/models: the registry, read-only over HTTP."""
+"""/v1/models: the models a caller can name, as OpenAI's list and model objects."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import SessionDep
-from api.schemas import ModelOut
-from nightowl import registry
+from api.deps import SessionDep, TenantDep
+from api.openai_schemas import Model, ModelList
+from nightowl import model_list
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("")
-def list_models(session: SessionDep) -> list[ModelOut]:
-    """Every registered model version with its aliases."""
-    aliases = registry.aliases_by_version(session)
-    return [
-        ModelOut(ref=v.ref, name=v.name, version=v.version, kind=v.kind, source=v.source,
-                 aliases=aliases.get(v.id, []), metrics=v.metrics)
-        for v in registry.list_versions(session)
-    ]
+def list_models(session: SessionDep, tenant: TenantDep) -> ModelList:
+    """Every model name, alias and pinned version you can use, with the kind of work it does."""
+    return ModelList(data=[Model(**m) for m in model_list.list_models(session, tenant_id=tenant)])
+
+
+@router.get("/{model_id:path}")
+def get_model(model_id: str, session: SessionDep, tenant: TenantDep) -> Model:
+    """One model: what a name, NAME@ALIAS or NAME@vN resolves to now."""
+    return Model(**model_list.get_model(session, model_id, tenant_id=tenant))

@@ -48,7 +48,7 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
            deadline: str | None, metadata: tuple[str, ...], on_invalid: str, truncate: bool,
            fmt: str | None, column: str | None, id_column: str | None, queue: str,
            priority: int, wait: bool) -> None:
-    """Submit a bulk KIND job (generate, translate, sentiment) from FILE ('-' for stdin).
+    """Submit a bulk KIND job (generate, translate, sentiment, embed) from FILE ('-' for stdin).
 
     The job id is the last line printed on stdout.
     """

@@ -26,28 +26,61 @@ def _parse(body: dict[str, Any], url: str = "/v1/completions") -> Any:
     ({"temperature": 0}, {"do_sample": False}),
     ({"temperature": 0.7, "top_p": 0.9}, {"temperature": 0.7, "do_sample": True, "top_p": 0.9}),
     ({"n": 3, "stop": "\n"}, {"num_return_sequences": 3, "stop": ["\n"]}),
-    ({"n": 1, "stop": ["a", "b"], "user": "ignored", "logit_bias": {}}, {"stop": ["a", "b"]}),
+    ({"n": 1, "stop": ["a", "b"], "user": "kept by nobody"}, {"stop": ["a", "b"]}),
+    ({"logprobs": 2, "presence_penalty": 0.5, "frequency_penalty": -1},
+     {"logprobs": True, "top_logprobs": 2, "presence_penalty": 0.5, "frequency_penalty": -1.0}),
 ])
 def test_generation_params_map_onto_the_runners_names(body: dict[str, Any],
                                                       params: dict[str, Any]) -> None:
     line = _parse({"model": "m", "prompt": "hi", **body})
-    assert (line.text, line.params) == ("hi", params)
+    assert line.problem is None and line.request is not None
+    assert (line.request.text, line.request.params) == ("hi", params)
+
+
+@pytest.mark.parametrize(("body", "code", "param"), [
+    ({"prompt": "hi"}, "missing_required_parameter", "model"),
+    ({"model": "m"}, "missing_required_parameter", "prompt"),
+    ({"model": "m", "prompt": ["a", "b"]}, "invalid_request", "prompt"),
+    ({"model": "m", "prompt": "hi", "max_tokens": 0}, "invalid_request", "max_tokens"),
+    ({"model": "m", "prompt": "hi", "temperature": "hot"}, "invalid_request", "temperature"),
+    ({"model": "m", "prompt": "hi", "n": 20}, "invalid_request", "n"),
+    ({"model": "m", "prompt": "hi", "stop": ["s"] * 17}, "invalid_request", "stop"),
+    ({"model": "m", "prompt": "hi", "stream": True}, "invalid_request", "stream"),
+    ({"model": "m", "prompt": "hi", "logit_bias": {}}, "unsupported_parameter", "logit_bias"),
+    ({"model": "m", "prompt": "hi", "echo": True}, "unsupported_parameter", "echo"),
+    ({"model": "m", "prompt": "hi", "nonsense": 1}, "unsupported_parameter", "nonsense"),
+])
+def test_bad_bodies_fail_their_line_naming_the_parameter(body: dict[str, Any], code: str,
+                                                         param: str) -> None:
+    line = _parse(body)
+    assert line.request is None and line.problem is not None
+    assert (line.problem.code, line.problem.param) == (code, param)
 
 
 @pytest.mark.parametrize(("body", "param"), [
-    ({"prompt": "hi"}, "body.model"),
-    ({"model": "m"}, "body.prompt"),
-    ({"model": "m", "prompt": ["a", "b"]}, "body.prompt"),
-    ({"model": "m", "prompt": "hi", "max_tokens": 0}, "body.max_tokens"),
-    ({"model": "m", "prompt": "hi", "temperature": "hot"}, "body.temperature"),
-    ({"model": "m", "prompt": "hi", "n": 9}, "body.n"),
-    ({"model": "m", "prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}, "body.stop"),
-    ({"model": "m", "prompt": "hi", "stream": True}, "body.stream"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"tools": []}, "tools"),
+    ({"logprobs": "yes"}, "logprobs"),
+    ({"top_logprobs": 3}, "top_logprobs"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://x"}}]}]}, "messages[0].content"),
 ])
-def test_bad_bodies_name_the_parameter(body: dict[str, Any], param: str) -> None:
-    with pytest.raises(LineProblem) as e:
-        _parse(body)
-    assert e.value.as_error(7)["param"] == param and e.value.as_error(7)["line"] == 7
+def test_chat_bodies_refuse_what_a_text_model_cannot_do(body: dict[str, Any],
+                                                        param: str) -> None:
+    line = _parse({"model": "m", "messages": [{"role": "user", "content": "hi"}], **body},
+                  "/v1/chat/completions")
+    assert line.problem is not None and line.problem.param == param, line.problem
+
+
+@pytest.mark.parametrize("envelope", [
+    {"custom_id": "", "method": "POST", "url": "/v1/completions", "body": {}},
+    {"custom_id": "x", "method": "GET", "url": "/v1/completions", "body": {}},
+    {"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": {}},
+    {"custom_id": "x", "method": "POST", "url": "/v1/completions", "body": []},
+])
+def test_bad_envelopes_are_the_batchs_problem(envelope: dict[str, Any]) -> None:
+    with pytest.raises(LineProblem):
+        parse_line(json.dumps(envelope).encode(), 3, "/v1/completions")
 
 
 def test_chat_renders_with_the_models_template_and_falls_back_to_role_prefixes(
@@ -57,7 +90,7 @@ def test_chat_renders_with_the_models_template_and_falls_back_to_role_prefixes(
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text",
                                                                         "text": "there"}]},
-    ]}, "/v1/chat/completions").messages
+    ]}, "/v1/chat/completions").request.messages
     assert chat.render(messages, None) == "system: Be brief.\nuser: Hi there\nassistant:"
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({
         "chat_template": "{% for m in messages %}[{{ m.role }}]{{ m.content }}{{ eos_token }}"

@@ -54,4 +54,8 @@ def tiny_runners(
             kind, str(path), revision=None, device=cpu, settings=worker_settings
         )
         runners[kind] = make_runner(kind, model, tokenizer, cpu)
+    # Any encoder checkpoint embeds: the tiny sentiment BERT's encoder serves the embed kind.
+    model, tokenizer = load_for_kind(TaskKind.EMBED, str(tiny_models[TaskKind.SENTIMENT]),
+                                     revision=None, device=cpu, settings=worker_settings)
+    runners[TaskKind.EMBED] = make_runner(TaskKind.EMBED, model, tokenizer, cpu)
     return runners

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from nightowl.enums import TaskKind
 from workers.runners.base import Runner
+from workers.runners.embedding import EmbeddingRunner
 from workers.runners.generation import GenerationRunner
 from workers.runners.sentiment import SentimentRunner
 from workers.runners.translation import TranslationRunner
@@ -18,6 +19,7 @@ RUNNERS: dict[TaskKind, type[Runner]] = {
     TaskKind.GENERATE: GenerationRunner,
     TaskKind.TRANSLATE: TranslationRunner,
     TaskKind.SENTIMENT: SentimentRunner,
+    TaskKind.EMBED: EmbeddingRunner,
 }
 
 
@@ -30,5 +32,5 @@ def make_runner(
     return RUNNERS[kind](model, tokenizer, device)
 
 
-__all__ = ["RUNNERS", "GenerationRunner", "Runner", "SentimentRunner", "TranslationRunner",
-           "make_runner"]
+__all__ = ["RUNNERS", "EmbeddingRunner", "GenerationRunner", "Runner", "SentimentRunner",
+           "TranslationRunner", "make_runner"]

@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nightowl.enums import TaskKind
+from nightowl.params import SENTIMENT_PARAMS as PARAMS
 from workers.runners.base import Runner, param_bool
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding
-
-PARAMS = ("all_scores",)
 
 
 class SentimentRunner(Runner):

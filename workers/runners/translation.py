@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nightowl.enums import TaskKind
+from nightowl.params import DEFAULT_TRANSLATE_NEW_TOKENS as DEFAULT_MAX_NEW_TOKENS
+from nightowl.params import MAX_BEAMS
+from nightowl.params import TRANSLATE_PARAMS as PARAMS
 from workers.runners.base import Runner, param_int
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding
-
-PARAMS = ("max_new_tokens", "num_beams")
-DEFAULT_MAX_NEW_TOKENS = 128
-MAX_BEAMS = 8
 
 
 class TranslationRunner(Runner):

@@ -1,0 +1,31 @@
+"""`x-request-id` on every response, as OpenAI sends: what a user quotes when reporting a
+problem, and what the API's log lines carry. A pure ASGI middleware, so streamed bodies pass
+through untouched."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = b"x-request-id"
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req_{uuid.uuid4().hex}".encode()
+        scope.setdefault("state", {})["request_id"] = request_id.decode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
+                message["headers"] = [*headers, (HEADER, request_id)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

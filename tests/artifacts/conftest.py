@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from s3_server import CREDENTIALS, make_bucket, s3_server
@@ -30,9 +29,3 @@ def bucket_url(s3_endpoint: str) -> str:
     name = f"t-{uuid.uuid4().hex[:12]}"
     make_bucket(s3_endpoint, name)
     return f"s3://{name}/nightowl"
-
-
-def store_settings(home: Path, url: str, endpoint: str, **extra: object):  # type: ignore[no-untyped-def]
-    from nightowl.config import Settings
-
-    return Settings(home=home, artifact_url=url, s3_endpoint_url=endpoint, **extra)

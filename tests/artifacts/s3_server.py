@@ -14,6 +14,9 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from nightowl.config import Settings
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "nightowl-test", "AWS_SECRET_ACCESS_KEY": "nightowl-test",
                "AWS_DEFAULT_REGION": "us-east-1"}
@@ -52,6 +55,11 @@ def s3_server(log: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def store_settings(home: Path, url: str, endpoint: str, **extra: Any) -> Settings:
+    """Settings of one "host": its own home, the shared store."""
+    return Settings(home=home, artifact_url=url, s3_endpoint_url=endpoint, **extra)
 
 
 def make_bucket(endpoint: str, bucket: str) -> None:

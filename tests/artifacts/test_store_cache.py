@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import store_settings
+from s3_server import store_settings
 
 from nightowl import artifact_cache
 from nightowl.artifacts import get_store, publish_model, shareable_source

@@ -204,7 +204,8 @@ def request_input(request: Request, kind: TaskKind, version: ModelVersion,
     context = context_of(version.source)
     if context is not None:
         count, limit = context
-        asked = request.max_tokens or 0
+        # A decoder's reply shares the prompt's context; a translator's output has its own.
+        asked = (request.max_tokens or 0) if kind == TaskKind.GENERATE else 0
         # Bytes bound tokens from above: most lines are settled without tokenizing them.
         prompt = count(text) if len(text.encode("utf-8")) + 4 + asked > limit else 0
         if prompt + asked > limit:

@@ -7,12 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import object_session
 
 from api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl import finetune_data, finetunes
 from nightowl.enums import RunStatus, TaskKind
 from nightowl.files import get_file
 from nightowl.models import TrainingRun
+from nightowl.outcome import run_outcome, version_refs
 
 router = APIRouter(prefix="/v1/finetunes", tags=["finetunes"])
 
@@ -40,7 +42,12 @@ class FinetuneOut(BaseModel):
     promote_to: str | None
     gate: str | None
     result_version_id: int | None
+    base_version: str | None = Field(default=None, description="The base as NAME@vN")
+    result_version: str | None = Field(default=None,
+                                       description="The version the run registered, NAME@vN")
     promotion: dict[str, Any] | None
+    promotion_summary: str = Field(default="", description="The gate's decision in words, "
+                                   "with both figures")
     error: str | None
     attempts: int
     created_at: str
@@ -61,7 +68,11 @@ class EventOut(BaseModel):
 
 
 def run_out(run: TrainingRun) -> FinetuneOut:
+    session = object_session(run)
+    refs = version_refs(session, [run.base_version_id, run.result_version_id]) if session \
+        else {}
     return FinetuneOut(
+        **run_outcome(run, refs),
         id=run.id, kind=run.kind, status=run.status, base_version_id=run.base_version_id,
         dataset=run.dataset, hyperparameters=run.hyperparams, register_as=run.register_as,
         promote_to=run.promote_to, gate=run.gate_metric,

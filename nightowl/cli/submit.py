@@ -43,7 +43,7 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
            wait: bool) -> None:
     """Submit a bulk KIND job (generate, translate, sentiment) from FILE ('-' for stdin).
 
-    The job id is the last line printed on stdout.
+    The job id is the only line printed on stdout (with --wait, before the progress).
     """
     s = settings()
     task_kind = TaskKind(kind)
@@ -74,13 +74,18 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
         click.echo(f"queued {job.total_items} items ({job.failed_items} invalid) "
                    f"on {version.ref}", err=True)
         job_id = job.id
-    if wait:
-        from nightowl.cli.watch import watch_job
-
-        final = watch_job(job_id)
-        click.echo(job_id)
-        sys.exit(0 if final.status.value == "completed" else 1)
     click.echo(job_id)
+    if wait:
+        sys.stdout.flush()  # the id first: a user who stops watching still has it
+        try:
+            from nightowl.cli.watch import watch_job
+
+            final = watch_job(job_id)
+        except KeyboardInterrupt:
+            from nightowl.cli.watch import left_running
+
+            left_running(job_id)
+        sys.exit(0 if final.status.value == "completed" else 1)
 
 
 def _open(file: str) -> AbstractContextManager[IO[bytes]]:

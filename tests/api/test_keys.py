@@ -20,7 +20,7 @@ from nightowl.models import ApiKey, Tenant
 
 # Open by design: liveness, Prometheus, the API's own docs, and the dashboard's login pages.
 OPEN_PATHS = {"/healthz", "/metrics", app.openapi_url, "/docs", "/docs/oauth2-redirect",
-              "/ui/login", "/ui/logout"}
+              "/redoc", "/ui/login", "/ui/logout"}
 
 
 def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:

@@ -56,6 +56,9 @@ def test_docs_page_loads_swagger_ui_from_this_server(migrated: Settings) -> None
             "https://swagger.io", "")
         assert c.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
         assert c.get("/docs/assets/swagger-ui.css").status_code == 200
+        redoc = c.get("/redoc")
+        assert redoc.status_code == 200 and "/docs/assets/redoc.standalone.js" in redoc.text
+        assert "fonts.googleapis" not in redoc.text and "cdn" not in redoc.text.lower()
 
 
 def test_unknown_pages_are_html_for_browsers_and_json_for_the_api(client: Any) -> None:

@@ -80,3 +80,37 @@ def test_job_health_says_no_worker_consumes_its_queue(client: Any, fake_models: 
     assert health["queue"] == "gpu" and health["broker"] is True and health["workers"] == 0
     assert "nightowl worker -Q gpu" in health["warning"]
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+
+
+def test_finetune_shows_versions_as_names_and_the_decision_in_words(
+        client: Any, api_key: str, migrated: Settings) -> None:
+    import uuid
+
+    from nightowl import registry
+    from nightowl.auth import authenticate
+    from nightowl.db import session_scope
+    from nightowl.enums import RunStatus, TaskKind
+    from nightowl.models import TrainingRun, new_id
+
+    name = f"opstest-{uuid.uuid4().hex[:6]}"
+    with session_scope(migrated) as s:
+        tenant = authenticate(s, api_key)
+        v1 = registry.register(s, name=name, kind=TaskKind.SENTIMENT, source="/x/1")
+        v2 = registry.register(s, name=name, kind=TaskKind.SENTIMENT, source="/x/2",
+                               base_version_id=v1.id)
+        run = TrainingRun(id=new_id("ft"), tenant_id=tenant, kind=TaskKind.SENTIMENT,
+                          base_version_id=v1.id, status=RunStatus.SUCCEEDED, hyperparams={},
+                          register_as=name, promote_to="prod", gate_metric="eval/accuracy",
+                          result_version_id=v2.id, promotion={
+                              "alias": "prod", "metric": "eval/accuracy", "promoted": False,
+                              "candidate": 0.5, "incumbent": 0.625,
+                              "incumbent_version": f"{name}@v1"})
+        s.add(run)
+        s.flush()
+        run_id = run.id
+    body = client.get(f"/v1/finetunes/{run_id}").json()
+    assert (body["base_version"], body["result_version"]) == (f"{name}@v1", f"{name}@v2")
+    assert body["promotion_summary"] == (
+        f"not promoted to @prod: eval/accuracy 0.5000 does not beat 0.6250 of {name}@v1")
+    listed = client.get("/v1/finetunes").json()
+    assert any(r["id"] == run_id and r["result_version"] == f"{name}@v2" for r in listed)

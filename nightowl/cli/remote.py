@@ -164,13 +164,14 @@ def submit(api: Remote, *, kind: str, spec: Any, file: str, fmt: str | None, wai
             stream.close()
     click.echo(f"queued {job['total']} items ({job['failed']} invalid) on "
                f"{job['model_version']}", err=True)
-    click.echo(job["id"])
-    if wait:
-        from nightowl.cli.watch import left_running
+    if not wait:
+        click.echo(job["id"])
+        return
+    from nightowl.cli.watch import left_running
 
-        sys.stdout.flush()
-        try:
-            final = api.watch(job["id"])
-        except KeyboardInterrupt:
-            left_running(job["id"])
-        sys.exit(0 if final["status"] == "completed" else 1)
+    try:
+        click.echo(job["id"])  # first, and inside the try: see nightowl.cli.submit
+        final = api.watch(job["id"])
+    except KeyboardInterrupt:
+        left_running(job["id"])
+    sys.exit(0 if final["status"] == "completed" else 1)

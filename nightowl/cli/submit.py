@@ -74,18 +74,19 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
         click.echo(f"queued {job.total_items} items ({job.failed_items} invalid) "
                    f"on {version.ref}", err=True)
         job_id = job.id
-    click.echo(job_id)
-    if wait:
-        sys.stdout.flush()  # the id first: a user who stops watching still has it
-        try:
-            from nightowl.cli.watch import watch_job
+    if not wait:
+        click.echo(job_id)
+        return
+    from nightowl.cli.watch import left_running, watch_job
 
-            final = watch_job(job_id)
-        except KeyboardInterrupt:
-            from nightowl.cli.watch import left_running
-
-            left_running(job_id)
-        sys.exit(0 if final.status.value == "completed" else 1)
+    try:
+        # The id first (echo flushes): a user who stops watching still has it. Inside the
+        # try, so a Ctrl-C right after the id appears still says the job goes on.
+        click.echo(job_id)
+        final = watch_job(job_id)
+    except KeyboardInterrupt:
+        left_running(job_id)
+    sys.exit(0 if final.status.value == "completed" else 1)
 
 
 def _open(file: str) -> AbstractContextManager[IO[bytes]]:

@@ -66,7 +66,10 @@ def _missing(session: Session, parsed: ModelRef, ref: str) -> str:
     versions = session.scalars(select(ModelVersion.version).where(
         ModelVersion.name == parsed.name).order_by(ModelVersion.version)).all()
     if not versions:
-        known = ", ".join(list_names(session)) or "none registered"
+        known = ", ".join(list_names(session))
+        if not known:
+            return (f"unknown model {ref!r}: no models are registered yet; run `nightowl "
+                    "models bootstrap` for the tiny offline ones, or `nightowl models add`")
         return (f"unknown model {ref!r} (known models: {known}); see `nightowl models "
                 "list`, or register one with `nightowl models add`")
     if parsed.selector and _VERSION.match(parsed.selector):

@@ -272,7 +272,8 @@ def metric_figure(series: dict[str, tuple[list[int], list[float]]]) -> Any:
         sparse = key.startswith("eval/") or len(xs) < 50
         ax.plot(xs, ys, marker="o" if sparse else None, markersize=5)
         ax.set_title(key)
-        ax.set_xlim(0, max(last, 1))
+        # A little room past the last step: the final eval's marker must not sit on the edge.
+        ax.set_xlim(0, max(last, 1) * 1.03)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")
     fig.tight_layout()

@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api import dashboard_ops
 from api.dashboard_auth import COOKIE, DashboardKeyMiddleware, safe_next
 from api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl import finetunes, fleet, query, registry, schedules, stats
@@ -26,6 +27,7 @@ from nightowl import jobs as job_service
 from nightowl.enums import ItemStatus
 from nightowl.errors import InvalidInput
 from nightowl.models import Job, ModelVersion, Schedule, TrainingMetric, TrainingRun
+from nightowl.outcome import item_counts, run_outcome
 from nightowl.timespec import parse_when
 
 HERE = Path(__file__).parent
@@ -36,6 +38,7 @@ PAGE_SIZE = 50
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
+    app.include_router(dashboard_ops.router)
     app.mount("/ui/static", StaticFiles(directory=HERE / "static"), name="ui-static")
     app.add_middleware(DashboardKeyMiddleware)
 
@@ -58,6 +61,10 @@ def job_json(job: Job, refs: dict[int, str]) -> dict[str, Any]:
         "version": refs.get(job.model_version_id, ""), "status": job.status.value,
         "terminal": job.status.terminal, "total": job.total_items, "done": job.done_items,
         "succeeded": job.succeeded_items, "failed": job.failed_items,
+        "cancelled": job.cancelled_items, "expired": job.expired_items,
+        "counts": item_counts(succeeded=job.succeeded_items, failed=job.failed_items,
+                              cancelled=job.cancelled_items, expired=job.expired_items,
+                              total=job.total_items),
         "percent": round(100.0 * job.done_items / job.total_items, 1) if job.total_items else 0,
         "created_at": job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -129,6 +136,7 @@ def run_json(run: TrainingRun, refs: dict[int, str]) -> dict[str, Any]:
         "result": refs.get(run.result_version_id, "") if run.result_version_id else "",
         "register_as": run.register_as or "", "promote_to": run.promote_to or "",
         "promotion": run.promotion, "error": run.error,
+        "promotion_summary": run_outcome(run, refs)["promotion_summary"],
         "created_at": run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         "finished": run.status.value in ("succeeded", "failed", "cancelled"),
     }
@@ -208,7 +216,8 @@ def schedules_page(request: Request, session: SessionDep, tenant: TenantDep) -> 
     rows = [
         {"name": s.name, "cron": s.cron, "timezone": s.timezone, "target": s.target,
          "enabled": s.enabled,
-         "last": s.last_fired_for.strftime("%Y-%m-%d %H:%M") if s.last_fired_for else "-",
+         "last": (last.scheduled_for.strftime("%Y-%m-%d %H:%M")
+                  if (last := schedules.last_firing(session, s.id)) else "-"),
          "next": fire_text(s) if s.enabled else "disabled"}
         for s in schedules.list_schedules(session, tenant_id=tenant)
     ]

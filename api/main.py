@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import dashboard, metrics
+from api import dashboard, dashboard_ops, metrics, ops
 from api.deps import require_key
 from api.request_ids import RequestIdMiddleware
 from api.routes import (
@@ -41,7 +41,12 @@ app = FastAPI(
     title="nightowl",
     version=__version__,
     description="Bulk inference and fine-tunes for Transformer models.",
+    # FastAPI's own docs pages load Swagger UI / ReDoc from a CDN; api/ops.py serves /docs
+    # from vendored files instead.
+    docs_url=None,
+    redoc_url=None,
 )
+ops.install(app)
 # Every router needs a key; only /healthz and /metrics answer anonymous callers.
 app.add_middleware(RequestIdMiddleware)
 app.include_router(jobs.router, dependencies=[require_key], responses=ERROR_RESPONSES)
@@ -64,8 +69,10 @@ _STATUS = {NotFound: 404, InvalidInput: 400, ModelLoadError: 400, Conflict: 409,
 
 
 @app.exception_handler(NightowlError)
-async def _nightowl_error(_request: Request, exc: NightowlError) -> JSONResponse:
+async def _nightowl_error(request: Request, exc: NightowlError) -> Response:
     status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
+    if status == 404 and dashboard_ops.wants_html(request):
+        return dashboard_ops.not_found(request, str(exc).split("\n")[0])
     # OpenAI's error shape ({message, type, param, code}), so its SDKs raise the right class.
     body: dict[str, object] = {
         "message": str(exc).split("\n")[0],
@@ -114,14 +121,11 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     """A body that cannot even be parsed (bad JSON bytes, broken multipart) gets the same error
     shape as every other /v1 error; the dashboard keeps FastAPI's own answers."""
     if not request.url.path.startswith("/v1/"):
+        if exc.status_code == 404 and dashboard_ops.wants_html(request):
+            return dashboard_ops.not_found(request)
         return await http_exception_handler(request, exc)
     body = {"message": str(exc.detail), "type": "invalid_request_error", "param": None,
             "code": _snake(type(exc).__name__) if exc.status_code >= 500 else "invalid_request"}
     return JSONResponse(status_code=exc.status_code, content={"error": body},
                         headers={**(exc.headers or {}), "x-should-retry": "false"})
 
-
-@app.get("/healthz", tags=["ops"])
-def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}

@@ -63,6 +63,14 @@ class JobOut(BaseModel):
     deadline_at: datetime | None
 
 
+class JobHealth(BaseModel):
+    queue: str
+    broker: bool = Field(description="Whether the broker answers a ping")
+    workers: int | None = Field(description="Workers that say they consume the queue (None: "
+                                "the broker is down, nobody could be asked)")
+    warning: str | None = Field(description="Why the job cannot run now, and what to start")
+
+
 class JobList(BaseModel):
     data: list[JobOut]
     has_more: bool

@@ -6,6 +6,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
+from kombu.entity import Exchange
 from kombu.entity import Queue as KQueue
 
 from nightowl.config import Settings, get_settings
@@ -28,7 +29,10 @@ def make_celery(settings: Settings) -> Celery:
         # acks_late alone still acks a task whose process died; this makes Redis redeliver it.
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_queues=[KQueue(q.value) for q in Queue],  # type: ignore[no-untyped-call]
+        # Each queue its own exchange and routing key: with Celery's defaults all three were
+        # bound to exchange "cpu" with key "cpu", so Redis copied a message into every queue.
+        task_queues=[KQueue(q.value, Exchange(q.value), routing_key=q.value)  # type: ignore[no-untyped-call]
+                     for q in Queue],
         task_default_queue=Queue.CPU.value,
         task_routes={TaskName.REAP.value: {"queue": Queue.CPU.value}},
         task_send_sent_event=True,

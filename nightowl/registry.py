@@ -57,12 +57,31 @@ def resolve(session: Session, ref: str) -> ModelVersion:
             .where(ModelAlias.name == parsed.name, ModelAlias.alias == parsed.selector)
         ).first()
     if version is None:
-        known = ", ".join(list_names(session)) or "none registered"
-        raise NotFound(
-            f"unknown model {ref!r} (known models: {known}); "
-            "see `nightowl models list`, or register one with `nightowl models add`"
-        )
+        raise NotFound(_missing(session, parsed, ref))
     return version
+
+
+def _missing(session: Session, parsed: ModelRef, ref: str) -> str:
+    """Say which part of the reference is wrong: the model, its version, or its alias."""
+    versions = session.scalars(select(ModelVersion.version).where(
+        ModelVersion.name == parsed.name).order_by(ModelVersion.version)).all()
+    if not versions:
+        known = ", ".join(list_names(session))
+        if not known:
+            return (f"unknown model {ref!r}: no models are registered yet; run `nightowl "
+                    "models bootstrap` for the tiny offline ones, or `nightowl models add`")
+        return (f"unknown model {ref!r} (known models: {known}); see `nightowl models "
+                "list`, or register one with `nightowl models add`")
+    if parsed.selector and _VERSION.match(parsed.selector):
+        return (f"{parsed.name} has no version {parsed.selector} (it has "
+                f"{', '.join(f'v{v}' for v in versions)}); see `nightowl models show "
+                f"{parsed.name}`")
+    aliases = session.scalars(select(ModelAlias.alias).where(
+        ModelAlias.name == parsed.name).order_by(ModelAlias.alias)).all()
+    have = ", ".join(f"@{a}" for a in aliases) or "none"
+    return (f"{parsed.name} has no alias @{parsed.selector} (its aliases: {have}); use one of "
+            f"those, a version like {parsed.name}@v{versions[-1]}, or set it with `nightowl "
+            f"models promote {parsed.name}@v{versions[-1]} {parsed.selector}`")
 
 
 def list_names(session: Session) -> list[str]:

@@ -348,8 +348,10 @@ def describe(session: Session, schedule: Schedule, now: datetime) -> dict[str, A
         "target": schedule.target, "spec": schedule.spec, "enabled": schedule.enabled,
         "catchup": schedule.catchup,
         "next_fire": next_fire(schedule, now).isoformat() if schedule.enabled else None,
-        "last_fired_for": (schedule.last_fired_for.isoformat()
-                           if schedule.last_fired_for else None),
+        # The slot of the last real firing; the anchor below also moves on edit and resume,
+        # so reporting it as a firing would name a time nothing fired for.
+        "last_fired_for": last.scheduled_for.isoformat() if last else None,
+        "slots_due_after": anchor(schedule).isoformat(),
         "last_firing": firing_view(last) if last else None,
         "created_at": schedule.created_at.isoformat(),
         "updated_at": schedule.updated_at.isoformat(),

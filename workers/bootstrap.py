@@ -64,7 +64,8 @@ class BootstrapModel:
 
 
 def bootstrap_models(
-    target_dir: Path, *, seed: int = 0, force: bool = False
+    target_dir: Path, *, seed: int = 0, force: bool = False,
+    on_built: Callable[[str, float], None] | None = None,
 ) -> list[BootstrapModel]:
     """Build the DEFAULT_MODELS under target_dir/<name>; already-built ones are left alone.
 
@@ -84,7 +85,7 @@ def bootstrap_models(
         fcntl.flock(lock, fcntl.LOCK_EX)
         todo = [m for m in models if force or not _is_built(m.path, seed)]
         if todo:
-            _build(todo, seed)
+            _build(todo, seed, on_built)
     return models
 
 
@@ -98,7 +99,8 @@ def _is_built(path: Path, seed: int) -> bool:
     return all((path / name).is_file() for name in manifest.get("files", {}))
 
 
-def _build(todo: list[BootstrapModel], seed: int) -> None:
+def _build(todo: list[BootstrapModel], seed: int,
+           on_built: Callable[[str, float], None] | None = None) -> None:
     # Deferred so that importing workers.bootstrap (e.g. for DEFAULT_MODELS) stays cheap.
     import torch
 
@@ -115,7 +117,10 @@ def _build(todo: list[BootstrapModel], seed: int) -> None:
     torch.set_num_threads(1)
     try:
         for model_spec in todo:
+            started = time.perf_counter()
             _build_one(model_spec, builders[model_spec.kind], base_tokenizer, grammars, seed)
+            if on_built is not None:
+                on_built(model_spec.name, time.perf_counter() - started)
     finally:
         torch.set_num_threads(threads)
 
@@ -451,7 +456,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if present")
     parser.add_argument("--seed", type=int, default=0, help="seed for data, init and training")
     args = parser.parse_args(argv)
-    for model in bootstrap_models(args.target_dir, seed=args.seed, force=args.force):
+    def built(name: str, seconds: float) -> None:
+        # Progress for the CLI, which shows it while the next model trains.
+        print(json.dumps({"built": name, "seconds": round(seconds, 1)}), flush=True)
+
+    for model in bootstrap_models(args.target_dir, seed=args.seed, force=args.force,
+                                  on_built=built):
         line = {"name": model.name, "kind": model.kind.value, "path": str(model.path)}
         print(json.dumps(line), flush=True)
     return 0

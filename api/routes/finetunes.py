@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import object_session
 
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.schemas import PRIORITY_FIELD
@@ -13,6 +14,7 @@ from nightowl import finetune_data, finetunes
 from nightowl.enums import RunStatus, TaskKind
 from nightowl.files import get_file, local_path
 from nightowl.models import TrainingRun
+from nightowl.outcome import run_outcome, version_refs
 
 router = APIRouter(prefix="/v1/finetunes", tags=["finetunes"])
 
@@ -42,7 +44,12 @@ class FinetuneOut(BaseModel):
     promote_to: str | None
     gate: str | None
     result_version_id: int | None
+    base_version: str | None = Field(default=None, description="The base as NAME@vN")
+    result_version: str | None = Field(default=None,
+                                       description="The version the run registered, NAME@vN")
     promotion: dict[str, Any] | None
+    promotion_summary: str = Field(default="", description="The gate's decision in words, "
+                                   "with both figures")
     error: str | None
     attempts: int
     created_at: str
@@ -63,7 +70,11 @@ class EventOut(BaseModel):
 
 
 def run_out(run: TrainingRun) -> FinetuneOut:
+    session = object_session(run)
+    refs = version_refs(session, [run.base_version_id, run.result_version_id]) if session \
+        else {}
     return FinetuneOut(
+        **run_outcome(run, refs),
         id=run.id, kind=run.kind, status=run.status, priority=run.priority,
         base_version_id=run.base_version_id,
         dataset=run.dataset, hyperparameters=run.hyperparams, register_as=run.register_as,

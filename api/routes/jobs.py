@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, SettingsDep, TenantDep
-from api.schemas import JobCreate, JobList, JobOut, ResultPage, ResultRow
+from api.schemas import JobCreate, JobHealth, JobList, JobOut, ResultPage, ResultRow
 from nightowl import jobs as service
 from nightowl import registry
 from nightowl.db import session_factory
@@ -21,6 +21,7 @@ from nightowl.enums import JobStatus
 from nightowl.errors import InvalidInput
 from nightowl.files import get_file, local_path
 from nightowl.inputs import read_jsonl
+from nightowl.liveness import queue_health
 from nightowl.models import Job, ModelVersion
 from nightowl.results import iter_rows, jsonl_lines
 from nightowl.tokens import length_checker
@@ -87,6 +88,16 @@ def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None =
 def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
     """One job with its counts and status timestamps."""
     return job_out(session, service.get_job(session, job_id, tenant_id=tenant))
+
+
+@router.get("/{job_id}/health")
+def job_health(job_id: str, session: SessionDep, settings: SettingsDep,
+               tenant: TenantDep) -> JobHealth:
+    """Can the job run: is the broker up, and how many workers consume its queue."""
+    job = service.get_job(session, job_id, tenant_id=tenant)
+    health = queue_health(settings, job.queue)
+    return JobHealth(queue=health.queue, broker=health.broker, workers=health.workers,
+                     warning=health.warning(settings))
 
 
 @router.post("/{job_id}/cancel")

@@ -58,7 +58,9 @@ class ScheduleOut(BaseModel):
     enabled: bool
     catchup: str
     next_fire: str | None
-    last_fired_for: str | None
+    last_fired_for: str | None = Field(description="The slot the last firing was for")
+    slots_due_after: str = Field(description="Slots after this instant are due (moves on each "
+                                 "firing, edit and resume)")
     last_firing: FiringOut | None
     created_at: str
     updated_at: str

@@ -54,15 +54,15 @@ const nightowl = (() => {
     first.appendChild(link);
     const barCell = document.createElement("td");
     barCell.appendChild(newBar());
-    tr.append(first, cell(job.kind), cell(job.model), cell("", "status"), barCell,
-              cell("", "done"), cell("", "failed"), cell(job.created_at));
-    tr.children[2].title = job.version;
+    tr.append(first, cell(job.kind), cell(job.version || job.model), cell("", "status"),
+              barCell, cell("", "done"), cell("", "failed"), cell(job.created_at));
+    tr.children[2].title = "asked for " + job.model;
     return tr;
   }
 
   function updateRow(tr, job) {
     tr.querySelector(".status").textContent = job.status;
-    tr.querySelector(".done").textContent = `${job.done}/${job.total}`;
+    tr.querySelector(".done").textContent = job.counts;
     tr.querySelector(".failed").textContent = job.failed;
     setBar(tr.querySelector(".bar"), job);
   }
@@ -103,8 +103,7 @@ const nightowl = (() => {
       const job = await getJSON(section.dataset.poll);
       if (!job) return false;
       document.getElementById("job-status").textContent = job.status;
-      document.getElementById("job-done").textContent = `${job.done}/${job.total}`;
-      document.getElementById("job-failed").textContent = job.failed;
+      document.getElementById("job-done").textContent = job.counts;
       setBar(document.getElementById("job-progress"), job);
       if (job.terminal) {
         // The numbers and the results table are server-rendered: show the final ones once.

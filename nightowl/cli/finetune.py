@@ -12,10 +12,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl import finetune_data, finetunes
+from nightowl import finetune_data, finetunes, outcome
 from nightowl.cli.common import db_session, priority_option, settings
 from nightowl.enums import RunStatus, TaskKind
 from nightowl.errors import InvalidInput
+from nightowl.models import ModelVersion
 
 KIND_ALIASES = {"translation": "translate", "generation": "generate", "sentiment": "sentiment",
                 "translate": "translate", "generate": "generate"}
@@ -135,8 +136,14 @@ def wait_run(run_id: str, interval: float = 1.0) -> RunStatus:
             click.echo(f"{run.status.value} step {last_step} train/loss {loss[-1].value:.4f}",
                        err=True)
         if run.status in TERMINAL:
-            click.echo(f"{run_id} {run.status.value}" + (f": {run.error}" if run.error else ""),
-                       err=True)
+            with factory() as session:
+                run = finetunes.get_run(session, run_id)
+                refs = outcome.version_refs(session, [run.base_version_id,
+                                                      run.result_version_id])
+                result = (session.get(ModelVersion, run.result_version_id)
+                          if run.result_version_id else None)
+                line = outcome.outcome_line(run, refs, result.metrics if result else None)
+            click.echo(line, err=True)
             return run.status
         time.sleep(interval)
 
@@ -153,11 +160,15 @@ def list_(limit: int) -> None:
     """Recent fine-tune runs."""
     with db_session() as session:
         rows = finetunes.list_runs(session, limit=limit)
-    table = Table("id", "kind", "status", "register_as", "promote_to", "created")
+        refs = outcome.version_refs(session, [i for r in rows
+                                              for i in (r.base_version_id, r.result_version_id)])
+    table = Table("id", "kind", "status", "base", "result", "promotion", "created")
     for r in rows:
-        table.add_row(r.id, r.kind.value, r.status.value, r.register_as or "",
-                      r.promote_to or "", r.created_at.strftime("%Y-%m-%d %H:%M:%S"))
-    Console(width=160).print(table)
+        out = outcome.run_outcome(r, refs)
+        table.add_row(r.id, r.kind.value, r.status.value, out["base_version"] or "",
+                      out["result_version"] or (f"({r.register_as})" if r.register_as else ""),
+                      out["promotion_summary"], r.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    Console(width=200).print(table)
 
 
 @runs.command()
@@ -167,12 +178,15 @@ def show(run_id: str) -> None:
     with db_session() as session:
         run = finetunes.get_run(session, run_id)
         events = finetunes.events_of(session, run_id)
+        out = outcome.run_outcome(run, outcome.version_refs(
+            session, [run.base_version_id, run.result_version_id]))
         click.echo(json.dumps({
             "id": run.id, "kind": run.kind.value, "status": run.status.value,
-            "base_version_id": run.base_version_id, "dataset": run.dataset,
+            "base_version": out["base_version"], "dataset": run.dataset,
             "hyperparams": run.hyperparams, "register_as": run.register_as,
             "promote_to": run.promote_to, "gate": run.gate_metric,
-            "result_version_id": run.result_version_id, "promotion": run.promotion,
+            "result_version": out["result_version"],
+            "promotion_summary": out["promotion_summary"], "promotion": run.promotion,
             "attempts": run.attempts, "error": run.error,
             "events": [{"kind": e.kind, "details": e.details, "ts": e.ts.isoformat()}
                        for e in events],
@@ -221,12 +235,7 @@ def metrics(run_id: str, keys: tuple[str, ...], fmt: str) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="PNG file to write.")
 def plot(run_id: str, keys: tuple[str, ...], output: Path) -> None:
-    """Draw a run's curves to a PNG (headless)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Draw a run's curves to a PNG (headless), every panel on the training step axis."""
     with db_session() as session:
         finetunes.get_run(session, run_id)
         rows = finetunes.metrics_of(session, run_id)
@@ -242,11 +251,31 @@ def plot(run_id: str, keys: tuple[str, ...], output: Path) -> None:
     if not series:
         wanted = f" for {', '.join(keys)}" if keys else ""
         raise click.ClickException(f"run {run_id} has no metrics{wanted}")
-    fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.4 * len(series)), squeeze=False)
-    for ax, (key, (xs, ys)) in zip(axes[:, 0], sorted(series.items()), strict=True):
-        ax.plot(xs, ys, marker="." if len(xs) < 50 else None)
-        ax.set_title(key)
-        ax.set_xlabel("step")
-    fig.tight_layout()
+    fig = metric_figure(series)
     fig.savefig(output, dpi=100)
     click.echo(f"wrote {output}", err=True)
+
+
+def metric_figure(series: dict[str, tuple[list[int], list[float]]]) -> Any:
+    """One panel per key, training first. One step axis for every panel: an eval taken at step
+    40 sits under step 40 of the loss curve, and evals (a few points each) always get markers so
+    a single one is visible."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = max(max(xs) for xs, _ in series.values())
+    fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.4 * len(series)), squeeze=False,
+                             sharex=True)
+    ordered = sorted(series.items(), key=lambda kv: (not kv[0].startswith("train/"), kv[0]))
+    for ax, (key, (xs, ys)) in zip(axes[:, 0], ordered, strict=True):
+        sparse = key.startswith("eval/") or len(xs) < 50
+        ax.plot(xs, ys, marker="o" if sparse else None, markersize=5)
+        ax.set_title(key)
+        # A little room past the last step: the final eval's marker must not sit on the edge.
+        ax.set_xlim(0, max(last, 1) * 1.03)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    return fig

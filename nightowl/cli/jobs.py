@@ -6,14 +6,13 @@ import json
 import sys
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from nightowl import jobs as service
 from nightowl.cli import remote
 from nightowl.cli.common import db_session, settings
 from nightowl.enums import JobStatus
 from nightowl.models import Job
+from nightowl.outcome import version_refs
 
 
 @click.group()
@@ -46,12 +45,14 @@ def list_(status: str | None, limit: int) -> None:
     with db_session() as session:
         rows = service.list_jobs(session, status=JobStatus(status) if status else None,
                                  limit=limit)
-    table = Table("id", "kind", "model", "status", "done", "failed", "created")
-    for j in rows:
-        table.add_row(j.id, j.kind.value, j.model_ref, j.status.value,
-                      f"{j.done_items}/{j.total_items}", str(j.failed_items),
-                      j.created_at.strftime("%Y-%m-%d %H:%M:%S"))
-    Console(width=160).print(table)
+        refs = version_refs(session, [j.model_version_id for j in rows])
+    remote.print_jobs([{
+        "id": j.id, "kind": j.kind.value, "model": j.model_ref,
+        "model_version": refs.get(j.model_version_id, ""), "status": j.status.value,
+        "succeeded": j.succeeded_items, "failed": j.failed_items,
+        "cancelled": j.cancelled_items, "expired": j.expired_items, "total": j.total_items,
+        "created_at": j.created_at.isoformat(),
+    } for j in rows])
 
 
 @jobs.command()

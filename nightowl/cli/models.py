@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import click
 from rich.console import Console
@@ -17,6 +18,7 @@ from nightowl.artifacts import shareable_source
 from nightowl.cli.common import db_session, settings
 from nightowl.enums import TaskKind
 from nightowl.errors import NightowlError
+from nightowl.outcome import version_refs
 from nightowl.sources import check_source
 
 BOOTSTRAP_ALIAS = "prod"
@@ -93,13 +95,22 @@ def show(name: str) -> None:
         if not versions:
             raise click.ClickException(f"no model named {name!r}; see `nightowl models list`")
         aliases = registry.aliases_by_version(session)
+        bases = version_refs(session, [v.base_version_id for v in versions])
         for v in versions:
-            click.echo(json.dumps({
-                "ref": v.ref, "kind": v.kind.value, "source": v.source, "revision": v.revision,
-                "sha256": v.sha256, "base_version_id": v.base_version_id,
-                "training_run_id": v.training_run_id, "metrics": v.metrics,
-                "aliases": aliases.get(v.id, []), "created_at": v.created_at.isoformat(),
-            }))
+            click.echo(f"{v.ref}  {v.kind.value}  "
+                       + (f"aliases: {', '.join('@' + a for a in aliases[v.id])}"
+                          if aliases.get(v.id) else "no alias"))
+            lineage = (f"fine-tuned from {bases.get(v.base_version_id, '?')} by run "
+                       f"{v.training_run_id}" if v.base_version_id else "registered directly")
+            click.echo(f"  lineage: {lineage}")
+            metrics = ", ".join(f"{k} {val:.4g}" for k, val in sorted(v.metrics.items())
+                                if isinstance(val, int | float))
+            if metrics:
+                click.echo(f"  metrics: {metrics}")
+            click.echo(f"  source:  {v.source}" + (f" @ {v.revision}" if v.revision else ""))
+            if v.sha256:
+                click.echo(f"  sha256:  {v.sha256}")
+            click.echo(f"  created: {v.created_at.strftime('%Y-%m-%d %H:%M:%S')} UTC")
 
 
 @models.command()
@@ -122,10 +133,24 @@ def bootstrap(force: bool) -> None:
     cmd = [sys.executable, "-m", "workers.bootstrap", str(s.models_path)]
     if force:
         cmd.append("--force")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise click.ClickException(f"bootstrap failed:\n{proc.stderr.strip()[-2000:]}")
-    built = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    click.echo("models bootstrap: tiny-generator, tiny-translator, tiny-sentiment, trained "
+               "here offline (20-60 s the first time, instant after)", err=True)
+    built: list[dict[str, str]] = []
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
+        assert proc.stdout is not None
+        # The builder prints one JSON line as each model is done: progress as it happens.
+        for line in proc.stdout:
+            if not line.startswith("{"):
+                continue
+            record = json.loads(line)
+            if "built" in record:
+                click.echo(f"  built {record['built']} in {record['seconds']:.0f} s", err=True)
+            else:
+                built.append(record)
+        if proc.wait() != 0:
+            errors.seek(0)
+            raise click.ClickException(f"bootstrap failed:\n{errors.read().strip()[-2000:]}")
     with db_session() as session:
         for model in built:
             source, sha256 = shareable_source(s, check_source(model["path"], s))
@@ -140,6 +165,9 @@ def bootstrap(force: bool) -> None:
             except NightowlError as e:
                 raise click.ClickException(str(e)) from e
             click.echo(f"{version.ref:<24} {version.kind.value:<10} {source}")
+    click.echo("these models are tiny and trained for seconds on made-up data: they show the "
+               "platform working, and their words are nonsense by design. Register a real "
+               "checkpoint with `nightowl models add`.", err=True)
 
 
 def _add_compare() -> None:

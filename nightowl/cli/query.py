@@ -93,7 +93,8 @@ def _table(rows: Iterable[dict[str, Any]], capped: bool) -> None:
 def query(job_id: str | None, kind: str | None, model: str | None, status: str | None,
           since: str | None, until: str | None, label: str | None, contains: str | None,
           limit: int | None, fmt: str | None, output: Path | None) -> None:
-    """Results across jobs, oldest first, streamed page by page.
+    """Results across jobs in the order they were submitted (job by job, each in input
+    order), streamed page by page; --since/--until filter on the finish time.
 
     \b
     Every negative result of sentiment@prod from last night that mentions a refund, as CSV:
@@ -127,7 +128,7 @@ def query(job_id: str | None, kind: str | None, model: str | None, status: str |
             lines = export.csv_lines(rows()) if fmt == "csv" else export.jsonl_lines(rows())
             sys.stdout.writelines(lines)
             return
-        _write_file(rows(), fmt, output)
+        write_file(rows(), fmt, output)
     except NightowlError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {counted[0]} rows to {output}", err=True)
@@ -159,7 +160,7 @@ def _remote_rows(f: ResultFilter) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def _write_file(rows: Iterator[dict[str, Any]], fmt: str, output: Path) -> None:
+def write_file(rows: Iterator[dict[str, Any]], fmt: str, output: Path) -> None:
     """Write beside the target and rename at the end: a failed export leaves no half file."""
     part = output.with_name(output.name + ".part")
     try:

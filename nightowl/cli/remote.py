@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -15,7 +14,6 @@ from typing import IO, Any
 import click
 
 API_URL, API_KEY = "nightowl.api_url", "nightowl.api_key"
-TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
 def set_target(ctx: click.Context, url: str | None, key: str | None) -> None:
@@ -107,18 +105,17 @@ class Remote:
 
     def watch(self, job_id: str, *, timeout: float | None = None,
               interval: float = 1.0) -> dict[str, Any]:
-        started = time.monotonic()
-        while True:
-            job = self.job(job_id)
-            done = job["succeeded"] + job["failed"] + job["cancelled"] + job["expired"]
-            click.echo(f"\r{job['status']:<11} {done}/{job['total']}", nl=False, err=True)
-            if job["status"] in TERMINAL:
-                click.echo(err=True)
-                return job
-            if timeout is not None and time.monotonic() - started > timeout:
-                raise click.ClickException(f"job {job_id} still {job['status']} after "
-                                           f"{timeout:.0f}s")
-            time.sleep(interval)
+        """The same bar, lines, stall warning and Ctrl-C as watching from SQL."""
+        from nightowl.cli.watch import follow, summary
+
+        def health() -> str | None:
+            warning: str | None = self._call("GET", f"/v1/jobs/{job_id}/health")["warning"]
+            return warning
+
+        final = follow(job_id, lambda: self.job(job_id), health, interval=interval,
+                       timeout=timeout)
+        summary(final)
+        return final
 
 
 def open_input(file: str) -> tuple[IO[bytes], str]:
@@ -134,12 +131,18 @@ def print_jobs(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "kind", "model", "status", "done", "failed", "created")
+    from nightowl.outcome import item_counts
+
+    # The pinned version is what ran; the alias asked for may point elsewhere by now.
+    table = Table("id", "kind", "model", "status", "items", "created")
     for j in rows:
-        done = j["succeeded"] + j["failed"] + j["cancelled"] + j["expired"]
-        table.add_row(j["id"], j["kind"], j["model"], j["status"], f"{done}/{j['total']}",
-                      str(j["failed"]), str(j["created_at"])[:19].replace("T", " "))
-    Console(width=160).print(table)
+        model = j.get("model_version") or j["model"]
+        if j.get("model_version") and j["model"] != j["model_version"]:
+            model += f" (asked {j['model']})"
+        table.add_row(j["id"], j["kind"], model, j["status"], item_counts(
+            succeeded=j["succeeded"], failed=j["failed"], cancelled=j["cancelled"],
+            expired=j["expired"], total=j["total"]), str(j["created_at"])[:19].replace("T", " "))
+    Console(width=200).print(table)
 
 
 def submit(api: Remote, *, kind: str, spec: Any, file: str, fmt: str | None, wait: bool) -> None:
@@ -161,8 +164,14 @@ def submit(api: Remote, *, kind: str, spec: Any, file: str, fmt: str | None, wai
             stream.close()
     click.echo(f"queued {job['total']} items ({job['failed']} invalid) on "
                f"{job['model_version']}", err=True)
-    if wait:
-        final = api.watch(job["id"])
+    if not wait:
         click.echo(job["id"])
-        sys.exit(0 if final["status"] == "completed" else 1)
-    click.echo(job["id"])
+        return
+    from nightowl.cli.watch import left_running
+
+    try:
+        click.echo(job["id"])  # first, and inside the try: see nightowl.cli.submit
+        final = api.watch(job["id"])
+    except KeyboardInterrupt:
+        left_running(job["id"])
+    sys.exit(0 if final["status"] == "completed" else 1)

@@ -1,4 +1,5 @@
-"""`nightowl results`: a job's rows out, in input order, streamed."""
+"""`nightowl results`: a job's rows out, in input order, streamed; nothing half-written is
+left behind when an export fails."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ import click
 
 from nightowl.cli import remote
 from nightowl.cli.common import db_session
-from nightowl.results import csv_lines, iter_rows, jsonl_lines
+from nightowl.cli.query import write_file
+from nightowl.export import csv_lines, jsonl_lines
+from nightowl.jobs import get_job
+from nightowl.results import iter_rows
 
 Row = tuple[int, dict[str, Any]]
+FORMATS = ["jsonl", "csv", "parquet"]
 
 
 @click.group()
@@ -25,31 +30,43 @@ def results() -> None:
 @results.command()
 @click.argument("job_id")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write to FILE (.jsonl or .csv); stdout (JSONL) when omitted.")
+              help="Write to FILE (.jsonl, .csv or .parquet); stdout (JSONL) when omitted.")
 @click.option("--errors", is_flag=True, help="Only failed, cancelled and expired items.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]),
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Output format (default: from the file name, else jsonl).")
 def export(job_id: str, output: Path | None, errors: bool, fmt: str | None) -> None:
-    """Stream JOB_ID's rows in input order, one JSON object per line."""
-    fmt = fmt or ("csv" if output is not None and output.suffix.lower() == ".csv" else "jsonl")
+    """Write JOB_ID's rows in input order: JSONL keeps every field as nested JSON; CSV and
+    Parquet have the same flat columns as `results query` (text, label, score, ...)."""
+    fmt = fmt or _format_for(output)
+    if fmt == "parquet" and output is None:
+        raise click.BadParameter("parquet is binary: pass -o FILE.parquet", param_hint="--format")
     counted = [0]
-
-    def counting(rows: Iterator[Row]) -> Iterator[Row]:
-        for row in rows:
-            counted[0] += 1
-            yield row
-
     api = remote.client()
     with ExitStack() as stack:
-        rows = counting(api.rows(job_id, errors=errors) if api is not None else iter_rows(
-            stack.enter_context(db_session()), job_id, errors_only=errors))
-        lines = csv_lines(rows) if fmt == "csv" else jsonl_lines(rows)
+        if api is not None:
+            kind = api.job(job_id)["kind"]
+            rows: Iterator[Row] = api.rows(job_id, errors=errors)
+        else:
+            session = stack.enter_context(db_session())
+            kind = get_job(session, job_id).kind.value
+            rows = iter_rows(session, job_id, errors_only=errors)
+
+        def flat_rows() -> Iterator[dict[str, Any]]:
+            for _, row in rows:
+                counted[0] += 1
+                yield {**row, "job_id": job_id, "kind": kind}
+
         if output is None:
+            lines = csv_lines(flat_rows()) if fmt == "csv" else jsonl_lines(flat_rows())
             sys.stdout.writelines(lines)
             return
-        with output.open("w", encoding="utf-8", newline="") as fh:
-            fh.writelines(lines)
-    click.echo(f"wrote {counted[0]} rows to {output}", err=True)
+        write_file(flat_rows(), fmt, output)
+    click.echo(f"wrote {counted[0]} rows to {output} ({fmt})", err=True)
+
+
+def _format_for(output: Path | None) -> str:
+    suffix = output.suffix.lower().lstrip(".") if output else ""
+    return {"csv": "csv", "parquet": "parquet", "pq": "parquet"}.get(suffix, "jsonl")
 
 
 def _add_query() -> None:

@@ -36,10 +36,12 @@ BEAT_SCHEDULER = "tasks.scheduler:DatabaseScheduler"
               help="Also run beat in-process (the reaper and the SQL schedules).")
 @click.option("--loglevel", default="info", show_default=True, help="Celery log level.")
 @click.option("--hostname", "-n", help="Worker node name (default: nightowl-PID@host).")
+@click.option("--quiet", "-q", is_flag=True, help="No Celery banner; warnings and errors only.")
 def worker(queues: str, device: str | None, concurrency: int | None, with_beat: bool,
-           loglevel: str, hostname: str | None) -> None:
+           loglevel: str, hostname: str | None, quiet: bool) -> None:
     """Run a Celery worker; picks a pool that is safe for torch."""
     s = settings()
+    require_broker(s)
     names = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = [q for q in names if q not in {x.value for x in Queue}]
     if unknown:
@@ -73,8 +75,12 @@ def worker(queues: str, device: str | None, concurrency: int | None, with_beat: 
     if hostname:
         # Results name the worker by this, so two workers on one machine stay apart.
         env["NIGHTOWL_WORKER_NAME"] = hostname.replace("%h", os.uname().nodename)
-    argv = [*CELERY, "worker", "-Q", ",".join(names), "-P", pool, "-c", str(procs),
-            "--loglevel", loglevel, "-n", hostname or f"nightowl-{os.getpid()}@%h",
+    if quiet:
+        # Celery warns about root on every start; `nightowl up` runs as whoever runs it.
+        env["PYTHONWARNINGS"] = "ignore:You're running the worker with superuser privileges"
+    argv = [*CELERY, *(["--quiet"] if quiet else []), "worker", "-Q", ",".join(names),
+            "-P", pool, "-c", str(procs), "--loglevel", "warning" if quiet else loglevel,
+            "-n", hostname or f"nightowl-{os.getpid()}@%h",
             "--without-gossip", "--without-mingle", "-E"]
     if with_beat:
         argv += ["-B", "--scheduler", BEAT_SCHEDULER, "-s", str(s.home / "celerybeat-schedule")]
@@ -87,6 +93,7 @@ def worker(queues: str, device: str | None, concurrency: int | None, with_beat: 
 def beat(loglevel: str) -> None:
     """Run Celery beat: the schedules in the database (re-read every few s)."""
     s = settings()
+    require_broker(s)
     s.home.mkdir(parents=True, exist_ok=True)
     # tasks.scheduler's app has no task modules: beat sends by name and never imports torch.
     argv = [sys.executable, "-m", "celery", "-A", "tasks.scheduler", "beat", "--scheduler",
@@ -97,13 +104,29 @@ def beat(loglevel: str) -> None:
 @click.command()
 @click.option("--host", default=None, help="Bind address (default NIGHTOWL_API_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default NIGHTOWL_API_PORT).")
-def api(host: str | None, port: int | None) -> None:
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="Log every HTTP request.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]), help="uvicorn log level.")
+def api(host: str | None, port: int | None, access_log: bool, log_level: str) -> None:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
     s = settings()
+    require_broker(s)
     uvicorn.run("api.main:app", host=host or s.api_host, port=port or s.api_port,
-                log_level="info")
+                log_level=log_level, access_log=access_log)
+
+
+def require_broker(s: Settings) -> None:
+    """On the embedded default the broker lives only while `nightowl up` runs: without it,
+    Celery would retry the missing socket forever, so say what to start instead."""
+    from nightowl import broker
+    from nightowl.config import EMBEDDED
+    from nightowl.liveness import broker_down_message
+
+    if s.redis_url == EMBEDDED and not broker.ping(s):
+        raise click.ClickException(broker_down_message(s))
 
 
 @click.command()
@@ -123,7 +146,8 @@ def reap() -> None:
 @click.option("--port", type=int, default=None, help="API port (default NIGHTOWL_API_PORT).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 64), help="Worker processes.")
 @click.option("--no-api", is_flag=True, help="Run without the HTTP API.")
-def up(port: int | None, concurrency: int | None, no_api: bool) -> None:
+@click.option("--access-log", is_flag=True, help="Log every HTTP request the API serves.")
+def up(port: int | None, concurrency: int | None, no_api: bool, access_log: bool) -> None:
     """Run broker, migrations, a worker and the API in the foreground; Ctrl-C stops it all."""
     from nightowl.embedded import Children, embedded_broker, exit_on_sigterm
 
@@ -133,7 +157,8 @@ def up(port: int | None, concurrency: int | None, no_api: bool) -> None:
     try:
         with embedded_broker(s) as sock:
             try:
-                _run_stack(s, sock, children, port=port, concurrency=concurrency, no_api=no_api)
+                _run_stack(s, sock, children, port=port, concurrency=concurrency,
+                           no_api=no_api, access_log=access_log)
             finally:
                 # Children first: a worker whose broker vanished would retry instead of exiting.
                 children.stop()
@@ -144,26 +169,72 @@ def up(port: int | None, concurrency: int | None, no_api: bool) -> None:
 
 
 def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int | None,
-               concurrency: int | None, no_api: bool) -> None:
+               concurrency: int | None, no_api: bool, access_log: bool) -> None:
+    from sqlalchemy.engine import make_url
+
     from nightowl.embedded import nightowl_argv
 
     migrate.upgrade(s)
-    if sock:
-        click.echo(f"broker: embedded Valkey on {sock}", err=True)
-    click.echo(f"database: {s.sqlalchemy_url}", err=True)
-    worker_args = ["worker", "-Q", "cpu,gpu,train", "--beat", "--loglevel", "warning"]
-    if concurrency:
-        worker_args += ["-c", str(concurrency)]
+    procs = concurrency or os.cpu_count() or 1
+    worker_args = ["worker", "-Q", "cpu,gpu,train", "--beat", "--quiet", "-c", str(procs)]
     children.start("worker", nightowl_argv(*worker_args))
+    lines = [
+        ("broker", f"embedded Valkey on {sock}" if sock else _hide_password(s.redis_url)),
+        # render_as_string hides a password in the URL.
+        ("database", make_url(s.sqlalchemy_url).render_as_string()),
+        ("worker", f"queues cpu, gpu, train; {procs} process{'es' if procs > 1 else ''}; "
+                   "with beat (reaper, schedules)"),
+    ]
+    key = None
     if not no_api:
         api_port = port or s.api_port
-        children.start("api", nightowl_argv("api", "--port", str(api_port)))
-        click.echo(f"api: http://{s.api_host}:{api_port}", err=True)
-        click.echo(f"api key (tenant {LOCAL_TENANT}, shown once): {_local_key(s)}")
+        api_args = ["api", "--port", str(api_port), "--log-level", "warning"]
+        children.start("api", nightowl_argv(*api_args, "--access-log" if access_log
+                                            else "--no-access-log"))
+        base = f"http://{s.api_host}:{api_port}"
+        _wait_for_api(base, children)
+        key = _local_key(s)
+        lines += [("api", f"{base}/v1  (docs: {base}/docs)"),
+                  ("dashboard", f"{base}/  (log in with the API key below)")]
+    width = max(len(name) for name, _ in lines) + 1
     click.echo("nightowl is up; Ctrl-C stops it", err=True)
+    for name, value in lines:
+        click.echo(f"  {name + ':':<{width}} {value}", err=True)
+    if key:
+        click.echo(f"API key for tenant {LOCAL_TENANT!r} (shown once; for --key, "
+                   "NIGHTOWL_API_KEY and the dashboard's login):", err=True)
+        click.echo(key)
+    sys.stdout.flush()
     while (dead := children.poll_dead()) is None:
         time.sleep(0.5)
     raise click.ClickException(dead)
+
+
+def _hide_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _wait_for_api(base: str, children: Children, timeout: float = 60.0) -> None:
+    """Say "up" only once the API answers: a user who opens the URL at once gets a page."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (dead := children.poll_dead()) is not None:
+            raise click.ClickException(dead)
+        try:
+            httpx.get(f"{base}/healthz", timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise click.ClickException(f"the API did not answer at {base} within {timeout:.0f}s")
 
 
 def _local_key(s: Settings) -> str:

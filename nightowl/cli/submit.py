@@ -50,7 +50,7 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
            priority: int, wait: bool) -> None:
     """Submit a bulk KIND job (generate, translate, sentiment, embed) from FILE ('-' for stdin).
 
-    The job id is the last line printed on stdout.
+    The job id is the only line printed on stdout (with --wait, before the progress).
     """
     s = settings()
     task_kind = TaskKind(kind)
@@ -81,13 +81,19 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
         click.echo(f"queued {job.total_items} items ({job.failed_items} invalid) "
                    f"on {version.ref}", err=True)
         job_id = job.id
-    if wait:
-        from nightowl.cli.watch import watch_job
-
-        final = watch_job(job_id)
+    if not wait:
         click.echo(job_id)
-        sys.exit(0 if final.status.value == "completed" else 1)
-    click.echo(job_id)
+        return
+    from nightowl.cli.watch import left_running, watch_job
+
+    try:
+        # The id first (echo flushes): a user who stops watching still has it. Inside the
+        # try, so a Ctrl-C right after the id appears still says the job goes on.
+        click.echo(job_id)
+        final = watch_job(job_id)
+    except KeyboardInterrupt:
+        left_running(job_id)
+    sys.exit(0 if final.status.value == "completed" else 1)
 
 
 def _open(file: str) -> AbstractContextManager[IO[bytes]]:

@@ -1,9 +1,14 @@
-"""A live progress bar for one job, polled from SQL (the only place progress lives)."""
+"""Watching one job until it ends, from SQL or through the API: a live bar on a terminal,
+plain progress lines when piped, a warning within seconds when nothing can run the job, and a
+Ctrl-C that says the job goes on."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -16,16 +21,78 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from nightowl.db import session_factory
-from nightowl.enums import JobStatus
-from nightowl.jobs import get_job
 from nightowl.models import Job
+from nightowl.outcome import item_counts
+
+Snapshot = dict[str, Any]  # status, total, succeeded, failed, cancelled, expired, *_at
+# How long a job may sit queued with nothing done before we ask whether anything can run it.
+NO_PROGRESS_CHECK_S = 3.0
+# Piped output: one line when the status changes, else at most one line this often.
+LINE_EVERY_S = 5.0
+TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
-def watch_job(job_id: str, *, interval: float = 0.5, timeout: float | None = None) -> Job:
-    """Draw progress until the job is final; returns its final row."""
-    console = Console(stderr=True)
-    factory = session_factory()
+def snapshot(job: Job) -> Snapshot:
+    return {
+        "id": job.id, "status": job.status.value, "total": job.total_items,
+        "succeeded": job.succeeded_items, "failed": job.failed_items,
+        "cancelled": job.cancelled_items, "expired": job.expired_items,
+        "in_progress_at": job.in_progress_at, "queued_at": job.queued_at,
+        "end_at": job.completed_at or job.cancelled_at or job.expired_at,
+    }
+
+
+def done(s: Snapshot) -> int:
+    return int(s["succeeded"] + s["failed"] + s["cancelled"] + s["expired"])
+
+
+def follow(job_id: str, fetch: Callable[[], Snapshot], health: Callable[[], str | None], *,
+           interval: float = 0.5, timeout: float | None = None,
+           console: Console | None = None) -> Snapshot:
+    """Poll `fetch` until the job is final; returns its last snapshot."""
+    console = console or Console(stderr=True)
+    try:
+        if console.is_terminal:
+            return _bar(job_id, fetch, health, interval, timeout, console)
+        return _lines(job_id, fetch, health, interval, timeout)
+    except KeyboardInterrupt:
+        left_running(job_id)
+
+
+def left_running(job_id: str) -> NoReturn:
+    """Ctrl-C stops the watching, never the job: say so, and how to get back to it."""
+    click.echo(f"\nstopped watching; job {job_id} goes on without you.\n"
+               f"  watch it:  nightowl jobs watch {job_id}\n"
+               f"  cancel it: nightowl jobs cancel {job_id}", err=True)
+    sys.exit(130)
+
+
+class _Stall:
+    """Asks once whether a worker and a broker are there, when a job shows no progress."""
+
+    def __init__(self, health: Callable[[], str | None], say: Callable[[str], None]) -> None:
+        self.health, self.say = health, say
+        self.started = time.monotonic()
+        self.asked = False
+
+    def check(self, s: Snapshot) -> None:
+        if self.asked or done(s) or s["status"] not in ("queued", "in_progress"):
+            return
+        if time.monotonic() - self.started < NO_PROGRESS_CHECK_S:
+            return
+        self.asked = True
+        warning = self.health()
+        if warning:
+            self.say(f"warning: {warning}")
+
+
+def _timed_out(job_id: str, s: Snapshot, started: float, timeout: float | None) -> None:
+    if timeout is not None and time.monotonic() - started > timeout:
+        raise click.ClickException(f"job {job_id} still {s['status']} after {timeout:.0f}s")
+
+
+def _bar(job_id: str, fetch: Callable[[], Snapshot], health: Callable[[], str | None],
+         interval: float, timeout: float | None, console: Console) -> Snapshot:
     started = time.monotonic()
     with Progress(
         TextColumn("[bold]{task.fields[status]:<11}"),
@@ -36,45 +103,80 @@ def watch_job(job_id: str, *, interval: float = 0.5, timeout: float | None = Non
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=console,
-        transient=not console.is_terminal,
-        disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task(job_id, total=None, status="", rate="-")
-        first_done: tuple[float, int] | None = None
+        stall = _Stall(health, lambda text: progress.console.print(text, style="yellow",
+                                                                    markup=False))
+        first: tuple[float, int] | None = None
         while True:
-            with factory() as session:
-                job = get_job(session, job_id)
+            s = fetch()
             now = time.monotonic()
-            done = job.done_items
-            if first_done is None and job.status != JobStatus.QUEUED:
-                first_done = (now, done)
+            if first is None and s["status"] != "queued":
+                first = (now, done(s))
             rate = "-"
-            if first_done is not None and now > first_done[0] + 0.5:
-                rate = f"{(done - first_done[1]) / (now - first_done[0]):.1f}"
-            progress.update(task, total=job.total_items, completed=done,
-                            status=job.status.value, rate=rate)
-            if job.status.terminal:
-                break
-            if timeout is not None and now - started > timeout:
-                raise click.ClickException(f"job {job_id} still {job.status.value} after "
-                                           f"{timeout:.0f}s")
+            if first is not None and now > first[0] + 0.5:
+                rate = f"{(done(s) - first[1]) / (now - first[0]):.1f}"
+            progress.update(task, total=s["total"], completed=done(s), status=s["status"],
+                            rate=rate)
+            if s["status"] in TERMINAL:
+                return s
+            stall.check(s)
+            _timed_out(job_id, s, started, timeout)
             time.sleep(interval)
-    summary(job)
-    return job
 
 
-def summary(job: Job) -> None:
+def _lines(job_id: str, fetch: Callable[[], Snapshot], health: Callable[[], str | None],
+           interval: float, timeout: float | None) -> Snapshot:
+    """Not a terminal (a pipe, a log file, CI): whole lines, never carriage-return frames."""
+    started = time.monotonic()
+    stall = _Stall(health, lambda text: click.echo(text, err=True))
+    last: tuple[str, int] | None = None
+    last_at = 0.0
+    while True:
+        s = fetch()
+        now = time.monotonic()
+        state = (s["status"], done(s))
+        if last is None or state[0] != last[0] or (
+                state[1] != last[1] and now - last_at >= LINE_EVERY_S):
+            click.echo(f"{s['status']} {done(s)}/{s['total']}", err=True)
+            last, last_at = state, now
+        if s["status"] in TERMINAL:
+            return s
+        stall.check(s)
+        _timed_out(job_id, s, started, timeout)
+        time.sleep(interval)
+
+
+def summary(s: Snapshot) -> None:
     seconds = None
-    if job.completed_at or job.cancelled_at or job.expired_at:
-        end = job.completed_at or job.cancelled_at or job.expired_at
-        start = job.in_progress_at or job.queued_at
-        if end and start:
-            seconds = (end - start).total_seconds()
-    rate = f", {job.succeeded_items / seconds:.1f} items/s" if seconds else ""
-    click.echo(
-        f"{job.id} {job.status.value}: {job.succeeded_items} succeeded, {job.failed_items} failed,"
-        f" {job.cancelled_items} cancelled, {job.expired_items} expired of {job.total_items}"
-        f"{rate}",
-        err=True,
-    )
+    end, start = s.get("end_at"), s.get("in_progress_at") or s.get("queued_at")
+    if isinstance(end, datetime) and isinstance(start, datetime):
+        seconds = (end - start).total_seconds()
+    rate = f", {s['succeeded'] / seconds:.1f} items/s" if seconds else ""
+    counts = item_counts(succeeded=s["succeeded"], failed=s["failed"],
+                         cancelled=s["cancelled"], expired=s["expired"], total=s["total"])
+    click.echo(f"{s['id']} {s['status']}: {counts}{rate}", err=True)
     sys.stderr.flush()
+
+
+def watch_job(job_id: str, *, interval: float = 0.5, timeout: float | None = None) -> Job:
+    """Watch a job from SQL until it is final; returns its final row."""
+    from nightowl.cli.common import settings
+    from nightowl.db import session_factory
+    from nightowl.jobs import get_job
+    from nightowl.liveness import queue_health
+
+    factory = session_factory()
+
+    def row() -> Job:
+        with factory() as session:
+            return get_job(session, job_id)
+
+    def health() -> str | None:
+        s = settings()
+        return queue_health(s, row().queue).warning(s)
+
+    follow(job_id, lambda: snapshot(row()), health, interval=interval, timeout=timeout)
+    job = row()
+    summary(snapshot(job))
+    return job

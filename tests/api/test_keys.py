@@ -19,8 +19,8 @@ from nightowl.db import session_factory
 from nightowl.models import ApiKey, Tenant
 
 # Open by design: liveness, Prometheus, the API's own docs, and the dashboard's login pages.
-OPEN_PATHS = {"/healthz", "/metrics", app.openapi_url, app.docs_url, app.redoc_url,
-              "/docs/oauth2-redirect", "/ui/login", "/ui/logout"}
+OPEN_PATHS = {"/healthz", "/metrics", app.openapi_url, "/docs", "/docs/oauth2-redirect",
+              "/redoc", "/ui/login", "/ui/logout"}
 
 
 def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:

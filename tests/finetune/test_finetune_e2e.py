@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from helpers import Worker, wait_for_run, write_jsonl
 from nightowl import demo_data, registry
 from nightowl.cli import cli
+from nightowl.cli.finetune import metric_figure
 from nightowl.config import Settings
 from nightowl.enums import RunStatus
 from nightowl.models import Job, TrainingMetric, TrainingRun
@@ -64,11 +65,19 @@ def test_finetune_records_metrics_registers_and_gates_promotion(
     assert promo is not None and promo["promoted"] and promo["reason"] == \
         "no incumbent held the alias"
 
-    # A run that cannot learn anything (lr ~ 0, one step) must not take the alias.
-    weak_id = finetune("--kind", "sentiment", "--base", "tiny-sentiment@v1", "--train",
-                       str(train), "--eval", str(evalf), "--max-steps", "1", "--lr", "1e-12",
-                       "--register-as", "tuned", "--promote-to", "prod")
+    # A run that cannot learn anything (lr ~ 0, one step) must not take the alias; --wait
+    # says so in words, with both figures.
+    waited = CliRunner().invoke(cli, [
+        "finetune", "submit", "--kind", "sentiment", "--base", "tiny-sentiment@v1", "--train",
+        str(train), "--eval", str(evalf), "--max-steps", "1", "--lr", "1e-12",
+        "--register-as", "tuned", "--promote-to", "prod", "--wait"])
+    assert waited.exit_code == 0, waited.output
+    weak_id = waited.stdout.strip().splitlines()[-1]
     weak = wait_run(weak_id, worker)
+    said = waited.stderr.strip().splitlines()[-1]
+    assert said.startswith(f"{weak_id} succeeded: registered tuned@v2 (eval/accuracy 0.")
+    assert "; not promoted to @prod: eval/accuracy 0." in said
+    assert " does not beat " in said and said.endswith(" of tuned@v1")
     assert weak.status == RunStatus.SUCCEEDED, weak.error
     assert weak.promotion is not None and weak.promotion["promoted"] is False
     assert weak.promotion["incumbent_version"] == "tuned@v1"
@@ -83,6 +92,16 @@ def test_finetune_records_metrics_registers_and_gates_promotion(
     assert job is not None and job.model_version_id == v1.id
 
     shown = json.loads(CliRunner().invoke(cli, ["runs", "show", weak_id]).stdout)
+    assert (shown["base_version"], shown["result_version"]) == ("tiny-sentiment@v1", "tuned@v2")
+    assert shown["promotion_summary"].startswith("not promoted to @prod: eval/accuracy")
+    listed = CliRunner().invoke(cli, ["runs", "list"]).stdout
+    weak_line = next(line for line in listed.splitlines() if weak_id in line)
+    assert "tuned@v2" in weak_line and "not promoted to @prod" in weak_line
+    first_line = next(line for line in listed.splitlines() if run_id in line)
+    assert "tuned@v1" in first_line and "promoted to @prod" in first_line
+    models_shown = CliRunner().invoke(cli, ["models", "show", "tuned"]).stdout
+    assert f"lineage: fine-tuned from tiny-sentiment@v1 by run {weak_id}" in models_shown
+    assert "base_version_id" not in models_shown
     assert [e["kind"] for e in shown["events"]][:2] == ["queued", "started"]
     assert "promotion" in [e["kind"] for e in shown["events"]]
     csv_out = CliRunner().invoke(cli, ["runs", "metrics", run_id, "--key", "train/loss",
@@ -92,3 +111,18 @@ def test_finetune_records_metrics_registers_and_gates_promotion(
     result = CliRunner().invoke(cli, ["runs", "plot", run_id, "-o", str(png)])
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Evals sit on the training step axis, with markers, not as lone dots on their own axis.
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for m in session.scalars(select(TrainingMetric).where(
+            TrainingMetric.run_id == run_id,
+            TrainingMetric.key.in_(["train/loss", "eval/accuracy"])).order_by(
+                TrainingMetric.step)):
+        series.setdefault(m.key, ([], []))[0].append(m.step)
+        series[m.key][1].append(m.value)
+    fig = metric_figure(series)
+    loss_ax, eval_ax = fig.axes
+    assert loss_ax.get_title() == "train/loss" and eval_ax.get_title() == "eval/accuracy"
+    assert loss_ax.get_xlim() == eval_ax.get_xlim()
+    assert loss_ax.get_xlim()[0] == 0.0 and 30.0 < loss_ax.get_xlim()[1] < 32.0
+    assert list(eval_ax.lines[0].get_xdata()) == [10, 20, 30]
+    assert eval_ax.lines[0].get_marker() == "o"

@@ -157,8 +157,11 @@ def test_watch_and_jobs_show(start_worker: Callable[..., Worker], models: Settin
     result = CliRunner().invoke(cli, ["submit", "sentiment", str(f), "--model", "tiny-sentiment",
                                       "--wait"])
     assert result.exit_code == 0, result.output
-    job_id = result.stdout.strip().splitlines()[-1]
-    assert "completed: 50 succeeded" in result.stderr
+    job_id = result.stdout.strip()
+    assert job_id.startswith("job_")  # the only stdout line, printed before the progress
+    assert "completed: 50 succeeded of 50" in result.stderr
+    # Not a terminal: progress as whole lines, never carriage-return frames.
+    assert "\r" not in result.stderr and "completed 50/50\n" in result.stderr
     shown = json.loads(CliRunner().invoke(cli, ["jobs", "show", job_id]).stdout)
     assert shown["status"] == "completed" and shown["succeeded"] == 50
     assert job_id in CliRunner().invoke(cli, ["jobs", "list"]).stdout

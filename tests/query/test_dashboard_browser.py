@@ -217,3 +217,73 @@ def test_without_a_key_the_dashboard_asks_for_one(browser: Any, api_server: str,
         page.context.close()
     # The 401 of the wrong key and the redirect are expected; nothing else may have failed.
     assert [e for e in page.errors if "401" not in e] == []
+
+
+def test_cancelled_job_promotion_in_words_metrics_page_and_404(
+        tab: Page, tenant: dict[str, str], migrated: Settings, session: Session) -> None:
+    from nightowl import jobs as job_service
+    from nightowl.db import session_factory
+
+    name = unique("sentiment")
+    v1 = register_model(session, name, metrics={"eval/accuracy": 0.75})
+    job = submit(migrated, model=f"{name}@prod", texts=[f"review {i}" for i in range(40)],
+                 tenant_id=tenant["id"], chunk_size=10)
+    run_chunk(migrated, job, 0)
+    with session_factory(migrated)() as s:
+        job_service.cancel_job(s, job)
+    v2 = register_model(session, name, alias=None, metrics={"eval/accuracy": 0.8125})
+    run = TrainingRun(id=new_id("ft"), tenant_id=tenant["id"], kind=TaskKind.SENTIMENT,
+                      base_version_id=v1.id, status=RunStatus.SUCCEEDED, hyperparams={},
+                      register_as=name, promote_to="prod", gate_metric="eval/accuracy",
+                      result_version_id=v2.id, promotion={
+                          "alias": "prod", "metric": "eval/accuracy", "promoted": True,
+                          "candidate_version": v2.ref, "candidate": 0.8125,
+                          "incumbent_version": v1.ref, "incumbent": 0.75})
+    session.add(run)
+    session.commit()
+
+    tab.open("/")
+    row = f"tr[data-job='{job}']"
+    assert tab.page.inner_text(f"{row} .status") == "cancelled"
+    assert tab.page.inner_text(f"{row} .done") == "10 succeeded, 30 cancelled of 40"
+    assert tab.page.inner_text(f"{row} td:nth-child(3)") == f"{name}@v1"  # pinned, not @prod
+    time.sleep(1.5)  # the list re-polls each second: the counts must survive a refresh
+    assert tab.page.inner_text(f"{row} .done") == "10 succeeded, 30 cancelled of 40"
+    tab.shot("jobs-cancelled")
+
+    tab.open("/ui/runs")
+    cell = tab.page.locator("#runs tr", has_text=run.id).locator("td.promotion").inner_text()
+    assert cell == (f"promoted to @prod: eval/accuracy 0.8125 beats 0.7500 of {name}@v1")
+    tab.open(f"/ui/runs/{run.id}")
+    assert "promoted to @prod" in tab.page.inner_text("#promotion")
+
+    tab.page.click("nav >> text=Metrics")
+    tab.page.wait_for_selector("#metrics")
+    assert tab.page.url.endswith("/ui/metrics")
+    assert "nightowl_jobs" in tab.page.inner_text("#metrics")
+    tab.shot("metrics")
+
+    response = tab.page.goto(tab.base + "/ui/jobs/job_doesnotexist")
+    assert response is not None and response.status == 404
+    assert "Nothing lives at" in tab.page.inner_text("#not-found")
+    assert tab.page.locator("nav a").count() >= 4  # a way back, not raw JSON
+    tab.shot("not-found")
+    tab.errors = [e for e in tab.errors if "404" not in e]  # the page's own status
+
+
+def test_api_docs_render_without_internet(browser: Any, api_server: str) -> None:
+    page = Page(browser, api_server)
+    requested: list[str] = []
+    # Anything not from this server is refused, as it would be with no internet.
+    page.page.route("**/*", lambda route: (requested.append(route.request.url),
+                                           route.continue_() if route.request.url.startswith(
+                                               api_server) else route.abort()))
+    try:
+        page.open("/docs")
+        page.page.wait_for_selector(".opblock-tag", timeout=20_000)
+        assert page.page.locator(".opblock").count() > 20  # every route, drawn
+        assert "/v1/jobs" in page.page.inner_text("#swagger-ui")
+        page.shot("docs")
+    finally:
+        page.close()
+    assert [u for u in requested if not u.startswith(api_server)] == []

@@ -92,6 +92,9 @@ def test_life_cycle_from_the_cli(fake_sentiment: str, tmp_path: Path, session: S
     assert "paused" in nightowl("schedule", "list")
     assert json.loads(nightowl("schedule", "show", name))["next_fire"] is None
     nightowl("schedule", "resume", name)
+    # Nothing has fired yet: resuming moves the anchor, and must not read as a firing.
+    resumed = json.loads(nightowl("schedule", "show", name))
+    assert resumed["last_fired_for"] is None and resumed["slots_due_after"]
     nightowl("schedule", "edit", name, "--cron", "30 3 * * 1", "--catchup", "none")
     shown = json.loads(nightowl("schedule", "show", name))
     assert shown["cron"] == "30 3 * * 1" and shown["catchup"] == "none"
@@ -110,6 +113,8 @@ def test_life_cycle_from_the_cli(fake_sentiment: str, tmp_path: Path, session: S
                nightowl("schedule", "history", name, "--json").splitlines()]
     assert [h["training_run_id"] for h in history] == [run_id]
     assert history[0]["run_status"] == "queued"
+    assert json.loads(nightowl("schedule", "show", name))["last_fired_for"] == \
+        history[0]["scheduled_for"]
     _cancel_runs(session, name)
     assert firings(name)[0].status == FiringStatus.CANCELLED
 

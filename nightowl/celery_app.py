@@ -31,7 +31,10 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         # Each queue its own exchange and routing key: with Celery's defaults all three were
         # bound to exchange "cpu" with key "cpu", so Redis copied a message into every queue.
-        task_queues=[KQueue(q.value, Exchange(q.value), routing_key=q.value)  # type: ignore[no-untyped-call]
+        # New exchange names, because a Redis that ran the old setup still holds those bindings
+        # (_kombu.binding.cpu) and would go on copying through them.
+        task_queues=[KQueue(q.value, Exchange(f"nightowl.{q.value}"),  # type: ignore[no-untyped-call]
+                            routing_key=q.value)
                      for q in Queue],
         task_default_queue=Queue.CPU.value,
         task_routes={TaskName.REAP.value: {"queue": Queue.CPU.value}},

@@ -173,14 +173,15 @@ def run_metrics(run_id: str, session: SessionDep, tenant: TenantDep) -> dict[str
 
 
 @router.get("/ui/models", response_class=HTMLResponse)
-def models_page(request: Request, session: SessionDep, _tenant: TenantDep) -> HTMLResponse:
-    """Every model version with its aliases and eval metrics (models are shared by tenants)."""
-    aliases = registry.aliases_by_version(session)
+def models_page(request: Request, session: SessionDep, tenant: TenantDep) -> HTMLResponse:
+    """The caller's own and the shared model versions, with aliases and eval metrics."""
+    aliases = registry.aliases_by_version(session, tenant_id=tenant)
     versions = [
         {"ref": v.ref, "kind": v.kind.value, "aliases": aliases.get(v.id, []),
-         "source": v.source, "created_at": v.created_at.strftime("%Y-%m-%d %H:%M"),
+         "source": "shared" if v.tenant_id is None else "yours",
+         "created_at": v.created_at.strftime("%Y-%m-%d %H:%M"),
          "metrics": {k: m for k, m in sorted(v.metrics.items()) if isinstance(m, int | float)}}
-        for v in registry.list_versions(session)
+        for v in registry.list_versions(session, tenant_id=tenant)
     ]
     return _page(request, "models.html", versions=versions)
 

@@ -86,9 +86,9 @@ class ModelOut(BaseModel):
     name: str
     version: int
     kind: TaskKind
-    source: str
     aliases: list[str]
     metrics: dict[str, Any]
+    shared: bool = True
 
 
 class ErrorOut(BaseModel):

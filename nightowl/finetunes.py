@@ -69,7 +69,7 @@ def get_run(session: Session, run_id: str, *, tenant_id: str | None = None) -> T
 
 
 def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec) -> TrainingRun:
-    base = registry.resolve(session, spec.base)
+    base = registry.resolve(session, spec.base, tenant_id=spec.tenant_id)
     if base.kind != spec.kind:
         raise InvalidInput(f"base model {base.ref} is a {base.kind.value} model, "
                            f"not {spec.kind.value}")
@@ -77,6 +77,9 @@ def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec)
     if unknown:
         raise InvalidInput(f"unknown hyperparameter(s) {sorted(unknown)}; "
                            f"known: {', '.join(HYPERPARAMS)}")
+    # Into the tenant's own space, even for a shared base: checked now, not after training.
+    register_as = spec.register_as or base.name
+    registry.check_name(session, register_as, spec.kind, tenant_id=spec.tenant_id)
     gate = spec.gate or DEFAULT_GATE[spec.kind]
     if not gate.startswith("eval/"):
         raise InvalidInput(
@@ -100,7 +103,7 @@ def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec)
                  "eval_rows": len(eval_rows), "labels": labels},
         hyperparams=spec.hyperparams,
         status=RunStatus.QUEUED,
-        register_as=spec.register_as or base.name,
+        register_as=register_as,
         promote_to=spec.promote_to,
         gate_metric=gate,
         schedule_run_id=spec.schedule_run_id,
@@ -226,7 +229,8 @@ def finish_run(
     assert run is not None and run.register_as is not None
     version = registry.register(
         session, name=run.register_as, kind=run.kind, source=model_path, sha256=sha256,
-        base_version_id=run.base_version_id, training_run_id=run.id, metrics=metrics,
+        tenant_id=run.tenant_id, base_version_id=run.base_version_id, training_run_id=run.id,
+        metrics=metrics,
     )
     run.result_version_id = version.id
     if run.promote_to:
@@ -257,7 +261,8 @@ def gate_decision(session: Session, run: TrainingRun, version: ModelVersion,
                   ) -> dict[str, Any]:
     assert run.promote_to is not None and run.gate_metric is not None
     metric = run.gate_metric
-    holder = registry.alias_holder(session, version.name, run.promote_to)
+    holder = registry.alias_holder(session, version.name, run.promote_to,
+                                   tenant_id=run.tenant_id)
     candidate = metrics.get(metric)
     decision: dict[str, Any] = {
         "alias": run.promote_to, "metric": metric, "candidate_version": version.ref,
@@ -267,7 +272,7 @@ def gate_decision(session: Session, run: TrainingRun, version: ModelVersion,
     if candidate is None:
         decision.update(promoted=False, reason=f"the run reported no {metric}")
     elif holder is None:
-        registry.set_alias(session, version, run.promote_to)
+        registry.set_alias(session, version, run.promote_to, tenant_id=run.tenant_id)
         decision.update(promoted=True, reason="no incumbent held the alias")
     elif decision["incumbent"] is None:
         decision.update(promoted=False, reason=f"the incumbent has no {metric} on this eval set")
@@ -275,7 +280,7 @@ def gate_decision(session: Session, run: TrainingRun, version: ModelVersion,
         better = (candidate < decision["incumbent"] if metric in LOWER_IS_BETTER
                   else candidate > decision["incumbent"])
         if better:
-            registry.set_alias(session, version, run.promote_to)
+            registry.set_alias(session, version, run.promote_to, tenant_id=run.tenant_id)
         decision.update(promoted=better, reason=(
             f"{metric} {candidate:.4f} {'beats' if better else 'does not beat'} "
             f"{decision['incumbent']:.4f} of {holder.ref} on the same eval set"))
@@ -285,7 +290,8 @@ def gate_decision(session: Session, run: TrainingRun, version: ModelVersion,
 def incumbent_for(session: Session, run: TrainingRun) -> ModelVersion | None:
     if not run.promote_to or not run.register_as:
         return None
-    return registry.alias_holder(session, run.register_as, run.promote_to)
+    return registry.alias_holder(session, run.register_as, run.promote_to,
+                                 tenant_id=run.tenant_id)
 
 
 def list_runs(session: Session, *, tenant_id: str | None = None, limit: int = 50

@@ -84,7 +84,7 @@ def submit_job(
     """
     if spec.on_invalid not in ("reject", "skip"):
         raise InvalidInput(f"--on-invalid must be reject or skip, not {spec.on_invalid!r}")
-    version = registry.resolve(session, spec.model)
+    version = registry.resolve(session, spec.model, tenant_id=spec.tenant_id)
     if version.kind != spec.kind:
         raise InvalidInput(
             f"model {version.ref} is a {version.kind.value} model; "
@@ -345,6 +345,12 @@ def retry_job(
     *, session: Session, settings: Settings, job_id: str, tenant_id: str | None = None
 ) -> Job:
     parent = get_job(session, job_id, tenant_id=tenant_id)
+    # The parent's row lock makes two concurrent retries one: the second finds the first child.
+    session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+    child = session.scalars(select(Job).where(Job.parent_job_id == job_id)
+                            .order_by(Job.created_at).limit(1)).first()
+    if child is not None:
+        return child
     if not parent.status.terminal:
         raise Conflict(f"job {job_id} is {parent.status.value}; retry it once it has finished")
     redo = [ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.EXPIRED]

@@ -48,7 +48,7 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
     """Submit a bulk job: items inline or a file id; the model is pinned now."""
     if (body.items is None) == (body.file_id is None):
         raise InvalidInput("give exactly one of `items` (inline) or `file_id`")
-    version = registry.resolve(session, body.model)
+    version = registry.resolve(session, body.model, tenant_id=tenant)
     check = None if body.truncate else length_checker(version.source)
     spec = service.JobSpec(
         kind=body.kind, model=body.model, params=body.params, chunk_size=body.chunk_size,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import SessionDep
+from api.deps import SessionDep, TenantDep
 from api.schemas import ModelOut
 from nightowl import registry
 
@@ -12,11 +12,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("")
-def list_models(session: SessionDep) -> list[ModelOut]:
-    """Every registered model version with its aliases."""
-    aliases = registry.aliases_by_version(session)
-    return [
-        ModelOut(ref=v.ref, name=v.name, version=v.version, kind=v.kind, source=v.source,
-                 aliases=aliases.get(v.id, []), metrics=v.metrics)
-        for v in registry.list_versions(session)
-    ]
+def list_models(session: SessionDep, tenant: TenantDep) -> list[ModelOut]:
+    """The caller's own and the shared model versions, with their aliases (no server paths)."""
+    aliases = registry.aliases_by_version(session, tenant_id=tenant)
+    return [ModelOut(**registry.public_info(v, aliases.get(v.id, [])))
+            for v in registry.list_versions(session, tenant_id=tenant)]

@@ -11,6 +11,7 @@ from typing import IO
 import click
 
 from nightowl import registry
+from nightowl.auth import operator_tenant_id
 from nightowl.cli import remote
 from nightowl.cli.common import db_session, parse_duration, parse_pairs, settings
 from nightowl.enums import TaskKind
@@ -59,7 +60,8 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
         remote.submit(api, kind=kind, spec=spec, file=file, fmt=fmt, wait=wait)
         return
     with db_session() as session:
-        version = registry.resolve(session, model)
+        spec.tenant_id = operator_tenant_id(session)
+        version = registry.resolve(session, model, tenant_id=spec.tenant_id)
         check = None if truncate else length_checker(version.source)
         with _open(file) as stream:
             lines: Iterator[ParsedLine]

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from nightowl.config import Settings
 from nightowl.errors import InvalidInput, NotFound
 from nightowl.models import File, new_id, utcnow
+from nightowl.private import private_dir, private_file
 
 COPY_BLOCK = 1 << 20
 
@@ -27,13 +28,12 @@ def create_file(
     tenant_id: str | None = None,
 ) -> File:
     file_id = new_id("file")
-    folder = settings.home / "files"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dir(settings.home / "files")
     path = folder / file_id
     digest = hashlib.sha256()
     size = 0
     try:
-        with path.open("wb") as out:
+        with private_file(path).open("wb") as out:
             while block := stream.read(COPY_BLOCK):
                 size += len(block)
                 if size > settings.max_upload_bytes:

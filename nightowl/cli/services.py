@@ -8,9 +8,10 @@ import time
 from typing import TYPE_CHECKING
 
 import click
+from sqlalchemy.engine import make_url
 
 from nightowl import migrate
-from nightowl.auth import LOCAL_TENANT
+from nightowl.auth import LOCAL_TENANT, OPERATOR_KEY_FILE
 from nightowl.cli.common import settings
 from nightowl.config import Settings
 from nightowl.enums import Queue
@@ -142,7 +143,9 @@ def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int |
     migrate.upgrade(s)
     if sock:
         click.echo(f"broker: embedded Valkey on {sock}", err=True)
-    click.echo(f"database: {s.sqlalchemy_url}", err=True)
+    # Never the password: the URL is shown as SQLAlchemy masks it (***).
+    click.echo(f"database: {make_url(s.sqlalchemy_url).render_as_string(hide_password=True)}",
+               err=True)
     worker_args = ["worker", "-Q", "cpu,gpu,train", "--beat", "--loglevel", "warning"]
     if concurrency:
         worker_args += ["-c", str(concurrency)]
@@ -151,7 +154,8 @@ def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int |
         api_port = port or s.api_port
         children.start("api", nightowl_argv("api", "--port", str(api_port)))
         click.echo(f"api: http://{s.api_host}:{api_port}", err=True)
-        click.echo(f"api key (tenant {LOCAL_TENANT}, shown once): {_local_key(s)}")
+        click.echo(f"api key (tenant {LOCAL_TENANT}, kept in {s.home / OPERATOR_KEY_FILE}): "
+                   f"{_local_key(s)}")
     click.echo("nightowl is up; Ctrl-C stops it", err=True)
     while (dead := children.poll_dead()) is None:
         time.sleep(0.5)
@@ -159,9 +163,9 @@ def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int |
 
 
 def _local_key(s: Settings) -> str:
-    """A fresh key for the local tenant: keys are stored hashed, so an old one cannot be shown."""
-    from nightowl.auth import create_key
+    """The operator tenant's key, the same across starts (what the CLI submits shows under it)."""
+    from nightowl.auth import operator_key
     from nightowl.db import session_scope
 
     with session_scope(s) as session:
-        return create_key(session, tenant_name=LOCAL_TENANT)[1]
+        return operator_key(session, s.home)

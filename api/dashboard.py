@@ -6,10 +6,11 @@ The charting library (uPlot, MIT) is vendored under api/static: nothing is fetch
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
@@ -19,12 +20,12 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.dashboard_auth import COOKIE, DashboardKeyMiddleware, safe_next
+from api.dashboard_auth import COOKIE, CSRF_COOKIE, DashboardKeyMiddleware, safe_next
 from api.deps import SessionDep, TenantDep
-from nightowl import finetunes, query, registry, schedules, stats
+from nightowl import auth, finetunes, query, registry, schedules, stats
 from nightowl import jobs as job_service
 from nightowl.enums import ItemStatus
-from nightowl.errors import InvalidInput
+from nightowl.errors import InvalidInput, Unauthorized
 from nightowl.models import Job, ModelVersion, Schedule, TrainingMetric, TrainingRun
 from nightowl.timespec import parse_when
 
@@ -211,14 +212,30 @@ def schedules_page(request: Request, session: SessionDep, tenant: TenantDep) -> 
 
 @router.get("/ui/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/", refused: bool = False) -> HTMLResponse:
-    return _page(request, "login.html", next=safe_next(next), refused=refused)
+    # Double-submit token: another site's page can post this form, but cannot read the cookie
+    # or the page, so it cannot log a visitor into the attacker's tenant.
+    token = secrets.token_urlsafe(24)
+    response = _page(request, "login.html", next=safe_next(next), refused=refused, csrf=token)
+    response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", path="/ui/login")
+    return response
 
 
 @router.post("/ui/login")
-def login(key: str = Form(...), next: str = Form("/")) -> Response:
-    """Keep the API key in an HttpOnly cookie; the middleware turns it into a Bearer header."""
+def login(request: Request, session: SessionDep, key: str = Form(...), next: str = Form("/"),
+          csrf: str = Form("")) -> Response:
+    """Keep a valid API key in an HttpOnly cookie; the middleware turns it into a Bearer header."""
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    if not expected or not secrets.compare_digest(expected, csrf):
+        return RedirectResponse(f"/ui/login?next={quote(safe_next(next), safe='')}",
+                                status_code=303)
+    try:
+        auth.authenticate(session, key.strip())
+    except Unauthorized:
+        return RedirectResponse(
+            f"/ui/login?refused=1&next={quote(safe_next(next), safe='')}", status_code=303)
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(COOKIE, key.strip(), httponly=True, samesite="strict")
+    response.delete_cookie(CSRF_COOKIE, path="/ui/login")
     return response
 
 

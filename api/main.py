@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import dashboard, metrics
 from api.deps import require_key
+from api.guard import GuardMiddleware
 from api.routes import batches, files, finetunes, jobs, models, query, schedules
 from api.schemas import ERROR_RESPONSES
 from nightowl import __version__
@@ -40,6 +41,8 @@ app.include_router(schedules.router, dependencies=[require_key], responses=ERROR
 app.include_router(metrics.router)
 # The web dashboard at / (its pages take the key from a cookie; see api/dashboard_auth.py).
 dashboard.install(app)
+# Outermost: the key and the body size are checked before anything reads the body.
+app.add_middleware(GuardMiddleware)
 
 _STATUS = {NotFound: 404, InvalidInput: 400, ModelLoadError: 400, Conflict: 409,
            Unauthorized: 401}

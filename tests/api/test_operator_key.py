@@ -75,7 +75,7 @@ def test_keys_expire(migrated: Settings, cli_runner: CliRunner) -> None:
                                                        "2030-01-01T00:00Z"]):
         out = cli_runner.invoke(cli, ["keys", "create", "expiring", *bad])
         assert out.exit_code == 2 or out.exit_code == 1, out.output
-        assert "Traceback" not in out.output and out.exception is None or \
+        assert ("Traceback" not in out.output and out.exception is None) or \
             isinstance(out.exception, SystemExit)
 
 

@@ -96,9 +96,9 @@ def test_sqlite_attach_and_vacuum_into_create_no_files(tmp_path: Path) -> None:
     for target in ("attached.db", "copy.db"):
         statement = (f"ATTACH '{tmp_path / target}' AS x" if target == "attached.db"
                      else f"VACUUM INTO '{tmp_path / target}'")
-        with pytest.raises(Exception, match="read-only") as refused:
-            with run_readonly(s, statement) as result:
-                list(result.rows)
+        with pytest.raises(Exception, match="read-only") as refused, \
+                run_readonly(s, statement) as result:
+            list(result.rows)
         assert "not authorized" in str(refused.value) or "denied" in str(refused.value)
         assert not (tmp_path / target).exists()
     with run_readonly(s, "SELECT count(*) FROM v_results") as result:

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_items_per_job: int = Field(default=5_000_000, ge=1)
     max_line_bytes: int = Field(default=1024 * 1024, ge=16)
+    # Any other request body (inline job items, a fine-tune): refused with 413 past this.
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Operator bounds on what one fine-tune may ask for (checked at submit, from every door).
+    max_finetune_epochs: float = Field(default=100.0, gt=0)
+    max_finetune_steps: int = Field(default=1_000_000, ge=1)
+    # Job metadata, serialised: a label for the job, not a place to store data.
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=64)
 
     # Worker device: "auto" (CUDA when present), "cpu" or "cuda:N".
     device: str = "auto"

@@ -19,6 +19,7 @@ from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, Queue,
 from nightowl.errors import Conflict, InvalidInput, NotFound
 from nightowl.inputs import ParsedLine
 from nightowl.models import Job, JobChunk, JobItem, ModelVersion, new_id, utcnow
+from nightowl.params import check_json, check_params
 
 log = logging.getLogger(__name__)
 INSERT_BATCH = 2000
@@ -84,6 +85,8 @@ def submit_job(
     """
     if spec.on_invalid not in ("reject", "skip"):
         raise InvalidInput(f"--on-invalid must be reject or skip, not {spec.on_invalid!r}")
+    check_params(spec.kind, spec.params)
+    check_json("metadata", spec.metadata, max_bytes=settings.max_metadata_bytes)
     version = registry.resolve(session, spec.model, tenant_id=spec.tenant_id)
     if version.kind != spec.kind:
         raise InvalidInput(

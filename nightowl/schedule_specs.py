@@ -22,13 +22,14 @@ from sqlalchemy.orm import Session
 
 from nightowl import finetune_data, finetunes, registry
 from nightowl.auth import operator_tenant_id
-from nightowl.config import Settings
+from nightowl.config import Settings, get_settings
 from nightowl.enums import FiringStatus, ItemStatus, Queue, TaskKind
 from nightowl.errors import InvalidInput, NotFound
 from nightowl.files import get_file
 from nightowl.inputs import ParsedLine, read_csv, read_jsonl
 from nightowl.jobs import JobSpec, submit_job
 from nightowl.models import Job, JobItem, ModelVersion, Schedule, ScheduleRun
+from nightowl.params import check_json, check_params
 from nightowl.tokens import length_checker
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,8 @@ def _job_spec(session: Session, settings: Settings, spec: dict[str, Any],
         if not isinstance(value, dict):
             raise _bad(key, "must be an object")
         out[key] = value
+    check_params(kind, out["params"])  # the rules every submit uses, now rather than nightly
+    check_json("metadata", out["metadata"], max_bytes=settings.max_metadata_bytes)
     chunk = spec.get("chunk_size")
     if chunk is not None and (not isinstance(chunk, int) or not 1 <= chunk <= 100_000):
         raise _bad("chunk_size", "must be an integer from 1 to 100000")
@@ -259,17 +262,12 @@ def _query(session: Session, query: object, kind: TaskKind,
 
 
 def _hyperparameters(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _bad("hyperparameters", "must be an object")
-    unknown = sorted(set(value) - set(finetunes.HYPERPARAMS))
-    if unknown:
-        raise _bad("hyperparameters", f"unknown {unknown}; known: "
-                                      f"{', '.join(finetunes.HYPERPARAMS)}")
-    for key in ("epochs", "lr", "max_steps", "batch_size", "grad_accum"):
-        v = value.get(key)
-        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v <= 0):
-            raise _bad(f"hyperparameters.{key}", f"must be a number > 0, not {v!r}")
-    return {k: v for k, v in value.items() if v is not None}
+    try:
+        clean = finetunes.check_hyperparams(value, get_settings())
+    except InvalidInput as e:
+        raise _bad(e.problems[0][0] if e.problems else "hyperparameters",
+                   e.problems[0][1] if e.problems else str(e)) from e
+    return {k: v for k, v in clean.items() if v is not None}
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Literal
 
 from fastapi import APIRouter, Query
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.schemas import JobCreate, JobList, JobOut, ResultPage, ResultRow
 from nightowl import jobs as service
-from nightowl import registry
+from nightowl import params, registry
 from nightowl.db import session_factory
 from nightowl.enums import JobStatus
 from nightowl.errors import InvalidInput
@@ -52,7 +51,7 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
     check = None if body.truncate else length_checker(version.source)
     spec = service.JobSpec(
         kind=body.kind, model=body.model, params=body.params, chunk_size=body.chunk_size,
-        deadline=timedelta(seconds=body.deadline_seconds) if body.deadline_seconds else None,
+        deadline=params.deadline(body.deadline_seconds),
         metadata=body.metadata, on_invalid=body.on_invalid, truncate=body.truncate,
         queue=body.queue, tenant_id=tenant, input_file_id=body.file_id,
     )

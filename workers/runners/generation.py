@@ -11,25 +11,15 @@ import torch
 
 from nightowl.enums import TaskKind
 from nightowl.errors import InvalidParams
+from nightowl.params import MAX_RETURN_SEQUENCES, MAX_TOP_K, stop_strings
+from nightowl.params import PARAMS as SPEC
 from workers.runners.base import Runner, param_bool, param_float, param_int
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding
 
-PARAMS = (
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "do_sample",
-    "seed",
-    "num_return_sequences",
-    "stop",
-)
+PARAMS = SPEC[TaskKind.GENERATE]
 DEFAULT_MAX_NEW_TOKENS = 32
-MAX_RETURN_SEQUENCES = 8
-MAX_STOP_STRINGS = 16
-MAX_STOP_LENGTH = 200
 _SAMPLING = ("temperature", "top_p", "top_k")
 
 
@@ -72,7 +62,7 @@ class GenerationRunner(Runner):
             "top_p": param_float(
                 params, "top_p", low=0, high=1, low_open=True, describe="a number in (0, 1]"
             ),
-            "top_k": param_int(params, "top_k", None, 0, 1_000_000),
+            "top_k": param_int(params, "top_k", None, 0, MAX_TOP_K),
             "seed": param_int(params, "seed", None, 0, 2**63 - 1),
             "num_return_sequences": n,
             "stop": _stop_strings(params.get("stop")),
@@ -182,18 +172,4 @@ class GenerationRunner(Runner):
 
 
 def _stop_strings(value: Any) -> list[str]:
-    if value is None:
-        return []
-    values = [value] if isinstance(value, str) else value
-    ok = (
-        isinstance(values, list)
-        and len(values) <= MAX_STOP_STRINGS
-        and all(isinstance(v, str) and 0 < len(v) <= MAX_STOP_LENGTH for v in values)
-    )
-    if not ok:
-        raise InvalidParams(
-            f"stop must be a non-empty string or a list of up to {MAX_STOP_STRINGS} non-empty "
-            f"strings of at most {MAX_STOP_LENGTH} characters, got {value!r}",
-            [("stop", "string or list of strings")],
-        )
-    return list(values)
+    return stop_strings(value)

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nightowl.enums import TaskKind
+from nightowl.params import PARAMS as SPEC
 from workers.runners.base import Runner, param_bool
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding
 
-PARAMS = ("all_scores",)
+PARAMS = SPEC[TaskKind.SENTIMENT]
 
 
 class SentimentRunner(Runner):

@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nightowl.enums import TaskKind
+from nightowl.params import MAX_BEAMS
+from nightowl.params import PARAMS as SPEC
 from workers.runners.base import Runner, param_int
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding
 
-PARAMS = ("max_new_tokens", "num_beams")
+PARAMS = SPEC[TaskKind.TRANSLATE]
 DEFAULT_MAX_NEW_TOKENS = 128
-MAX_BEAMS = 8
 
 
 class TranslationRunner(Runner):

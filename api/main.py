@@ -82,7 +82,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     where = ".".join(str(p) for p in first.get("loc", ())[1:])
     body = {"message": f"{where or 'request'}: {first.get('msg', 'invalid request')}",
             "type": "invalid_request_error", "param": where or None, "code": "invalid_request",
-            "problems": jsonable_encoder(exc.errors())}
+            # Without the offending input: it can be huge, or not text at all (lone surrogates).
+            "problems": jsonable_encoder([{k: v for k, v in e.items() if k != "input"}
+                                          for e in exc.errors()])}
     openai_route = request.url.path.startswith(("/v1/files", "/v1/batches"))
     return JSONResponse(status_code=400 if openai_route else 422, content={"error": body},
                         headers={"x-should-retry": "false"})

@@ -10,7 +10,9 @@ from typing import IO, Any
 
 from nightowl.chat import ROLES, message_text
 from nightowl.enums import TaskKind
+from nightowl.errors import InvalidInput
 from nightowl.inputs import MAX_CUSTOM_ID, _decode, _read_lines
+from nightowl.params import check_json
 
 ENDPOINTS: dict[str, TaskKind] = {
     "/v1/completions": TaskKind.GENERATE,
@@ -63,10 +65,16 @@ def read_lines(stream: IO[bytes], *, endpoint: str,
 def parse_line(raw: bytes, line_no: int, endpoint: str) -> BatchLine:
     try:
         obj = json.loads(_decode(raw))
+    except RecursionError:
+        raise LineProblem("invalid_json_line", f"line {line_no} is nested too deeply") from None
     except ValueError as e:
         raise LineProblem("invalid_json_line", f"line {line_no} is not valid JSON: {e}") from e
     if not isinstance(obj, dict):
         raise LineProblem("invalid_json_line", "each line must be a JSON object")
+    try:
+        check_json(f"line {line_no}", obj)  # what the database can store, as every door checks
+    except InvalidInput as e:
+        raise LineProblem("invalid_json_line", str(e)) from e
     custom_id = obj.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_CUSTOM_ID:
         raise LineProblem("missing_required_parameter",

@@ -57,8 +57,12 @@ def _plan(source: Path) -> list[tuple[Path, Path]]:
                              "save_pretrained(); nothing was copied")
     if not any(n.endswith(".safetensors") for n in top):
         pickles = sorted(n for n in top if n.endswith(PICKLE_SUFFIXES))
-        why = f" (only pickle weights: {', '.join(pickles)})" if pickles else ""
-        raise ModelLoadError(f"{source} has no *.safetensors weights{why}; save the model with "
+        if pickles:
+            raise ModelLoadError(
+                f"model directory {str(source)!r} holds only pickle weights "
+                f"({', '.join(pickles)}): pickle weights refused, because loading them can run "
+                "arbitrary code; convert them to safetensors; nothing was copied")
+        raise ModelLoadError(f"{source} has no *.safetensors weights; save the model with "
                              "save_pretrained(), which writes safetensors; nothing was copied")
     return files
 

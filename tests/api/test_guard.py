@@ -14,8 +14,8 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from helpers import api_process
 from nightowl.config import Settings
-from tests.helpers import api_process
 
 LIMIT, UPLOAD_LIMIT = 4096, 8192
 

@@ -6,10 +6,11 @@ The charting library (uPlot, MIT) is vendored under api/static: nothing is fetch
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
@@ -20,12 +21,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api import dashboard_ops
-from api.dashboard_auth import COOKIE, DashboardKeyMiddleware, safe_next
+from api.dashboard_auth import COOKIE, CSRF_COOKIE, DashboardKeyMiddleware, safe_next
 from api.deps import SessionDep, SettingsDep, TenantDep
-from nightowl import finetunes, fleet, query, registry, schedules, stats
+from nightowl import auth, finetunes, fleet, query, registry, schedules, stats
 from nightowl import jobs as job_service
 from nightowl.enums import ItemStatus
-from nightowl.errors import InvalidInput
+from nightowl.errors import InvalidInput, Unauthorized
 from nightowl.models import Job, ModelVersion, Schedule, TrainingMetric, TrainingRun
 from nightowl.outcome import item_counts, run_outcome
 from nightowl.timespec import parse_when
@@ -188,14 +189,15 @@ def workers_page(request: Request, session: SessionDep, settings: SettingsDep,
 
 
 @router.get("/ui/models", response_class=HTMLResponse)
-def models_page(request: Request, session: SessionDep, _tenant: TenantDep) -> HTMLResponse:
-    """Every model version with its aliases and eval metrics (models are shared by tenants)."""
-    aliases = registry.aliases_by_version(session)
+def models_page(request: Request, session: SessionDep, tenant: TenantDep) -> HTMLResponse:
+    """The caller's own and the shared model versions, with aliases and eval metrics."""
+    aliases = registry.aliases_by_version(session, tenant_id=tenant)
     versions = [
         {"ref": v.ref, "kind": v.kind.value, "aliases": aliases.get(v.id, []),
-         "source": v.source, "created_at": v.created_at.strftime("%Y-%m-%d %H:%M"),
+         "source": "shared" if v.tenant_id is None else "yours",
+         "created_at": v.created_at.strftime("%Y-%m-%d %H:%M"),
          "metrics": {k: m for k, m in sorted(v.metrics.items()) if isinstance(m, int | float)}}
-        for v in registry.list_versions(session)
+        for v in registry.list_versions(session, tenant_id=tenant)
     ]
     return _page(request, "models.html", versions=versions)
 
@@ -226,14 +228,30 @@ def schedules_page(request: Request, session: SessionDep, tenant: TenantDep) -> 
 
 @router.get("/ui/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/", refused: bool = False) -> HTMLResponse:
-    return _page(request, "login.html", next=safe_next(next), refused=refused)
+    # Double-submit token: another site's page can post this form, but cannot read the cookie
+    # or the page, so it cannot log a visitor into the attacker's tenant.
+    token = secrets.token_urlsafe(24)
+    response = _page(request, "login.html", next=safe_next(next), refused=refused, csrf=token)
+    response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", path="/ui/login")
+    return response
 
 
 @router.post("/ui/login")
-def login(key: str = Form(...), next: str = Form("/")) -> Response:
-    """Keep the API key in an HttpOnly cookie; the middleware turns it into a Bearer header."""
+def login(request: Request, session: SessionDep, key: str = Form(...), next: str = Form("/"),
+          csrf: str = Form("")) -> Response:
+    """Keep a valid API key in an HttpOnly cookie; the middleware turns it into a Bearer header."""
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    if not expected or not secrets.compare_digest(expected, csrf):
+        return RedirectResponse(f"/ui/login?next={quote(safe_next(next), safe='')}",
+                                status_code=303)
+    try:
+        auth.authenticate(session, key.strip())
+    except Unauthorized:
+        return RedirectResponse(
+            f"/ui/login?refused=1&next={quote(safe_next(next), safe='')}", status_code=303)
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(COOKIE, key.strip(), httponly=True, samesite="strict")
+    response.delete_cookie(CSRF_COOKIE, path="/ui/login")
     return response
 
 

@@ -1,6 +1,7 @@
 """The dashboard's side of API keys: browsers cannot send `Authorization: Bearer`, so a key
-given once as `?key=` or through the login form lives in an HttpOnly cookie, and this
-middleware turns it back into the Bearer header that the API's tenant dependency reads.
+given once through the login form (a POST with a CSRF token, never the URL, which access logs
+keep) lives in an HttpOnly cookie, and this middleware turns it back into the Bearer header that
+the API's tenant dependency reads.
 
 Only GET/HEAD requests to dashboard paths get the header: a cookie that other sites' pages can
 make a browser send must never authorise the API's writes (no CSRF through the dashboard).
@@ -12,7 +13,6 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "nightowl_key"
@@ -48,16 +48,6 @@ class DashboardKeyMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                          keep_blank_values=True)
-        given = next((v for k, v in query if k == "key"), None)
-        if given:
-            # Keep the key out of the address bar, history and later access logs.
-            rest = urlencode([(k, v) for k, v in query if k != "key"])
-            response = RedirectResponse(path + (f"?{rest}" if rest else ""), status_code=303)
-            response.set_cookie(COOKIE, given.strip(), httponly=True, samesite="strict")
-            await response(scope, receive, send)
-            return
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
         key = _cookie_key(headers)
         if key and not any(name == b"authorization" for name, _ in headers):
@@ -88,3 +78,19 @@ def _redirect_401(send: Send, location: str) -> Send:
             await send(message)
 
     return wrapped
+
+
+CSRF_COOKIE = "nightowl_csrf"
+
+
+def scrub_key_from_query(scope: Scope) -> bool:
+    """Drop `key=` from the query string in place, so that the access log (which reads this
+    very scope) never records a key someone pasted into a URL. True if there was one."""
+    raw: bytes = scope.get("query_string", b"")
+    if b"key=" not in raw:
+        return False
+    query = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    if not any(k == "key" for k, _ in query):
+        return False
+    scope["query_string"] = urlencode([(k, v) for k, v in query if k != "key"]).encode()
+    return True

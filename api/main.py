@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import dashboard, dashboard_ops, metrics, ops
 from api.deps import require_key
+from api.guard import GuardMiddleware
 from api.request_ids import RequestIdMiddleware
 from api.routes import (
     batches,
@@ -63,6 +64,8 @@ app.include_router(workers.router, dependencies=[require_key], responses=ERROR_R
 app.include_router(metrics.router)
 # The web dashboard at / (its pages take the key from a cookie; see api/dashboard_auth.py).
 dashboard.install(app)
+# Outermost: the key and the body size are checked before anything reads the body.
+app.add_middleware(GuardMiddleware)
 
 _STATUS = {NotFound: 404, InvalidInput: 400, ModelLoadError: 400, Conflict: 409,
            Unauthorized: 401, RateLimited: 429}
@@ -109,7 +112,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     where = ".".join(str(p) for p in first.get("loc", ())[1:])
     body = {"message": f"{where or 'request'}: {first.get('msg', 'invalid request')}",
             "type": "invalid_request_error", "param": where or None, "code": "invalid_request",
-            "problems": jsonable_encoder(exc.errors())}
+            # Without the offending input: it can be huge, or not text at all (lone surrogates).
+            "problems": jsonable_encoder([{k: v for k, v in e.items() if k != "input"}
+                                          for e in exc.errors()])}
     openai_route = request.url.path.startswith(("/v1/files", "/v1/batches", "/v1/models",
                                                 "/v1/chat", "/v1/completions", "/v1/embeddings"))
     return JSONResponse(status_code=400 if openai_route else 422, content={"error": body},

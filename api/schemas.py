@@ -97,16 +97,6 @@ class ResultPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as ?cursor= to get the next page")
 
 
-class ModelOut(BaseModel):
-    ref: str
-    name: str
-    version: int
-    kind: TaskKind
-    source: str
-    aliases: list[str]
-    metrics: dict[str, Any]
-
-
 class ErrorOut(BaseModel):
     error: dict[str, Any]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -39,13 +40,24 @@ def get_or_create_tenant(session: Session, name: str) -> Tenant:
     return tenant
 
 
-def create_key(session: Session, *, tenant_name: str) -> tuple[ApiKey, str]:
+def operator_tenant_id(session: Session) -> str:
+    """The tenant the local CLI acts as: what it submits shows under the key `up` prints."""
+    return get_or_create_tenant(session, LOCAL_TENANT).id
+
+
+def create_key(session: Session, *, tenant_name: str, expires_at: datetime | None = None
+               ) -> tuple[ApiKey, str]:
     """A new key for the tenant (created if missing). Returns the row and the plaintext key,
     which exists nowhere else: print it once."""
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise InvalidInput(f"expiry {expires_at.isoformat()} needs a UTC offset (…Z)")
+        if expires_at <= utcnow():
+            raise InvalidInput(f"expiry {expires_at.isoformat()} is in the past")
     tenant = get_or_create_tenant(session, tenant_name)
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(id=new_id("key"), tenant_id=tenant.id, prefix=plaintext[:PREFIX_CHARS],
-                 key_hash=hash_key(plaintext))
+                 key_hash=hash_key(plaintext), expires_at=expires_at)
     session.add(row)
     session.flush()
     return row, plaintext
@@ -59,11 +71,13 @@ def authenticate(session: Session, key: str | None) -> str:
             "(create a key with `nightowl keys create TENANT`)"
         )
     row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
-    if row is None or row.revoked_at is not None:
-        shown = key[:PREFIX_CHARS] + "..." if len(key) > PREFIX_CHARS else "***"
-        raise Unauthorized(f"incorrect or revoked API key {shown}; "
-                           "check it, or create one with `nightowl keys create TENANT`")
     now = utcnow()
+    if row is None or row.revoked_at is not None or (
+            row.expires_at is not None and row.expires_at <= now):
+        # Only the prefix, which `keys list` shows anyway: the key itself is never echoed.
+        shown = key[:PREFIX_CHARS] + "..." if len(key) > PREFIX_CHARS else "***"
+        raise Unauthorized(f"incorrect, revoked or expired API key {shown}; "
+                           "check it, or create one with `nightowl keys create TENANT`")
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         row.last_used_at = now
     return row.tenant_id
@@ -93,3 +107,30 @@ def revoke_key(session: Session, key_ref: str) -> ApiKey:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
     return row
+
+
+OPERATOR_KEY_FILE = "operator.key"
+
+
+def operator_key(session: Session, home: Path) -> str:
+    """The operator tenant's key for `nightowl up` to print: the same one every start.
+
+    Only hashes live in the database, so the plaintext is kept in a 0600 file in the home;
+    a revoked or expired key there is replaced by a new one."""
+    from nightowl.private import private_dir, write_private
+
+    path = home / OPERATOR_KEY_FILE
+    try:
+        known = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        known = ""
+    if known:
+        try:
+            if authenticate(session, known) == operator_tenant_id(session):
+                return known
+        except Unauthorized:
+            pass
+    plaintext = create_key(session, tenant_name=LOCAL_TENANT)[1]
+    private_dir(home)
+    write_private(path, (plaintext + "\n").encode("utf-8"))
+    return plaintext

@@ -17,7 +17,9 @@ from typing import IO, Any
 from nightowl import params as P
 from nightowl.chat import ROLES, message_text
 from nightowl.enums import ErrorCode, TaskKind
+from nightowl.errors import InvalidInput
 from nightowl.inputs import MAX_CUSTOM_ID, _decode, _read_lines
+from nightowl.params import check_json
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 ENDPOINTS: dict[str, TaskKind] = {
@@ -103,10 +105,16 @@ def parse_line(raw: bytes, line_no: int, endpoint: str) -> BatchLine:
     (a problem there stays on the line)."""
     try:
         obj = json.loads(_decode(raw))
+    except RecursionError:
+        raise LineProblem("invalid_json_line", f"line {line_no} is nested too deeply") from None
     except ValueError as e:
         raise LineProblem("invalid_json_line", f"line {line_no} is not valid JSON: {e}") from e
     if not isinstance(obj, dict):
         raise LineProblem("invalid_json_line", "each line must be a JSON object")
+    try:
+        check_json(f"line {line_no}", obj)  # what the database can store, as every door checks
+    except InvalidInput as e:
+        raise LineProblem("invalid_json_line", str(e)) from e
     custom_id = obj.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_CUSTOM_ID:
         raise LineProblem("missing_required_parameter",

@@ -46,6 +46,7 @@ class _Validation:
     lines: int = 0
     first_line: dict[str, int] = field(default_factory=dict)  # custom_id -> its line
     resolved: dict[str, ModelVersion | str] = field(default_factory=dict)  # or why not
+    tenant_id: str | None = None  # whose models the lines may name
 
     def add(self, error: dict[str, Any]) -> None:
         self.error_count += 1
@@ -88,7 +89,7 @@ def create_batch(
         raise InvalidInput(f"file {input_file_id} was uploaded with purpose {row.purpose!r}; "
                            "a batch input file needs purpose 'batch'", param="input_file_id")
     kind = ENDPOINTS[endpoint]
-    check = _Validation()
+    check = _Validation(tenant_id=tenant_id)
     with open(local_path(row, settings), "rb") as fh:
         for parsed in read_lines(fh, endpoint=endpoint, max_line_bytes=settings.max_line_bytes):
             _check_line(session, check, parsed, kind)
@@ -156,7 +157,8 @@ def _model_problem(session: Session, check: _Validation, model: str,
     """Why the model cannot serve this endpoint, or None; each name is looked up once."""
     if model not in check.resolved:
         try:
-            version: ModelVersion | str = registry.resolve(session, model)
+            version: ModelVersion | str = registry.resolve(session, model,
+                                                           tenant_id=check.tenant_id)
         except NightowlError as e:
             version = str(e)
         if isinstance(version, ModelVersion) and version.kind != kind:

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     # and how long one may take before it is given up.
     max_direct_in_flight: int = Field(default=32, ge=1)
     direct_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Any other request body (inline job items, a fine-tune): refused with 413 past this.
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Operator bounds on what one fine-tune may ask for (checked at submit, from every door).
+    max_finetune_epochs: float = Field(default=100.0, gt=0)
+    max_finetune_steps: int = Field(default=1_000_000, ge=1)
+    # Job metadata, serialised: a label for the job, not a place to store data.
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=64)
 
     # Worker device: "auto" (CUDA when present), "cpu" or "cuda:N".
     device: str = "auto"

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from nightowl.config import Settings, get_settings
+from nightowl.private import private_file
 
 
 def make_engine(url: str, *, sqlite_autocommit: bool = False, **kwargs: Any) -> Engine:
@@ -24,7 +25,10 @@ def make_engine(url: str, *, sqlite_autocommit: bool = False, **kwargs: Any) -> 
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            db_file = Path(parsed.database).expanduser()
+            db_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # SQLite gives its -wal and -shm files the database file's mode.
+            private_file(db_file)
         engine = create_engine(url, connect_args={"timeout": 60}, **kwargs)
 
         @event.listens_for(engine, "connect")

@@ -52,7 +52,7 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
     except LineProblem as p:
         raise RequestRefused(p.message, code=p.code, param=p.param) from None
     try:
-        version = registry.resolve(session, request.model)
+        version = registry.resolve(session, request.model, tenant_id=tenant_id)
     except NightowlError as e:
         raise ModelNotFound(f"{e} (see GET /v1/models)") from None
     if version.kind != kind:

@@ -15,6 +15,7 @@ from nightowl.artifacts import get_store, is_store_uri, sha256_file
 from nightowl.config import Settings, get_settings
 from nightowl.errors import ArtifactError, InvalidInput, NotFound
 from nightowl.models import File, new_id, utcnow
+from nightowl.private import private_dir, private_file
 
 COPY_BLOCK = 1 << 20
 
@@ -30,13 +31,12 @@ def create_file(
 ) -> File:
     # OpenAI's form (file-...); ids of the older file_... form still name their files.
     file_id = new_id("file").replace("_", "-", 1)
-    folder = settings.home / "files"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dir(settings.home / "files")
     path = folder / file_id
     digest = hashlib.sha256()
     size = 0
     try:
-        with path.open("wb") as out:
+        with private_file(path).open("wb") as out:
             while block := stream.read(COPY_BLOCK):
                 size += len(block)
                 if size > settings.max_upload_bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -59,6 +60,52 @@ class FinetuneSpec:
     priority: int = PRIORITY_DEFAULT
 
 
+# name: (integer?, low, low inclusive?) for the numeric hyperparameters; upper bounds for the
+# training budget (epochs, max_steps) come from the operator's settings.
+_NUMERIC: dict[str, tuple[bool, float, bool]] = {
+    "epochs": (False, 0, False), "max_steps": (True, 1, True), "lr": (False, 0, False),
+    "batch_size": (True, 1, True), "grad_accum": (True, 1, True),
+    "warmup_steps": (True, 0, True), "weight_decay": (False, 0, True), "seed": (True, 0, True),
+    "eval_every": (True, 1, True), "checkpoint_every": (True, 1, True),
+    "keep_checkpoints": (True, 1, True), "max_length": (True, 8, True),
+}
+_CAPS = {"batch_size": 4096, "grad_accum": 1024, "max_length": 8192, "keep_checkpoints": 100,
+         "lr": 10.0, "weight_decay": 10.0, "seed": 2**63 - 1}
+
+
+def check_hyperparams(hyper: object, settings: Settings) -> dict[str, Any]:
+    """One rule set for every door (CLI, HTTP, schedule): known names, numbers in range, and a
+    training budget under the operator's limits, so a typo cannot run a billion epochs."""
+    if not isinstance(hyper, dict):
+        raise InvalidInput("hyperparameters must be an object", param="hyperparameters")
+    unknown = sorted(set(hyper) - set(HYPERPARAMS))
+    if unknown:
+        raise InvalidInput(f"unknown hyperparameter(s) {unknown}; known: "
+                           f"{', '.join(HYPERPARAMS)}", param="hyperparameters")
+    caps = {**_CAPS, "epochs": settings.max_finetune_epochs,
+            "max_steps": settings.max_finetune_steps, "warmup_steps": settings.max_finetune_steps,
+            "eval_every": settings.max_finetune_steps,
+            "checkpoint_every": settings.max_finetune_steps}
+    problems = []
+    for name, (integer, low, inclusive) in _NUMERIC.items():
+        value = hyper.get(name)
+        if value is None:
+            continue
+        kind = "an integer" if integer else "a number"
+        ok_type = (isinstance(value, int) if integer else isinstance(value, int | float)) \
+            and not isinstance(value, bool) and math.isfinite(value)
+        above = ok_type and (value >= low if inclusive else value > low)
+        if not (ok_type and above and value <= caps[name]):
+            limit = " (NIGHTOWL_MAX_FINETUNE_" + name.upper() + ")" if name in (
+                "epochs", "max_steps") else ""
+            op = ">=" if inclusive else ">"
+            problems.append((f"hyperparameters.{name}", f"must be {kind} {op} {low} and at "
+                             f"most {caps[name]:g}{limit}, not {value!r}"))
+    if problems:
+        raise InvalidInput("invalid hyperparameters", problems, param=problems[0][0])
+    return hyper
+
+
 def run_dir(settings: Settings, run_id: str) -> Path:
     return settings.artifacts_path / "runs" / run_id
 
@@ -72,14 +119,14 @@ def get_run(session: Session, run_id: str, *, tenant_id: str | None = None) -> T
 
 def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec) -> TrainingRun:
     check_priority(spec.priority)
-    base = registry.resolve(session, spec.base)
+    base = registry.resolve(session, spec.base, tenant_id=spec.tenant_id)
     if base.kind != spec.kind:
         raise InvalidInput(f"base model {base.ref} is a {base.kind.value} model, "
                            f"not {spec.kind.value}")
-    unknown = set(spec.hyperparams) - set(HYPERPARAMS)
-    if unknown:
-        raise InvalidInput(f"unknown hyperparameter(s) {sorted(unknown)}; "
-                           f"known: {', '.join(HYPERPARAMS)}")
+    check_hyperparams(spec.hyperparams, settings)
+    # Into the tenant's own space, even for a shared base: checked now, not after training.
+    register_as = spec.register_as or base.name
+    registry.check_name(session, register_as, spec.kind, tenant_id=spec.tenant_id)
     gate = spec.gate or DEFAULT_GATE[spec.kind]
     if not gate.startswith("eval/"):
         raise InvalidInput(
@@ -103,7 +150,7 @@ def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec)
                  "eval_rows": len(eval_rows), "labels": labels},
         hyperparams=spec.hyperparams,
         status=RunStatus.QUEUED,
-        register_as=spec.register_as or base.name,
+        register_as=register_as,
         promote_to=spec.promote_to,
         gate_metric=gate,
         schedule_run_id=spec.schedule_run_id,
@@ -231,7 +278,8 @@ def finish_run(
     assert run is not None and run.register_as is not None
     version = registry.register(
         session, name=run.register_as, kind=run.kind, source=model_path, sha256=sha256,
-        base_version_id=run.base_version_id, training_run_id=run.id, metrics=metrics,
+        tenant_id=run.tenant_id, base_version_id=run.base_version_id, training_run_id=run.id,
+        metrics=metrics,
     )
     run.result_version_id = version.id
     if run.promote_to:
@@ -262,7 +310,8 @@ def gate_decision(session: Session, run: TrainingRun, version: ModelVersion,
                   ) -> dict[str, Any]:
     assert run.promote_to is not None and run.gate_metric is not None
     metric = run.gate_metric
-    holder = registry.alias_holder(session, version.name, run.promote_to)
+    holder = registry.alias_holder(session, version.name, run.promote_to,
+                                   tenant_id=run.tenant_id)
     candidate = metrics.get(metric)
     decision: dict[str, Any] = {
         "alias": run.promote_to, "metric": metric, "candidate_version": version.ref,
@@ -272,7 +321,7 @@ def gate_decision(session: Session, run: TrainingRun, version: ModelVersion,
     if candidate is None:
         decision.update(promoted=False, reason=f"the run reported no {metric}")
     elif holder is None:
-        registry.set_alias(session, version, run.promote_to)
+        registry.set_alias(session, version, run.promote_to, tenant_id=run.tenant_id)
         decision.update(promoted=True, reason="no incumbent held the alias")
     elif decision["incumbent"] is None:
         decision.update(promoted=False, reason=f"the incumbent has no {metric} on this eval set")
@@ -280,7 +329,7 @@ def gate_decision(session: Session, run: TrainingRun, version: ModelVersion,
         better = (candidate < decision["incumbent"] if metric in LOWER_IS_BETTER
                   else candidate > decision["incumbent"])
         if better:
-            registry.set_alias(session, version, run.promote_to)
+            registry.set_alias(session, version, run.promote_to, tenant_id=run.tenant_id)
         decision.update(promoted=better, reason=(
             f"{metric} {candidate:.4f} {'beats' if better else 'does not beat'} "
             f"{decision['incumbent']:.4f} of {holder.ref} on the same eval set"))
@@ -290,7 +339,8 @@ def gate_decision(session: Session, run: TrainingRun, version: ModelVersion,
 def incumbent_for(session: Session, run: TrainingRun) -> ModelVersion | None:
     if not run.promote_to or not run.register_as:
         return None
-    return registry.alias_holder(session, run.register_as, run.promote_to)
+    return registry.alias_holder(session, run.register_as, run.promote_to,
+                                 tenant_id=run.tenant_id)
 
 
 def list_runs(session: Session, *, tenant_id: str | None = None, limit: int = 50

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from nightowl.enums import ErrorCode, TaskKind
 from nightowl.errors import InvalidInput
+from nightowl.params import check_json, check_params
 
 MAX_CUSTOM_ID = 200
 
@@ -114,6 +115,15 @@ def _item(
                 (ErrorCode.INVALID_INPUT, "label must be a non-empty string when given"),
             )
         data["label"] = label
+    try:
+        # Text the database cannot store (lone surrogates) or params a runner would refuse
+        # become this line's error now, not a failure per item in the worker.
+        check_json("the line", {"custom_id": custom_id, **data})
+        if "params" in data:
+            check_params(kind, data["params"])
+    except InvalidInput as e:
+        return ParsedLine(line_no, custom_id if "surrogate" not in str(e) else default_id, {},
+                          (ErrorCode.INVALID_INPUT, str(e).split("\n")[0]))
     if check_length is not None and (problem := check_length(text)):
         return ParsedLine(line_no, custom_id, data, (ErrorCode.TOO_LONG, problem))
     return ParsedLine(line_no, custom_id, data)
@@ -142,6 +152,10 @@ def read_jsonl(
             continue
         try:
             obj = json.loads(_decode(raw))
+        except RecursionError:
+            yield ParsedLine(line_no, str(line_no), {}, (
+                ErrorCode.INVALID_INPUT, "malformed JSON: nested too deeply"))
+            continue
         except ValueError as e:
             msg = str(e) if "UTF-8" in str(e) or "binary" in str(e) else f"malformed JSON: {e}"
             yield ParsedLine(line_no, str(line_no), {}, (ErrorCode.INVALID_INPUT, msg))

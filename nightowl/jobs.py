@@ -19,6 +19,7 @@ from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, Queue,
 from nightowl.errors import Conflict, InvalidInput, NotFound
 from nightowl.inputs import ParsedLine
 from nightowl.models import Job, JobChunk, JobItem, ModelVersion, new_id, utcnow
+from nightowl.params import check_json, check_params
 
 log = logging.getLogger(__name__)
 INSERT_BATCH = 2000
@@ -88,8 +89,10 @@ def submit_job(
     if spec.on_invalid not in ("reject", "skip"):
         raise InvalidInput(f"--on-invalid must be reject or skip, not {spec.on_invalid!r}")
     check_priority(spec.priority)
+    check_params(spec.kind, spec.params)
+    check_json("metadata", spec.metadata, max_bytes=settings.max_metadata_bytes)
     admission = quotas.admit(session, spec.tenant_id)
-    version = registry.resolve(session, spec.model)
+    version = registry.resolve(session, spec.model, tenant_id=spec.tenant_id)
     if version.kind != spec.kind:
         raise InvalidInput(
             f"model {version.ref} is a {version.kind.value} model; "
@@ -328,6 +331,12 @@ def retry_job(
     *, session: Session, settings: Settings, job_id: str, tenant_id: str | None = None
 ) -> Job:
     parent = get_job(session, job_id, tenant_id=tenant_id)
+    # The parent's row lock makes two concurrent retries one: the second finds the first child.
+    session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+    child = session.scalars(select(Job).where(Job.parent_job_id == job_id)
+                            .order_by(Job.created_at).limit(1)).first()
+    if child is not None:
+        return child
     if not parent.status.terminal:
         raise Conflict(f"job {job_id} is {parent.status.value}; retry it once it has finished")
     redo = [ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.EXPIRED]

@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from nightowl.config import Settings
 from nightowl.db import get_engine
 from nightowl.errors import SchemaOutdated
+from nightowl.private import private_dir
 
 
 def alembic_config(settings: Settings) -> Config:
@@ -24,7 +25,12 @@ def alembic_config(settings: Settings) -> Config:
 
 
 def upgrade(settings: Settings, revision: str = "head") -> None:
+    private_dir(settings.home)
     command.upgrade(alembic_config(settings), revision)
+    if revision == "head" and settings.sqlalchemy_url.startswith("postgresql"):
+        from nightowl.analyst_role import ensure_role_quietly
+
+        ensure_role_quietly(settings)
 
 
 def downgrade(settings: Settings, revision: str = "-1") -> None:

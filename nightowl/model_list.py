@@ -23,17 +23,18 @@ def _endpoints(version: ModelVersion) -> list[str]:
 
 
 def model_object(model_id: str, version: ModelVersion) -> dict[str, Any]:
+    # Shared models are the operator's; a tenant's own ones name it by its tenant id.
+    owner = OWNER if version.tenant_id is None else version.tenant_id
     return {"id": model_id, "object": "model", "created": int(version.created_at.timestamp()),
-            "owned_by": OWNER, "kind": version.kind.value, "version": version.ref,
+            "owned_by": owner, "kind": version.kind.value, "version": version.ref,
             "endpoints": _endpoints(version)}
 
 
 def list_models(session: Session, *, tenant_id: str | None) -> list[dict[str, Any]]:
-    """Names first (they follow the newest version), then aliases, then pinned versions.
-
-    `tenant_id` is where per-tenant visibility applies once models have owners."""
-    versions = registry.list_versions(session)
-    aliases = registry.aliases_by_version(session)
+    """Names first (they follow the newest version), then aliases, then pinned versions: the
+    tenant's own models and the shared ones."""
+    versions = registry.list_versions(session, tenant_id=tenant_id)
+    aliases = registry.aliases_by_version(session, tenant_id=tenant_id)
     latest: dict[str, ModelVersion] = {}
     for v in versions:  # ordered by name, version: the last one seen is the newest
         latest[v.name] = v
@@ -46,7 +47,7 @@ def list_models(session: Session, *, tenant_id: str | None) -> list[dict[str, An
 
 def get_model(session: Session, model_id: str, *, tenant_id: str | None) -> dict[str, Any]:
     try:
-        version = registry.resolve(session, model_id)
+        version = registry.resolve(session, model_id, tenant_id=tenant_id)
     except NightowlError:
         raise ModelNotFound(f"no model {model_id!r}; list them with GET /v1/models") from None
     return model_object(model_id, version)

@@ -101,6 +101,7 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
 
 
 class File(Base):
@@ -118,10 +119,23 @@ class File(Base):
     deleted_at: Mapped[datetime | None]
 
 
+class AnalystRole(Base):
+    """The login of PostgreSQL's read-only analyst role (see nightowl/analyst_role.py)."""
+
+    __tablename__ = "analyst_roles"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    password: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ModelVersion(Base):
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("name", "version"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The owner; NULL is a shared model (the operator's), visible to every tenant.
+    tenant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(200), index=True)
     version: Mapped[int]
     kind: Mapped[TaskKind] = mapped_column(_enum(TaskKind, "task_kind"))
@@ -140,8 +154,12 @@ class ModelVersion(Base):
 
 class ModelAlias(Base):
     __tablename__ = "model_aliases"
-    __table_args__ = (UniqueConstraint("name", "alias"),)
+    __table_args__ = (UniqueConstraint("name", "alias", "tenant_id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Whose alias: each tenant has its own `name@prod`; NULL is the shared one.
+    tenant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(200))
     alias: Mapped[str] = mapped_column(String(100))
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
@@ -303,11 +321,13 @@ class TrainingEvent(Base):
 
 class Schedule(Base):
     __tablename__ = "schedules"
+    # Per tenant: a taken name must not tell one tenant what another named its schedules.
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="CASCADE"), index=True
     )
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
     cron: Mapped[str] = mapped_column(String(100))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     target: Mapped[str] = mapped_column(String(20))

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from nightowl.enums import ItemStatus, TaskKind
 from nightowl.errors import InvalidInput
 from nightowl.models import Job, JobItem, ModelVersion
-from nightowl.registry import LATEST, ModelRef, resolve
+from nightowl.registry import LATEST, ModelRef, resolve, visible
 
 PAGE = 1000
 
@@ -55,18 +55,18 @@ def output_score() -> ColumnElement[Any]:
     return cast(ColumnElement[Any], JobItem.output["score"].as_float())
 
 
-def _model_condition(session: Session, ref: str) -> ColumnElement[bool]:
+def _model_condition(session: Session, ref: str, tenant: str | None) -> ColumnElement[bool]:
     parsed = ModelRef.parse(ref)
     if parsed.selector is None:
-        ids = select(ModelVersion.id).where(ModelVersion.name == parsed.name)
+        ids = select(ModelVersion.id).where(ModelVersion.name == parsed.name, visible(tenant))
         if session.scalar(select(func.count()).select_from(ids.subquery())) == 0:
-            resolve(session, ref)  # raises NotFound naming the models that do exist
+            resolve(session, ref, tenant_id=tenant)  # NotFound naming the models that exist
         return Job.model_version_id.in_(ids)
     if parsed.selector == LATEST:
-        return Job.model_version_id == resolve(session, parsed.name).id
+        return Job.model_version_id == resolve(session, parsed.name, tenant_id=tenant).id
     # An alias means the version it points to at query time, not whatever it pointed to
     # when each job ran (jobs pin their version at submit).
-    return Job.model_version_id == resolve(session, ref).id
+    return Job.model_version_id == resolve(session, ref, tenant_id=tenant).id
 
 
 def conditions(session: Session, f: ResultFilter) -> list[ColumnElement[bool]]:
@@ -81,7 +81,7 @@ def conditions(session: Session, f: ResultFilter) -> list[ColumnElement[bool]]:
     if f.kind is not None:
         where.append(Job.kind == f.kind)
     if f.model is not None:
-        where.append(_model_condition(session, f.model))
+        where.append(_model_condition(session, f.model, f.tenant_id))
     if f.status is not None:
         where.append(JobItem.status == f.status)
     # Results are dated by when they were produced; pending items have no date and drop out.

@@ -1,8 +1,10 @@
 """Analysts' SQL on a connection that cannot write: read-only at the database, not by parsing.
 
-PostgreSQL: a READ ONLY transaction (and read-only default for the session), one statement per
+PostgreSQL: its own login as the analyst role (SELECT on the analyst views, nothing else; see
+nightowl/analyst_role.py), never the app's role, in a READ ONLY transaction, one statement per
 call (the extended protocol refuses `SELECT 1; COMMIT; DELETE ...`). SQLite: the file opened
-with `mode=ro` plus `PRAGMA query_only`, and sqlite3 runs one statement per call.
+with `mode=ro` plus `PRAGMA query_only`, one statement per call, and an authorizer that lets a
+statement only read (ATTACH and VACUUM INTO would create files even on a read-only handle).
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ def run_readonly(settings: Settings, sql: str, *, timeout_s: float = 300.0
         with _sqlite(url.database or "", sql, timeout_s) as result:
             yield result
     elif url.get_backend_name() == "postgresql":
-        conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        from nightowl.analyst_role import login
+
+        who = login(settings)
+        conninfo = (url.set(drivername="postgresql", username=who.role, password=who.password)
+                    .render_as_string(hide_password=False))
         with _postgres(conninfo, sql, timeout_s) as result:
             yield result
     else:
@@ -61,6 +67,7 @@ def _sqlite(path: str, sql: str, timeout_s: float) -> Iterator[QueryResult]:
     conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
     try:
         conn.execute("PRAGMA query_only = ON")
+        conn.set_authorizer(_sqlite_reads_only)
         deadline = time.monotonic() + timeout_s
         # Checked every few thousand VM steps: a runaway query is interrupted, not waited on.
         conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
@@ -74,6 +81,22 @@ def _sqlite(path: str, sql: str, timeout_s: float) -> Iterator[QueryResult]:
         conn.close()
 
 
+_READING = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+            getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+# Pragmas that only describe the schema; the rest can change settings or touch files.
+_PRAGMAS = {"table_info", "table_xinfo", "table_list", "index_list", "index_info",
+            "foreign_key_list", "database_list", "collation_list", "function_list"}
+
+
+def _sqlite_reads_only(action: int, arg1: str | None, arg2: str | None, _db: str | None,
+                       _trigger: str | None) -> int:
+    if action in _READING:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and (arg1 or "").lower() in _PRAGMAS and arg2 is None:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
 def _sqlite_rows(cur: sqlite3.Cursor, timeout_s: float) -> Iterator[tuple[Any, ...]]:
     try:
         while batch := cur.fetchmany(FETCH):
@@ -84,7 +107,8 @@ def _sqlite_rows(cur: sqlite3.Cursor, timeout_s: float) -> Iterator[tuple[Any, .
 
 def _sqlite_error(e: sqlite3.Error, timeout_s: float) -> InvalidInput:
     text = str(e)
-    if "readonly" in text or "query_only" in text or "read-only" in text:
+    if ("readonly" in text or "query_only" in text or "read-only" in text
+            or "not authorized" in text or "authorization denied" in text):
         return InvalidInput(WRITE_REFUSED.format(text))
     if "interrupted" in text:
         return InvalidInput(f"the query ran past {timeout_s:.0f}s and was stopped; "
@@ -104,6 +128,7 @@ def _postgres(conninfo: str, sql: str, timeout_s: float) -> Iterator[QueryResult
     except psycopg.Error as e:
         raise InvalidInput(f"cannot connect to the database: {e}") from e
     try:
+        _check_powerless(conn)
         conn.execute("SET TRANSACTION READ ONLY")
         conn.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
         streams = _CURSORABLE.match(sql) is not None
@@ -123,6 +148,20 @@ def _postgres(conninfo: str, sql: str, timeout_s: float) -> Iterator[QueryResult
         conn.close()
 
 
+def _check_powerless(conn: Any) -> None:
+    """Refuse to run anything on a login that turned out to have powers (a role widened by
+    hand, a URL that names the wrong user): the analyst must not be anyone else."""
+    row = conn.execute(
+        "SELECT r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolbypassrls, "
+        "EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid) "
+        "FROM pg_roles r WHERE r.rolname = session_user").fetchone()
+    conn.rollback()
+    if row is None or row[0] or row[1]:
+        raise InvalidInput("the analyst role has more than SELECT on the views (superuser, "
+                           "CREATEROLE or a member of another role); run `nightowl db "
+                           "analyst-role` to narrow it again")
+
+
 def _pg_rows(cur: Any, timeout_s: float) -> Iterator[tuple[Any, ...]]:
     import psycopg
 
@@ -139,8 +178,10 @@ def _pg_error(e: Exception, timeout_s: float) -> InvalidInput:
     import psycopg.errors as pe
 
     first = str(e).split("\n")[0]
-    if isinstance(e, pe.ReadOnlySqlTransaction | pe.InsufficientPrivilege) or (
-            "data-modifying" in first):
+    if isinstance(e, pe.InsufficientPrivilege):
+        return InvalidInput(f"nightowl sql reads only the analyst views (v_results, "
+                            f"v_label_daily, v_job_throughput; see docs/sql.md): {first}")
+    if isinstance(e, pe.ReadOnlySqlTransaction) or "data-modifying" in first:
         return InvalidInput(WRITE_REFUSED.format(first))
     if isinstance(e, pe.QueryCanceled):
         return InvalidInput(f"the query ran past {timeout_s:.0f}s and was stopped; "

@@ -17,10 +17,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from nightowl import finetune_data, finetunes, registry
+from nightowl.auth import operator_tenant_id
 from nightowl.config import Settings, get_settings
 from nightowl.enums import FiringStatus, ItemStatus, Queue, TaskKind
 from nightowl.errors import InvalidInput, NotFound
@@ -28,6 +29,7 @@ from nightowl.files import get_file, local_path
 from nightowl.inputs import ParsedLine, read_csv, read_jsonl
 from nightowl.jobs import JobSpec, submit_job
 from nightowl.models import Job, JobItem, ModelVersion, Schedule, ScheduleRun
+from nightowl.params import check_json, check_params
 from nightowl.tokens import length_checker
 
 log = logging.getLogger(__name__)
@@ -64,11 +66,12 @@ def _unknown(spec: dict[str, Any], known: tuple[str, ...], target: str) -> None:
                            param=f"spec.{extra[0]}")
 
 
-def _model(session: Session, ref: object, kind: TaskKind, where: str) -> ModelVersion:
+def _model(session: Session, ref: object, kind: TaskKind, where: str,
+           tenant_id: str | None) -> ModelVersion:
     if not isinstance(ref, str) or not ref:
         raise _bad(where, "a model reference (NAME, NAME@ALIAS or NAME@vN) is required")
     try:
-        version = registry.resolve(session, ref)
+        version = registry.resolve(session, ref, tenant_id=tenant_id)
     except NotFound as e:
         # At save time an unknown model is a mistake in the request, not a missing resource.
         raise _bad(where, str(e)) from e
@@ -127,7 +130,7 @@ def _job_spec(session: Session, settings: Settings, spec: dict[str, Any],
               tenant_id: str | None, allow_paths: bool) -> dict[str, Any]:
     _unknown(spec, JOB_KEYS, "job")
     kind = _kind(spec)
-    version = _model(session, spec.get("model"), kind, "model")
+    version = _model(session, spec.get("model"), kind, "model", tenant_id)
     out: dict[str, Any] = {"kind": kind.value, "model": spec["model"]}
     out.update(_file(session, spec, path_key="input_file", id_key="input_file_id",
                      where="input_file", tenant_id=tenant_id, allow_paths=allow_paths))
@@ -136,6 +139,8 @@ def _job_spec(session: Session, settings: Settings, spec: dict[str, Any],
         if not isinstance(value, dict):
             raise _bad(key, "must be an object")
         out[key] = value
+    check_params(kind, out["params"])  # the rules every submit uses, now rather than nightly
+    check_json("metadata", out["metadata"], max_bytes=settings.max_metadata_bytes)
     chunk = spec.get("chunk_size")
     if chunk is not None and (not isinstance(chunk, int) or not 1 <= chunk <= 100_000):
         raise _bad("chunk_size", "must be an integer from 1 to 100000")
@@ -177,14 +182,14 @@ def _finetune_spec(session: Session, spec: dict[str, Any], tenant_id: str | None
                    allow_paths: bool) -> dict[str, Any]:
     _unknown(spec, FINETUNE_KEYS, "finetune")
     kind = _kind(spec)
-    _model(session, spec.get("base"), kind, "base")
+    _model(session, spec.get("base"), kind, "base", tenant_id)
     out: dict[str, Any] = {"kind": kind.value, "base": spec["base"]}
     train = spec.get("train")
     if not isinstance(train, dict) or len(set(train) & {"file", "file_id", "query"}) != 1:
         raise _bad("train", 'give {"file": PATH}, {"file_id": ID} or {"query": {...}}')
     train_labels: set[str] | None = None
     if "query" in train:
-        out["train"] = {"query": _query(session, train["query"], kind)}
+        out["train"] = {"query": _query(session, train["query"], kind, tenant_id)}
     else:
         out["train"] = _file(session, train, path_key="file", id_key="file_id", where="train",
                              tenant_id=tenant_id, allow_paths=allow_paths)
@@ -228,7 +233,8 @@ def _finetune_spec(session: Session, spec: dict[str, Any], tenant_id: str | None
     return out
 
 
-def _query(session: Session, query: object, kind: TaskKind) -> dict[str, Any]:
+def _query(session: Session, query: object, kind: TaskKind,
+           tenant_id: str | None) -> dict[str, Any]:
     if kind != TaskKind.SENTIMENT:
         raise _bad("train.query", "only sentiment jobs carry labels; give a training file")
     if not isinstance(query, dict) or set(query) - {"labelled_since", "model"}:
@@ -247,7 +253,8 @@ def _query(session: Session, query: object, kind: TaskKind) -> dict[str, Any]:
     out: dict[str, Any] = {"labelled_since": since}
     model = query.get("model")
     if model is not None:
-        if not isinstance(model, str) or model not in registry.list_names(session):
+        names = registry.list_names(session, tenant_id=tenant_id)
+        if not isinstance(model, str) or model not in names:
             raise _bad("train.query.model", f"no model named {model!r}; "
                                             "see `nightowl models list`")
         out["model"] = model
@@ -255,17 +262,12 @@ def _query(session: Session, query: object, kind: TaskKind) -> dict[str, Any]:
 
 
 def _hyperparameters(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _bad("hyperparameters", "must be an object")
-    unknown = sorted(set(value) - set(finetunes.HYPERPARAMS))
-    if unknown:
-        raise _bad("hyperparameters", f"unknown {unknown}; known: "
-                                      f"{', '.join(finetunes.HYPERPARAMS)}")
-    for key in ("epochs", "lr", "max_steps", "batch_size", "grad_accum"):
-        v = value.get(key)
-        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v <= 0):
-            raise _bad(f"hyperparameters.{key}", f"must be a number > 0, not {v!r}")
-    return {k: v for k, v in value.items() if v is not None}
+    try:
+        clean = finetunes.check_hyperparams(value, get_settings())
+    except InvalidInput as e:
+        raise _bad(e.problems[0][0] if e.problems else "hyperparameters",
+                   e.problems[0][1] if e.problems else str(e)) from e
+    return {k: v for k, v in clean.items() if v is not None}
 
 
 @dataclass
@@ -291,7 +293,7 @@ def _submit_job(session: Session, settings: Settings, schedule: Schedule,
     kind = TaskKind(spec["kind"])
     path = file_path(session, spec, path_key="input_file", id_key="input_file_id",
                      tenant_id=schedule.tenant_id)
-    version = registry.resolve(session, spec["model"])
+    version = registry.resolve(session, spec["model"], tenant_id=schedule.tenant_id)
     job_spec = JobSpec(
         kind=kind, model=spec["model"], params=spec.get("params") or {},
         chunk_size=spec.get("chunk_size"), on_invalid=spec.get("on_invalid", "reject"),
@@ -380,7 +382,10 @@ def labelled_rows(session: Session, *, tenant_id: str | None,
     if info.get("labelled_since"):
         stmt = stmt.where(JobItem.finished_at > datetime.fromisoformat(info["labelled_since"]))
     if tenant_id is not None:
-        stmt = stmt.where(Job.tenant_id == tenant_id)
+        # Work from before the CLI had a tenant (no owner) is the operator's too.
+        stmt = stmt.where(or_(Job.tenant_id == tenant_id, Job.tenant_id.is_(None))
+                          if tenant_id == operator_tenant_id(session)
+                          else Job.tenant_id == tenant_id)
     if info.get("model"):
         stmt = stmt.join(ModelVersion, ModelVersion.id == Job.model_version_id).where(
             ModelVersion.name == info["model"])

@@ -22,7 +22,7 @@ from nightowl.config import Settings
 from nightowl.cron import check_cron, check_timezone, iter_slots
 from nightowl.enums import FiringStatus
 from nightowl.errors import Conflict, InvalidInput, NightowlError, NotFound
-from nightowl.models import Job, Schedule, ScheduleRun, TrainingRun, utcnow
+from nightowl.models import Job, Schedule, ScheduleRun, Tenant, TrainingRun, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +82,24 @@ def due_firings(schedule: Schedule, now: datetime) -> Due:
 # --- editing ----------------------------------------------------------------------------------
 
 def get_schedule(session: Session, name: str, *, tenant_id: str | None = None) -> Schedule:
-    row = session.scalars(select(Schedule).where(Schedule.name == name)).first()
+    """A tenant's schedule by name (names are per tenant). The operator (None) names any
+    tenant's, as `TENANT/NAME` where two tenants use one name."""
+    stmt = select(Schedule).where(Schedule.name == name)
+    if tenant_id is not None:
+        stmt = stmt.where(Schedule.tenant_id == tenant_id)
+    rows = list(session.scalars(stmt.limit(2)))
+    if tenant_id is None and not rows and "/" in name:
+        owner, _, short = name.partition("/")
+        rows = list(session.scalars(
+            select(Schedule).join(Tenant, Tenant.id == Schedule.tenant_id)
+            .where(Schedule.name == short, Tenant.name == owner)))
+    if len(rows) > 1:
+        raise InvalidInput(f"several tenants have a schedule named {name!r}; "
+                           "name it as TENANT/NAME (see `nightowl schedule list`)")
     # Another tenant's schedule answers exactly like a missing one.
-    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+    if not rows:
         raise NotFound(f"no schedule {name!r}; see `nightowl schedule list`")
-    return row
+    return rows[0]
 
 
 def list_schedules(session: Session, *, tenant_id: str | None = None) -> list[Schedule]:
@@ -113,7 +126,10 @@ def add_schedule(*, session: Session, settings: Settings, name: str, cron: str,
     check_timezone(timezone)
     clean = schedule_specs.validate(session, settings, target=target, spec=spec,
                                     tenant_id=tenant_id, allow_paths=allow_paths)
-    if session.scalars(select(Schedule.id).where(Schedule.name == name)).first() is not None:
+    taken = select(Schedule.id).where(
+        Schedule.name == name,
+        Schedule.tenant_id.is_(None) if tenant_id is None else Schedule.tenant_id == tenant_id)
+    if session.scalars(taken).first() is not None:
         raise Conflict(f"a schedule named {name!r} exists; edit it or choose another name")
     now = utcnow()
     row = Schedule(name=name, cron=cron, timezone=timezone, target=target, spec=clean,

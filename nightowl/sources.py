@@ -6,6 +6,7 @@ right before loading (the worker's filesystem is the one that counts).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -59,6 +60,7 @@ def _check_local_dir(source: str, settings: Settings) -> Path:
         raise ModelLoadError(
             f"model path {source!r} is a file; give the directory that holds config.json"
         )
+    check_no_custom_code(resolved)
     names = [entry.name for entry in resolved.iterdir() if entry.is_file()]
     has_safetensors = any(name.endswith(".safetensors") for name in names)
     pickles = sorted(name for name in names if name.endswith(PICKLE_SUFFIXES))
@@ -75,6 +77,21 @@ def _check_local_dir(source: str, settings: Settings) -> Path:
             "with save_pretrained(), which saves safetensors"
         )
     return resolved
+
+
+def check_no_custom_code(folder: Path) -> None:
+    """A config that maps Auto classes to the checkpoint's own Python (`auto_map`) would need
+    trust_remote_code, which nightowl never sets: refuse it when registered, not when loaded."""
+    for name in ("config.json", "tokenizer_config.json", "preprocessor_config.json"):
+        path = folder / name
+        try:
+            data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"{path} is not readable JSON ({e}); fix or remove it") from e
+        if isinstance(data, dict) and ("auto_map" in data or "custom_pipelines" in data):
+            raise ModelLoadError(
+                f"{path} asks for custom code (auto_map): nightowl never runs code shipped "
+                "with a checkpoint; save the model with a stock transformers class instead")
 
 
 def _check_hub_id(source: str, settings: Settings) -> None:

@@ -115,11 +115,12 @@ def _ratio(num: float | int | None, den: float | int | None) -> float | None:
     return round(float(num) / float(den), 3) if num is not None and den else None
 
 
-def compare_models(session: Session, a: str, b: str) -> dict[str, Any]:
+def compare_models(session: Session, a: str, b: str, *, tenant_id: str | None = None
+                   ) -> dict[str, Any]:
     """Eval metrics of two versions side by side; a key either lacks shows as None."""
     from nightowl.registry import resolve
 
-    va, vb = resolve(session, a), resolve(session, b)
+    va, vb = resolve(session, a, tenant_id=tenant_id), resolve(session, b, tenant_id=tenant_id)
     keys = sorted({*va.metrics, *vb.metrics})
     rows = []
     for key in keys:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Literal
 
 from fastapi import APIRouter, Query
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.schemas import JobCreate, JobHealth, JobList, JobOut, ResultPage, ResultRow
 from nightowl import jobs as service
-from nightowl import registry
+from nightowl import params, registry
 from nightowl.db import session_factory
 from nightowl.enums import JobStatus
 from nightowl.errors import InvalidInput
@@ -49,11 +48,11 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
     """Submit a bulk job: items inline or a file id; the model is pinned now."""
     if (body.items is None) == (body.file_id is None):
         raise InvalidInput("give exactly one of `items` (inline) or `file_id`")
-    version = registry.resolve(session, body.model)
+    version = registry.resolve(session, body.model, tenant_id=tenant)
     check = None if body.truncate else length_checker(version.source)
     spec = service.JobSpec(
         kind=body.kind, model=body.model, params=body.params, chunk_size=body.chunk_size,
-        deadline=timedelta(seconds=body.deadline_seconds) if body.deadline_seconds else None,
+        deadline=params.deadline(body.deadline_seconds),
         metadata=body.metadata, on_invalid=body.on_invalid, truncate=body.truncate,
         queue=body.queue, tenant_id=tenant, input_file_id=body.file_id, priority=body.priority,
     )

@@ -102,7 +102,8 @@ def job_stats(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, 
 
 
 @router.get("/v1/models/compare")
-def compare_models(session: SessionDep, a: str = Query(..., description="NAME@vN or NAME@ALIAS"),
+def compare_models(session: SessionDep, tenant: TenantDep,
+                   a: str = Query(..., description="NAME@vN or NAME@ALIAS"),
                    b: str = Query(..., description="NAME@vN or NAME@ALIAS")) -> dict[str, Any]:
     """Eval metrics of two model versions side by side, with b - a."""
-    return stats.compare_models(session, a, b)
+    return stats.compare_models(session, a, b, tenant_id=tenant)

@@ -56,7 +56,10 @@ def parse_duration(text: str | None) -> timedelta | None:
     m = _DURATION.match(text.strip())
     if not m:
         raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 24h or 2d")
-    return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+    try:
+        return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+    except OverflowError:
+        raise click.BadParameter(f"{text!r} is longer than any duration nightowl takes") from None
 
 
 def parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, Any]:

@@ -32,6 +32,26 @@ def downgrade(revision: str) -> None:
     click.echo(f"database at revision {migrate.current_revision(s) or 'base'}")
 
 
+@db.command("analyst-role")
+def analyst_role() -> None:
+    """Create or repair the read-only PostgreSQL role `nightowl sql` runs as (SELECT on the
+    analyst views only); needs a database URL allowed to create roles."""
+    from sqlalchemy.exc import DBAPIError
+
+    from nightowl.analyst_role import VIEWS, ensure_role
+
+    s = settings()
+    if not s.sqlalchemy_url.startswith("postgresql"):
+        raise click.ClickException("the analyst role is a PostgreSQL role; SQLite needs none "
+                                   "(its connection is read-only and refuses ATTACH)")
+    try:
+        name = ensure_role(s)
+    except DBAPIError as e:
+        raise click.ClickException(f"cannot create the analyst role: "
+                                   f"{str(e.orig).splitlines()[0]}") from e
+    click.echo(f"analyst role {name}: SELECT on {', '.join(VIEWS)} only")
+
+
 @db.command()
 def current() -> None:
     """Print the database's revision."""

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from nightowl import demo_data, migrate
+from nightowl.auth import operator_tenant_id
 from nightowl.cli.common import settings
 from nightowl.db import session_scope
 from nightowl.enums import TaskKind
@@ -61,7 +62,8 @@ def demo(scale: float) -> None:
                         job = submit_job(
                             session=session, settings=s,
                             spec=JobSpec(kind=kind, model=model, params=params,
-                                         metadata={"demo": True}),
+                                         metadata={"demo": True},
+                                         tenant_id=operator_tenant_id(session)),
                             lines=read_jsonl(_jsonl(SOURCES[kind](count)), kind=kind,
                                              max_line_bytes=s.max_line_bytes),
                         )

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl import finetune_data, finetunes, outcome
+from nightowl.auth import operator_tenant_id
 from nightowl.cli.common import db_session, priority_option, settings
 from nightowl.enums import RunStatus, TaskKind
 from nightowl.errors import InvalidInput
@@ -98,6 +99,7 @@ def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_
                 eval_split=eval_split, hyperparams={k: v for k, v in hyper.items()
                                                     if v is not None},
                 register_as=register_as, promote_to=promote_to, gate=gate, priority=priority,
+                tenant_id=operator_tenant_id(session),
                 dataset_info={"train_file": str(train_file),
                               "eval_file": str(eval_file) if eval_file else None},
             )))

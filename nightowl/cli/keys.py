@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 from rich.console import Console
 from rich.table import Table
 
 from nightowl import auth
-from nightowl.cli.common import db_session
+from nightowl.cli.common import db_session, parse_duration
+from nightowl.models import utcnow
 
 
 @click.group()
@@ -17,10 +20,29 @@ def keys() -> None:
 
 @keys.command()
 @click.argument("tenant")
-def create(tenant: str) -> None:
+@click.option("--expires-in", help="Expire after this long: 90m, 12h, 30d.")
+@click.option("--expires-at", help="Expire at this time: ISO 8601 with an offset "
+              "(2026-12-31T00:00Z).")
+def create(tenant: str, expires_in: str | None, expires_at: str | None) -> None:
     """Create a key for TENANT (created if new); the key is the last line, shown only now."""
+    if expires_in and expires_at:
+        raise click.UsageError("give --expires-in or --expires-at, not both")
+    when: datetime | None = None
+    if expires_in:
+        span = parse_duration(expires_in)
+        assert span is not None
+        when = utcnow() + span
+    elif expires_at:
+        try:
+            when = datetime.fromisoformat(expires_at.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(f"{expires_at!r} is not an ISO time like "
+                                     "2026-12-31T00:00Z", param_hint="--expires-at") from None
+        if when.tzinfo is None:
+            raise click.BadParameter(f"{expires_at!r} needs an offset (Z or +01:00)",
+                                     param_hint="--expires-at")
     with db_session() as session:
-        row, plaintext = auth.create_key(session, tenant_name=tenant)
+        row, plaintext = auth.create_key(session, tenant_name=tenant, expires_at=when)
         key_id = row.id
     click.echo(f"created {key_id} for tenant {tenant}; store the key now, it is not shown "
                "again", err=True)
@@ -37,10 +59,10 @@ def list_(tenant: str | None, include_revoked: bool) -> None:
     if not rows:
         click.echo("no API keys; create one with `nightowl keys create TENANT`")
         return
-    table = Table("id", "tenant", "prefix", "created", "last used", "revoked")
+    table = Table("id", "tenant", "prefix", "created", "last used", "expires", "revoked")
     for key, name in rows:
         table.add_row(key.id, name, key.prefix + "...", _when(key.created_at),
-                      _when(key.last_used_at), _when(key.revoked_at))
+                      _when(key.last_used_at), _when(key.expires_at), _when(key.revoked_at))
     Console(width=160).print(table)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,12 +11,16 @@ import tempfile
 import click
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import select
 
 from nightowl import registry
 from nightowl.artifacts import shareable_source
+from nightowl.auth import operator_tenant_id
 from nightowl.cli.common import db_session, settings
 from nightowl.enums import TaskKind
 from nightowl.errors import NightowlError
+from nightowl.model_copy import check_model_name, copy_into_store
+from nightowl.models import Tenant
 from nightowl.outcome import version_refs
 from nightowl.sources import check_source
 
@@ -32,15 +35,18 @@ def models() -> None:
 @models.command("list")
 @click.option("--name", help="Only versions of this model.")
 def list_(name: str | None) -> None:
-    """Print the registry: every version with its kind, source and aliases."""
+    """Print the registry: every version with its owner, kind, source and aliases."""
     with db_session() as session:
         versions = registry.list_versions(session, name)
         aliases = registry.aliases_by_version(session)
-        table = Table("model", "kind", "aliases", "source", "metrics")
+        owners = dict(session.execute(select(Tenant.id, Tenant.name)).tuples().all())
+        table = Table("model", "owner", "kind", "aliases", "source", "metrics")
         for v in versions:
             metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items())
                                 if isinstance(val, int | float))
-            table.add_row(v.ref, v.kind.value, ",".join(aliases.get(v.id, [])), v.source, metrics)
+            owner = "shared" if v.tenant_id is None else owners.get(v.tenant_id, v.tenant_id)
+            table.add_row(v.ref, owner, v.kind.value, ",".join(aliases.get(v.id, [])), v.source,
+                          metrics)
     if not versions:
         click.echo("no models registered; run `nightowl models bootstrap` or "
                    "`nightowl models add`")
@@ -58,31 +64,35 @@ def list_(name: str | None) -> None:
 @click.option("--copy", "copy_in", is_flag=True,
               help="Copy a local directory into the model store first (for dirs outside roots).")
 @click.option("--alias", help="Point this alias (e.g. prod) at the new version.")
+@click.option("--shared", is_flag=True,
+              help="Share it with every tenant (default: the operator's own model).")
 def add(name: str, kind: str, source: str, revision: str | None, copy_in: bool,
-        alias: str | None) -> None:
+        alias: str | None, shared: bool) -> None:
     """Register a checkpoint as the next version of NAME."""
     s = settings()
     with db_session() as session:
-        if copy_in:
-            if not os.path.isdir(source):
-                raise click.BadParameter(f"{source!r} is not a directory", param_hint="--source")
-            n = len(registry.list_versions(session, name)) + 1
-            target = s.models_path / name / f"v{n}"
-            shutil.copytree(source, target, dirs_exist_ok=True)
-            original, source = source, str(target)
+        owner = None if shared else operator_tenant_id(session)
         try:
-            stored = check_source(source, s)
+            check_model_name(name)
+            registry.check_name(session, name, TaskKind(kind), tenant_id=owner)
+            if copy_in:
+                original, target = source, copy_into_store(source, name=name,
+                                                           models_path=s.models_path)
+                source = str(target)
         except NightowlError as e:
-            if not copy_in:
-                raise
-            # A refused checkpoint (pickle weights, say) must not stay in the model store.
-            shutil.rmtree(target, ignore_errors=True)
-            raise click.ClickException(str(e).replace(source, original)) from e
-        stored, sha256 = shareable_source(s, stored)
-        version = registry.register(session, name=name, kind=TaskKind(kind), source=stored,
-                                    revision=revision, sha256=sha256)
-        if alias:
-            registry.set_alias(session, version, alias)
+            raise click.ClickException(str(e)) from e
+        try:
+            stored, sha256 = shareable_source(s, check_source(source, s))
+            version = registry.register(session, name=name, kind=TaskKind(kind), source=stored,
+                                        revision=revision, tenant_id=owner, sha256=sha256)
+            if alias:
+                registry.set_alias(session, version, alias, tenant_id=owner)
+        except NightowlError as e:
+            if copy_in:
+                # Only the fresh folder this command made; never anything that was there.
+                shutil.rmtree(target, ignore_errors=True)
+                raise click.ClickException(str(e).replace(source, original)) from e
+            raise click.ClickException(str(e)) from e
         click.echo(version.ref)
 
 
@@ -103,6 +113,7 @@ def show(name: str) -> None:
             lineage = (f"fine-tuned from {bases.get(v.base_version_id, '?')} by run "
                        f"{v.training_run_id}" if v.base_version_id else "registered directly")
             click.echo(f"  lineage: {lineage}")
+            click.echo("  owner:   " + ("shared" if v.tenant_id is None else v.tenant_id))
             metrics = ", ".join(f"{k} {val:.4g}" for k, val in sorted(v.metrics.items())
                                 if isinstance(val, int | float))
             if metrics:
@@ -117,10 +128,10 @@ def show(name: str) -> None:
 @click.argument("ref")
 @click.argument("alias")
 def promote(ref: str, alias: str) -> None:
-    """Point ALIAS of the model at REF (NAME@vN), unconditionally."""
+    """Point ALIAS of the model at REF (NAME@vN), unconditionally, in REF's owner's space."""
     with db_session() as session:
         version = registry.resolve(session, ref)
-        registry.set_alias(session, version, alias)
+        registry.set_alias(session, version, alias, tenant_id=version.tenant_id)
         click.echo(f"{version.name}@{alias} -> {version.ref}")
 
 
@@ -160,6 +171,7 @@ def bootstrap(force: bool) -> None:
                 version = existing[-1] if existing else registry.register(
                     session, name=model["name"], kind=TaskKind(model["kind"]), source=source,
                     sha256=sha256)
+                # Bootstrap models are shared (owner None), and so is their alias.
                 if registry.alias_holder(session, version.name, BOOTSTRAP_ALIAS) is None:
                     registry.set_alias(session, version, BOOTSTRAP_ALIAS)
             except NightowlError as e:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl import schedules
+from nightowl.auth import operator_tenant_id
 from nightowl.cli.common import db_session, settings
 from nightowl.cron import check_timezone
 from nightowl.models import Schedule, utcnow
@@ -95,7 +96,8 @@ def add(name: str, cron: str, timezone: str, finetune_spec: Path | None,
     with db_session() as session:
         row = schedules.add_schedule(session=session, settings=settings(), name=name,
                                      cron=cron, timezone=timezone, target=target, spec=spec,
-                                     catchup=catchup, enabled=not paused)
+                                     catchup=catchup, enabled=not paused,
+                                     tenant_id=operator_tenant_id(session))
         nxt = schedules.next_fire(row, utcnow())
         click.echo(f"schedule {row.name}: {target} at '{row.cron}' {row.timezone}; "
                    f"next {_when(nxt, row.timezone)}" + (" (paused)" if paused else ""))

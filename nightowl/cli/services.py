@@ -8,9 +8,10 @@ import time
 from typing import TYPE_CHECKING
 
 import click
+from sqlalchemy.engine import make_url
 
 from nightowl import migrate
-from nightowl.auth import LOCAL_TENANT
+from nightowl.auth import LOCAL_TENANT, OPERATOR_KEY_FILE
 from nightowl.cli.common import settings
 from nightowl.config import Settings
 from nightowl.enums import Queue
@@ -170,7 +171,6 @@ def up(port: int | None, concurrency: int | None, no_api: bool, access_log: bool
 
 def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int | None,
                concurrency: int | None, no_api: bool, access_log: bool) -> None:
-    from sqlalchemy.engine import make_url
 
     from nightowl.embedded import nightowl_argv
 
@@ -201,8 +201,9 @@ def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int |
     for name, value in lines:
         click.echo(f"  {name + ':':<{width}} {value}", err=True)
     if key:
-        click.echo(f"API key for tenant {LOCAL_TENANT!r} (shown once; for --key, "
-                   "NIGHTOWL_API_KEY and the dashboard's login):", err=True)
+        click.echo(f"API key for tenant {LOCAL_TENANT!r} (the same every start, kept in "
+                   f"{s.home / OPERATOR_KEY_FILE}; for --key, NIGHTOWL_API_KEY and the "
+                   "dashboard's login):", err=True)
         click.echo(key)
     sys.stdout.flush()
     while (dead := children.poll_dead()) is None:
@@ -238,9 +239,9 @@ def _wait_for_api(base: str, children: Children, timeout: float = 60.0) -> None:
 
 
 def _local_key(s: Settings) -> str:
-    """A fresh key for the local tenant: keys are stored hashed, so an old one cannot be shown."""
-    from nightowl.auth import create_key
+    """The operator tenant's key, the same across starts (what the CLI submits shows under it)."""
+    from nightowl.auth import operator_key
     from nightowl.db import session_scope
 
     with session_scope(s) as session:
-        return create_key(session, tenant_name=LOCAL_TENANT)[1]
+        return operator_key(session, s.home)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
+from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
 import click
 
-from nightowl import registry
+from nightowl import params, registry
+from nightowl.auth import operator_tenant_id
 from nightowl.cli import remote
 from nightowl.cli.common import (
     db_session,
@@ -20,6 +22,7 @@ from nightowl.cli.common import (
     settings,
 )
 from nightowl.enums import TaskKind
+from nightowl.errors import NightowlError
 from nightowl.inputs import ParsedLine, read_csv, read_jsonl
 from nightowl.jobs import JobSpec, submit_job
 from nightowl.tokens import length_checker
@@ -58,7 +61,7 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
         fmt = "csv"
     spec = JobSpec(
         kind=task_kind, model=model, params=parse_pairs(params, "--param"),
-        chunk_size=chunk_size, deadline=parse_duration(deadline),
+        chunk_size=chunk_size, deadline=_deadline(deadline),
         metadata=parse_pairs(metadata, "--metadata"), on_invalid=on_invalid,
         truncate=truncate, queue=queue, priority=priority,
     )
@@ -66,7 +69,8 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
         remote.submit(api, kind=kind, spec=spec, file=file, fmt=fmt, wait=wait)
         return
     with db_session() as session:
-        version = registry.resolve(session, model)
+        spec.tenant_id = operator_tenant_id(session)
+        version = registry.resolve(session, model, tenant_id=spec.tenant_id)
         check = None if truncate else length_checker(version.source)
         with _open(file) as stream:
             lines: Iterator[ParsedLine]
@@ -103,3 +107,11 @@ def _open(file: str) -> AbstractContextManager[IO[bytes]]:
     if not path.is_file():
         raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
     return path.open("rb")
+
+
+def _deadline(text: str | None) -> timedelta | None:
+    span = parse_duration(text)
+    try:
+        return params.deadline(span.total_seconds()) if span is not None else None
+    except NightowlError as e:
+        raise click.BadParameter(str(e), param_hint="--deadline") from e

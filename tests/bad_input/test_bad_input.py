@@ -57,6 +57,8 @@ def _input_file(case: dict[str, Any], tmp_path: Path) -> Path:
     if generate == "huge_line":  # 10 MB on one line: refused without being read whole
         path.write_text(json.dumps({"text": "x" * (10 * 1024 * 1024)}) + "\n"
                         + json.dumps({"text": "fine"}) + "\n")
+    elif generate == "nested_line":  # deeper than any JSON parser should recurse
+        path.write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
     elif generate == "too_long_text":  # far past the tiny model's context
         path.write_text(json.dumps({"text": " ".join(["word"] * 3000)}) + "\n")
     else:

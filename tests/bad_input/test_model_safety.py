@@ -88,7 +88,7 @@ def test_remote_code_in_a_model_directory_never_runs(models: Settings, tmp_path:
     tok = json.loads((model / "tokenizer_config.json").read_text())
     tok["auto_map"] = {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}
     (model / "tokenizer_config.json").write_text(json.dumps(tok))
-    with pytest.raises(ModelLoadError, match="could not load a sentiment model"):
+    with pytest.raises(ModelLoadError, match=r"asks for custom code|could not load a sentiment"):
         load_for_kind(TaskKind.SENTIMENT, str(model), revision=None, device=CPU,
                       settings=models)
     assert not marker.exists(), marker.read_text()
@@ -158,4 +158,63 @@ def test_models_add_holds_hub_ids_to_the_allowlist(
     assert code != 0 and "neither an existing local directory nor a hub id" in out, out
     code, out = _add("--source", "../../etc")
     assert code != 0, out
+    assert _versions(session) == before
+
+
+# -- models add --copy: checked before a byte is copied -----------------------------------------
+
+
+def _store_snapshot(models: Settings) -> set[Path]:
+    return set(models.models_path.rglob("*"))
+
+
+def test_copy_refuses_a_folder_that_is_not_a_checkpoint(models: Settings,
+                                                        session: Session) -> None:
+    before, store = _versions(session), _store_snapshot(models)
+    code, out = _add("--source", "/etc", "--copy")
+    assert code != 0 and "nothing was copied" in out and "Traceback" not in out, out
+    assert _store_snapshot(models) == store and _versions(session) == before
+
+
+def test_copy_never_follows_a_symlink_out_of_the_source(models: Settings, session: Session,
+                                                        tmp_path: Path) -> None:
+    source = _copy_model(models, "tiny-sentiment", tmp_path / "linked")
+    (source / "notes.txt").symlink_to("/etc/shadow")
+    before, store = _versions(session), _store_snapshot(models)
+    code, out = _add("--source", str(source), "--copy")
+    assert code != 0 and "outside the source folder" in out, out
+    assert _store_snapshot(models) == store and _versions(session) == before
+
+
+def test_copy_checks_the_name_and_never_deletes_what_it_did_not_make(
+        models: Settings, session: Session, tmp_path: Path) -> None:
+    victim = models.models_path.parent / "keep-me" / "v1"
+    victim.mkdir(parents=True, exist_ok=True)
+    (victim / "data").write_text("precious")
+    source = _copy_model(models, "tiny-sentiment", tmp_path / "ok")
+    result = CliRunner().invoke(cli, ["models", "add", "x/../../keep-me", "--kind", "sentiment",
+                                      "--source", str(source), "--copy"])
+    assert result.exit_code != 0 and "'..'" in result.output, result.output
+    # A copy whose registration fails removes its own fresh folder only.
+    existing = models.models_path / "clash" / "v1"
+    existing.mkdir(parents=True, exist_ok=True)
+    (existing / "data").write_text("precious")
+    result = CliRunner().invoke(cli, ["models", "add", "clash", "--kind", "sentiment",
+                                      "--source", str(source), "--copy", "--alias", "v3"])
+    assert result.exit_code != 0 and "reserved" in result.output, result.output
+    assert (victim / "data").read_text() == "precious"
+    assert (existing / "data").read_text() == "precious"
+    assert [p.name for p in (models.models_path / "clash").iterdir()] == ["v1"]
+
+
+def test_a_config_asking_for_custom_code_is_refused_at_registration(
+        models: Settings, session: Session, tmp_path: Path) -> None:
+    source = _copy_model(models, "tiny-sentiment", models.models_path / "auto-mapped")
+    config = json.loads((source / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (source / "config.json").write_text(json.dumps(config))
+    before = _versions(session)
+    for extra in ([], ["--copy"]):
+        code, out = _add("--source", str(source), *extra)
+        assert code != 0 and "auto_map" in out, out
     assert _versions(session) == before

@@ -76,7 +76,10 @@ def tenant(session: Session, make_api_key: Callable[[str], str]) -> dict[str, st
 @pytest.fixture
 def tab(browser: Any, api_server: str, tenant: dict[str, str]) -> Iterator[Page]:
     page = Page(browser, api_server)
-    page.open(f"/?key={tenant['key']}")  # the key moves into a cookie; the URL loses it
+    page.open("/")  # no key yet: the login form, which keeps the key out of every URL
+    page.page.fill("input[name=key]", tenant["key"])
+    page.page.click("button[type=submit]")
+    page.page.wait_for_url(lambda url: "/ui/login" not in url)
     assert "key=" not in page.page.url
     yield page
     page.close()

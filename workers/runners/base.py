@@ -7,16 +7,18 @@ micro-batch that shares one parameter set; batching across items is the engine's
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from nightowl.enums import TaskKind
 from nightowl.errors import InvalidInput, InvalidParams
+from nightowl.params import param_bool, param_float, param_int
+
+__all__ = ["Runner", "param_bool", "param_float", "param_int"]
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -221,62 +223,4 @@ class Runner(ABC):
 # --- parameter helpers shared by the runners ---------------------------------------------
 
 
-@overload
-def param_int(params: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int: ...
-@overload
-def param_int(
-    params: Mapping[str, Any], name: str, default: None, low: int, high: int
-) -> int | None: ...
-def param_int(
-    params: Mapping[str, Any], name: str, default: int | None, low: int, high: int
-) -> int | None:
-    value = params.get(name)
-    if value is None:
-        return default
-    # bool is an int in Python; `true` for a token count is a user mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidParams(
-            f"{name} must be an integer between {low} and {high}, got {value!r}",
-            [(name, f"integer {low}..{high}")],
-        )
-    if not low <= value <= high:
-        raise InvalidParams(
-            f"{name} must be between {low} and {high}, got {value}",
-            [(name, f"integer {low}..{high}")],
-        )
-    return value
-
-
-def param_float(
-    params: Mapping[str, Any],
-    name: str,
-    *,
-    low: float,
-    high: float,
-    low_open: bool,
-    describe: str,
-) -> float | None:
-    value = params.get(name)
-    if value is None:
-        return None
-    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok_type and math.isfinite(value):
-        above = value > low if low_open else value >= low
-        if above and value <= high:
-            return float(value)
-    raise InvalidParams(f"{name} must be {describe}, got {value!r}", [(name, describe)])
-
-
-@overload
-def param_bool(params: Mapping[str, Any], name: str, default: bool) -> bool: ...
-@overload
-def param_bool(params: Mapping[str, Any], name: str, default: None) -> bool | None: ...
-def param_bool(params: Mapping[str, Any], name: str, default: bool | None) -> bool | None:
-    value = params.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InvalidParams(
-            f"{name} must be true or false, got {value!r}", [(name, "true or false")]
-        )
-    return value
+# The helpers live in the core so that submit checks with the same rules (nightowl/params.py).

@@ -14,13 +14,12 @@ from nightowl.errors import InvalidParams
 from nightowl.params import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_RETURN_SEQUENCES,
-    MAX_STOP_LENGTH,
-    MAX_STOP_STRINGS,
     MAX_TOP_K,
     MAX_TOP_LOGPROBS,
     PENALTY_RANGE,
     SAMPLING_PARAMS,
     SEED_RANGE,
+    stop_strings,
 )
 from nightowl.params import GENERATE_PARAMS as PARAMS
 from workers.runners.base import Runner, param_bool, param_float, param_int
@@ -74,7 +73,7 @@ class GenerationRunner(Runner):
             "top_k": param_int(params, "top_k", None, 0, MAX_TOP_K),
             "seed": param_int(params, "seed", None, *SEED_RANGE),
             "num_return_sequences": n,
-            "stop": _stop_strings(params.get("stop")),
+            "stop": stop_strings(params.get("stop")),
             "logprobs": param_bool(params, "logprobs", False),
             "top_logprobs": param_int(params, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS),
             "repetition_penalty": param_float(
@@ -221,24 +220,6 @@ class GenerationRunner(Runner):
         if tokens < max_new:
             return _Choice(text, "stop", tokens, produced)
         return _Choice(text, "length", tokens, produced)
-
-
-def _stop_strings(value: Any) -> list[str]:
-    if value is None:
-        return []
-    values = [value] if isinstance(value, str) else value
-    ok = (
-        isinstance(values, list)
-        and len(values) <= MAX_STOP_STRINGS
-        and all(isinstance(v, str) and 0 < len(v) <= MAX_STOP_LENGTH for v in values)
-    )
-    if not ok:
-        raise InvalidParams(
-            f"stop must be a non-empty string or a list of up to {MAX_STOP_STRINGS} non-empty "
-            f"strings of at most {MAX_STOP_LENGTH} characters, got {value!r}",
-            [("stop", "string or list of strings")],
-        )
-    return list(values)
 
 
 def _token_logprobs(new: torch.Tensor, logits: tuple[torch.Tensor, ...], top: int

@@ -1,0 +1,132 @@
+"""Values that once gave a 500 (or a traceback, or a billion epochs) now get a 4xx naming the
+field, from HTTP, the CLI, a schedule and a batch line alike, and nothing is queued."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nightowl.cli import cli
+from nightowl.config import Settings
+from nightowl.models import Job, Schedule, TrainingRun
+
+GEN = "tiny-generator"
+NESTED = "[" * 5000 + "]" * 5000
+
+
+def _job(**extra: Any) -> str:
+    return json.dumps({"kind": "generate", "model": GEN, "queue": "gpu",
+                       "items": [{"custom_id": "a", "text": "hello"}], **extra})
+
+
+BODIES = {
+    "deadline_1e308": (_job()[:-1] + ', "deadline_seconds": 1e308}', "deadline"),
+    "lone_surrogate_item": (_job().replace("hello", "\\ud800"), "surrogate"),
+    "lone_surrogate_metadata": (_job(metadata={"k": "x"}).replace('"x"', '"\\udfff"'),
+                                "surrogate"),
+    "nested_metadata": (_job()[:-1] + ', "metadata": {"a": ' + NESTED + "}}", ""),
+    "nested_params": (_job()[:-1] + ', "params": {"stop": ' + NESTED + "}}", ""),
+    "huge_metadata": (_job(metadata={"a": "x" * 100_000}), "NIGHTOWL_MAX_METADATA_BYTES"),
+    "max_new_tokens_1e9": (_job(params={"max_new_tokens": 1_000_000_000}), "max_new_tokens"),
+    "top_k_negative": (_job(params={"top_k": -5}), "top_k"),
+    "temperature_nan": (_job().replace('"queue"', '"params": {"temperature": NaN}, "queue"'),
+                        ""),
+}
+
+
+def _count(session: Session, model: Any) -> int:
+    session.expire_all()
+    n = session.scalar(select(func.count()).select_from(model)) or 0
+    session.commit()
+    return n
+
+
+@pytest.mark.parametrize("name", sorted(BODIES))
+def test_http_job_values_get_a_4xx_naming_the_problem(
+        name: str, client: Any, models: Settings, session: Session) -> None:
+    body, words = BODIES[name]
+    before = _count(session, Job)
+    response = client.post("/v1/jobs", content=body.encode("utf-8", "surrogatepass"),
+                           headers={"Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
+    assert words in response.text, response.text
+    assert _count(session, Job) == before
+
+
+def _train_file(client: Any) -> str:
+    rows = [{"text": f"t{i}", "label": "pos" if i % 2 else "neg"} for i in range(20)]
+    up = client.post("/v1/files", files={"file": ("t.jsonl", "\n".join(map(json.dumps, rows)))},
+                     data={"purpose": "fine-tune"})
+    assert up.status_code == 200, up.text
+    return str(up.json()["id"])
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    ({"hyperparameters": {"epochs": 1_000_000_000}}, "NIGHTOWL_MAX_FINETUNE_EPOCHS"),
+    ({"hyperparameters": {"max_steps": 10**12}}, "NIGHTOWL_MAX_FINETUNE_MAX_STEPS"),
+    ({"hyperparameters": {"batch_size": -1}}, "batch_size"),
+    ({"hyperparameters": {"lr": "fast"}}, "lr"),
+    ({"register_as": "tiny-generator"}, "is a generate model"),
+    ({"register_as": "a@b"}, "must not contain '@'"),
+])
+def test_finetune_budgets_and_register_as_are_checked_before_training(
+        extra: dict[str, Any], words: str, client: Any, models: Settings,
+        session: Session) -> None:
+    before = _count(session, TrainingRun)
+    response = client.post("/v1/finetunes", json={
+        "kind": "sentiment", "base": "tiny-sentiment", "training_file": _train_file(client),
+        **extra})
+    assert 400 <= response.status_code < 500, response.text
+    assert words in response.text, response.text
+    assert _count(session, TrainingRun) == before
+
+
+def test_cli_says_what_is_wrong_without_a_traceback(models: Settings, tmp_path: Path,
+                                                     session: Session) -> None:
+    items = tmp_path / "in.jsonl"
+    items.write_text(json.dumps({"text": "hello"}) + "\n")
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(json.dumps({"text": f"t{i}", "label": "pos" if i % 2 else "neg"})
+                               for i in range(20)))
+    before = (_count(session, Job), _count(session, TrainingRun))
+    for args, words in (
+        (["submit", "generate", str(items), "--model", GEN, "--deadline", "99999999999999d"],
+         "longer than any duration"),
+        (["submit", "generate", str(items), "--model", GEN, "--deadline", "400d"],
+         "at most 366 days"),
+        (["submit", "generate", str(items), "--model", GEN, "--param", "top_k=-5"], "top_k"),
+        (["submit", "generate", str(items), "--model", GEN, "--metadata",
+          "k=" + "x" * 100_000], "NIGHTOWL_MAX_METADATA_BYTES"),
+        (["finetune", "submit", "--kind", "sentiment", "--base", "tiny-sentiment", "--train",
+          str(train), "--epochs", "1000000000"], "NIGHTOWL_MAX_FINETUNE_EPOCHS"),
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code in (1, 2), (args, result.output)
+        assert words in result.output, result.output
+        assert "Traceback" not in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert (_count(session, Job), _count(session, TrainingRun)) == before
+
+
+def test_a_schedule_template_is_held_to_the_same_rules(models: Settings, tmp_path: Path,
+                                                       session: Session) -> None:
+    items = tmp_path / "in.jsonl"
+    items.write_text(json.dumps({"text": "hello"}) + "\n")
+    spec = tmp_path / "job.json"
+    before = _count(session, Schedule)
+    for template, words in (
+        ({"params": {"max_new_tokens": 10**9}}, "max_new_tokens"),
+        ({"metadata": {"a": "x" * 100_000}}, "NIGHTOWL_MAX_METADATA_BYTES"),
+    ):
+        spec.write_text(json.dumps({"kind": "generate", "model": GEN,
+                                    "input_file": str(items), **template}))
+        result = CliRunner().invoke(cli, ["schedule", "add", "bad-values", "--cron",
+                                          "0 2 * * *", "--job", str(spec)])
+        assert result.exit_code != 0 and words in result.output, result.output
+    assert _count(session, Schedule) == before

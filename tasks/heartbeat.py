@@ -16,6 +16,9 @@ import threading
 import time
 from pathlib import Path
 
+from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
+
 from nightowl import broker, fleet
 from nightowl.config import Settings, get_settings
 from nightowl.db import session_factory
@@ -23,6 +26,7 @@ from nightowl.models import new_id
 from nightowl.reaper import reap
 
 log = logging.getLogger(__name__)
+MAINTENANCE_KEY = "nightowl:maintenance"
 
 # Set by `nightowl worker` before exec, inherited by the pool's children: lease owners start
 # with it, so the fleet can free a dead worker's leases by prefix.
@@ -81,39 +85,52 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         make = session_factory(self.settings)
-        last_items, last_t = 0, time.monotonic()
-        next_reap = 0.0  # a fresh worker picks up at once what a dead one left behind
+        last_items, last_beat = 0, time.monotonic()
+        next_beat = next_reap = 0.0  # a fresh worker picks up at once what a dead one left
         registered = False
         while not self.stopping.is_set():
+            now = time.monotonic()
             try:
                 with make() as session:
                     if not registered:
                         fleet.register(session, self.info)
                         registered = True
-                    now = time.monotonic()
-                    done = int(_items.value)
-                    rate = (done - last_items) / max(now - last_t, 1e-6)
-                    last_items, last_t = done, now
-                    if not fleet.heartbeat(session, WORKER_ID, items_done=done,
-                                           items_per_s=rate,
-                                           lease_seconds=self.settings.lease_seconds,
-                                           pid_alive=pid_alive):
-                        log.warning("this worker had been declared dead (no heartbeat for "
-                                    "%.0f s); its leases went to others",
-                                    self.settings.worker_dead_after)
-                    full = now >= next_reap
+                    beat = now >= next_beat
+                    if beat:
+                        next_beat = now + interval(self.settings)
+                        done = int(_items.value)
+                        rate = (done - last_items) / max(now - last_beat, 1e-6)
+                        last_items, last_beat = done, now
+                        self._beat(session, done, rate)
+                    full = now >= next_reap and self._my_turn()
                     if full:
                         next_reap = now + self.settings.reap_interval_seconds
-                    fleet.maintenance_pass(session, self.settings, self._reap, full=full)
+                    if beat or full:  # on SQLite every transaction takes the write lock
+                        fleet.maintenance_pass(session, self.settings, self._reap, full=full)
             except Exception as e:  # a database or broker outage: keep beating, log once a beat
                 log.warning("heartbeat or maintenance pass failed: %s", e)
             self.stopping.wait(min(interval(self.settings),
                                    self.settings.reap_interval_seconds))
 
-    def _reap(self, session: object) -> None:
-        from sqlalchemy.orm import Session
+    def _beat(self, session: Session, done: int, rate: float) -> None:
+        if not fleet.heartbeat(session, WORKER_ID, items_done=done, items_per_s=rate,
+                               lease_seconds=self.settings.lease_seconds,
+                               pid_alive=pid_alive):
+            log.warning("this worker had been declared dead (no heartbeat for %.0f s); its "
+                        "leases went to others", self.settings.worker_dead_after)
 
-        assert isinstance(session, Session)
+    def _my_turn(self) -> bool:
+        """One full pass per interval across the fleet, not one per worker: the first worker
+        to take the broker's short-lived key runs it (SQLite has no advisory lock, and every
+        pass takes its write lock). With the broker down, each runs its own."""
+        try:
+            return bool(broker.redis_client(self.settings).set(
+                MAINTENANCE_KEY, WORKER_ID, nx=True,
+                px=max(1, int(self.settings.reap_interval_seconds * 1000 * 0.9))))
+        except RedisError:
+            return True
+
+    def _reap(self, session: Session) -> None:
         report = reap(session, self.settings,
                       queue_depth=lambda q: broker.queue_depth(self.settings, q))
         if any(report.__dict__.values()):

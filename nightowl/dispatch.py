@@ -153,18 +153,7 @@ def _pick(session: Session, queue: str, window: int) -> list[tuple[str, int]]:
         for c in candidates:
             if c.tenant_id == best.tenant_id:
                 c.load += 1
-    now = utcnow()
-    by_job: dict[str, list[int]] = {}
-    for job_id, chunk_no in picked:
-        by_job.setdefault(job_id, []).append(chunk_no)
-    for job_id, numbers in by_job.items():
-        session.execute(
-            update(JobChunk)
-            .where(JobChunk.job_id == job_id, JobChunk.chunk_no.in_(numbers),
-                   JobChunk.status == ChunkStatus.PENDING)
-            .values(enqueued_at=now)
-            .execution_options(synchronize_session=False)
-        )
+    _mark(session, picked, utcnow())
     return picked
 
 
@@ -212,6 +201,12 @@ def _touch(session: Session, chunks: list[tuple[str, int]]) -> None:
 
 def _set_enqueued(session: Session, chunks: list[tuple[str, int]], when: datetime | None
                   ) -> None:
+    _mark(session, chunks, when)
+    session.commit()
+
+
+def _mark(session: Session, chunks: list[tuple[str, int]], when: datetime | None) -> None:
+    """Set `enqueued_at` (in the window since `when`; None: back in SQL's queue), uncommitted."""
     by_job: dict[str, list[int]] = {}
     for job_id, chunk_no in chunks:
         by_job.setdefault(job_id, []).append(chunk_no)
@@ -223,4 +218,3 @@ def _set_enqueued(session: Session, chunks: list[tuple[str, int]], when: datetim
             .values(enqueued_at=when)
             .execution_options(synchronize_session=False)
         )
-    session.commit()

@@ -80,7 +80,7 @@ def check_hyperparams(hyper: object, settings: Settings) -> dict[str, Any]:
         raise InvalidInput("hyperparameters must be an object", param="hyperparameters")
     unknown = sorted(set(hyper) - set(HYPERPARAMS))
     if unknown:
-        raise InvalidInput(f"unknown hyperparameter(s) {unknown}; known: "
+        raise InvalidInput(f"hyperparameters: unknown {unknown}; known: "
                            f"{', '.join(HYPERPARAMS)}", param="hyperparameters")
     caps = {**_CAPS, "epochs": settings.max_finetune_epochs,
             "max_steps": settings.max_finetune_steps, "warmup_steps": settings.max_finetune_steps,

@@ -266,7 +266,8 @@ def _hyperparameters(value: object) -> dict[str, Any]:
         clean = finetunes.check_hyperparams(value, get_settings())
     except InvalidInput as e:
         raise _bad(e.problems[0][0] if e.problems else "hyperparameters",
-                   e.problems[0][1] if e.problems else str(e)) from e
+                   e.problems[0][1] if e.problems else
+                   str(e).removeprefix("hyperparameters: ")) from e
     return {k: v for k, v in clean.items() if v is not None}
 
 

@@ -41,6 +41,8 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
         dispose_engines()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            # Roles outlive their database: the analyst login `db upgrade` made goes too.
+            conn.execute(text(f'DROP ROLE IF EXISTS "nightowl_analyst_{name}"'))
         admin.dispose()
 
 

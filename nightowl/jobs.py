@@ -43,6 +43,9 @@ class JobSpec:
     id_prefix: str = "job"
     # Higher runs first, ahead of fair share and age (nightowl.dispatch: range and meaning).
     priority: int = PRIORITY_DEFAULT
+    # A batch row already committed as validating (its input checked in the background):
+    # the checked items go into it instead of a new row.
+    job_id: str | None = None
 
 
 def set_status(job: Job, status: JobStatus) -> None:
@@ -88,7 +91,7 @@ def submit_job(
     if spec.on_invalid not in ("reject", "skip"):
         raise InvalidInput(f"--on-invalid must be reject or skip, not {spec.on_invalid!r}")
     check_priority(spec.priority)
-    admission = quotas.admit(session, spec.tenant_id)
+    admission = quotas.admit(session, spec.tenant_id, exclude_job=spec.job_id)
     version = registry.resolve(session, spec.model)
     if version.kind != spec.kind:
         raise InvalidInput(
@@ -115,7 +118,10 @@ def submit_job(
         input_file_id=spec.input_file_id,
         priority=spec.priority,
     )
-    session.add(job)
+    if spec.job_id is None:
+        session.add(job)
+    else:
+        job = _adopt(session, spec.job_id, job)
     session.flush()
     problems: list[tuple[str, str]] = []
     total = failed = 0
@@ -160,6 +166,17 @@ def submit_job(
         session.commit()
         return job
     top_up(session, settings, job.queue)
+    return job
+
+
+def _adopt(session: Session, job_id: str, fresh: Job) -> Job:
+    """The validating row takes what the checks decided; its id, times and deadline stay."""
+    job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.VALIDATING:
+        raise Conflict(f"job {job_id} is no longer validating")
+    for key in ("kind", "model_ref", "model_version_id", "params", "truncate", "chunk_size",
+                "queue", "metadata_", "priority"):
+        setattr(job, key, getattr(fresh, key))
     return job
 
 

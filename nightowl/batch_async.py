@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nightowl import batches, quotas
+from nightowl import batch_finalize, batches, quotas
 from nightowl.batch_lines import ENDPOINTS
 from nightowl.celery_app import send
 from nightowl.config import Settings
@@ -43,9 +43,10 @@ def create_batch(
     batches.check_request(endpoint, completion_window, metadata)
     row = batches.input_file(session, input_file_id, tenant_id=tenant_id)
     if row.bytes <= settings.batch_inline_check_bytes:
-        return batches.check_and_submit(
+        job = batches.check_and_submit(
             session=session, settings=settings, tenant_id=tenant_id, row=row, endpoint=endpoint,
             completion_window=completion_window, metadata=metadata)
+        return _finished_if_all_refused(session, job)
     # A tenant already at a limit is told now (429); one whose file turns out to hold more
     # items than its quota allows learns it from the failed batch's errors.
     quotas.admit(session, tenant_id)
@@ -106,7 +107,15 @@ def validate(session: Session, settings: Settings, job_id: str) -> str:
     except NightowlError as e:
         session.rollback()
         return _fail(session, job_id, e)
-    return job.status.value
+    return _finished_if_all_refused(session, job).status.value
+
+
+def _finished_if_all_refused(session: Session, job: Job) -> Job:
+    """Every line refused on its own: nothing runs, so the files are written up right here."""
+    if job.status == JobStatus.FINALIZING:
+        batch_finalize.finish(session, job.id)
+        session.refresh(job)
+    return job
 
 
 def _fail(session: Session, job_id: str, e: NightowlError) -> str:

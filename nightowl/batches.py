@@ -19,7 +19,7 @@ from nightowl import chat, registry
 from nightowl.batch_lines import ENDPOINTS, BatchLine, LineProblem, Request, read_lines
 from nightowl.config import Settings
 from nightowl.enums import ErrorCode, JobStatus, Queue, TaskKind
-from nightowl.errors import InvalidInput, NightowlError, NotFound
+from nightowl.errors import Conflict, InvalidInput, NightowlError, NotFound
 from nightowl.files import get_file, local_path
 from nightowl.inputs import ParsedLine
 from nightowl.jobs import JobSpec, cancel_job, get_job, submit_job
@@ -321,7 +321,10 @@ def list_batches(session: Session, *, tenant_id: str | None, after: str | None =
 
 
 def cancel_batch(session: Session, batch_id: str, *, tenant_id: str | None) -> Job:
-    get_batch(session, batch_id, tenant_id=tenant_id)
+    job = get_batch(session, batch_id, tenant_id=tenant_id)
+    if job.status == JobStatus.FINALIZING:
+        raise Conflict(f"batch {batch_id} has finished running and its output files are being "
+                       "written; nothing is left to cancel")
     return cancel_job(session, batch_id, tenant_id=tenant_id)
 
 

@@ -317,7 +317,10 @@ def try_finalize(session: Session, job_id: str) -> bool:
     # re-read, a cancel committed since then would be overwritten with "completed".
     job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()
                           .execution_options(populate_existing=True)).one()
-    if job.status.terminal:
+    # A batch that was not cancelled stays finalizing while its output and error files are
+    # written up (nightowl.batch_finalize finishes it); a plain job finishes here.
+    writes_files = job.id.startswith("batch_") and job.cancelling_at is None
+    if job.status.terminal or (writes_files and job.status == JobStatus.FINALIZING):
         return False
     set_status(job, JobStatus.FINALIZING)
     counts = dict(
@@ -330,6 +333,9 @@ def try_finalize(session: Session, job_id: str) -> bool:
     job.failed_items = counts.get(ItemStatus.FAILED, 0)
     job.cancelled_items = counts.get(ItemStatus.CANCELLED, 0)
     job.expired_items = counts.get(ItemStatus.EXPIRED, 0)
+    if writes_files:
+        session.flush()
+        return True
     if job.cancelling_at is not None:
         final = JobStatus.CANCELLED
     elif job.expired_items:

@@ -1,6 +1,7 @@
-"""Batches checked in the background: the row says validating until a worker checks it, and
-the reaper rings again for one whose message was lost. Real SQL and a real broker; the check
-itself is the core function the worker's task calls, run here in-process."""
+"""Batches checked in the background and written up at the end: the row says validating until
+a worker checks it, and the reaper rings again for one whose message was lost; it says
+finalizing until its files are written up, and the reaper finishes one a crash left so. Real
+SQL and a real broker; the check is the core function the worker's task calls, in-process."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from nightowl import batch_async, broker, quotas
+from nightowl import batch_async, batch_finalize, broker, quotas
 from nightowl.auth import get_or_create_tenant
-from nightowl.batches import batch_object
+from nightowl.batch_output import get_batch_file, iter_lines
+from nightowl.batches import batch_object, cancel_batch
 from nightowl.config import Settings
 from nightowl.db import session_scope
-from nightowl.enums import JobStatus, TaskName
-from nightowl.errors import QuotaExceeded
+from nightowl.enums import ChunkStatus, JobStatus, TaskName
+from nightowl.errors import Conflict, QuotaExceeded
 from nightowl.files import create_file
-from nightowl.jobs import cancel_job
+from nightowl.jobs import cancel_job, stop_pending_chunks, try_finalize
 from nightowl.models import Job, utcnow
 from nightowl.reaper import reap
 
@@ -155,3 +157,39 @@ def test_quota_known_at_create_is_a_429_else_the_batch_fails_saying_so(
     assert errors[0]["code"] == "quota_exceeded"
     assert "max_queued_items quota of 2" in errors[0]["message"]
     _messages_for(settings, over, drop=True)
+
+
+def test_a_batch_left_finalizing_is_written_up_by_the_reaper(fake_models: Settings) -> None:
+    settings = fake_models
+    tenant = _tenant(settings)
+    job_id = _create(settings, tenant, [_chat("a"), _chat("b"), _chat("c", model="no-such")])
+    with session_scope(settings) as s:
+        assert batch_async.validate(s, settings, job_id) == JobStatus.QUEUED.value
+    _messages_for(settings, job_id, drop=True)
+    # Its deadline passes with nothing run; the pass that expires it stops at finalizing, as
+    # a worker that died before writing the files up would leave it.
+    with session_scope(settings) as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        stop_pending_chunks(s, job, ChunkStatus.EXPIRED)
+        assert try_finalize(s, job_id)
+    shown = _status(settings, job_id)
+    assert shown["status"] == "finalizing" and shown["finalizing_at"] is not None
+    assert shown["error_file_id"] is None and shown["completed_at"] is None
+    with pytest.raises(Conflict, match="being written"), session_scope(settings) as s:
+        cancel_batch(s, job_id, tenant_id=tenant)
+
+    _reap(settings)
+    shown = _status(settings, job_id)
+    assert shown["status"] == "expired" and shown["error_file_id"] == f"{job_id}_errors"
+    assert shown["request_counts"] == {"total": 3, "completed": 0, "failed": 1,  # type: ignore[comparison-overlap]
+                                       "cancelled": 0, "expired": 2}
+    with session_scope(settings) as s:
+        bf = get_batch_file(s, f"{job_id}_errors", tenant_id=tenant)
+        assert bf is not None
+        lines = list(iter_lines(s, bf))
+        assert [json.loads(x)["custom_id"] for x in lines] == ["a", "b", "c"]
+        # Counted while finalizing, so files.retrieve does not render the file to answer.
+        assert bf.job.metadata_["openai"]["file_bytes"] == {
+            "errors": sum(len(x.encode()) for x in lines)}
+        assert not batch_finalize.finish(s, job_id)  # a second finisher finds nothing to do

@@ -346,7 +346,9 @@ def test_a_large_batch_is_validating_then_in_progress_then_completed(
     counts = batch.request_counts
     assert counts is not None and (counts.total, counts.completed, counts.failed) == (3, 2, 1)
     assert batch.output_file_id and batch.error_file_id
-    done = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+    content = client.files.content(batch.output_file_id).read()
+    assert client.files.retrieve(batch.output_file_id).bytes == len(content)
+    done = [json.loads(x) for x in content.decode().splitlines()]
     assert [d["custom_id"] for d in done] == ["a", "b"]
     error = json.loads(client.files.content(batch.error_file_id).text)
     assert (error["custom_id"], error["response"]["body"]["error"]["param"]) == ("hot", "n")

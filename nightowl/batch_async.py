@@ -137,6 +137,7 @@ def resend_stuck(session: Session, *, now: datetime, grace: timedelta, stale: da
     yet they wait) or is very old. A batch a worker is checking right now holds its row lock:
     PostgreSQL skips it here (SKIP LOCKED); on SQLite the stamp below waits for that check to
     commit and then matches nothing. Idempotent: a duplicate message finds nothing to do."""
+    session.commit()  # the caller's work is its own: only the probe below is rolled back
     ids = session.scalars(
         select(Job.id).where(Job.status == JobStatus.VALIDATING,
                              Job.id.startswith(batches.ID_PREFIX + "_", autoescape=True),

@@ -58,6 +58,7 @@ def finish(session: Session, job_id: str) -> bool:
 
 def finish_all(session: Session) -> int:
     """Every batch left finalizing (its worker died between the last chunk and the files)."""
+    session.commit()  # the caller's work is its own
     ids = session.scalars(select(Job.id).where(
         Job.status == JobStatus.FINALIZING,
         Job.id.startswith(ID_PREFIX + "_", autoescape=True))).all()

@@ -19,11 +19,11 @@ from nightowl import chat, registry
 from nightowl.batch_lines import ENDPOINTS, BatchLine, LineProblem, Request, read_lines
 from nightowl.config import Settings
 from nightowl.enums import ErrorCode, JobStatus, Queue, TaskKind
-from nightowl.errors import InvalidInput, NightowlError, NotFound
+from nightowl.errors import Conflict, InvalidInput, NightowlError, NotFound
 from nightowl.files import get_file, local_path
 from nightowl.inputs import ParsedLine
 from nightowl.jobs import JobSpec, cancel_job, get_job, submit_job
-from nightowl.models import Job, ModelVersion, new_id, utcnow
+from nightowl.models import File, Job, ModelVersion, new_id, utcnow
 from nightowl.tokens import context_of, hidden_size
 
 ID_PREFIX = "batch"
@@ -83,11 +83,29 @@ def create_batch(
     *, session: Session, settings: Settings, tenant_id: str | None, input_file_id: str,
     endpoint: str, completion_window: str, metadata: dict[str, Any] | None = None,
 ) -> Job:
+    """Check every line now and store the batch (queued, or failed naming its bad lines)."""
     check_request(endpoint, completion_window, metadata)
+    row = input_file(session, input_file_id, tenant_id=tenant_id)
+    return check_and_submit(session=session, settings=settings, tenant_id=tenant_id, row=row,
+                            endpoint=endpoint, completion_window=completion_window,
+                            metadata=metadata)
+
+
+def input_file(session: Session, input_file_id: str, *, tenant_id: str | None) -> File:
     row = get_file(session, input_file_id, tenant_id=tenant_id)
     if row.purpose != "batch":
         raise InvalidInput(f"file {input_file_id} was uploaded with purpose {row.purpose!r}; "
                            "a batch input file needs purpose 'batch'", param="input_file_id")
+    return row
+
+
+def check_and_submit(
+    *, session: Session, settings: Settings, tenant_id: str | None, row: File, endpoint: str,
+    completion_window: str, metadata: dict[str, Any] | None, job_id: str | None = None,
+) -> Job:
+    """Read the file's lines and store them as the batch's items; `job_id` is a batch row
+    already shown as validating (checked in the background), else a new row is made."""
+    input_file_id = row.id
     kind = ENDPOINTS[endpoint]
     check = _Validation(tenant_id=tenant_id)
     with open(local_path(row, settings), "rb") as fh:
@@ -99,12 +117,13 @@ def create_batch(
     openai = {"endpoint": endpoint, "completion_window": completion_window,
               "metadata": metadata or None, "model": check.model}
     if check.error_count:
-        return _failed_batch(session, settings, check, kind, tenant_id, input_file_id, openai)
+        return _failed_batch(session, settings, check, kind, tenant_id, input_file_id, openai,
+                             job_id=job_id)
     model = check.model
     if check.version is None:
         # Every line was refused on its own: the batch still "runs" (to nothing) and its error
         # file answers each line, so the job row needs some model of the kind.
-        check.version = _placeholder_version(session, kind)
+        check.version = placeholder_version(session, kind)
         model = check.version.ref
         openai["model"] = next(iter(check.resolved), model)
 
@@ -120,7 +139,7 @@ def create_batch(
         deadline=COMPLETION_WINDOWS[completion_window],
         metadata={"openai": openai}, on_invalid="skip", tenant_id=tenant_id,
         input_file_id=input_file_id, id_prefix=ID_PREFIX,
-        queue=(metadata or {}).get(QUEUE_KEY, Queue.CPU.value),
+        queue=(metadata or {}).get(QUEUE_KEY, Queue.CPU.value), job_id=job_id,
     )
     return submit_job(session=session, settings=settings, spec=spec, lines=lines())
 
@@ -232,10 +251,13 @@ def request_input(request: Request, kind: TaskKind, version: ModelVersion,
 
 
 def _failed_batch(session: Session, settings: Settings, check: _Validation, kind: TaskKind,
-                  tenant_id: str | None, input_file_id: str, openai: dict[str, Any]) -> Job:
+                  tenant_id: str | None, input_file_id: str, openai: dict[str, Any], *,
+                  job_id: str | None = None) -> Job:
     # A job row needs a model version even when none could be resolved; it never runs, so any
     # version does, and the batch object reports the model name the lines gave.
-    version = check.version or _placeholder_version(session, kind)
+    if job_id is not None:
+        return fail_validating(session, job_id, check.errors, openai=openai)
+    version = check.version or placeholder_version(session, kind)
     now = utcnow()
     job = Job(
         id=new_id(ID_PREFIX), tenant_id=tenant_id, kind=kind, model_ref=check.model or "",
@@ -249,7 +271,19 @@ def _failed_batch(session: Session, settings: Settings, check: _Validation, kind
     return job
 
 
-def _placeholder_version(session: Session, kind: TaskKind) -> ModelVersion:
+def fail_validating(session: Session, job_id: str, errors: list[dict[str, Any]], *,
+                    openai: dict[str, Any] | None = None) -> Job:
+    """A batch shown as validating that cannot run: failed, its errors naming the lines."""
+    job = session.get(Job, job_id)
+    assert job is not None  # the caller holds the row
+    job.status, job.failed_at, job.errors = JobStatus.FAILED, utcnow(), errors
+    if openai is not None:
+        job.metadata_ = {**job.metadata_, "openai": {**job.metadata_.get("openai", {}), **openai}}
+    session.commit()
+    return job
+
+
+def placeholder_version(session: Session, kind: TaskKind) -> ModelVersion:
     version = session.scalars(
         select(ModelVersion).order_by((ModelVersion.kind == kind).desc(), ModelVersion.id)
         .limit(1)
@@ -289,7 +323,10 @@ def list_batches(session: Session, *, tenant_id: str | None, after: str | None =
 
 
 def cancel_batch(session: Session, batch_id: str, *, tenant_id: str | None) -> Job:
-    get_batch(session, batch_id, tenant_id=tenant_id)
+    job = get_batch(session, batch_id, tenant_id=tenant_id)
+    if job.status == JobStatus.FINALIZING:
+        raise Conflict(f"batch {batch_id} has finished running and its output files are being "
+                       "written; nothing is left to cancel")
     return cancel_job(session, batch_id, tenant_id=tenant_id)
 
 

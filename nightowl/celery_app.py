@@ -12,7 +12,7 @@ from kombu.entity import Queue as KQueue
 from nightowl.config import Settings, get_settings
 from nightowl.enums import Queue, TaskName
 
-TASK_MODULES = ["tasks.inference", "tasks.maintenance", "tasks.training"]
+TASK_MODULES = ["tasks.inference", "tasks.maintenance", "tasks.training", "tasks.batches"]
 
 
 def make_celery(settings: Settings) -> Celery:

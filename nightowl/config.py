@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_items_per_job: int = Field(default=5_000_000, ge=1)
     max_line_bytes: int = Field(default=1024 * 1024, ge=16)
+    # POST /v1/batches checks an input file up to this size before it answers; a larger one
+    # answers "validating" at once and a cpu worker checks it (nightowl.batch_async).
+    batch_inline_check_bytes: int = Field(default=1024 * 1024, ge=0)
     # Direct /v1/chat/completions etc. one tenant may have running at once (more get a 429),
     # and how long one may take before it is given up.
     max_direct_in_flight: int = Field(default=32, ge=1)

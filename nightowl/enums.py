@@ -89,6 +89,7 @@ class TaskName(str, Enum):
     RUN_CHUNK = "nightowl.run_chunk"
     REAP = "nightowl.reap"
     RUN_FINETUNE = "nightowl.run_finetune"
+    VALIDATE_BATCH = "nightowl.validate_batch"
 
 
 class FiringStatus(str, Enum):

@@ -44,6 +44,9 @@ class JobSpec:
     id_prefix: str = "job"
     # Higher runs first, ahead of fair share and age (nightowl.dispatch: range and meaning).
     priority: int = PRIORITY_DEFAULT
+    # A batch row already committed as validating (its input checked in the background):
+    # the checked items go into it instead of a new row.
+    job_id: str | None = None
 
 
 def set_status(job: Job, status: JobStatus) -> None:
@@ -91,7 +94,7 @@ def submit_job(
     check_priority(spec.priority)
     check_params(spec.kind, spec.params)
     check_json("metadata", spec.metadata, max_bytes=settings.max_metadata_bytes)
-    admission = quotas.admit(session, spec.tenant_id)
+    admission = quotas.admit(session, spec.tenant_id, exclude_job=spec.job_id)
     version = registry.resolve(session, spec.model, tenant_id=spec.tenant_id)
     if version.kind != spec.kind:
         raise InvalidInput(
@@ -118,7 +121,10 @@ def submit_job(
         input_file_id=spec.input_file_id,
         priority=spec.priority,
     )
-    session.add(job)
+    if spec.job_id is None:
+        session.add(job)
+    else:
+        job = _adopt(session, spec.job_id, job)
     session.flush()
     problems: list[tuple[str, str]] = []
     total = failed = 0
@@ -163,6 +169,17 @@ def submit_job(
         session.commit()
         return job
     top_up(session, settings, job.queue)
+    return job
+
+
+def _adopt(session: Session, job_id: str, fresh: Job) -> Job:
+    """The validating row takes what the checks decided; its id, times and deadline stay."""
+    job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.VALIDATING:
+        raise Conflict(f"job {job_id} is no longer validating")
+    for key in ("kind", "model_ref", "model_version_id", "params", "truncate", "chunk_size",
+                "queue", "metadata_", "priority"):
+        setattr(job, key, getattr(fresh, key))
     return job
 
 
@@ -303,7 +320,10 @@ def try_finalize(session: Session, job_id: str) -> bool:
     # re-read, a cancel committed since then would be overwritten with "completed".
     job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()
                           .execution_options(populate_existing=True)).one()
-    if job.status.terminal:
+    # A batch that was not cancelled stays finalizing while its output and error files are
+    # written up (nightowl.batch_finalize finishes it); a plain job finishes here.
+    writes_files = job.id.startswith("batch_") and job.cancelling_at is None
+    if job.status.terminal or (writes_files and job.status == JobStatus.FINALIZING):
         return False
     set_status(job, JobStatus.FINALIZING)
     counts = dict(
@@ -316,6 +336,9 @@ def try_finalize(session: Session, job_id: str) -> bool:
     job.failed_items = counts.get(ItemStatus.FAILED, 0)
     job.cancelled_items = counts.get(ItemStatus.CANCELLED, 0)
     job.expired_items = counts.get(ItemStatus.EXPIRED, 0)
+    if writes_files:
+        session.flush()
+        return True
     if job.cancelling_at is not None:
         final = JobStatus.CANCELLED
     elif job.expired_items:

@@ -50,14 +50,16 @@ def usage(session: Session, tenant_id: str, *, exclude_job: str | None = None) -
     return Usage(running_jobs=int(jobs), queued_items=int(items))
 
 
-def admit(session: Session, tenant_id: str | None) -> Admission:
-    """Before any input is read: refuse a tenant already at a limit."""
+def admit(session: Session, tenant_id: str | None, *,
+          exclude_job: str | None = None) -> Admission:
+    """Before any input is read: refuse a tenant already at a limit. `exclude_job` is the
+    job being filled (a batch validated in the background), not counted against itself."""
     if tenant_id is None:  # the operator has no quota
         return Admission(None)
     quota = session.get(TenantQuota, tenant_id)
     if quota is None:
         return Admission(tenant_id)
-    used = usage(session, tenant_id)
+    used = usage(session, tenant_id, exclude_job=exclude_job)
     _check(session, quota, used, new_items=1)
     left = None if quota.max_queued_items is None else quota.max_queued_items - used.queued_items
     return Admission(tenant_id, left)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from nightowl import dispatch, fleet
+from nightowl import batch_async, batch_finalize, dispatch, fleet
 from nightowl.config import Settings
 from nightowl.enums import TERMINAL_JOB_STATUSES, ChunkStatus, JobStatus, Queue, RunStatus
 from nightowl.finetunes import enqueue, mark_cancelled
@@ -27,6 +27,8 @@ class ReapReport:
     jobs_expired: int = 0
     runs_resent: int = 0
     dead_workers: int = 0
+    batches_resent: int = 0
+    batches_finalized: int = 0
 
 
 def reap(
@@ -72,7 +74,12 @@ def reap(
     ).all():
         try_finalize(session, job_id)
         session.commit()
+    # Batches whose worker died after their last chunk, before their files were written up.
+    report.batches_finalized = batch_finalize.finish_all(session)
     report.runs_resent = _resend_runs(session, now, stale, queue_depth)
+    # Batches left validating by a lost message or a worker that died while checking them.
+    report.batches_resent = batch_async.resend_stuck(
+        session, now=now, grace=SEND_GRACE, stale=stale, queue_depth=queue_depth)
     return report
 
 

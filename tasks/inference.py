@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from nightowl import chunks, dispatch
+from nightowl import batch_finalize, chunks, dispatch
 from nightowl.artifact_cache import local_dir
 from nightowl.chunks import ClaimedChunk, ItemOutcome
 from nightowl.config import Settings, get_settings
@@ -44,10 +44,21 @@ def run_chunk(job_id: str, chunk_no: int) -> dict[str, Any]:
         # worker finds it waiting (and a chunk of a newly submitted job can be that one).
         _top_up(session, settings, claimed.job.queue if claimed else None)
         if claimed is None:
+            _finish_batch(session, job_id)  # a cancelled or expired batch's last chunk
             return {"job_id": job_id, "chunk_no": chunk_no, "skipped": True}
         result = _run(session, settings, claimed, owner)
         _top_up(session, settings, claimed.job.queue)
+        _finish_batch(session, job_id)
         return result
+
+
+def _finish_batch(session: Session, job_id: str) -> None:
+    """If this chunk was a batch's last, write up its files now; on failure the reaper will."""
+    try:
+        batch_finalize.finish(session, job_id)
+    except Exception:
+        session.rollback()
+        log.exception("finalizing batch %s failed; the reaper will", job_id)
 
 
 def _top_up(session: Session, settings: Settings, queue: str | None) -> None:

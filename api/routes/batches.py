@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.openai_schemas import Batch, BatchCreate, BatchList
+from nightowl import batch_async
 from nightowl import batches as service
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -14,8 +15,9 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
 @router.post("")
 def create_batch(body: BatchCreate, session: SessionDep, settings: SettingsDep,
                  tenant: TenantDep) -> Batch:
-    """Create a batch from an uploaded JSONL file; bad lines give a batch with status failed."""
-    job = service.create_batch(
+    """Create a batch from an uploaded JSONL file; bad lines give a batch with status failed.
+    A large file answers at once with status validating and is checked by a worker."""
+    job = batch_async.create_batch(
         session=session, settings=settings, tenant_id=tenant, input_file_id=body.input_file_id,
         endpoint=body.endpoint, completion_window=body.completion_window,
         metadata=body.metadata,

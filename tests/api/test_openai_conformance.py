@@ -308,3 +308,66 @@ def test_async_client_and_429(stack_env: dict[str, str], key: str, worker: Worke
 
     with api_process(env, tmp_path / "api-429.log") as url:
         asyncio.run(drive(url))
+
+
+def _big_upload(client: openai.OpenAI, lines: list[str]) -> FileObject:
+    """Over the 1 MiB the API checks before it answers: whitespace inside each JSON line pads
+    the file without adding requests, so the batch is checked by the worker."""
+    pad = " " * (1024 * 1024 // len(lines) + 1)
+    data = "".join((line[:-1] + pad + "}" if line.endswith("}") else line + pad) + "\n"
+                   for line in lines).encode()
+    return client.files.create(file=("big.jsonl", io.BytesIO(data)), purpose="batch")
+
+
+def test_a_large_batch_is_validating_then_in_progress_then_completed(
+        api_server: str, key: str, worker: Worker) -> None:
+    client = _client(api_server, key)
+    chat: Final = "/v1/chat/completions"
+    ok = {"model": GEN, "messages": [{"role": "user", "content": "the owl"}], "max_tokens": 2}
+    upload = _big_upload(client, [_line("a", chat, ok), _line("hot", chat, {**ok, "n": 20}),
+                                  _line("b", chat, ok)])
+    assert upload.bytes > 1024 * 1024
+    created = client.batches.create(input_file_id=upload.id, endpoint=chat,
+                                    completion_window="24h")
+    assert created.status == "validating" and created.in_progress_at is None
+    seen = [created.status]
+    deadline = time.monotonic() + 150
+    while (batch := client.batches.retrieve(created.id)).status not in FINAL:
+        assert time.monotonic() < deadline, (batch, worker.output()[-2000:])
+        if batch.status != seen[-1]:
+            seen.append(batch.status)
+        time.sleep(0.1)
+    seen.append(batch.status)
+    order = ["validating", "in_progress", "finalizing", "completed"]
+    assert seen == sorted(set(seen), key=order.index), seen  # never back, nothing else
+    assert batch.status == "completed" and batch.model == GEN
+    assert batch.in_progress_at and batch.finalizing_at and batch.completed_at
+    assert batch.in_progress_at <= batch.finalizing_at <= batch.completed_at
+    counts = batch.request_counts
+    assert counts is not None and (counts.total, counts.completed, counts.failed) == (3, 2, 1)
+    assert batch.output_file_id and batch.error_file_id
+    content = client.files.content(batch.output_file_id).read()
+    assert client.files.retrieve(batch.output_file_id).bytes == len(content)
+    done = [json.loads(x) for x in content.decode().splitlines()]
+    assert [d["custom_id"] for d in done] == ["a", "b"]
+    error = json.loads(client.files.content(batch.error_file_id).text)
+    assert (error["custom_id"], error["response"]["body"]["error"]["param"]) == ("hot", "n")
+
+    # Nobody reads the gpu queue here: once checked, the batch stays in_progress, and a
+    # cancel stops it. A bad envelope found in the background fails the batch by line.
+    waiting = client.batches.create(input_file_id=upload.id, endpoint=chat,
+                                    completion_window="24h",
+                                    metadata={"nightowl_queue": "gpu"})
+    bad = client.batches.create(
+        input_file_id=_big_upload(client, [_line("a", chat, ok), "not json"]).id,
+        endpoint=chat, completion_window="24h")
+    assert waiting.status == bad.status == "validating"
+    while (got := client.batches.retrieve(waiting.id)).status == "validating":
+        assert time.monotonic() < deadline + 60, worker.output()[-2000:]
+        time.sleep(0.1)
+    assert got.status == "in_progress" and got.request_counts is not None
+    assert got.request_counts.total == 3
+    assert client.batches.cancel(waiting.id).status in ("cancelling", "cancelled")
+    failed = _wait(client, bad.id, worker)
+    assert failed.status == "failed" and failed.errors and failed.errors.data
+    assert [(e.line, e.code) for e in failed.errors.data] == [(2, "invalid_json_line")]

@@ -26,7 +26,15 @@ def wanted(setting: Batching, device: torch.device, params: dict[str, Any]) -> b
     scheduler thread and paged cache cost more than the padding they avoid."""
     if setting == "static" or (setting == "auto" and device.type != "cuda"):
         return False
-    return eligible(params)
+    return eligible(params) and available()
+
+
+def available() -> bool:
+    """Whether the installed transformers has the API this module calls (5.x releases
+    before it fall back to static batches rather than fail the job)."""
+    import transformers
+
+    return hasattr(transformers, "ContinuousBatchingConfig")
 
 
 def eligible(params: dict[str, Any]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     device: str = "auto"
     # Torch threads per worker process; 0 means cores divided by the worker's concurrency.
     torch_threads: int = Field(default=0, ge=0)
+    # Prepare the next micro-batch (pad, pin, copy) on a thread while the current one runs,
+    # so a fast GPU does not wait on the host.
+    prefetch: bool = True
+    # Generation batches: "static" pads each micro-batch to its longest answer, "continuous"
+    # refills finished slots (transformers' paged continuous batching, CUDA), "auto" picks
+    # continuous on CUDA where it runs and static elsewhere.
+    generation_batching: Literal["auto", "static", "continuous"] = "auto"
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

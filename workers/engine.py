@@ -9,16 +9,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from nightowl.config import get_settings
 from nightowl.enums import ErrorCode
 from nightowl.errors import InvalidInput
 from workers.batching import plan_micro_batches
 from workers.runners import Runner
-from workers.runners.base import Encoded
+from workers.runners.base import Encoded, Prepared
 
 log = logging.getLogger(__name__)
 
@@ -66,33 +68,99 @@ def run_batched(
     max_batch_size: int,
     truncate: bool,
     should_stop: Callable[[], bool] | None = None,
+    prefetch: bool | None = None,
 ) -> Iterator[list[ItemResult]]:
     """Yield results one micro-batch at a time (rejected items first, in one list).
 
     should_stop() is asked before each micro-batch; once it says True nothing more is
     yielded, and the items not yet reported are the caller's to mark cancelled or expired.
     Results carry their item's key; their order follows the batching, not the input.
+    With prefetch (default: the NIGHTOWL_PREFETCH setting) the next micro-batch is padded and
+    copied to the device on a thread while the current one runs; outputs are the same.
     """
     groups, rejected = _sanitize(runner, items)
     budget = _Budget(max_batch_tokens)
-    runnable: list[tuple[_Group, list[_Sized]]] = []
+    steps: list[tuple[dict[str, Any], list[_Sized]]] = []
     for group in groups:
         sized, too_long = _measure(runner, group.items, truncate)
         rejected += too_long
-        runnable.append((group, sized))
-    if rejected:
-        yield rejected
-    for group, sized in runnable:
         plan = plan_micro_batches(
             [length for _, length, _ in sized],
             max_batch_tokens=max_batch_tokens,
             max_batch_size=max_batch_size,
         )
-        for indexes in plan:
+        steps += [(group.params, [sized[i] for i in indexes]) for indexes in plan]
+    if rejected:
+        yield rejected
+    if prefetch is None:
+        prefetch = get_settings().prefetch
+    # A runner that overrides run() whole (a test double, a custom kind) keeps that seam.
+    split = type(runner).run is Runner.run
+    ahead = _Prefetcher(runner, truncate) if prefetch and split and steps else None
+    try:
+        for n, (params, batch) in enumerate(steps):
             if should_stop is not None and should_stop():
                 return
-            batch = [sized[i] for i in indexes]
-            yield _run_within(runner, batch, group.params, truncate, budget)
+            parts = _split(batch, budget)
+            results: list[ItemResult] = []
+            for p, part in enumerate(parts):
+                prepared = ahead.take(params, part) if ahead is not None else None
+                if ahead is not None:
+                    # Queued before this part's forward, so the host works while it runs.
+                    if p + 1 < len(parts):
+                        ahead.start(params, parts[p + 1])
+                    elif n + 1 < len(steps):
+                        next_params, next_batch = steps[n + 1]
+                        ahead.start(next_params, _split(next_batch, budget)[0])
+                results += _run_batch(runner, part, params, truncate, budget, prepared)
+            yield results
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _split(batch: list[_Sized], budget: _Budget) -> list[list[_Sized]]:
+    """A planned micro-batch in parts under the current budget (one part until an OOM)."""
+    parts = plan_micro_batches(
+        [length for _, length, _ in batch], max_batch_tokens=budget.tokens,
+        max_batch_size=len(batch),
+    )
+    return [[batch[i] for i in part] for part in parts]
+
+
+class _Prefetcher:
+    """One thread that prepares the next micro-batch while the caller runs the current one.
+
+    Started per call and joined at its end, so no thread outlives a chunk (a Celery prefork
+    parent never runs this: no thread exists at fork). The preparation only pads and queues
+    copies; the forward stays on the caller's thread, so torch's thread settings hold."""
+
+    def __init__(self, runner: Runner, truncate: bool) -> None:
+        self._runner = runner
+        self._truncate = truncate
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nightowl-prefetch")
+        self._pending: tuple[tuple[int, tuple[int, ...]], Future[Prepared]] | None = None
+
+    @staticmethod
+    def _key(params: dict[str, Any], part: list[_Sized]) -> tuple[int, tuple[int, ...]]:
+        return id(params), tuple(item.key for item, _, _ in part)
+
+    def start(self, params: dict[str, Any], part: list[_Sized]) -> None:
+        texts = [item.text for item, _, _ in part]
+        encoded = [enc for _, _, enc in part]
+        future = self._pool.submit(self._runner.prepare, texts, params, self._truncate, encoded)
+        self._pending = (self._key(params, part), future)
+
+    def take(self, params: dict[str, Any], part: list[_Sized]) -> Future[Prepared] | None:
+        """The prepared batch if it is this part (an out-of-memory may have re-split it)."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending[0] != self._key(params, part):
+            return None
+        return pending[1]
+
+    def close(self) -> None:
+        self._pending = None
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _sanitize(
@@ -157,25 +225,21 @@ def _measure(
     return sized, refused
 
 
-def _run_within(
-    runner: Runner, batch: list[_Sized], params: dict[str, Any], truncate: bool, budget: _Budget
-) -> list[ItemResult]:
-    parts = plan_micro_batches(
-        [length for _, length, _ in batch], max_batch_tokens=budget.tokens,
-        max_batch_size=len(batch),
-    )
-    results: list[ItemResult] = []
-    for part in parts:
-        results += _run_batch(runner, [batch[i] for i in part], params, truncate, budget)
-    return results
-
-
 def _run_batch(
-    runner: Runner, batch: list[_Sized], params: dict[str, Any], truncate: bool, budget: _Budget
+    runner: Runner,
+    batch: list[_Sized],
+    params: dict[str, Any],
+    truncate: bool,
+    budget: _Budget,
+    prepared: Future[Prepared] | None = None,
 ) -> list[ItemResult]:
     try:
-        outputs = runner.run([item.text for item, _, _ in batch], params, truncate,
-                             encoded=[encoded for _, _, encoded in batch])
+        if prepared is not None:
+            # A failure while preparing surfaces here, handled as if run() had raised it.
+            outputs = runner.complete(prepared.result())
+        else:
+            outputs = runner.run([item.text for item, _, _ in batch], params, truncate,
+                                 encoded=[encoded for _, _, encoded in batch])
     except Exception as e:
         if _is_oom(e):
             _release_memory(runner)

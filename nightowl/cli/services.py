@@ -30,7 +30,10 @@ BEAT_SCHEDULER = "tasks.scheduler:DatabaseScheduler"
 @click.option("--queues", "-Q", default="cpu", show_default=True,
               help="Comma-separated queues: cpu, gpu, train.")
 @click.option("--device", default=None,
-              help="cpu, cuda:N or auto (default NIGHTOWL_DEVICE, else auto).")
+              help="cpu, cuda:N, cuda:all (one process per visible GPU) or auto "
+                   "(default NIGHTOWL_DEVICE, else auto).")
+@click.option("--gpus", type=click.IntRange(1, 64),
+              help="One process on each of the first N visible GPUs (as --device cuda:all).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 256),
               help="Worker processes (CPU default: cores; GPU: always 1).")
 @click.option("--beat", "with_beat", is_flag=True,
@@ -38,8 +41,8 @@ BEAT_SCHEDULER = "tasks.scheduler:DatabaseScheduler"
 @click.option("--loglevel", default="info", show_default=True, help="Celery log level.")
 @click.option("--hostname", "-n", help="Worker node name (default: nightowl-PID@host).")
 @click.option("--quiet", "-q", is_flag=True, help="No Celery banner; warnings and errors only.")
-def worker(queues: str, device: str | None, concurrency: int | None, with_beat: bool,
-           loglevel: str, hostname: str | None, quiet: bool) -> None:
+def worker(queues: str, device: str | None, gpus: int | None, concurrency: int | None,
+           with_beat: bool, loglevel: str, hostname: str | None, quiet: bool) -> None:
     """Run a Celery worker; picks a pool that is safe for torch."""
     s = settings()
     require_broker(s)
@@ -49,6 +52,12 @@ def worker(queues: str, device: str | None, concurrency: int | None, with_beat: 
         raise click.BadParameter(f"unknown queue(s) {unknown}; use cpu, gpu, train",
                                  param_hint="--queues")
     device = device or s.device
+    if gpus is not None or device.strip().lower() == "cuda:all":
+        if with_beat or concurrency:
+            raise click.UsageError("--beat and --concurrency do not apply to one worker per "
+                                   "GPU; run beat apart (`nightowl beat`)")
+        _worker_per_gpu(",".join(names), gpus, loglevel, hostname)
+        return
     cores = os.cpu_count() or 1
     gpu = device.startswith("cuda")
     if gpu:
@@ -87,6 +96,33 @@ def worker(queues: str, device: str | None, concurrency: int | None, with_beat: 
         argv += ["-B", "--scheduler", BEAT_SCHEDULER, "-s", str(s.home / "celerybeat-schedule")]
     s.home.mkdir(parents=True, exist_ok=True)
     os.execve(sys.executable, argv, {**os.environ, **env})
+
+
+def _worker_per_gpu(queues: str, count: int | None, loglevel: str, hostname: str | None) -> None:
+    from nightowl.cli import gpus
+    from nightowl.embedded import Children, exit_on_sigterm, nightowl_argv
+
+    cards = gpus.visible_gpus(os.environ, gpus.smi_listing())
+    try:
+        plan = gpus.plan_children(cards, count=count, queues=queues, loglevel=loglevel,
+                                  hostname=hostname, pid=os.getpid())
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    exit_on_sigterm()
+    children = Children()
+    try:
+        for child in plan:
+            click.echo(f"worker on GPU {child.card}: nightowl {' '.join(child.args)}", err=True)
+            children.start(f"worker on GPU {child.card}", nightowl_argv(*child.args), child.env)
+        # One card's worker dying takes the others down too: a supervisor (compose, systemd)
+        # then restarts the set, instead of a host running short a card unnoticed.
+        while (dead := children.poll_dead()) is None:
+            time.sleep(0.5)
+        raise click.ClickException(dead)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    finally:
+        children.stop()
 
 
 @click.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -141,8 +142,22 @@ class Runner(ABC):
                     f"text {index} has {length} tokens, model accepts {limit}; "
                     "resubmit with --truncate or shorten the text"
                 )
-        moved: BatchEncoding = encoded.to(self.device)
-        return moved
+        return self.to_device(encoded)
+
+    def to_device(self, inputs: BatchEncoding) -> BatchEncoding:
+        """Copy a CPU batch to the device. On CUDA through pinned memory without blocking the
+        host: the copy is queued on the same stream as the forward that reads it, so it stays
+        ordered, and the host can prepare the next batch meanwhile."""
+        from transformers import BatchEncoding
+
+        if self.device.type != "cuda":
+            moved: BatchEncoding = inputs.to(self.device)
+            return moved
+        return BatchEncoding({
+            name: value.pin_memory().to(self.device, non_blocking=True)
+            if isinstance(value, torch.Tensor) else value
+            for name, value in inputs.items()
+        })
 
     def collate(self, encoded: list[Encoded], truncate: bool) -> BatchEncoding | None:
         """`preprocess` for texts already encoded: pad to the longest, as the tokenizer would.
@@ -171,8 +186,7 @@ class Runner(ABC):
             types = torch.full(mask.shape, type_pad, dtype=torch.long)
             types[mask] = torch.tensor([t for _, type_ids in encoded for t in type_ids])
             data["token_type_ids"] = types
-        moved: BatchEncoding = BatchEncoding(data).to(self.device)
-        return moved
+        return self.to_device(BatchEncoding(data))
 
     def decode(self, ids: list[int]) -> str:
         """Text of generated ids, special tokens dropped and spacing left exactly as produced."""
@@ -197,6 +211,34 @@ class Runner(ABC):
         """Tokens produced per input text (all choices together); 0 where nothing is generated."""
         return [0] * count
 
+    def prepare(
+        self,
+        texts: list[str],
+        params: Mapping[str, Any],
+        truncate: bool = False,
+        encoded: list[Encoded] | None = None,
+    ) -> Prepared:
+        """The host-side half of a micro-batch: sanitize, pad and queue the copy to the device.
+
+        Safe to run on another thread while the previous micro-batch's forward runs: it reads
+        the tokenizer and writes only new tensors."""
+        clean = self.sanitize_params(params)
+        inputs = self.collate(encoded, truncate) if encoded else None
+        if inputs is not None and encoded:
+            # The lengths the host already knows: counting the device mask would wait for it.
+            tokens_in = [len(ids) for ids, _ in encoded]
+        else:
+            inputs = self.preprocess(texts, clean, truncate)
+            tokens_in = [int(n) for n in inputs["attention_mask"].sum(dim=1).tolist()]
+        return Prepared(inputs, clean, tokens_in)
+
+    def complete(self, prepared: Prepared) -> list[tuple[dict[str, Any], int, int]]:
+        """The device half: forward, then one JSON-ready result per text."""
+        outputs = self.forward(prepared.inputs, prepared.params)
+        results = self.postprocess(outputs, prepared.params)
+        tokens_out = self.output_tokens(outputs, len(prepared.tokens_in))
+        return list(zip(results, prepared.tokens_in, tokens_out, strict=True))
+
     def run(
         self,
         texts: list[str],
@@ -209,15 +251,16 @@ class Runner(ABC):
         `encoded`, the texts' `encode()`, saves tokenizing them again."""
         if not texts:
             return []
-        clean = self.sanitize_params(params)
-        inputs = self.collate(encoded, truncate) if encoded else None
-        if inputs is None:
-            inputs = self.preprocess(texts, clean, truncate)
-        tokens_in = [int(n) for n in inputs["attention_mask"].sum(dim=1).tolist()]
-        outputs = self.forward(inputs, clean)
-        results = self.postprocess(outputs, clean)
-        tokens_out = self.output_tokens(outputs, len(texts))
-        return list(zip(results, tokens_in, tokens_out, strict=True))
+        return self.complete(self.prepare(texts, params, truncate, encoded))
+
+
+@dataclass
+class Prepared:
+    """A micro-batch ready for the forward: inputs on (or queued to) the device."""
+
+    inputs: BatchEncoding
+    params: dict[str, Any]
+    tokens_in: list[int]
 
 
 # --- parameter helpers shared by the runners ---------------------------------------------

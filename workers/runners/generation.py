@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nightowl.config import get_settings
 from nightowl.enums import TaskKind
 from nightowl.errors import InvalidParams
 from nightowl.params import (
@@ -22,6 +23,7 @@ from nightowl.params import (
     stop_strings,
 )
 from nightowl.params import GENERATE_PARAMS as PARAMS
+from workers.runners import continuous
 from workers.runners.base import Runner, param_bool, param_float, param_int
 
 if TYPE_CHECKING:
@@ -48,6 +50,8 @@ class _Choice:
 
 class GenerationRunner(Runner):
     kind = TaskKind.GENERATE
+    # static / continuous / auto; None follows NIGHTOWL_GENERATION_BATCHING.
+    batching: continuous.Batching | None = None
 
     @property
     def max_input_tokens(self) -> int:
@@ -125,6 +129,11 @@ class GenerationRunner(Runner):
             kwargs["logits_processor"] = LogitsProcessorList([_OpenAIPenalties(
                 width, params.get("presence_penalty") or 0.0,
                 params.get("frequency_penalty") or 0.0)])
+        if continuous.wanted(self.batching or get_settings().generation_batching,
+                             self.device, params):
+            return Generated(
+                rows=continuous.generate(self.model, inputs, max_new, self._pad_id()),
+                per_prompt=1, max_new_tokens=max_new)
         want_logprobs = bool(params.get("logprobs"))
         if want_logprobs:
             # Raw logits: the model's own distribution, before temperature or top-k reshape it.

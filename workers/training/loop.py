@@ -193,6 +193,7 @@ def train(
     metrics: dict[str, float] = {}
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     while step < total_steps:
         heartbeat()
         if should_stop():
@@ -206,7 +207,9 @@ def train(
             indices = order.micro_batch(step * config.grad_accum + micro)
             batch = {k: v.to(device) for k, v in collate(train_data, indices).items()}
             tokens += count_tokens(batch, kind)
-            loss = model(**batch).loss / config.grad_accum
+            # bf16 mixed precision on a GPU that has it: weights and optimizer stay fp32.
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(**batch).loss / config.grad_accum
             loss.backward()
             loss_sum += float(loss.detach())
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM))

@@ -19,6 +19,12 @@ from workers.loading import load_for_kind
 from workers.runners import Runner
 
 
+def model_for(kind: TaskKind, tiny_models: dict[TaskKind, Path]) -> Path:
+    """Bootstrap builds no model of its own to embed with: any encoder checkpoint embeds, so the
+    tiny sentiment BERT serves that kind (as in the runner tests)."""
+    return tiny_models.get(kind) or tiny_models[TaskKind.SENTIMENT]
+
+
 def snapshot(root: Path) -> dict[str, tuple[int, str]]:
     return {
         str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
@@ -49,7 +55,7 @@ def test_models_load_through_the_safe_loader(
 ) -> None:
     model, tokenizer = load_for_kind(
         kind,
-        str(tiny_models[kind]),
+        str(model_for(kind, tiny_models)),
         revision=None,
         device=torch.device("cpu"),
         settings=worker_settings,
@@ -65,7 +71,7 @@ def test_second_call_returns_without_rebuilding(
     root = tiny_models[TaskKind.GENERATE].parent
     before = snapshot(root)
 
-    def no_build(todo: list[BootstrapModel], seed: int) -> None:
+    def no_build(todo: list[BootstrapModel], seed: int, *_: object) -> None:
         raise AssertionError(f"rebuilt {[m.name for m in todo]}")
 
     monkeypatch.setattr(bootstrap, "_build", no_build)
@@ -81,7 +87,7 @@ def test_only_incomplete_or_differently_seeded_models_are_rebuilt(
     shutil.copytree(tiny_models[TaskKind.GENERATE].parent, root)
     built: list[list[str]] = []
     monkeypatch.setattr(
-        bootstrap, "_build", lambda todo, seed: built.append([m.name for m in todo])
+        bootstrap, "_build", lambda todo, seed, *_: built.append([m.name for m in todo])
     )
     # A crash between writing the weights and the manifest leaves no manifest behind.
     (root / "tiny-translator" / MANIFEST_NAME).unlink()
@@ -111,7 +117,7 @@ def test_tokenizer_json_alone_counts_what_the_model_sees(
 ) -> None:
     """The core counts tokens from tokenizer.json without torch; the counts must agree."""
     texts = ["this movie was wonderful", "the red dog", "Grüße, naïve café ☕ 123", "x"]
-    bare = Tokenizer.from_file(str(tiny_models[kind] / "tokenizer.json"))
+    bare = Tokenizer.from_file(str(model_for(kind, tiny_models) / "tokenizer.json"))
     assert [len(e.ids) for e in bare.encode_batch(texts)] == tiny_runners[kind].count_tokens(texts)
 
 

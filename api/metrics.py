@@ -190,6 +190,20 @@ class NightowlCollector(Collector):
             failed.add_metric(labels, float(bad or 0))
             pending.add_metric(labels, float(left or 0))
         yield from (processed, failed, pending)
+        # The broker holds only the dispatch window; the rest of the backlog waits in SQL.
+        waiting = GaugeMetricFamily(
+            "nightowl_chunks_waiting",
+            "Chunks of open jobs not started yet, in the broker's window or in SQL",
+            labels=["queue", "where"])
+        for queue, in_broker, n in session.execute(
+            select(Job.queue, JobChunk.enqueued_at.is_not(None), func.count())
+            .join(Job, Job.id == JobChunk.job_id)
+            .where(Job.status.not_in(TERMINAL_JOB_STATUSES),
+                   JobChunk.status == ChunkStatus.PENDING)
+            .group_by(Job.queue, JobChunk.enqueued_at.is_not(None))
+        ).tuples():
+            waiting.add_metric([queue, "broker" if in_broker else "sql"], float(n))
+        yield waiting
         done = [JobChunk.status == ChunkStatus.DONE, JobChunk.started_at.is_not(None),
                 JobChunk.finished_at.is_not(None)]
         yield _histogram(session, "nightowl_chunk_duration_seconds",

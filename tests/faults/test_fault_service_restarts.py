@@ -114,7 +114,7 @@ def test_database_restart_mid_job_is_ridden_out_with_retries(
     assert done < DB_ITEMS // CHUNK, (
         "the job finished before the database went down: the fault tested nothing")
     resumed = _first_progress_after(settings, job_id, done, t0)
-    job = wait_for_job(job_id, worker=worker, timeout=180)
+    job = wait_for_job(job_id, worker=worker, timeout=420)
     recovery = time.monotonic() - t0
     assert job.status == JobStatus.COMPLETED, worker.output()[-3000:]
 

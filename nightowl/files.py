@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -116,6 +117,9 @@ def delete_file(session: Session, file_id: str, *, tenant_id: str | None = None,
                 settings: Settings | None = None) -> File:
     row = get_file(session, file_id, tenant_id=tenant_id)
     row.deleted_at = utcnow()
+    # The row says "deleted" before the bytes go: a reader in between gets a 404, never a live
+    # row whose bytes are missing.
+    session.commit()
     if is_store_uri(row.path):
         settings = settings or get_settings()
         get_store(settings).delete_prefix(f"files/{row.id}")
@@ -129,6 +133,9 @@ def local_path(row: File, settings: Settings) -> Path:
     """A path on this host with the file's bytes: where it was written, or a copy fetched
     from the artifact store into the cache and checked against the row's sha256."""
     if not is_store_uri(row.path):
+        if not os.path.isfile(row.path):
+            # Deleted by a request that has not committed yet, or removed by hand.
+            raise NotFound(f"no file {row.id!r}: its bytes are gone")
         return Path(row.path)
     own = settings.home / "files" / row.id
     if own.is_file() and own.stat().st_size == row.bytes:

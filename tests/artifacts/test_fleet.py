@@ -66,8 +66,14 @@ def test_a_killed_workers_chunk_runs_elsewhere_without_beat_and_the_fleet_shows_
         return bool(held)
 
     _wait(victim_holds, "the victim never claimed a chunk", victim)
-    live = {w["name"]: w for w in _fleet() if w["status"] == "alive"}
-    me = next(w for name, w in live.items() if name.startswith(f"{victim_name}@"))
+    # The pool can claim before the first heartbeat lands: wait for the row, as a user would.
+    def victim_alive() -> dict[str, Any] | None:
+        return next((w for w in _fleet() if w["status"] == "alive"
+                     and w["name"].startswith(f"{victim_name}@")), None)
+
+    _wait(lambda: victim_alive() is not None, "the victim never showed as alive", victim)
+    me = victim_alive()
+    assert me is not None
     assert me["queues"] == "cpu" and me["host"] and me["pid"]
     _wait(lambda: any(job_id in w["current_jobs"] for w in _fleet()
                       if w["name"].startswith(f"{victim_name}@")),

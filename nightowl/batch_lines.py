@@ -182,21 +182,21 @@ def _invalid(message: str, param: str) -> LineProblem:
 
 
 def _prompt(prompt: Any) -> str:
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if isinstance(prompt, list):
-        raise _invalid("prompt may hold one prompt per request; send each prompt as its own "
-                       "request (or batch line)", "prompt")
-    return _required_text(prompt, "prompt")
+    return _one_text(prompt, "prompt", "prompt")
 
 
 def _input(value: Any) -> str:
+    return _one_text(value, "input", "text")
+
+
+def _one_text(value: Any, param: str, what: str) -> str:
+    """One text per request, as OpenAI's single-item form; a one-element list is the same."""
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
     if isinstance(value, list):
-        raise _invalid("input may hold one text per request; send each text as its own "
-                       "request (or batch line)", "input")
-    return _required_text(value, "input")
+        raise _invalid(f"{param} may hold one {what} per request; send each {what} as its own "
+                       "request (or batch line)", param)
+    return _required_text(value, param)
 
 
 def _required_text(value: Any, param: str) -> str:

@@ -101,6 +101,8 @@ def submit_job(
             f"model {version.ref} is a {version.kind.value} model; "
             f"a {spec.kind.value} job needs a {spec.kind.value} model"
         )
+    count_tokens = (quotas.token_counter(version, spec.kind, settings)
+                    if admission.tokens_left is not None else None)
     chunk_size = spec.chunk_size or settings.chunk_size
     now = utcnow()
     job = Job(
@@ -127,9 +129,11 @@ def submit_job(
         job = _adopt(session, spec.job_id, job)
     session.flush()
     problems: list[tuple[str, str]] = []
-    total = failed = 0
+    total = failed = tokens = 0
     for batch in _batches(lines, INSERT_BATCH, settings.max_items_per_job):
-        quotas.check_streaming(session, admission, total + len(batch),
+        if count_tokens is not None:
+            tokens += count_tokens(batch)
+        quotas.check_streaming(session, admission, total + len(batch), tokens_so_far=tokens,
                                more_may_follow=len(batch) == INSERT_BATCH)
         for line_no, message in _store_batch(session, job.id, batch, total, now):
             failed += 1
@@ -146,6 +150,7 @@ def submit_job(
         )
     job.total_items = total
     job.failed_items = failed
+    job.total_tokens = tokens if count_tokens is not None else None
     job.errors = [{"line": int(w.split()[1]), "message": m} for w, m in problems]
     session.execute(
         insert(JobChunk),
@@ -162,7 +167,7 @@ def submit_job(
         ],
     )
     set_status(job, JobStatus.QUEUED)
-    quotas.confirm(session, spec.tenant_id, job_id=job.id, items=total - failed)
+    quotas.confirm(session, spec.tenant_id, job_id=job.id, items=total - failed, tokens=tokens)
     session.commit()
     if failed == total:
         try_finalize(session, job.id)

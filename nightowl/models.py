@@ -180,6 +180,9 @@ class Job(Base):
     truncate: Mapped[bool] = mapped_column(Boolean, default=False)
     chunk_size: Mapped[int]
     total_items: Mapped[int] = mapped_column(default=0)
+    # Input tokens of the job's valid items, counted at submit when its tenant has a token
+    # quota (NULL otherwise: counting costs a pass of the tokenizer over every text).
+    total_tokens: Mapped[int | None] = mapped_column(BigInteger)
     succeeded_items: Mapped[int] = mapped_column(default=0)
     failed_items: Mapped[int] = mapped_column(default=0)
     cancelled_items: Mapped[int] = mapped_column(default=0)
@@ -293,6 +296,8 @@ class TenantQuota(Base):
         ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
     )
     max_queued_items: Mapped[int | None] = mapped_column(BigInteger)
+    # Input tokens, counted with each model's own tokenizer (OpenAI's "enqueued tokens").
+    max_queued_tokens: Mapped[int | None] = mapped_column(BigInteger)
     max_running_jobs: Mapped[int | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

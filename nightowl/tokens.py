@@ -70,3 +70,25 @@ def hidden_size(source: str) -> int | None:
         if isinstance(config.get(key), int):
             return int(config[key])
     return None
+
+
+def batch_counter(source: str) -> Callable[[list[str]], int] | None:
+    """A function that counts the input tokens of many texts at once, or None for a model
+    without a tokenizer.json nightowl can read without torch."""
+    path = Path(source) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    tokenizer = _tokenizer(str(path))
+
+    def count(texts: list[str]) -> int:
+        return sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=True))
+
+    return count
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(path: str) -> Tokenizer:
+    tokenizer = Tokenizer.from_file(path)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer

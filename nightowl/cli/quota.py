@@ -40,16 +40,23 @@ def quota() -> None:
 @click.argument("tenant")
 @click.option("--max-queued-items", type=_Limit(),
               help="Items not yet finished, across the tenant's jobs ('none': no limit).")
+@click.option("--max-queued-tokens", type=_Limit(),
+              help="Input tokens not yet finished, across the tenant's jobs, counted with each "
+                   "model's tokenizer at submit ('none': no limit).")
 @click.option("--max-running-jobs", type=_Limit(),
               help="Jobs not yet finished at once ('none': no limit).")
-def set_(tenant: str, max_queued_items: int | None, max_running_jobs: int | None) -> None:
+def set_(tenant: str, max_queued_items: int | None, max_queued_tokens: int | None,
+         max_running_jobs: int | None) -> None:
     """Set TENANT's limits (by name or id); options left out keep their value."""
-    if max_queued_items is None and max_running_jobs is None:
-        raise click.UsageError("give --max-queued-items and/or --max-running-jobs")
+    if max_queued_items is None and max_queued_tokens is None and max_running_jobs is None:
+        raise click.UsageError(
+            "give at least one of --max-queued-items, --max-queued-tokens, --max-running-jobs")
     with db_session() as session:
         row = quotas.set_quota(session, tenant, max_queued_items=max_queued_items,
+                               max_queued_tokens=max_queued_tokens,
                                max_running_jobs=max_running_jobs)
         click.echo(f"tenant {tenant}: max_queued_items={_shown(row.max_queued_items)} "
+                   f"max_queued_tokens={_shown(row.max_queued_tokens)} "
                    f"max_running_jobs={_shown(row.max_running_jobs)}")
 
 
@@ -63,11 +70,12 @@ def show(tenant: str | None) -> None:
         click.echo("no tenant has a quota; set one with `nightowl quota set TENANT "
                    "--max-queued-items N --max-running-jobs N`")
         return
-    table = Table("tenant", "queued items", "max queued items", "unfinished jobs",
-                  "max running jobs")
+    table = Table("tenant", "queued items", "max queued items", "queued tokens",
+                  "max queued tokens", "unfinished jobs", "max running jobs")
     for t, q, used in rows:
         table.add_row(t.name, f"{used.queued_items:,}",
-                      _shown(q.max_queued_items if q else None), str(used.running_jobs),
+                      _shown(q.max_queued_items if q else None), f"{used.queued_tokens:,}",
+                      _shown(q.max_queued_tokens if q else None), str(used.running_jobs),
                       _shown(q.max_running_jobs if q else None))
     Console(width=160).print(table)
 

@@ -106,3 +106,45 @@ def test_quota_set_refuses_unknown_tenants_and_bad_numbers(migrated: Settings) -
     assert r.exit_code == 2 and "use 'none' to remove the limit" in r.output
     r = _cli("quota", "set", "x")
     assert r.exit_code == 2 and "--max-queued-items" in r.output
+
+
+def test_a_token_quota_counts_input_tokens_with_the_models_tokenizer(
+    models: Settings, make_api_key: Callable[[str], str], session: Session
+) -> None:
+    from tokenizers import Tokenizer
+
+    from nightowl import registry
+
+    tenant = f"quota-{uuid.uuid4().hex[:6]}"
+    key = make_api_key(tenant)
+    source = registry.resolve(session, "tiny-sentiment@prod").source
+    tokenizer = Tokenizer.from_file(str(Path(source) / "tokenizer.json"))
+    texts = [f"the film was great and the acting was fine, review {i}" for i in range(30)]
+    per_job = sum(len(tokenizer.encode(t).ids) for t in texts)
+    limit = per_job + per_job // 2
+    assert _cli("quota", "set", tenant, "--max-queued-tokens", str(limit)).exit_code == 0
+
+    def job(client: TestClient) -> Any:
+        # The gpu queue: no test worker reads it, so the job stays queued and counts.
+        return client.post("/v1/jobs", json={
+            "kind": "sentiment", "model": "tiny-sentiment@prod", "queue": "gpu",
+            "items": [{"custom_id": f"t{i}", "text": t} for i, t in enumerate(texts)]})
+
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
+        first = job(client)
+        assert first.status_code == 201, first.text
+        before = _rows(session)
+        r = job(client)
+        assert r.status_code == 429
+        error = r.json()["error"]
+        assert error["code"] == "max_queued_tokens"
+        assert (f"has {per_job:,} input tokens queued and this job adds {per_job:,}: over its "
+                f"max_queued_tokens quota of {limit:,} by {2 * per_job - limit:,}"
+                in error["message"])
+        assert _rows(session) == before
+        shown = _cli("quota", "show", tenant)
+        assert f"{per_job:,}" in shown.output and f"{limit:,}" in shown.output
+
+        # Cancelled work no longer counts: the same job now fits.
+        assert client.post(f"/v1/jobs/{first.json()['id']}/cancel").status_code == 200
+        assert job(client).status_code == 201

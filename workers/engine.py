@@ -18,6 +18,7 @@ import torch
 from nightowl.config import get_settings
 from nightowl.enums import ErrorCode
 from nightowl.errors import InvalidInput
+from nightowl.tokens import Fit, fit_context
 from workers.batching import plan_micro_batches
 from workers.runners import Runner
 from workers.runners.base import Encoded, Prepared
@@ -203,8 +204,9 @@ def _params_key(params: dict[str, Any]) -> Hashable:
 def _measure(
     runner: Runner, items: list[WorkItem], truncate: bool
 ) -> tuple[list[_Sized], list[ItemResult]]:
-    """Token lengths for packing; over-long texts are refused unless truncation was asked for."""
-    limit = runner.max_input_tokens
+    """Token lengths for packing; over-long texts are refused unless truncation was asked for
+    (nightowl.tokens' rule, the one submit applies)."""
+    limit = runner.position_limit()
     encodings = runner.encode([item.text for item in items])
     sized: list[_Sized] = []
     refused: list[ItemResult] = []
@@ -214,14 +216,13 @@ def _measure(
             refused.append(
                 _error(item, ErrorCode.INVALID_INPUT, "text is empty (0 tokens); give some text")
             )
-        elif length > limit and not truncate:
-            message = (
-                f"{length} tokens, model accepts {limit}; "
-                "resubmit with --truncate or shorten the text"
-            )
-            refused.append(_error(item, ErrorCode.TOO_LONG, message, tokens_in=length))
+            continue
+        verdict = fit_context(runner.kind, length, limit, truncate=truncate)
+        if verdict.fit is Fit.ERROR:
+            assert verdict.message is not None
+            refused.append(_error(item, ErrorCode.TOO_LONG, verdict.message, tokens_in=length))
         else:
-            sized.append((item, min(length, limit), encoded))
+            sized.append((item, verdict.tokens, encoded))
     return sized, refused
 
 

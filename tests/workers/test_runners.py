@@ -281,7 +281,7 @@ def test_too_long_is_refused_unless_truncating(tiny_runners: dict[TaskKind, Runn
     )
     assert refused[1].error_code is ErrorCode.TOO_LONG
     assert refused[1].error_message == (
-        f"{length} tokens, model accepts 256; resubmit with --truncate or shorten the text"
+        f"text is {length} tokens, the model accepts 256; shorten it or resubmit with --truncate"
     )
     assert refused[2].output is not None and refused[2].output["label"] == "negative"
 

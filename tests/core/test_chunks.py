@@ -148,8 +148,8 @@ def test_a_worker_that_sees_the_cancel_midway_reports_the_rest_cancelled(
     with session_scope(core.settings) as s:
         cancel_job(s, job_id)
     done = [ItemOutcome(running.items[0].id, ItemStatus.SUCCEEDED, output={"label": "x"})]
-    rest = [chunks.stopped_outcome(item, ItemStatus.CANCELLED) for item in running.items[1:]]
-    assert core.complete(running, outcomes=done + rest, final_status=ChunkStatus.CANCELLED)
+    rest = [ItemOutcome.stopped(item.id, ItemStatus.CANCELLED) for item in running.items[1:]]
+    assert core.complete(running, outcomes=done + rest)
     job = _job(session, job_id)
     assert (job.status, job.succeeded_items, job.cancelled_items) == (JobStatus.CANCELLED, 1, 3)
     assert _chunk(session, job_id, 0).status is ChunkStatus.CANCELLED

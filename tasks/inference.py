@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session
 
 from nightowl import batch_finalize, chunks, dispatch
 from nightowl.artifact_cache import local_dir
-from nightowl.chunks import ClaimedChunk, ItemOutcome
+from nightowl.chunks import ClaimedChunk
 from nightowl.config import Settings, get_settings
 from nightowl.db import session_factory
 from nightowl.enums import ErrorCode, ItemStatus, JobStatus, TaskName
 from nightowl.errors import ArtifactError, ModelLoadError
-from nightowl.items import utcnow
+from nightowl.items import STOPS, ItemOutcome, utcnow
 from tasks.app import app, lease_owner, worker_name
 from tasks.heartbeat import count_items
 from tasks.retry import with_db_retry
@@ -111,7 +111,8 @@ def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
             should_stop=_StopChecker(session, settings, claimed, owner),
         ):
             outcomes.extend(results)
-            batches += 1
+            # The last list of a stopped chunk holds the items that never ran: no batch.
+            batches += int(results[0].status not in STOPS)
     elapsed = time.perf_counter() - started
     committed = with_db_retry(
         lambda: chunks.complete(

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus
+from nightowl.items import ItemOutcome
 from nightowl.jobs import stop_pending_chunks, try_finalize
 from nightowl.models import Job, JobChunk, JobItem, ModelVersion, utcnow
+
+__all__ = ["ClaimedChunk", "ItemOutcome", "claim", "complete", "heartbeat", "job_state"]
+
+# A chunk whose worker stopped it ends with the stop's status.
+_STOPPED_CHUNK = {ItemStatus.CANCELLED: ChunkStatus.CANCELLED,
+                  ItemStatus.EXPIRED: ChunkStatus.EXPIRED}
 
 
 @dataclass
@@ -20,19 +26,6 @@ class ClaimedChunk:
     chunk: JobChunk
     version: ModelVersion
     items: list[JobItem]
-
-
-@dataclass
-class ItemOutcome:
-    item_id: int
-    status: ItemStatus
-    output: dict[str, Any] | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
 
 
 def claim(
@@ -146,12 +139,16 @@ def complete(
     device: str,
     batches: int,
     device_seconds: float,
-    final_status: ChunkStatus = ChunkStatus.DONE,
 ) -> bool:
     """Write every item's row and the chunk's mark in one transaction. Returns False (and writes
-    nothing) if the lease was lost to another worker, whose results then stand."""
+    nothing) if the lease was lost to another worker, whose results then stand.
+
+    A chunk with stopped items (a cancel or a deadline seen between micro-batches) ends
+    cancelled or expired, else done."""
     now = utcnow()
     chunk = claimed.chunk
+    final_status = next((_STOPPED_CHUNK[o.status] for o in outcomes if o.status in _STOPPED_CHUNK),
+                        ChunkStatus.DONE)
     marked = session.execute(
         update(JobChunk)
         .where(JobChunk.id == chunk.id, JobChunk.lease_owner == owner,
@@ -168,10 +165,11 @@ def complete(
             update(JobItem).execution_options(synchronize_session=False),
             [
                 {
-                    "id": o.item_id,
+                    "id": o.key,
                     "status": o.status,
                     "output": o.output,
-                    "error_code": o.error_code,
+                    # A str enum, or its value from callers that wrote it as text.
+                    "error_code": ErrorCode(o.error_code).value if o.error_code else None,
                     "error_message": o.error_message,
                     "tokens_in": o.tokens_in,
                     "tokens_out": o.tokens_out,
@@ -203,10 +201,3 @@ def complete(
     try_finalize(session, claimed.job.id)
     session.commit()
     return True
-
-
-def stopped_outcome(item: JobItem, status: ItemStatus) -> ItemOutcome:
-    code = ErrorCode.CANCELLED if status == ItemStatus.CANCELLED else ErrorCode.EXPIRED
-    why = "job cancelled" if status == ItemStatus.CANCELLED else "job deadline passed"
-    return ItemOutcome(item.id, status, error_code=code.value,
-                       error_message=f"{why} before this item ran")

@@ -18,6 +18,7 @@ from nightowl.dispatch import PRIORITY_DEFAULT, check_priority, top_up
 from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, Queue, TaskKind
 from nightowl.errors import Conflict, InvalidInput, NotFound
 from nightowl.inputs import ParsedLine
+from nightowl.items import STOPS
 from nightowl.models import Job, JobChunk, JobItem, ModelVersion, new_id, utcnow
 from nightowl.params import check_json, check_params
 
@@ -287,7 +288,7 @@ def cancel_job(session: Session, job_id: str, *, tenant_id: str | None = None) -
 
 def stop_pending_chunks(session: Session, job: Job, status: ChunkStatus) -> None:
     item_status = ItemStatus.CANCELLED if status == ChunkStatus.CANCELLED else ItemStatus.EXPIRED
-    code = ErrorCode.CANCELLED if status == ChunkStatus.CANCELLED else ErrorCode.EXPIRED
+    code, message = STOPS[item_status]
     chunks = list(session.scalars(
         select(JobChunk).where(JobChunk.job_id == job.id, JobChunk.status == ChunkStatus.PENDING)
     ))
@@ -303,8 +304,8 @@ def stop_pending_chunks(session: Session, job: Job, status: ChunkStatus) -> None
                 JobItem.idx < chunk.end_idx,
                 JobItem.status == ItemStatus.PENDING,
             )
-            .values(status=item_status, error_code=code.value,
-                    error_message=f"job {status.value} before this item ran", finished_at=now)
+            .values(status=item_status, error_code=code.value, error_message=message,
+                    finished_at=now)
         )
     session.flush()
 

@@ -11,18 +11,18 @@ from sqlalchemy.orm import Session
 
 from nightowl import batch_finalize, chunks, dispatch
 from nightowl.artifact_cache import local_dir
-from nightowl.chunks import ClaimedChunk, ItemOutcome
+from nightowl.chunks import ClaimedChunk
 from nightowl.config import Settings, get_settings
 from nightowl.db import session_factory
-from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, TaskName
+from nightowl.enums import ErrorCode, ItemStatus, JobStatus, TaskName
 from nightowl.errors import ArtifactError, ModelLoadError
-from nightowl.models import utcnow
+from nightowl.items import STOPS, ItemOutcome, utcnow
 from tasks.app import app, lease_owner, worker_name
 from tasks.heartbeat import count_items
 from tasks.retry import with_db_retry
 from workers.cache import get_runner
 from workers.device import choose_device
-from workers.engine import ItemResult, WorkItem, run_batched
+from workers.engine import WorkItem, run_batched
 
 log = logging.getLogger(__name__)
 # How often the micro-batch loop looks at SQL for a cancel and renews the lease.
@@ -78,7 +78,6 @@ def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
     device = choose_device(settings.device)
     started = time.perf_counter()
     outcomes: list[ItemOutcome] = []
-    stop: list[ItemStatus] = []
     batches = 0
     try:
         runner = get_runner(
@@ -90,7 +89,9 @@ def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
             device=device,
         )
     except (ModelLoadError, ArtifactError) as e:
-        outcomes = [_failed(item.id, ErrorCode.MODEL_ERROR, str(e)) for item in claimed.items]
+        now = utcnow()
+        outcomes = [ItemOutcome.failed(item.id, ErrorCode.MODEL_ERROR, str(e), started_at=now,
+                                       finished_at=now) for item in claimed.items]
     else:
         field = claimed.job.kind.input_field
         work = [
@@ -101,33 +102,17 @@ def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
             )
             for item in claimed.items
         ]
-        checker = _StopChecker(session, settings, claimed, owner)
-        batch_started = utcnow()
         for results in run_batched(
             runner,
             work,
             max_batch_tokens=settings.max_batch_tokens,
             max_batch_size=settings.max_batch_size,
             truncate=claimed.job.truncate,
-            should_stop=lambda: checker(stop),
+            should_stop=_StopChecker(session, settings, claimed, owner),
         ):
-            finished = utcnow()
-            outcomes.extend(_outcome(r, batch_started, finished) for r in results)
-            batch_started = finished
-            batches += 1
-    done = {o.item_id for o in outcomes}
-    stop_status = stop[0] if stop else None
-    if stop_status is not None:
-        outcomes.extend(
-            chunks.stopped_outcome(item, stop_status)
-            for item in claimed.items
-            if item.id not in done
-        )
-    final = {
-        None: ChunkStatus.DONE,
-        ItemStatus.CANCELLED: ChunkStatus.CANCELLED,
-        ItemStatus.EXPIRED: ChunkStatus.EXPIRED,
-    }[stop_status]
+            outcomes.extend(results)
+            # The last list of a stopped chunk holds the items that never ran: no batch.
+            batches += int(results[0].status not in STOPS)
     elapsed = time.perf_counter() - started
     committed = with_db_retry(
         lambda: chunks.complete(
@@ -139,7 +124,6 @@ def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
             device=str(device),
             batches=batches,
             device_seconds=elapsed,
-            final_status=final,
         ),
         session=session,
     )
@@ -155,7 +139,8 @@ def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
 
 
 class _StopChecker:
-    """Between micro-batches: renew the lease, and stop on a cancel or a passed deadline."""
+    """Between micro-batches: renew the lease, and name the stop on a cancel or a passed
+    deadline (None: go on)."""
 
     def __init__(
         self, session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
@@ -164,20 +149,18 @@ class _StopChecker:
         self.last = time.monotonic()
         self.deadline: datetime | None = claimed.job.deadline_at
 
-    def __call__(self, stop: list[ItemStatus]) -> bool:
+    def __call__(self) -> ItemStatus | None:
         if self.deadline is not None and utcnow() >= self.deadline:
-            stop.append(ItemStatus.EXPIRED)
-            return True
+            return ItemStatus.EXPIRED
         if time.monotonic() - self.last < CHECK_EVERY_S:
-            return False
+            return None
         self.last = time.monotonic()
         status, self.deadline = with_db_retry(
             lambda: chunks.job_state(self.session, self.claimed.job.id), session=self.session
         )
         self.session.commit()
         if status in (JobStatus.CANCELLING, JobStatus.CANCELLED):
-            stop.append(ItemStatus.CANCELLED)
-            return True
+            return ItemStatus.CANCELLED
         with_db_retry(
             lambda: chunks.heartbeat(
                 self.session,
@@ -187,32 +170,4 @@ class _StopChecker:
             ),
             session=self.session,
         )
-        return False
-
-
-def _outcome(result: ItemResult, started: datetime, finished: datetime) -> ItemOutcome:
-    if result.error_code is not None:
-        return ItemOutcome(
-            result.key,
-            ItemStatus.FAILED,
-            error_code=result.error_code.value,
-            error_message=result.error_message,
-            tokens_in=result.tokens_in,
-            started_at=started,
-            finished_at=finished,
-        )
-    return ItemOutcome(
-        result.key,
-        ItemStatus.SUCCEEDED,
-        output=result.output,
-        tokens_in=result.tokens_in,
-        tokens_out=result.tokens_out,
-        started_at=started,
-        finished_at=finished,
-    )
-
-
-def _failed(item_id: int, code: ErrorCode, message: str) -> ItemOutcome:
-    now = utcnow()
-    return ItemOutcome(item_id, ItemStatus.FAILED, error_code=code.value,
-                       error_message=message, started_at=now, finished_at=now)
+        return None

@@ -1,5 +1,6 @@
 """The ML runtime: device choice, safe model loading, the model cache, runners and batching.
 
-Only this package imports torch/transformers. It may import nightowl.config, nightowl.enums,
-nightowl.errors and nightowl.sources (torch-free checks), nothing of Celery, SQL or HTTP.
+Only this package imports torch/transformers. From the core it imports only the torch-free,
+ORM-free leaves (config, enums, errors, params, specs, tokens, sources, items), nothing of
+Celery, SQL or HTTP (tests/test_import_hygiene.py holds the rule).
 """

@@ -1,7 +1,8 @@
 """Run a chunk's items through a runner: group by params, pack by token budget, survive failures.
 
 A bad item becomes an error row, never a failed chunk: bad parameters, over-long texts, and
-items that crash the model are reported one by one while their neighbours still run.
+items that crash the model are reported one by one while their neighbours still run. Every item
+comes back as the row the result commit writes (nightowl.items.ItemOutcome), stopped ones too.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import logging
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import torch
 
 from nightowl.config import get_settings
-from nightowl.enums import ErrorCode
+from nightowl.enums import ErrorCode, ItemStatus
 from nightowl.errors import InvalidInput
+from nightowl.items import ItemOutcome, utcnow
+from nightowl.tokens import Fit, fit_context
 from workers.batching import plan_micro_batches
 from workers.runners import Runner
 from workers.runners.base import Encoded, Prepared
@@ -31,16 +35,6 @@ class WorkItem:
     text: str
     # Job params merged with the item's own.
     params: dict[str, Any]
-
-
-@dataclass
-class ItemResult:
-    key: int
-    output: dict[str, Any] | None
-    error_code: ErrorCode | None
-    error_message: str | None
-    tokens_in: int
-    tokens_out: int
 
 
 @dataclass
@@ -67,17 +61,18 @@ def run_batched(
     max_batch_tokens: int,
     max_batch_size: int,
     truncate: bool,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], ItemStatus | None] | None = None,
     prefetch: bool | None = None,
-) -> Iterator[list[ItemResult]]:
-    """Yield results one micro-batch at a time (rejected items first, in one list).
+) -> Iterator[list[ItemOutcome]]:
+    """Yield every item's outcome, one micro-batch at a time (rejected items first, in one list).
 
-    should_stop() is asked before each micro-batch; once it says True nothing more is
-    yielded, and the items not yet reported are the caller's to mark cancelled or expired.
-    Results carry their item's key; their order follows the batching, not the input.
+    should_stop() is asked before each micro-batch; once it names a stop (cancelled, expired),
+    the items not yet reported come back as stopped, in one last list. Outcomes carry their
+    item's key and the micro-batch's start and end; their order follows the batching.
     With prefetch (default: the NIGHTOWL_PREFETCH setting) the next micro-batch is padded and
-    copied to the device on a thread while the current one runs; outputs are the same.
+    copied to the device on a thread while the current one runs; outcomes are the same.
     """
+    started = utcnow()
     groups, rejected = _sanitize(runner, items)
     budget = _Budget(max_batch_tokens)
     steps: list[tuple[dict[str, Any], list[_Sized]]] = []
@@ -91,6 +86,7 @@ def run_batched(
         )
         steps += [(group.params, [sized[i] for i in indexes]) for indexes in plan]
     if rejected:
+        started = _stamp(rejected, started)
         yield rejected
     if prefetch is None:
         prefetch = get_settings().prefetch
@@ -99,10 +95,13 @@ def run_batched(
     ahead = _Prefetcher(runner, truncate) if prefetch and split and steps else None
     try:
         for n, (params, batch) in enumerate(steps):
-            if should_stop is not None and should_stop():
+            stop = should_stop() if should_stop is not None else None
+            if stop is not None:
+                yield [ItemOutcome.stopped(item.key, stop)
+                       for _, left in steps[n:] for item, _, _ in left]
                 return
             parts = _split(batch, budget)
-            results: list[ItemResult] = []
+            results: list[ItemOutcome] = []
             for p, part in enumerate(parts):
                 prepared = ahead.take(params, part) if ahead is not None else None
                 if ahead is not None:
@@ -113,10 +112,19 @@ def run_batched(
                         next_params, next_batch = steps[n + 1]
                         ahead.start(next_params, _split(next_batch, budget)[0])
                 results += _run_batch(runner, part, params, truncate, budget, prepared)
+            started = _stamp(results, started)
             yield results
     finally:
         if ahead is not None:
             ahead.close()
+
+
+def _stamp(outcomes: list[ItemOutcome], started: datetime) -> datetime:
+    """Date a micro-batch's outcomes from `started` to now; now is the next one's start."""
+    finished = utcnow()
+    for outcome in outcomes:
+        outcome.started_at, outcome.finished_at = started, finished
+    return finished
 
 
 def _split(batch: list[_Sized], budget: _Budget) -> list[list[_Sized]]:
@@ -165,12 +173,12 @@ class _Prefetcher:
 
 def _sanitize(
     runner: Runner, items: Sequence[WorkItem]
-) -> tuple[list[_Group], list[ItemResult]]:
+) -> tuple[list[_Group], list[ItemOutcome]]:
     """Validate each distinct params set once; group items whose sanitized params are equal."""
     # Per distinct params: the sanitized params (or the error), and the group they go to.
     verdicts: dict[Hashable, _Group | str] = {}
     groups: dict[str, _Group] = {}
-    rejected: list[ItemResult] = []
+    rejected: list[ItemOutcome] = []
     for item in items:
         raw_key = _params_key(item.params)
         if raw_key not in verdicts:
@@ -202,26 +210,26 @@ def _params_key(params: dict[str, Any]) -> Hashable:
 
 def _measure(
     runner: Runner, items: list[WorkItem], truncate: bool
-) -> tuple[list[_Sized], list[ItemResult]]:
-    """Token lengths for packing; over-long texts are refused unless truncation was asked for."""
-    limit = runner.max_input_tokens
+) -> tuple[list[_Sized], list[ItemOutcome]]:
+    """Token lengths for packing; over-long texts are refused unless truncation was asked for
+    (nightowl.tokens' rule, the one submit applies)."""
+    limit = runner.position_limit()
     encodings = runner.encode([item.text for item in items])
     sized: list[_Sized] = []
-    refused: list[ItemResult] = []
+    refused: list[ItemOutcome] = []
     for item, encoded in zip(items, encodings, strict=True):
         length = len(encoded[0])
         if length == 0:
             refused.append(
                 _error(item, ErrorCode.INVALID_INPUT, "text is empty (0 tokens); give some text")
             )
-        elif length > limit and not truncate:
-            message = (
-                f"{length} tokens, model accepts {limit}; "
-                "resubmit with --truncate or shorten the text"
-            )
-            refused.append(_error(item, ErrorCode.TOO_LONG, message, tokens_in=length))
+            continue
+        verdict = fit_context(runner.kind, length, limit, truncate=truncate)
+        if verdict.fit is Fit.ERROR:
+            assert verdict.message is not None
+            refused.append(_error(item, ErrorCode.TOO_LONG, verdict.message, tokens_in=length))
         else:
-            sized.append((item, min(length, limit), encoded))
+            sized.append((item, verdict.tokens, encoded))
     return sized, refused
 
 
@@ -232,7 +240,7 @@ def _run_batch(
     truncate: bool,
     budget: _Budget,
     prepared: Future[Prepared] | None = None,
-) -> list[ItemResult]:
+) -> list[ItemOutcome]:
     try:
         if prepared is not None:
             # A failure while preparing surfaces here, handled as if run() had raised it.
@@ -269,7 +277,7 @@ def _run_batch(
         log.warning("item %s failed: %s", item.key, e)
         return [_error(item, ErrorCode.MODEL_ERROR, f"{type(e).__name__}: {e}")]
     return [
-        ItemResult(item.key, output, None, None, tokens_in, tokens_out)
+        ItemOutcome.succeeded(item.key, output, tokens_in, tokens_out)
         for (item, _, _), (output, tokens_in, tokens_out) in zip(batch, outputs, strict=True)
     ]
 
@@ -285,5 +293,5 @@ def _release_memory(runner: Runner) -> None:
         torch.cuda.empty_cache()
 
 
-def _error(item: WorkItem, code: ErrorCode, message: str, *, tokens_in: int = 0) -> ItemResult:
-    return ItemResult(item.key, None, code, message, tokens_in, 0)
+def _error(item: WorkItem, code: ErrorCode, message: str, *, tokens_in: int = 0) -> ItemOutcome:
+    return ItemOutcome.failed(item.key, code, message, tokens_in=tokens_in)

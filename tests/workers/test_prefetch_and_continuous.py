@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from nightowl.enums import TaskKind
-from workers.engine import ItemResult, WorkItem, run_batched
+from nightowl.enums import ItemStatus, TaskKind
+from nightowl.items import ItemOutcome
+from workers.engine import WorkItem, run_batched
 from workers.runners import GenerationRunner, Runner, SentimentRunner
 from workers.runners.base import Prepared
 
@@ -21,7 +23,12 @@ def _texts(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(rng.randint(1, 40))) for _ in range(n)]
 
 
-def _by_key(batches: list[list[ItemResult]]) -> dict[int, ItemResult]:
+def _undated(batches: list[list[ItemOutcome]]) -> dict[int, ItemOutcome]:
+    """The outcomes without their timestamps, which differ from run to run."""
+    return {k: replace(r, started_at=None, finished_at=None) for k, r in _by_key(batches).items()}
+
+
+def _by_key(batches: list[list[ItemOutcome]]) -> dict[int, ItemOutcome]:
     return {r.key: r for batch in batches for r in batch}
 
 
@@ -40,7 +47,7 @@ def test_prefetching_gives_the_same_results_in_the_same_batches(
     plain = list(run_batched(runner, items, prefetch=False, **kwargs))
     ahead = list(run_batched(runner, items, prefetch=True, **kwargs))
     assert [[r.key for r in b] for b in ahead] == [[r.key for r in b] for b in plain]
-    assert _by_key(ahead) == _by_key(plain)
+    assert _undated(ahead) == _undated(plain)
     assert len(plain) > 4 and _by_key(plain)[99].error_code is not None
     # The helper thread ends with the call: none is left behind in a worker between chunks.
     assert not [t for t in threading.enumerate() if t.name.startswith("nightowl-prefetch")]
@@ -53,13 +60,16 @@ def test_prefetch_stops_when_asked_and_leaves_no_thread(
     items = [WorkItem(i, t, {}) for i, t in enumerate(_texts(30, seed=1))]
     asked = []
 
-    def stop() -> bool:
+    def stop() -> ItemStatus | None:
         asked.append(1)
-        return len(asked) > 2
+        return ItemStatus.EXPIRED if len(asked) > 2 else None
 
     got = list(run_batched(runner, items, max_batch_tokens=64, max_batch_size=4,
                            truncate=False, should_stop=stop, prefetch=True))
-    assert len(got) == 2 and sum(len(b) for b in got) < len(items)
+    *ran, stopped = got
+    assert len(ran) == 2 and all(r.status is ItemStatus.SUCCEEDED for b in ran for r in b)
+    assert {r.status for r in stopped} == {ItemStatus.EXPIRED}
+    assert sorted(r.key for b in got for r in b) == list(range(len(items)))
     assert not [t for t in threading.enumerate() if t.name.startswith("nightowl-prefetch")]
 
 

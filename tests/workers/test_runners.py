@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from nightowl.enums import ErrorCode, TaskKind
+from nightowl.enums import ErrorCode, ItemStatus, TaskKind
 from nightowl.errors import InvalidParams
-from workers.engine import ItemResult, WorkItem, run_batched
+from nightowl.items import ItemOutcome
+from workers.engine import WorkItem, run_batched
 from workers.runners import RUNNERS, Runner, make_runner
 from workers.runners.sentiment import SentimentRunner
 
@@ -22,8 +23,8 @@ REVIEWS = [
 ]
 
 
-def collect(batches: Any) -> dict[int, ItemResult]:
-    results: dict[int, ItemResult] = {}
+def collect(batches: Any) -> dict[int, ItemOutcome]:
+    results: dict[int, ItemOutcome] = {}
     for batch in batches:
         for result in batch:
             assert result.key not in results, "each item is reported once"
@@ -281,7 +282,7 @@ def test_too_long_is_refused_unless_truncating(tiny_runners: dict[TaskKind, Runn
     )
     assert refused[1].error_code is ErrorCode.TOO_LONG
     assert refused[1].error_message == (
-        f"{length} tokens, model accepts 256; resubmit with --truncate or shorten the text"
+        f"text is {length} tokens, the model accepts 256; shorten it or resubmit with --truncate"
     )
     assert refused[2].output is not None and refused[2].output["label"] == "negative"
 
@@ -310,9 +311,9 @@ def test_should_stop_is_asked_before_each_micro_batch(
     items = [WorkItem(i, text, {}) for i, (text, _) in enumerate(REVIEWS)]
     asked: list[int] = []
 
-    def stop_after_first() -> bool:
+    def stop_after_first() -> ItemStatus | None:
         asked.append(1)
-        return len(asked) > 1
+        return ItemStatus.CANCELLED if len(asked) > 1 else None
 
     batches = list(
         run_batched(
@@ -324,8 +325,13 @@ def test_should_stop_is_asked_before_each_micro_batch(
             should_stop=stop_after_first,
         )
     )
-    assert len(batches) == 1 and len(batches[0]) == 2
+    ran, stopped = batches
     assert len(asked) == 2
+    assert len(ran) == 2 and all(r.status is ItemStatus.SUCCEEDED for r in ran)
+    # Every item not run comes back once, as stopped before it ran.
+    assert sorted(r.key for r in ran + stopped) == [item.key for item in items]
+    assert {(r.status, r.error_code, r.error_message) for r in stopped} == {
+        (ItemStatus.CANCELLED, ErrorCode.CANCELLED, "job cancelled before this item ran")}
 
 
 class FlakyRunner(SentimentRunner):

@@ -18,6 +18,8 @@ import torch
 from nightowl.enums import TaskKind
 from nightowl.errors import InvalidInput, InvalidParams
 from nightowl.params import param_bool, param_float, param_int
+from nightowl.tokens import POSITION_FIELDS, input_room, too_long
+from nightowl.tokens import position_limit as model_position_limit
 
 __all__ = ["Runner", "param_bool", "param_float", "param_int"]
 
@@ -27,11 +29,6 @@ if TYPE_CHECKING:
 
 # A text's token ids and token type ids, special tokens included.
 Encoded = tuple[list[int], list[int]]
-
-# Tokenizers without a configured limit report int(1e30); configs carry no such sentinel.
-_SANE_LIMIT = 1_000_000
-_FALLBACK_LIMIT = 512
-_POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx")
 
 
 class Runner(ABC):
@@ -106,18 +103,15 @@ class Runner(ABC):
         return backend
 
     def position_limit(self) -> int:
-        """The longest sequence the model's position embeddings cover."""
+        """The longest sequence the model's position embeddings cover (nightowl.tokens' rule,
+        the one submit applies to the model's files)."""
         config = self.model.config
-        candidates = [getattr(config, name, None) for name in _POSITION_FIELDS]
-        candidates.append(getattr(self.tokenizer, "model_max_length", None))
-        sane = [c for c in candidates if isinstance(c, int) and 0 < c < _SANE_LIMIT]
-        # The smallest sane value wins: a tokenizer limit below the config's usually records
-        # what the model was trained on (e.g. RoBERTa's 514 positions vs 512 tokens).
-        return min(sane) if sane else _FALLBACK_LIMIT
+        fields = {name: getattr(config, name, None) for name in POSITION_FIELDS}
+        return model_position_limit(fields, getattr(self.tokenizer, "model_max_length", None))
 
     @property
     def max_input_tokens(self) -> int:
-        return self.position_limit()
+        return input_room(self.kind, self.position_limit())
 
     # --- the four steps -----------------------------------------------------------------
 
@@ -135,13 +129,9 @@ class Runner(ABC):
         )
         if not truncate:
             lengths = encoded["attention_mask"].sum(dim=1).tolist()
-            too_long = [(i, n) for i, n in enumerate(lengths) if n > limit]
-            if too_long:
-                index, length = too_long[0]
-                raise InvalidInput(
-                    f"text {index} has {length} tokens, model accepts {limit}; "
-                    "resubmit with --truncate or shorten the text"
-                )
+            over = [n for n in lengths if n > limit]
+            if over:
+                raise InvalidInput(too_long(int(over[0]), limit))
         return self.to_device(encoded)
 
     def to_device(self, inputs: BatchEncoding) -> BatchEncoding:

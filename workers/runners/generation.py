@@ -23,6 +23,7 @@ from nightowl.params import (
     stop_strings,
 )
 from nightowl.params import GENERATE_PARAMS as PARAMS
+from nightowl.tokens import fit_context, new_token_ceiling
 from workers.runners import continuous
 from workers.runners.base import Runner, param_bool, param_float, param_int
 
@@ -53,15 +54,9 @@ class GenerationRunner(Runner):
     # static / continuous / auto; None follows NIGHTOWL_GENERATION_BATCHING.
     batching: continuous.Batching | None = None
 
-    @property
-    def max_input_tokens(self) -> int:
-        # One position is kept free so that any accepted prompt can get at least one token;
-        # longer continuations are clamped to the room left (finish_reason "length").
-        return max(1, self.position_limit() - 1)
-
     def sanitize_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_unknown(params, PARAMS)
-        limit = self.max_input_tokens
+        limit = new_token_ceiling(self.kind, self.position_limit())
         n = param_int(params, "num_return_sequences", 1, 1, MAX_RETURN_SEQUENCES)
         clean: dict[str, Any] = {
             "max_new_tokens": param_int(
@@ -108,7 +103,10 @@ class GenerationRunner(Runner):
 
     def _forward(self, inputs: BatchEncoding, params: dict[str, Any]) -> Generated:
         width = int(inputs["input_ids"].shape[1])
-        max_new = max(1, min(params["max_new_tokens"], self.position_limit() - width))
+        # Longer continuations are clamped to the positions left (finish_reason "length").
+        max_new = fit_context(self.kind, width, self.position_limit(), truncate=True,
+                              max_new_tokens=params["max_new_tokens"]).max_new_tokens
+        assert max_new is not None
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new,
             "do_sample": params["do_sample"],

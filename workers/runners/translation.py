@@ -12,6 +12,7 @@ from nightowl.enums import TaskKind
 from nightowl.params import DEFAULT_TRANSLATE_NEW_TOKENS as DEFAULT_MAX_NEW_TOKENS
 from nightowl.params import MAX_BEAMS
 from nightowl.params import TRANSLATE_PARAMS as PARAMS
+from nightowl.tokens import new_token_ceiling
 from workers.runners.base import Runner, param_int
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ class TranslationRunner(Runner):
 
     def sanitize_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         self._reject_unknown(params, PARAMS)
-        limit = self.position_limit()
+        limit = new_token_ceiling(self.kind, self.position_limit())
         return {
             "max_new_tokens": param_int(
                 params, "max_new_tokens", min(DEFAULT_MAX_NEW_TOKENS, limit), 1, limit

@@ -1,0 +1,39 @@
+"""The core state machine on a real database and broker, with no worker process and no Celery
+worker: the tests call claim / complete / cancel / reap / top_up themselves, in the order a
+race would run them, and read the broker's queue the way a worker would."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from core_support import Core
+
+from nightowl import broker, jobs, registry
+from nightowl.config import Settings
+from nightowl.db import session_scope
+from nightowl.enums import TaskKind
+
+
+@pytest.fixture(scope="session")
+def core_model(migrated: Settings) -> str:
+    """A sentiment model row of the session's own; nothing loads it, so no files are needed."""
+    name = f"core-{uuid.uuid4().hex[:8]}"
+    with session_scope(migrated) as s:
+        registry.register(s, name=name, kind=TaskKind.SENTIMENT, source="/nowhere/core-model")
+    return name
+
+
+@pytest.fixture
+def core(migrated: Settings, core_model: str) -> Iterator[Core]:
+    queue = f"core-{uuid.uuid4().hex[:8]}"
+    settings = migrated.model_copy(update={"dispatch_window": 4})
+    made = Core(settings, queue, core_model, [])
+    yield made
+    # No job of this test stays live: a later test's reap would send its chunks again.
+    with session_scope(settings) as s:
+        for job_id in made.jobs:
+            if not jobs.get_job(s, job_id).status.terminal:
+                jobs.cancel_job(s, job_id)
+    broker.redis_client(settings).delete(queue)

@@ -1,0 +1,56 @@
+"""A text right at the model's context limit gets the same verdict at submit (the model's files,
+torch-free) as in the worker (the loaded model): one rule, so nothing passes one and fails the
+other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nightowl.enums import ErrorCode, TaskKind
+from nightowl.tokens import length_checker
+from workers.engine import WorkItem, run_batched
+from workers.runners import Runner
+
+
+def _text_of(runner: Runner, tokens: int) -> str:
+    """A text the model reads as exactly `tokens` tokens."""
+    words = 1
+    while runner.count_tokens([" ".join(["river"] * words)])[0] < tokens:
+        words += 1
+    text = " ".join(["river"] * words)
+    assert runner.count_tokens([text]) == [tokens]
+    return text
+
+
+@pytest.mark.parametrize(("kind", "model", "params", "room"), [
+    # A generator keeps one of its 256 positions for the first new token.
+    (TaskKind.GENERATE, TaskKind.GENERATE, {"max_new_tokens": 5}, 255),
+    (TaskKind.SENTIMENT, TaskKind.SENTIMENT, {}, 256),
+    (TaskKind.EMBED, TaskKind.SENTIMENT, {}, 256),
+])
+def test_the_boundary_reads_the_same_at_submit_and_in_the_worker(
+    tiny_runners: dict[TaskKind, Runner], tiny_models: dict[TaskKind, Path],
+    kind: TaskKind, model: TaskKind, params: dict[str, int], room: int,
+) -> None:
+    runner = tiny_runners[kind]
+    at, over = _text_of(runner, room), _text_of(runner, room + 1)
+    # Callers that name the kind, and those that leave the rule to the model's own config.
+    for check in (length_checker(str(tiny_models[model]), kind),
+                  length_checker(str(tiny_models[model]))):
+        assert check is not None
+        assert check(at) is None
+        assert check(over) == (f"text is {room + 1} tokens, the model accepts {room}; "
+                               "shorten it or resubmit with --truncate")
+
+    results = {r.key: r for batch in run_batched(
+        runner, [WorkItem(1, at, params), WorkItem(2, over, params)],
+        max_batch_tokens=4096, max_batch_size=8, truncate=False) for r in batch}
+    assert results[1].error_code is None and results[1].output is not None
+    assert results[1].tokens_in == room
+    assert results[2].error_code is ErrorCode.TOO_LONG
+    assert results[2].error_message == check(over)
+    if kind is TaskKind.GENERATE:
+        # The continuation is clamped to the one position left.
+        assert results[1].tokens_out == 1

@@ -279,8 +279,8 @@ def _generation_params(body: dict[str, Any], request: Request, *, chat: bool) ->
             params["do_sample"] = False
         else:
             params["temperature"], params["do_sample"] = float(temperature), True
-    if (top_p := _number(body, "top_p", 0, 1)) is not None and top_p > 0:
-        params["top_p"] = float(top_p)
+    if body.get("top_p") != 0:  # OpenAI's top_p=0 means no nucleus cut; nightowl leaves it out
+        _same_name(body, params, "top_p")
     _same_name(body, params, "top_k")
     if (n := _number(body, "n", 1, P.MAX_RETURN_SEQUENCES, integer=True)) is not None and n > 1:
         if params.get("do_sample") is False:

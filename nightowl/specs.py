@@ -333,7 +333,15 @@ def _hyper_problem(info: FieldInfo, value: Any, cap: float | None) -> str | None
     limit = f" ({extra['x-bounded-by']})" if cap is not None and "x-setting" in extra else ""
     top = f"{int(high)}" if integer and high is not None else f"{high:g}"
     most = f" and {'under' if high_open else 'at most'} {top}{limit}" if high is not None else ""
-    return f"must be {kind} {'>' if low_open else '>='} {low:g}{most}, not {value!r}"
+    return f"must be {kind} {'>' if low_open else '>='} {low:g}{most}, not {_shown(value)}"
+
+
+def _shown(value: object) -> str:
+    """A whole float as the integer it is: `--lr -1` (a float option) and `"lr": -1` in JSON
+    read the same in the message."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value)
 
 
 def check_hyperparams(hyper: object, settings: Settings | None) -> dict[str, Any]:

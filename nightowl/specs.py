@@ -221,7 +221,8 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
         return node
 
     out: dict[str, Any] = walk(schema)
-    return out
+    # The field that holds it keeps its own title and help text.
+    return {k: v for k, v in out.items() if k not in ("title", "description")}
 
 
 def invalid(error: ValidationError, *, prefix: str = "") -> InvalidInput:

@@ -38,6 +38,8 @@ DEFAULT_GATE = {
     TaskKind.GENERATE: "eval/perplexity",
 }
 LOWER_IS_BETTER = {"eval/loss", "eval/perplexity"}
+
+
 @dataclass
 class FinetuneSpec:
     kind: TaskKind

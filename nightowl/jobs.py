@@ -97,7 +97,10 @@ def check_spec(settings: Settings, spec: JobSpec) -> None:
 
 def resolve_model(session: Session, spec: JobSpec) -> ModelVersion:
     """The version the job's model reference names now, which must serve the job's kind."""
-    version = registry.resolve(session, spec.model, tenant_id=spec.tenant_id)
+    return _serving(registry.resolve(session, spec.model, tenant_id=spec.tenant_id), spec)
+
+
+def _serving(version: ModelVersion, spec: JobSpec) -> ModelVersion:
     if version.kind != spec.kind:
         raise InvalidInput(
             f"model {version.ref} is a {version.kind.value} model; "
@@ -120,11 +123,7 @@ def submit_job(
     """
     check_spec(settings, spec)
     admission = quotas.admit(session, spec.tenant_id, exclude_job=spec.job_id)
-    if version is None:
-        version = resolve_model(session, spec)
-    elif version.kind != spec.kind:
-        raise InvalidInput(f"model {version.ref} is a {version.kind.value} model; "
-                           f"a {spec.kind.value} job needs a {spec.kind.value} model")
+    version = resolve_model(session, spec) if version is None else _serving(version, spec)
     chunk_size = spec.chunk_size or settings.chunk_size
     now = utcnow()
     job = Job(

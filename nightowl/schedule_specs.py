@@ -28,7 +28,7 @@ from nightowl.errors import InvalidInput, NotFound
 from nightowl.files import get_file, local_path
 from nightowl.jobs import JobSpec, check_spec
 from nightowl.models import Job, JobItem, ModelVersion, Schedule, ScheduleRun
-from nightowl.specs import JobRequest, check_hyperparams, invalid
+from nightowl.specs import FinetuneRequest, JobRequest, check_hyperparams, invalid
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +213,15 @@ def _finetune_spec(session: Session, spec: dict[str, Any], tenant_id: str | None
         if stray:
             raise _bad("eval", f"eval labels {stray} never appear in the training data")
     out["hyperparameters"] = _hyperparameters(spec.get("hyperparameters", {}))
-    for key in ("register_as", "promote_to", "gate"):
-        value = spec.get(key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise _bad(key, "must be a non-empty string")
-        out[key] = value
+    named = {k: spec[k] for k in ("register_as", "promote_to", "gate") if k in spec}
+    try:
+        request = FinetuneRequest.model_validate({
+            "kind": kind.value, "base": spec["base"], **named,
+            "hyperparameters": out["hyperparameters"],
+            **({"eval_split": out["eval"]["split"]} if "split" in out["eval"] else {})})
+    except ValidationError as e:
+        raise invalid(e, prefix="spec.") from None
+    out.update(register_as=request.register_as, promote_to=request.promote_to, gate=request.gate)
     if out["register_as"] is not None:
         parsed = registry.ModelRef.parse(out["register_as"])
         if parsed.selector is not None:

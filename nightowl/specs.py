@@ -13,7 +13,7 @@ import math
 from typing import Any, Literal, get_args
 
 import annotated_types as at
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from nightowl.config import Settings
@@ -384,6 +384,9 @@ def _lora_problems(value: object) -> list[tuple[str, str]]:
             and (problem := _hyper_problem(info, value[name], None)) is not None]
 
 
+TRAINABLE_KINDS = (TaskKind.SENTIMENT, TaskKind.TRANSLATE, TaskKind.GENERATE)
+
+
 class FinetuneRequest(BaseModel):
     """A fine-tune's request, the same from every door (its data travel apart)."""
 
@@ -395,15 +398,26 @@ class FinetuneRequest(BaseModel):
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, json_schema_extra=inline_schema(Hyperparameters),
         description="Training settings; budgets are bounded by the operator's limits")
-    register_as: str | None = Field(default=None, description="Model name for the result "
-                                    "(default: the base's name)")
-    promote_to: str | None = Field(default=None, description="Move this alias to the result "
-                                   "only if it beats the holder")
-    gate: str | None = Field(default=None, description="Eval metric that decides the "
-                             "promotion (default per kind)")
+    register_as: str | None = Field(
+        default=None, min_length=1, description="Model name for the result (default: the "
+                                                "base's name)")
+    promote_to: str | None = Field(
+        default=None, min_length=1, description="Move this alias to the result only if it "
+                                                "beats the holder")
+    gate: str | None = Field(
+        default=None, min_length=1, description="Eval metric that decides the promotion "
+                                                "(default per kind)")
     priority: int = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX,
                           description="Higher runs first, ahead of fair share between tenants "
                                       "and age")
+
+    @field_validator("kind")
+    @classmethod
+    def _trainable(cls, kind: TaskKind) -> TaskKind:
+        if kind not in TRAINABLE_KINDS:
+            raise ValueError(f"{kind.value} models are not fine-tuned here; fine-tune one of "
+                             f"{', '.join(k.value for k in TRAINABLE_KINDS)}")
+        return kind
 
 
 def check_finetune_request(**fields: Any) -> FinetuneRequest:

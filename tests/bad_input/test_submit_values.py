@@ -74,6 +74,7 @@ def _train_file(client: Any) -> str:
     ({"hyperparameters": {"lr": "fast"}}, "lr"),
     ({"register_as": "tiny-generator"}, "is a generate model"),
     ({"register_as": "a@b"}, "must not contain '@'"),
+    ({"kind": "embed", "base": "tiny-sentiment"}, "not fine-tuned here"),
 ])
 def test_finetune_budgets_and_register_as_are_checked_before_training(
         extra: dict[str, Any], words: str, client: Any, models: Settings,

@@ -28,7 +28,8 @@ from nightowl.errors import InvalidInput, NotFound
 from nightowl.files import get_file, local_path
 from nightowl.jobs import JobSpec, check_spec
 from nightowl.models import Job, JobItem, ModelVersion, Schedule, ScheduleRun
-from nightowl.specs import FinetuneRequest, JobRequest, check_hyperparams, invalid
+from nightowl.specs import FinetuneRequest, JobRequest, check_hyperparams
+from nightowl.values import invalid
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,8 @@ one message, whichever door it came through. Torch-free.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-import annotated_types as at
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
@@ -20,7 +19,18 @@ from nightowl.config import Settings
 from nightowl.dispatch import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 from nightowl.enums import TaskKind
 from nightowl.errors import InvalidInput, InvalidParams
-from nightowl.values import check_json, param_bool, param_float, param_int
+from nightowl.values import (
+    bounds,
+    check_json,
+    describe_number,
+    field_types,
+    inline_schema,
+    invalid,
+    param_bool,
+    param_float,
+    param_int,
+    shown,
+)
 
 # Generation
 # No model here has more positions than this; a larger request is a typo, not a wish.
@@ -117,35 +127,6 @@ SENTIMENT_PARAMS = PARAMS[TaskKind.SENTIMENT]
 EMBED_PARAMS = PARAMS[TaskKind.EMBED]
 
 
-def bounds(info: FieldInfo) -> tuple[float | None, bool, float | None, bool]:
-    """(low, low excluded?, high, high excluded?) of a field, from its declared constraints."""
-    low: float | None = None
-    high: float | None = None
-    low_open = high_open = False
-    for m in info.metadata:
-        if isinstance(m, at.Ge):
-            low = m.ge  # type: ignore[assignment]
-        elif isinstance(m, at.Gt):
-            low, low_open = m.gt, True  # type: ignore[assignment]
-        elif isinstance(m, at.Le):
-            high = m.le  # type: ignore[assignment]
-        elif isinstance(m, at.Lt):
-            high, high_open = m.lt, True  # type: ignore[assignment]
-    return low, low_open, high, high_open
-
-
-def _types(info: FieldInfo) -> tuple[Any, ...]:
-    return get_args(info.annotation) or (info.annotation,)
-
-
-def describe_number(low: float, low_open: bool, high: float | None) -> str:
-    if high is None or math.isinf(high):
-        return f"a number {'>' if low_open else '>='} {low:g}"
-    if low_open:
-        return f"a number in ({low:g}, {high:g}]"
-    return f"a number from {low!r} to {high!r}"
-
-
 def stop_strings(value: Any) -> list[str]:
     if value is None:
         return []
@@ -165,7 +146,7 @@ def stop_strings(value: Any) -> list[str]:
 
 
 def _check_param(name: str, info: FieldInfo, params: dict[str, Any]) -> None:
-    types = _types(info)
+    types = field_types(info)
     low, low_open, high, _ = bounds(info)
     if name == "stop":
         stop_strings(params.get(name))
@@ -203,37 +184,6 @@ def params_schema() -> dict[str, Any]:
     """The per-kind params for the OpenAPI document: one object schema per kind."""
     return {"anyOf": [{**inline_schema(m), "title": f"{k.value} params"}
                       for k, m in PARAMS_MODELS.items()]}
-
-
-def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A model's JSON schema with its $defs written in place, to sit inside another schema."""
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return walk(defs[ref.removeprefix("#/$defs/")])
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    out: dict[str, Any] = walk(schema)
-    # The field that holds it keeps its own title and help text.
-    return {k: v for k, v in out.items() if k not in ("title", "description")}
-
-
-def invalid(error: ValidationError, *, prefix: str = "") -> InvalidInput:
-    """A pydantic error as the API words a malformed body: `field: what is wrong`."""
-    problems = []
-    for e in error.errors():
-        where = prefix + ".".join(str(p) for p in e["loc"])
-        problems.append((where or "request", str(e["msg"])))
-    where, msg = problems[0]
-    return InvalidInput(f"{where}: {msg}", problems if len(problems) > 1 else None,
-                        param=where)
 
 
 class JobRequest(BaseModel):
@@ -319,7 +269,7 @@ HYPERPARAMS = tuple(Hyperparameters.model_fields)
 
 
 def _hyper_problem(info: FieldInfo, value: Any, cap: float | None) -> str | None:
-    integer = int in _types(info)
+    integer = int in field_types(info)
     low, low_open, high, high_open = bounds(info)
     if high is None:
         high = cap
@@ -334,15 +284,7 @@ def _hyper_problem(info: FieldInfo, value: Any, cap: float | None) -> str | None
     limit = f" ({extra['x-bounded-by']})" if cap is not None and "x-setting" in extra else ""
     top = f"{int(high)}" if integer and high is not None else f"{high:g}"
     most = f" and {'under' if high_open else 'at most'} {top}{limit}" if high is not None else ""
-    return f"must be {kind} {'>' if low_open else '>='} {low:g}{most}, not {_shown(value)}"
-
-
-def _shown(value: object) -> str:
-    """A whole float as the integer it is: `--lr -1` (a float option) and `"lr": -1` in JSON
-    read the same in the message."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return repr(value)
+    return f"must be {kind} {'>' if low_open else '>='} {low:g}{most}, not {shown(value)}"
 
 
 def check_hyperparams(hyper: object, settings: Settings | None) -> dict[str, Any]:

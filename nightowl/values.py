@@ -1,4 +1,5 @@
-"""Value checkers shared by submit (nightowl.specs) and the workers' runners.
+"""Value checkers shared by submit (nightowl.specs) and the workers' runners, and how a
+declared field's range is read and worded.
 
 Each names the field, the accepted range and the value it got, so a bad value reads the same
 whichever door it came through and whichever side (submit or worker) caught it.
@@ -10,7 +11,11 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, overload
+from typing import Any, get_args, overload
+
+import annotated_types as at
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from nightowl.errors import InvalidInput, InvalidParams
 
@@ -119,3 +124,71 @@ def _walk(where: str, value: object, depth: int) -> None:
     elif isinstance(value, list):
         for v in value:
             _walk(where, v, depth + 1)
+
+
+def bounds(info: FieldInfo) -> tuple[float | None, bool, float | None, bool]:
+    """(low, low excluded?, high, high excluded?) of a field, from its declared constraints."""
+    low: float | None = None
+    high: float | None = None
+    low_open = high_open = False
+    for m in info.metadata:
+        if isinstance(m, at.Ge):
+            low = m.ge  # type: ignore[assignment]
+        elif isinstance(m, at.Gt):
+            low, low_open = m.gt, True  # type: ignore[assignment]
+        elif isinstance(m, at.Le):
+            high = m.le  # type: ignore[assignment]
+        elif isinstance(m, at.Lt):
+            high, high_open = m.lt, True  # type: ignore[assignment]
+    return low, low_open, high, high_open
+
+
+def field_types(info: FieldInfo) -> tuple[Any, ...]:
+    return get_args(info.annotation) or (info.annotation,)
+
+
+def describe_number(low: float, low_open: bool, high: float | None) -> str:
+    if high is None or math.isinf(high):
+        return f"a number {'>' if low_open else '>='} {low:g}"
+    if low_open:
+        return f"a number in ({low:g}, {high:g}]"
+    return f"a number from {low!r} to {high!r}"
+
+
+def shown(value: object) -> str:
+    """A whole float as the integer it is: `--lr -1` (a float option) and `"lr": -1` in JSON
+    read the same in the message."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its $defs written in place, to sit inside another schema."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    out: dict[str, Any] = walk(schema)
+    # The field that holds it keeps its own title and help text.
+    return {k: v for k, v in out.items() if k not in ("title", "description")}
+
+
+def invalid(error: ValidationError, *, prefix: str = "") -> InvalidInput:
+    """A pydantic error as the API words a malformed body: `field: what is wrong`."""
+    problems = []
+    for e in error.errors():
+        where = prefix + ".".join(str(p) for p in e["loc"])
+        problems.append((where or "request", str(e["msg"])))
+    where, msg = problems[0]
+    return InvalidInput(f"{where}: {msg}", problems if len(problems) > 1 else None,
+                        param=where)

@@ -3,39 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from nightowl.dispatch import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 from nightowl.enums import JobStatus, TaskKind
-
-# The one priority field of jobs and fine-tunes; its range is nightowl.dispatch's.
-PRIORITY_FIELD = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX,
-                       description="Higher runs first, ahead of fair share between tenants "
-                                   "and age")
+from nightowl.inputs import MAX_CUSTOM_ID
+from nightowl.specs import JobRequest
 
 
 class JobItemIn(BaseModel):
-    custom_id: str | None = Field(default=None, max_length=200)
-    text: str | None = None
-    source: str | None = None
-    params: dict[str, Any] | None = None
+    custom_id: str | None = Field(default=None, max_length=MAX_CUSTOM_ID,
+                                  description="The item's id in the results (default: its "
+                                              "position, from 1)")
+    text: str | None = Field(default=None, description="The text (generate, sentiment, embed)")
+    source: str | None = Field(default=None, description="The text to translate (translate)")
+    params: dict[str, Any] | None = Field(default=None, description="This item's own params, "
+                                          "over the job's")
 
 
-class JobCreate(BaseModel):
-    kind: TaskKind
-    model: str = Field(description="NAME, NAME@ALIAS or NAME@vN; pinned to a version at submit")
+class JobCreate(JobRequest):
+    """A job's request (nightowl.specs.JobRequest) with its items inline or as a file id."""
+
     items: list[JobItemIn] | None = Field(default=None, description="Items inline")
     file_id: str | None = Field(default=None, description="Or a JSONL file uploaded to /v1/files")
-    params: dict[str, Any] = Field(default_factory=dict)
-    chunk_size: int | None = Field(default=None, ge=1, le=100_000)
-    deadline_seconds: float | None = Field(default=None, gt=0)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    on_invalid: Literal["reject", "skip"] = "reject"
-    truncate: bool = False
-    queue: Literal["cpu", "gpu"] = "cpu"
-    priority: int = PRIORITY_FIELD
 
 
 class JobOut(BaseModel):

@@ -4,7 +4,9 @@ A line's envelope (`{custom_id, method, url, body}`) is the batch's business: a 
 fails the whole batch. A bad *body* fails only its own request, which gets a 400 response in
 the error file while the rest of the batch runs. `parse_body` is also what the direct
 endpoints (/v1/chat/completions, ...) use, so a request is judged the same either way.
-Parameter names and ranges come from nightowl.params, the definition the runners apply.
+OpenAI's names map onto nightowl's per-kind params (nightowl.specs), which are then checked by
+the same rules as every other door's: a bad top_k reads the same in a batch's error file as
+from `nightowl submit`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from nightowl import params as P
+from nightowl import specs as P
 from nightowl.chat import ROLES, message_text
 from nightowl.enums import ErrorCode, TaskKind
 from nightowl.errors import InvalidInput
 from nightowl.inputs import MAX_CUSTOM_ID, _decode, _read_lines
-from nightowl.params import check_json
+from nightowl.values import check_json
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 ENDPOINTS: dict[str, TaskKind] = {
@@ -170,11 +172,24 @@ def parse_body(body: dict[str, Any], url: str, *, batch: bool = False) -> Reques
         _embedding_params(body, request)
     elif kind == TaskKind.TRANSLATE:
         _max_tokens(body, request)
-        if (beams := _number(body, "num_beams", 1, P.MAX_BEAMS, integer=True)) is not None:
-            request.params["num_beams"] = beams
+        _same_name(body, request.params, "num_beams")
     else:
         _generation_params(body, request, chat=url == CHAT)
+    # max_new_tokens stands for max_tokens, checked above against the model's context.
+    mapped = {k: v for k, v in request.params.items() if k != "max_new_tokens"}
+    try:
+        P.check_params(kind, mapped)
+    except InvalidInput as e:
+        raise _invalid(str(e).split("\n")[0],
+                       e.problems[0][0] if e.problems else e.param or "body") from None
     return request
+
+
+def _same_name(body: dict[str, Any], params: dict[str, Any], *names: str) -> None:
+    """Parameters OpenAI and nightowl share by name: passed on, checked by the kind's spec."""
+    for name in names:
+        if body.get(name) is not None:
+            params[name] = body[name]
 
 
 def _invalid(message: str, param: str) -> LineProblem:
@@ -247,8 +262,7 @@ def _max_tokens(body: dict[str, Any], request: Request) -> None:
 
 
 def _embedding_params(body: dict[str, Any], request: Request) -> None:
-    if (dims := _number(body, "dimensions", 1, 2**31 - 1, integer=True)) is not None:
-        request.params["dimensions"] = dims
+    _same_name(body, request.params, "dimensions")
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in P.ENCODING_FORMATS:
         raise _invalid(f"encoding_format must be one of {', '.join(P.ENCODING_FORMATS)}, got "
@@ -265,22 +279,19 @@ def _generation_params(body: dict[str, Any], request: Request, *, chat: bool) ->
             params["do_sample"] = False
         else:
             params["temperature"], params["do_sample"] = float(temperature), True
-    if (top_p := _number(body, "top_p", 0, 1)) is not None and top_p > 0:
-        params["top_p"] = float(top_p)
-    if (top_k := _number(body, "top_k", 0, P.MAX_TOP_K, integer=True)) is not None:
-        params["top_k"] = top_k
+    if body.get("top_p") != 0:  # OpenAI's top_p=0 means no nucleus cut; nightowl leaves it out
+        _same_name(body, params, "top_p")
+    _same_name(body, params, "top_k")
     if (n := _number(body, "n", 1, P.MAX_RETURN_SEQUENCES, integer=True)) is not None and n > 1:
         if params.get("do_sample") is False:
             raise _invalid(f"n={n} needs temperature > 0: greedy decoding gives the same text "
                            "every time", "n")
         params["num_return_sequences"] = n
-    if (seed := _number(body, "seed", *P.SEED_RANGE, integer=True)) is not None:
-        params["seed"] = seed
+    _same_name(body, params, "seed")
     for key in ("presence_penalty", "frequency_penalty"):
         if (value := _number(body, key, *P.PENALTY_RANGE)) is not None and value:
             params[key] = float(value)
-    if (value := _number(body, "repetition_penalty", 0.01, 100)) is not None:
-        params["repetition_penalty"] = float(value)
+    _same_name(body, params, "repetition_penalty")
     _logprobs(body, params, chat=chat)
     stop = body.get("stop")
     if stop is not None:

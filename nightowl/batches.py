@@ -141,7 +141,8 @@ def check_and_submit(
         input_file_id=input_file_id, id_prefix=ID_PREFIX,
         queue=(metadata or {}).get(QUEUE_KEY, Queue.CPU.value), job_id=job_id,
     )
-    return submit_job(session=session, settings=settings, spec=spec, lines=lines())
+    return submit_job(session=session, settings=settings, spec=spec, lines=lines(),
+                      version=check.version)
 
 
 def _check_line(session: Session, check: _Validation, parsed: BatchLine | dict[str, Any],

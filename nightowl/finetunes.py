@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ from nightowl import finetune_data, registry, run_artifacts
 from nightowl.celery_app import send
 from nightowl.config import Settings
 from nightowl.db import insert_ignoring_conflicts
-from nightowl.dispatch import PRIORITY_DEFAULT, check_priority
+from nightowl.dispatch import PRIORITY_DEFAULT
 from nightowl.enums import FiringStatus, Queue, RunStatus, TaskKind, TaskName
 from nightowl.errors import Conflict, InvalidInput, NotFound
 from nightowl.models import (
@@ -28,6 +27,7 @@ from nightowl.models import (
     new_id,
     utcnow,
 )
+from nightowl.specs import check_finetune_request, check_hyperparams
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,6 @@ DEFAULT_GATE = {
     TaskKind.GENERATE: "eval/perplexity",
 }
 LOWER_IS_BETTER = {"eval/loss", "eval/perplexity"}
-HYPERPARAMS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "warmup_steps",
-               "weight_decay", "seed", "eval_every", "checkpoint_every", "keep_checkpoints",
-               "max_length", "lora")
 
 
 @dataclass
@@ -60,52 +57,6 @@ class FinetuneSpec:
     priority: int = PRIORITY_DEFAULT
 
 
-# name: (integer?, low, low inclusive?) for the numeric hyperparameters; upper bounds for the
-# training budget (epochs, max_steps) come from the operator's settings.
-_NUMERIC: dict[str, tuple[bool, float, bool]] = {
-    "epochs": (False, 0, False), "max_steps": (True, 1, True), "lr": (False, 0, False),
-    "batch_size": (True, 1, True), "grad_accum": (True, 1, True),
-    "warmup_steps": (True, 0, True), "weight_decay": (False, 0, True), "seed": (True, 0, True),
-    "eval_every": (True, 1, True), "checkpoint_every": (True, 1, True),
-    "keep_checkpoints": (True, 1, True), "max_length": (True, 8, True),
-}
-_CAPS = {"batch_size": 4096, "grad_accum": 1024, "max_length": 8192, "keep_checkpoints": 100,
-         "lr": 10.0, "weight_decay": 10.0, "seed": 2**63 - 1}
-
-
-def check_hyperparams(hyper: object, settings: Settings) -> dict[str, Any]:
-    """One rule set for every door (CLI, HTTP, schedule): known names, numbers in range, and a
-    training budget under the operator's limits, so a typo cannot run a billion epochs."""
-    if not isinstance(hyper, dict):
-        raise InvalidInput("hyperparameters must be an object", param="hyperparameters")
-    unknown = sorted(set(hyper) - set(HYPERPARAMS))
-    if unknown:
-        raise InvalidInput(f"hyperparameters: unknown {unknown}; known: "
-                           f"{', '.join(HYPERPARAMS)}", param="hyperparameters")
-    caps = {**_CAPS, "epochs": settings.max_finetune_epochs,
-            "max_steps": settings.max_finetune_steps, "warmup_steps": settings.max_finetune_steps,
-            "eval_every": settings.max_finetune_steps,
-            "checkpoint_every": settings.max_finetune_steps}
-    problems = []
-    for name, (integer, low, inclusive) in _NUMERIC.items():
-        value = hyper.get(name)
-        if value is None:
-            continue
-        kind = "an integer" if integer else "a number"
-        ok_type = (isinstance(value, int) if integer else isinstance(value, int | float)) \
-            and not isinstance(value, bool) and math.isfinite(value)
-        above = ok_type and (value >= low if inclusive else value > low)
-        if not (ok_type and above and value <= caps[name]):
-            limit = " (NIGHTOWL_MAX_FINETUNE_" + name.upper() + ")" if name in (
-                "epochs", "max_steps") else ""
-            op = ">=" if inclusive else ">"
-            problems.append((f"hyperparameters.{name}", f"must be {kind} {op} {low} and at "
-                             f"most {caps[name]:g}{limit}, not {value!r}"))
-    if problems:
-        raise InvalidInput("invalid hyperparameters", problems, param=problems[0][0])
-    return hyper
-
-
 def run_dir(settings: Settings, run_id: str) -> Path:
     return settings.artifacts_path / "runs" / run_id
 
@@ -118,12 +69,16 @@ def get_run(session: Session, run_id: str, *, tenant_id: str | None = None) -> T
 
 
 def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec) -> TrainingRun:
-    check_priority(spec.priority)
+    check_finetune_request(
+        kind=spec.kind, base=spec.base, hyperparameters=spec.hyperparams,
+        register_as=spec.register_as, promote_to=spec.promote_to, gate=spec.gate,
+        priority=spec.priority, **({} if spec.eval_split is None else
+                                   {"eval_split": spec.eval_split}))
+    check_hyperparams(spec.hyperparams, settings)
     base = registry.resolve(session, spec.base, tenant_id=spec.tenant_id)
     if base.kind != spec.kind:
         raise InvalidInput(f"base model {base.ref} is a {base.kind.value} model, "
                            f"not {spec.kind.value}")
-    check_hyperparams(spec.hyperparams, settings)
     # Into the tenant's own space, even for a shared base: checked now, not after training.
     register_as = spec.register_as or base.name
     registry.check_name(session, register_as, spec.kind, tenant_id=spec.tenant_id)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 from nightowl.enums import ErrorCode, TaskKind
 from nightowl.errors import InvalidInput
-from nightowl.params import check_json, check_params
+from nightowl.specs import check_params
+from nightowl.values import check_json
 
 MAX_CUSTOM_ID = 200
 
@@ -138,13 +139,7 @@ def read_jsonl(
 ) -> Iterator[ParsedLine]:
     for line_no, raw in _read_lines(stream, max_line_bytes):
         if raw is None:
-            yield ParsedLine(
-                line_no,
-                str(line_no),
-                {},
-                (ErrorCode.INVALID_INPUT,
-                 f"line is longer than {max_line_bytes} bytes (NIGHTOWL_MAX_LINE_BYTES)"),
-            )
+            yield _too_long(line_no, max_line_bytes)
             continue
         if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # a UTF-8 byte order mark, as some Windows editors write
@@ -161,6 +156,29 @@ def read_jsonl(
             yield ParsedLine(line_no, str(line_no), {}, (ErrorCode.INVALID_INPUT, msg))
             continue
         yield _item(kind, obj, line_no, check_length)
+
+
+def read_items(
+    items: Sequence[Mapping[str, Any]],
+    *,
+    kind: TaskKind,
+    max_line_bytes: int,
+    check_length: Callable[[str], str | None] | None = None,
+) -> Iterator[ParsedLine]:
+    """Items given inline (already parsed): item n is checked as line n of a file would be,
+    its size included (measured as the JSON line it stands for; never parsed again)."""
+    for line_no, obj in enumerate(items, start=1):
+        size = len(json.dumps(obj, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size > max_line_bytes:
+            yield _too_long(line_no, max_line_bytes)
+            continue
+        yield _item(kind, dict(obj), line_no, check_length)
+
+
+def _too_long(line_no: int, max_line_bytes: int) -> ParsedLine:
+    return ParsedLine(line_no, str(line_no), {}, (
+        ErrorCode.INVALID_INPUT,
+        f"line is longer than {max_line_bytes} bytes (NIGHTOWL_MAX_LINE_BYTES)"))
 
 
 def read_csv(

@@ -20,7 +20,8 @@ from nightowl.errors import Conflict, InvalidInput, NotFound
 from nightowl.inputs import ParsedLine
 from nightowl.items import STOPS
 from nightowl.models import Job, JobChunk, JobItem, ModelVersion, new_id, utcnow
-from nightowl.params import check_json, check_params
+from nightowl.specs import check_job_request, check_params
+from nightowl.values import check_json
 
 log = logging.getLogger(__name__)
 INSERT_BATCH = 2000
@@ -81,27 +82,49 @@ def list_jobs(
     return list(session.scalars(stmt))
 
 
-def submit_job(
-    *, session: Session, settings: Settings, spec: JobSpec, lines: Iterable[ParsedLine]
-) -> Job:
-    """Validate and store every item, then let the dispatcher send the first chunks.
-
-    With on_invalid="reject" any bad line rolls everything back and raises InvalidInput listing
-    each problem by line; with "skip" bad lines become failed items and the rest runs. Over a
-    tenant's quota it raises QuotaExceeded, having stored nothing (the caller rolls back).
-    """
-    if spec.on_invalid not in ("reject", "skip"):
-        raise InvalidInput(f"--on-invalid must be reject or skip, not {spec.on_invalid!r}")
+def check_spec(settings: Settings, spec: JobSpec) -> None:
+    """Every value of the request, by the one definition (nightowl.specs) all doors share."""
     check_priority(spec.priority)
+    # Not the queue: every door offers cpu or gpu, but the service runs any queue it is given
+    # (an operator's own pool, a test's isolated one).
+    check_job_request(
+        kind=spec.kind, model=spec.model, params=spec.params, chunk_size=spec.chunk_size,
+        deadline_seconds=spec.deadline.total_seconds() if spec.deadline else None,
+        metadata=spec.metadata, on_invalid=spec.on_invalid, truncate=spec.truncate,
+        priority=spec.priority)
     check_params(spec.kind, spec.params)
     check_json("metadata", spec.metadata, max_bytes=settings.max_metadata_bytes)
-    admission = quotas.admit(session, spec.tenant_id, exclude_job=spec.job_id)
-    version = registry.resolve(session, spec.model, tenant_id=spec.tenant_id)
+
+
+def resolve_model(session: Session, spec: JobSpec) -> ModelVersion:
+    """The version the job's model reference names now, which must serve the job's kind."""
+    return _serving(registry.resolve(session, spec.model, tenant_id=spec.tenant_id), spec)
+
+
+def _serving(version: ModelVersion, spec: JobSpec) -> ModelVersion:
     if version.kind != spec.kind:
         raise InvalidInput(
             f"model {version.ref} is a {version.kind.value} model; "
             f"a {spec.kind.value} job needs a {spec.kind.value} model"
         )
+    return version
+
+
+def submit_job(
+    *, session: Session, settings: Settings, spec: JobSpec, lines: Iterable[ParsedLine],
+    version: ModelVersion | None = None,
+) -> Job:
+    """Validate and store every item, then let the dispatcher send the first chunks.
+
+    `version` is the model already resolved for this submit (nightowl.intake), else it is
+    resolved here. With on_invalid="reject" any bad line rolls everything back and raises
+    InvalidInput listing each problem by line; with "skip" bad lines become failed items and
+    the rest runs. Over a tenant's quota it raises QuotaExceeded, having stored nothing (the
+    caller rolls back).
+    """
+    check_spec(settings, spec)
+    admission = quotas.admit(session, spec.tenant_id, exclude_job=spec.job_id)
+    version = resolve_model(session, spec) if version is None else _serving(version, spec)
     count_tokens = (quotas.token_counter(version, spec.kind, settings)
                     if admission.tokens_left is not None else None)
     chunk_size = spec.chunk_size or settings.chunk_size
@@ -129,7 +152,7 @@ def submit_job(
     else:
         job = _adopt(session, spec.job_id, job)
     session.flush()
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[int, str]] = []
     total = failed = tokens = 0
     for batch in _batches(lines, INSERT_BATCH, settings.max_items_per_job):
         if count_tokens is not None:
@@ -139,7 +162,7 @@ def submit_job(
         for line_no, message in _store_batch(session, job.id, batch, total, now):
             failed += 1
             if len(problems) < MAX_LISTED_PROBLEMS:
-                problems.append((f"line {line_no}", message))
+                problems.append((line_no, message))
         total += len(batch)
     if total == 0:
         raise InvalidInput("the input is empty: no items to run")
@@ -147,12 +170,12 @@ def submit_job(
         raise InvalidInput(
             f"{failed} of {total} lines are invalid; nothing was queued "
             "(fix them, or pass --on-invalid skip to run the valid lines)",
-            problems,
+            [(f"line {n}", m) for n, m in problems],
         )
     job.total_items = total
     job.failed_items = failed
     job.total_tokens = tokens if count_tokens is not None else None
-    job.errors = [{"line": int(w.split()[1]), "message": m} for w, m in problems]
+    job.errors = [{"line": n, "message": m} for n, m in problems]
     session.execute(
         insert(JobChunk),
         [
@@ -384,9 +407,11 @@ def retry_job(
                 ErrorCode.INVALID_INPUT, item.error_message or "invalid input line")
             yield ParsedLine(item.line_no or item.idx + 1, item.custom_id, item.input, error)
 
+    version = session.get(ModelVersion, parent.model_version_id)
+    assert version is not None
     spec = JobSpec(
         kind=parent.kind,
-        model=_pinned_ref(session, parent),
+        model=version.ref,
         params=parent.params,
         chunk_size=parent.chunk_size,
         metadata={**parent.metadata_, "retry_of": parent.id},
@@ -397,13 +422,9 @@ def retry_job(
         parent_job_id=parent.id,
         priority=parent.priority,
     )
-    return submit_job(session=session, settings=settings, spec=spec, lines=lines())
-
-
-def _pinned_ref(session: Session, job: Job) -> str:
-    version = session.get(ModelVersion, job.model_version_id)
-    assert version is not None
-    return version.ref
+    # The parent's pinned version, as it ran: a retry never follows an alias that moved since.
+    return submit_job(session=session, settings=settings, spec=spec, lines=lines(),
+                      version=version)
 
 
 def iter_items(

@@ -10,35 +10,32 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from nightowl import finetune_data, finetunes, registry
+from nightowl import finetune_data, finetunes, intake, registry
 from nightowl.auth import operator_tenant_id
 from nightowl.config import Settings, get_settings
-from nightowl.enums import FiringStatus, ItemStatus, Queue, TaskKind
+from nightowl.dispatch import PRIORITY_DEFAULT
+from nightowl.enums import FiringStatus, ItemStatus, TaskKind
 from nightowl.errors import InvalidInput, NotFound
 from nightowl.files import get_file, local_path
-from nightowl.inputs import ParsedLine, read_csv, read_jsonl
-from nightowl.jobs import JobSpec, submit_job
+from nightowl.jobs import JobSpec, check_spec
 from nightowl.models import Job, JobItem, ModelVersion, Schedule, ScheduleRun
-from nightowl.params import check_json, check_params
-from nightowl.tokens import length_checker
+from nightowl.specs import FinetuneRequest, JobRequest, check_hyperparams
+from nightowl.values import invalid
 
 log = logging.getLogger(__name__)
 
 TARGETS = ("job", "finetune")
 KIND_ALIASES = {"translation": "translate", "generation": "generate", "sentiment": "sentiment",
                 "translate": "translate", "generate": "generate"}
-JOB_KEYS = ("kind", "model", "input_file", "input_file_id", "params", "chunk_size", "metadata",
-            "queue", "on_invalid", "truncate")
 FINETUNE_KEYS = ("kind", "base", "train", "eval", "hyperparameters", "register_as",
                  "promote_to", "gate")
 LAST_SUCCESS = "last_success"
@@ -126,56 +123,59 @@ def validate(session: Session, settings: Settings, *, target: str, spec: object,
     return _finetune_spec(session, spec, tenant_id, allow_paths)
 
 
+class JobTemplate(JobRequest):
+    """A job to submit at each firing: the request, with its input named by server path (CLI
+    only) or uploaded file id."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_file: str | None = None
+    input_file_id: str | None = None
+
+
+JOB_KEYS = tuple(JobTemplate.model_fields)
+
+
 def _job_spec(session: Session, settings: Settings, spec: dict[str, Any],
               tenant_id: str | None, allow_paths: bool) -> dict[str, Any]:
     _unknown(spec, JOB_KEYS, "job")
     kind = _kind(spec)
     version = _model(session, spec.get("model"), kind, "model", tenant_id)
-    out: dict[str, Any] = {"kind": kind.value, "model": spec["model"]}
+    try:
+        template = JobTemplate.model_validate({**spec, "kind": kind.value})
+    except ValidationError as e:
+        raise invalid(e, prefix="spec.") from None
+    out = template.model_dump(mode="json", exclude={"input_file", "input_file_id"})
     out.update(_file(session, spec, path_key="input_file", id_key="input_file_id",
                      where="input_file", tenant_id=tenant_id, allow_paths=allow_paths))
-    for key in ("params", "metadata"):
-        value = spec.get(key, {})
-        if not isinstance(value, dict):
-            raise _bad(key, "must be an object")
-        out[key] = value
-    check_params(kind, out["params"])  # the rules every submit uses, now rather than nightly
-    check_json("metadata", out["metadata"], max_bytes=settings.max_metadata_bytes)
-    chunk = spec.get("chunk_size")
-    if chunk is not None and (not isinstance(chunk, int) or not 1 <= chunk <= 100_000):
-        raise _bad("chunk_size", "must be an integer from 1 to 100000")
-    queue = spec.get("queue", Queue.CPU.value)
-    if queue not in (Queue.CPU.value, Queue.GPU.value):
-        raise _bad("queue", "must be 'cpu' or 'gpu'")
-    on_invalid = spec.get("on_invalid", "reject")
-    if on_invalid not in ("reject", "skip"):
-        raise _bad("on_invalid", "must be 'reject' or 'skip'")
-    out.update(chunk_size=chunk, queue=queue, on_invalid=on_invalid,
-               truncate=bool(spec.get("truncate", False)))
-    path = file_path(session, out, path_key="input_file", id_key="input_file_id",
-                     tenant_id=tenant_id)
-    check = None if out["truncate"] else length_checker(version.source)
-    with _job_lines(path, kind, settings, check) as lines:
+    job = _job(out, tenant_id, metadata=out["metadata"])
+    check_spec(settings, job)  # the rules every submit uses, now rather than nightly
+    with intake.open_lines(session, settings, _source(out), spec=job,
+                           version=version) as lines:
         sample = list(itertools.islice(lines, CHECK_LINES))
     problems = [(f"line {p.line_no}", p.error[1]) for p in sample if p.error]
     if not sample:
         raise _bad("input_file", "the input is empty: no items to run")
-    if problems and on_invalid == "reject":
+    if problems and job.on_invalid == "reject":
         raise InvalidInput(f"spec.input_file: {len(problems)} invalid line(s) in the first "
                            f"{len(sample)}", problems, param="spec.input_file")
     return out
 
 
-@contextmanager
-def _job_lines(path: Path, kind: TaskKind, settings: Settings,
-               check: Any) -> Iterator[Iterator[ParsedLine]]:
-    with path.open("rb") as stream:
-        if path.suffix.lower() == ".csv":
-            yield read_csv(stream, kind=kind, column=kind.input_field, id_column=None,
-                           max_line_bytes=settings.max_line_bytes, check_length=check)
-        else:
-            yield read_jsonl(stream, kind=kind, max_line_bytes=settings.max_line_bytes,
-                             check_length=check)
+def _job(spec: dict[str, Any], tenant_id: str | None, *, metadata: dict[str, Any]) -> JobSpec:
+    """A stored job template as the job service's spec."""
+    seconds = spec.get("deadline_seconds")
+    return JobSpec(
+        kind=TaskKind(spec["kind"]), model=spec["model"], params=spec.get("params") or {},
+        chunk_size=spec.get("chunk_size"), on_invalid=spec.get("on_invalid", "reject"),
+        truncate=bool(spec.get("truncate")), queue=spec.get("queue"), tenant_id=tenant_id,
+        deadline=timedelta(seconds=seconds) if seconds else None,
+        priority=spec.get("priority", PRIORITY_DEFAULT), metadata=metadata)
+
+
+def _source(spec: dict[str, Any]) -> intake.Source:
+    if spec.get("input_file_id"):
+        return intake.FromFile(spec["input_file_id"])
+    return intake.FromPath(spec["input_file"])
 
 
 def _finetune_spec(session: Session, spec: dict[str, Any], tenant_id: str | None,
@@ -214,11 +214,15 @@ def _finetune_spec(session: Session, spec: dict[str, Any], tenant_id: str | None
         if stray:
             raise _bad("eval", f"eval labels {stray} never appear in the training data")
     out["hyperparameters"] = _hyperparameters(spec.get("hyperparameters", {}))
-    for key in ("register_as", "promote_to", "gate"):
-        value = spec.get(key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise _bad(key, "must be a non-empty string")
-        out[key] = value
+    named = {k: spec[k] for k in ("register_as", "promote_to", "gate") if k in spec}
+    try:
+        request = FinetuneRequest.model_validate({
+            "kind": kind.value, "base": spec["base"], **named,
+            "hyperparameters": out["hyperparameters"],
+            **({"eval_split": out["eval"]["split"]} if "split" in out["eval"] else {})})
+    except ValidationError as e:
+        raise invalid(e, prefix="spec.") from None
+    out.update(register_as=request.register_as, promote_to=request.promote_to, gate=request.gate)
     if out["register_as"] is not None:
         parsed = registry.ModelRef.parse(out["register_as"])
         if parsed.selector is not None:
@@ -262,12 +266,8 @@ def _query(session: Session, query: object, kind: TaskKind,
 
 
 def _hyperparameters(value: object) -> dict[str, Any]:
-    try:
-        clean = finetunes.check_hyperparams(value, get_settings())
-    except InvalidInput as e:
-        raise _bad(e.problems[0][0] if e.problems else "hyperparameters",
-                   e.problems[0][1] if e.problems else
-                   str(e).removeprefix("hyperparameters: ")) from e
+    # The same check, and the same message, as a fine-tune submitted from any other door.
+    clean = check_hyperparams(value, get_settings())
     return {k: v for k, v in clean.items() if v is not None}
 
 
@@ -291,22 +291,13 @@ def submit(session: Session, settings: Settings, schedule: Schedule,
 def _submit_job(session: Session, settings: Settings, schedule: Schedule,
                 firing: ScheduleRun) -> Submitted:
     spec = schedule.spec
-    kind = TaskKind(spec["kind"])
-    path = file_path(session, spec, path_key="input_file", id_key="input_file_id",
-                     tenant_id=schedule.tenant_id)
-    version = registry.resolve(session, spec["model"], tenant_id=schedule.tenant_id)
-    job_spec = JobSpec(
-        kind=kind, model=spec["model"], params=spec.get("params") or {},
-        chunk_size=spec.get("chunk_size"), on_invalid=spec.get("on_invalid", "reject"),
-        truncate=bool(spec.get("truncate")), queue=spec.get("queue"),
-        tenant_id=schedule.tenant_id,
+    if spec.get("input_file_id") is None and not Path(spec["input_file"]).is_file():
+        raise InvalidInput(f"file {spec['input_file']!r} does not exist (any more)")
+    job = intake.submit(session=session, settings=settings, source=_source(spec), spec=_job(
+        spec, schedule.tenant_id,
         metadata={**(spec.get("metadata") or {}), "schedule": schedule.name,
                   "schedule_run_id": firing.id,
-                  "scheduled_for": firing.scheduled_for.isoformat()},
-    )
-    check = None if job_spec.truncate else length_checker(version.source)
-    with _job_lines(path, kind, settings, check) as lines:
-        job = submit_job(session=session, settings=settings, spec=job_spec, lines=lines)
+                  "scheduled_for": firing.scheduled_for.isoformat()}))
     return Submitted(FiringStatus.SUBMITTED, job_id=job.id,
                      outcome={"items": job.total_items, "invalid": job.failed_items})
 

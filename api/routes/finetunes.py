@@ -9,27 +9,21 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import object_session
 
 from api.deps import SessionDep, SettingsDep, TenantDep
-from api.schemas import PRIORITY_FIELD
 from nightowl import finetune_data, finetunes
 from nightowl.enums import RunStatus, TaskKind
 from nightowl.files import get_file, local_path
 from nightowl.models import TrainingRun
 from nightowl.outcome import run_outcome, version_refs
+from nightowl.specs import FinetuneRequest
 
 router = APIRouter(prefix="/v1/finetunes", tags=["finetunes"])
 
 
-class FinetuneCreate(BaseModel):
-    kind: TaskKind
-    base: str = Field(description="Base model: NAME, NAME@ALIAS or NAME@vN")
+class FinetuneCreate(FinetuneRequest):
+    """A fine-tune's request (nightowl.specs.FinetuneRequest) with its data as file ids."""
+
     training_file: str = Field(description="File id of the JSONL training data (/v1/files)")
     validation_file: str | None = Field(default=None, description="File id of eval data")
-    eval_split: float = Field(default=0.1, gt=0, lt=1)
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    register_as: str | None = None
-    promote_to: str | None = None
-    gate: str | None = None
-    priority: int = PRIORITY_FIELD
 
 
 class FinetuneOut(BaseModel):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Iterator
 from typing import Literal
 
@@ -13,17 +11,15 @@ from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, SettingsDep, TenantDep
 from api.schemas import JobCreate, JobHealth, JobList, JobOut, ResultPage, ResultRow
+from nightowl import intake
 from nightowl import jobs as service
-from nightowl import params, registry
 from nightowl.db import session_factory
 from nightowl.enums import JobStatus
 from nightowl.errors import InvalidInput
-from nightowl.files import get_file, local_path
-from nightowl.inputs import read_jsonl
 from nightowl.liveness import queue_health
 from nightowl.models import Job, ModelVersion
 from nightowl.results import iter_rows, jsonl_lines
-from nightowl.tokens import length_checker
+from nightowl.values import deadline
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -48,30 +44,19 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
     """Submit a bulk job: items inline or a file id; the model is pinned now."""
     if (body.items is None) == (body.file_id is None):
         raise InvalidInput("give exactly one of `items` (inline) or `file_id`")
-    version = registry.resolve(session, body.model, tenant_id=tenant)
-    check = None if body.truncate else length_checker(version.source)
     spec = service.JobSpec(
         kind=body.kind, model=body.model, params=body.params, chunk_size=body.chunk_size,
-        deadline=params.deadline(body.deadline_seconds),
+        deadline=deadline(body.deadline_seconds),
         metadata=body.metadata, on_invalid=body.on_invalid, truncate=body.truncate,
-        queue=body.queue, tenant_id=tenant, input_file_id=body.file_id, priority=body.priority,
+        queue=body.queue, tenant_id=tenant, priority=body.priority,
     )
+    source: intake.Source
     if body.file_id is not None:
-        row = get_file(session, body.file_id, tenant_id=tenant)
-        with open(local_path(row, settings), "rb") as fh:
-            job = service.submit_job(
-                session=session, settings=settings, spec=spec,
-                lines=read_jsonl(fh, kind=body.kind, max_line_bytes=settings.max_line_bytes,
-                                 check_length=check),
-            )
+        source = intake.FromFile(body.file_id)
     else:
         assert body.items is not None
-        lines = (
-            read_jsonl(io.BytesIO(b"\n".join(
-                json.dumps(item.model_dump(exclude_none=True)).encode() for item in body.items)),
-                kind=body.kind, max_line_bytes=settings.max_line_bytes, check_length=check)
-        )
-        job = service.submit_job(session=session, settings=settings, spec=spec, lines=lines)
+        source = intake.Inline([item.model_dump(exclude_none=True) for item in body.items])
+    job = intake.submit(session=session, settings=settings, spec=spec, source=source)
     return job_out(session, job)
 
 

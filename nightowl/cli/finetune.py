@@ -88,7 +88,6 @@ def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_
         "seed": seed, "eval_every": eval_every, "checkpoint_every": checkpoint_every,
         "lora": parse_lora(lora),
     }
-    check_hyperparams(hyper)
     train_rows = finetune_data.read_rows(train_file, task_kind)
     eval_rows = (finetune_data.read_rows(eval_file, task_kind, what="eval file")
                  if eval_file else None)

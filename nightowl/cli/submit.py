@@ -81,7 +81,7 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
             else:
                 lines = read_jsonl(stream, kind=task_kind, max_line_bytes=s.max_line_bytes,
                                    check_length=check)
-            job = submit_job(session=session, settings=s, spec=spec, lines=lines)
+            job = submit_job(session=session, settings=s, spec=spec, lines=lines, version=version)
         click.echo(f"queued {job.total_items} items ({job.failed_items} invalid) "
                    f"on {version.ref}", err=True)
         job_id = job.id

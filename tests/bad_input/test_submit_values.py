@@ -69,11 +69,12 @@ def _train_file(client: Any) -> str:
 
 @pytest.mark.parametrize(("extra", "words"), [
     ({"hyperparameters": {"epochs": 1_000_000_000}}, "NIGHTOWL_MAX_FINETUNE_EPOCHS"),
-    ({"hyperparameters": {"max_steps": 10**12}}, "NIGHTOWL_MAX_FINETUNE_MAX_STEPS"),
+    ({"hyperparameters": {"max_steps": 10**12}}, "NIGHTOWL_MAX_FINETUNE_STEPS"),
     ({"hyperparameters": {"batch_size": -1}}, "batch_size"),
     ({"hyperparameters": {"lr": "fast"}}, "lr"),
     ({"register_as": "tiny-generator"}, "is a generate model"),
     ({"register_as": "a@b"}, "must not contain '@'"),
+    ({"kind": "embed", "base": "tiny-sentiment"}, "not fine-tuned here"),
 ])
 def test_finetune_budgets_and_register_as_are_checked_before_training(
         extra: dict[str, Any], words: str, client: Any, models: Settings,

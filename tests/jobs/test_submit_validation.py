@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 from sqlalchemy import select
@@ -111,3 +112,23 @@ def test_duplicate_custom_ids_are_found_across_insert_batches(
     assert [(i.line_no, i.custom_id) for i in failed] == [
         (6, "r5#line6"), (2003, "r1#line2003"), (2004, "r1#line2004")]
     assert session.get(Job, job_id).total_items == 2_005  # type: ignore[union-attr]
+
+
+def test_inline_items_are_numbered_like_lines_and_checked_like_them(
+    models: Settings, client: Any
+) -> None:
+    items = [{"text": "a fine film"}, {"text": "dull", "params": {"all_scores": "yes"}},
+             {"custom_id": "x"}, {"text": "fine again", "custom_id": "ok"}]
+    resp = client.post("/v1/jobs", json={"kind": "sentiment", "model": "tiny-sentiment@prod",
+                                         "items": items, "on_invalid": "skip"})
+    assert resp.status_code == 201, resp.text
+    job = resp.json()
+    assert (job["total"], job["failed"]) == (4, 2)
+    assert job["errors"] == [
+        {"line": 2, "message": "all_scores must be true or false, got 'yes'"},
+        {"line": 3, "message": "missing field 'text'"},
+    ]
+    rejected = client.post("/v1/jobs", json={"kind": "sentiment", "model": "tiny-sentiment@prod",
+                                             "items": items})
+    assert rejected.status_code == 400
+    assert [p["where"] for p in rejected.json()["error"]["problems"]] == ["line 2", "line 3"]

@@ -9,37 +9,35 @@ from typing import Any
 
 from nightowl.enums import TaskKind
 from nightowl.errors import InvalidInput
+from nightowl.specs import HYPERPARAMS, Hyperparameters, check_hyperparams
 
-LORA_KEYS = frozenset({"r", "alpha", "dropout"})
+
+def _default(name: str) -> Any:
+    return Hyperparameters.model_fields[name].default
 
 
 @dataclass
 class TrainConfig:
+    """A run's hyperparameters (nightowl.specs.Hyperparameters: their meaning, defaults and
+    ranges) plus what the task adds: the model, the folders, the labels and the device."""
+
     kind: TaskKind
     # A local model directory or a hub id; weights must be safetensors.
     base_source: str
     # The run's artifact directory: checkpoints/ and final/ live here, and a restart resumes here.
     output_dir: Path
-    # Passes over the training rows; ignored when max_steps is set.
-    epochs: float = 1.0
-    max_steps: int | None = None
-    # Peak learning rate, reached after warmup_steps and decayed linearly to zero.
-    lr: float = 5e-5
-    # Rows per micro-batch; one optimizer step sees batch_size * grad_accum rows.
-    batch_size: int = 16
-    grad_accum: int = 1
-    warmup_steps: int = 0
-    # AdamW decay, applied to matrices only (biases and norms are left alone, as in nanoGPT).
-    weight_decay: float = 0.0
-    # Seeds the data order, dropout and any freshly initialised head: a rerun reproduces a run.
-    seed: int = 0
-    # Optimizer steps between evaluations; None evaluates only at the end (always done).
-    eval_every: int | None = None
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    # Tokens per sequence (source and target each, for translation); longer rows are truncated.
-    max_length: int = 128
-    # {"r": 8, "alpha": 16, "dropout": 0.05} trains LoRA adapters, merged before the final save.
+    epochs: float = _default("epochs")
+    max_steps: int | None = _default("max_steps")
+    lr: float = _default("lr")
+    batch_size: int = _default("batch_size")
+    grad_accum: int = _default("grad_accum")
+    warmup_steps: int = _default("warmup_steps")
+    weight_decay: float = _default("weight_decay")
+    seed: int = _default("seed")
+    eval_every: int | None = _default("eval_every")
+    checkpoint_every: int = _default("checkpoint_every")
+    keep_checkpoints: int = _default("keep_checkpoints")
+    max_length: int = _default("max_length")
     lora: dict[str, int | float] | None = None
     # Sentiment label names; None takes the sorted set found in the rows.
     labels: list[str] | None = None
@@ -49,32 +47,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.kind = TaskKind(self.kind)
         self.output_dir = Path(self.output_dir)
+        # The ranges the run was admitted under; the operator's budget was checked at submit.
+        check_hyperparams({name: getattr(self, name) for name in HYPERPARAMS}, None)
         problems: list[tuple[str, str]] = []
-
-        def need(ok: bool, field: str, message: str) -> None:
-            if not ok:
-                problems.append((field, message))
-
-        need(bool(self.base_source), "base_source", "name a model directory or hub id")
-        need(self.epochs > 0, "epochs", f"must be > 0, got {self.epochs}")
-        need(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
-        need(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        need(self.batch_size >= 1, "batch_size", "must be >= 1")
-        need(self.grad_accum >= 1, "grad_accum", "must be >= 1")
-        need(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        need(self.eval_every is None or self.eval_every >= 1, "eval_every", "must be >= 1")
-        need(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
-        need(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
-        need(self.max_length >= 2, "max_length", "must be >= 2")
-        if self.lora is not None:
-            unknown = sorted(set(self.lora) - LORA_KEYS)
-            need(not unknown, "lora", f"unknown keys {unknown}; use r, alpha, dropout")
-            need(int(self.lora.get("r", 8)) >= 1, "lora.r", "must be >= 1")
-            need(0 <= float(self.lora.get("dropout", 0.0)) < 1, "lora.dropout", "must be in [0, 1)")
+        if not self.base_source:
+            problems.append(("base_source", "name a model directory or hub id"))
         if self.labels is not None:
-            need(len(set(self.labels)) >= 2, "labels", "need at least two distinct labels")
-            need(self.kind is TaskKind.SENTIMENT, "labels", "only sentiment runs take labels")
+            if len(set(self.labels)) < 2:
+                problems.append(("labels", "need at least two distinct labels"))
+            if self.kind is not TaskKind.SENTIMENT:
+                problems.append(("labels", "only sentiment runs take labels"))
         if problems:
             raise InvalidInput("invalid training configuration", problems)
 

@@ -19,6 +19,7 @@ from transformers import (
 
 from nightowl.enums import TaskKind
 from nightowl.errors import InvalidInput, ModelLoadError
+from nightowl.specs import Lora
 
 _AUTO = {
     TaskKind.SENTIMENT: AutoModelForSequenceClassification,
@@ -106,12 +107,12 @@ def build_fresh(
 def wrap_lora(kind: TaskKind, model: Any, lora: dict[str, int | float]) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    r = int(lora.get("r", 8))
+    spec = Lora.model_validate(lora)
     config = LoraConfig(
         task_type=_PEFT_TASK[kind],
-        r=r,
-        lora_alpha=int(lora.get("alpha", 2 * r)),
-        lora_dropout=float(lora.get("dropout", 0.0)),
+        r=spec.r,
+        lora_alpha=int(spec.alpha if spec.alpha is not None else 2 * spec.r),
+        lora_dropout=spec.dropout,
     )
     return get_peft_model(model, config)
 

@@ -20,12 +20,12 @@ from nightowl.batch_lines import EMBEDDINGS, ENDPOINTS, LineProblem, Request, pa
 from nightowl.batch_output import output_line
 from nightowl.batches import request_input
 from nightowl.config import Settings
-from nightowl.dispatch import PRIORITY_INTERACTIVE
 from nightowl.enums import ErrorCode, JobStatus, Queue
 from nightowl.errors import ModelNotFound, NightowlError, RequestRefused
 from nightowl.inputs import ParsedLine
 from nightowl.jobs import JobSpec, cancel_job, submit_job
 from nightowl.models import Job, JobItem
+from nightowl.values import PRIORITY_INTERACTIVE
 
 ID_PREFIX = "req"
 # OpenAI's own cap on inputs in one embeddings request.

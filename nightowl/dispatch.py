@@ -22,29 +22,12 @@ from sqlalchemy.orm import Session
 from nightowl.celery_app import send
 from nightowl.config import Settings
 from nightowl.enums import ChunkStatus, JobStatus, TaskName
-from nightowl.errors import InvalidInput
 from nightowl.models import Job, JobChunk, utcnow
 
 log = logging.getLogger(__name__)
 
-# One range for every entry point (CLI, HTTP, schedules, the OpenAI-compatible routes).
-PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = -100, 100, 0
-# What interactive one-item requests should use, so they pass bulk work already queued.
-PRIORITY_INTERACTIVE = 50
 # Only these jobs have chunks a worker may still claim.
 LIVE = (JobStatus.QUEUED, JobStatus.IN_PROGRESS)
-
-
-def check_priority(value: object, *, param: str = "priority") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not (
-        PRIORITY_MIN <= value <= PRIORITY_MAX
-    ):
-        raise InvalidInput(
-            f"{param} must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX} "
-            f"(higher runs first, default {PRIORITY_DEFAULT}), not {value!r}",
-            param=param,
-        )
-    return value
 
 
 @dataclass(order=True)

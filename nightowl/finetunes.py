@@ -15,7 +15,6 @@ from nightowl import finetune_data, registry, run_artifacts
 from nightowl.celery_app import send
 from nightowl.config import Settings
 from nightowl.db import insert_ignoring_conflicts
-from nightowl.dispatch import PRIORITY_DEFAULT
 from nightowl.enums import FiringStatus, Queue, RunStatus, TaskKind, TaskName
 from nightowl.errors import Conflict, InvalidInput, NotFound
 from nightowl.models import (
@@ -28,6 +27,7 @@ from nightowl.models import (
     utcnow,
 )
 from nightowl.specs import check_finetune_request, check_hyperparams
+from nightowl.values import PRIORITY_DEFAULT
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ from sqlalchemy.orm import Session
 from nightowl import quotas, registry
 from nightowl.config import Settings
 from nightowl.db import insert_ignoring_conflicts
-from nightowl.dispatch import PRIORITY_DEFAULT, check_priority, top_up
+from nightowl.dispatch import top_up
 from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, Queue, TaskKind
 from nightowl.errors import Conflict, InvalidInput, NotFound
 from nightowl.inputs import ParsedLine
 from nightowl.items import STOPS
 from nightowl.models import Job, JobChunk, JobItem, ModelVersion, new_id, utcnow
 from nightowl.specs import check_job_request, check_params
-from nightowl.values import check_json
+from nightowl.values import PRIORITY_DEFAULT, check_json, check_priority
 
 log = logging.getLogger(__name__)
 INSERT_BATCH = 2000

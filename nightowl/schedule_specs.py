@@ -22,14 +22,13 @@ from sqlalchemy.orm import Session
 from nightowl import finetune_data, finetunes, intake, registry
 from nightowl.auth import operator_tenant_id
 from nightowl.config import Settings, get_settings
-from nightowl.dispatch import PRIORITY_DEFAULT
 from nightowl.enums import FiringStatus, ItemStatus, TaskKind
 from nightowl.errors import InvalidInput, NotFound
 from nightowl.files import get_file, local_path
 from nightowl.jobs import JobSpec, check_spec
 from nightowl.models import Job, JobItem, ModelVersion, Schedule, ScheduleRun
 from nightowl.specs import FinetuneRequest, JobRequest, check_hyperparams
-from nightowl.values import invalid
+from nightowl.values import PRIORITY_DEFAULT, invalid
 
 log = logging.getLogger(__name__)
 

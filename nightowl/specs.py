@@ -16,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.fields import FieldInfo
 
 from nightowl.config import Settings
-from nightowl.dispatch import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 from nightowl.enums import TaskKind
 from nightowl.errors import InvalidInput, InvalidParams
 from nightowl.values import (
+    PRIORITY_DEFAULT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     bounds,
     check_json,
     describe_number,

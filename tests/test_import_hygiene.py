@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # The core modules a worker may import: torch-free, SQL-free and Celery-free leaves. The
 # worker's runtime stays a set of plain functions; tasks/ is where it meets SQL and Celery.
 WORKER_SIDE = {"nightowl.config", "nightowl.enums", "nightowl.errors", "nightowl.params",
-               "nightowl.specs", "nightowl.tokens", "nightowl.sources", "nightowl.items"}
+               "nightowl.specs", "nightowl.values", "nightowl.tokens", "nightowl.sources",
+               "nightowl.items"}
 # What each package must never import (by top-level name, or a core module outside the leaves).
 FORBIDDEN = {
     "nightowl": {"api", "tasks", "workers"},

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from nightowl import migrate
 from nightowl.config import Settings, get_settings
 from nightowl.db import session_scope
-from nightowl.dispatch import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 from nightowl.errors import NightowlError
+from nightowl.values import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

@@ -24,7 +24,7 @@ from nightowl.files import get_file, local_path
 from nightowl.inputs import ParsedLine
 from nightowl.jobs import JobSpec, cancel_job, get_job, submit_job
 from nightowl.models import File, Job, ModelVersion, new_id, utcnow
-from nightowl.tokens import context_of, hidden_size
+from nightowl.tokens import context_of, hidden_size, input_room, shares_context
 
 ID_PREFIX = "batch"
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
@@ -226,19 +226,23 @@ def request_input(request: Request, kind: TaskKind, version: ModelVersion,
     context = context_of(version.source)
     if context is not None:
         count, limit = context
-        # A decoder's reply shares the prompt's context; a translator's output has its own.
-        asked = (request.max_tokens or 0) if kind == TaskKind.GENERATE else 0
+        # The worker's rule (nightowl.tokens): a decoder's reply shares the prompt's positions
+        # and gets at least one; a translator's output and an encoder's label have their own.
+        # OpenAI's is stricter only in refusing a max_tokens the context cannot hold.
+        asked = request.max_tokens or 0
+        reply = max(asked, 1) if shares_context(kind) else 0
         # Bytes bound tokens from above: most lines are settled without tokenizing them.
-        prompt = count(text) if len(text.encode("utf-8")) + 4 + asked > limit else 0
-        if prompt + asked > limit:
+        prompt = count(text) if len(text.encode("utf-8")) + 4 + reply > limit else 0
+        if prompt > input_room(kind, limit) or prompt + reply > limit:
             what = "messages" if request.messages is not None else "prompt"
-            room = "" if kind != TaskKind.GENERATE else (
-                f" ({prompt} in the {what}, {asked} in the completion)")
+            room = "" if not shares_context(kind) else (
+                f" ({prompt} in the {what}, {'' if asked else 'at least '}{reply} in the "
+                "completion)")
             raise LineProblem(ErrorCode.CONTEXT_LENGTH_EXCEEDED.value,
                               f"This model's maximum context length is {limit} tokens; the "
-                              f"request needs {prompt + asked}{room}. Shorten the {what}"
+                              f"request needs {prompt + reply}{room}. Shorten the {what}"
                               + (" or lower max_tokens." if asked else "."),
-                              "max_tokens" if asked and prompt <= limit else what)
+                              "max_tokens" if asked and prompt < limit else what)
     dims = request.params.get("dimensions")
     width = hidden_size(version.source)
     if dims is not None and width is not None and dims > width:

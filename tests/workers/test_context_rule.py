@@ -54,3 +54,35 @@ def test_the_boundary_reads_the_same_at_submit_and_in_the_worker(
     if kind is TaskKind.GENERATE:
         # The continuation is clamped to the one position left.
         assert results[1].tokens_out == 1
+
+
+def test_an_openai_batch_line_without_max_tokens_gets_the_workers_verdict(
+    tiny_runners: dict[TaskKind, Runner], tiny_models: dict[TaskKind, Path],
+) -> None:
+    """A batch line is checked at create by OpenAI's wording of the same rule: a prompt the
+    worker would run passes, one it would refuse is context_length_exceeded."""
+    from types import SimpleNamespace
+
+    from nightowl.batch_lines import LineProblem
+    from nightowl.batches import request_input
+
+    runner = tiny_runners[TaskKind.GENERATE]
+    version = SimpleNamespace(source=str(tiny_models[TaskKind.GENERATE]))
+    at, over = _text_of(runner, 255), _text_of(runner, 256)
+
+    def line(text: str, max_tokens: int | None = None) -> object:
+        return SimpleNamespace(messages=None, text=text, max_tokens=max_tokens, params={},
+                               encoding_format=None)
+
+    assert request_input(line(at), TaskKind.GENERATE, version, None)  # type: ignore[arg-type]
+    with pytest.raises(LineProblem) as refused:
+        request_input(line(over), TaskKind.GENERATE, version, None)  # type: ignore[arg-type]
+    assert refused.value.code == "context_length_exceeded"
+    assert refused.value.param == "prompt"
+    assert "needs 257 (256 in the prompt, at least 1 in the completion)" in refused.value.message
+    with pytest.raises(LineProblem) as asked:
+        request_input(line(at, max_tokens=2), TaskKind.GENERATE, version, None)  # type: ignore[arg-type]
+    assert asked.value.param == "max_tokens"
+    results = list(run_batched(runner, [WorkItem(1, over, {})], max_batch_tokens=4096,
+                               max_batch_size=8, truncate=False))
+    assert results[0][0].error_code is ErrorCode.TOO_LONG

@@ -40,6 +40,12 @@ def write_private(path: Path, data: bytes) -> None:
         raise
 
 
+def tighten_file(path: Path) -> Path:
+    """0600 for a file that exists, without opening it (see nightowl.db)."""
+    _tighten(path, FILE_MODE)
+    return path
+
+
 def _tighten(path: Path, mode: int) -> None:
     try:
         current = stat.S_IMODE(path.stat().st_mode)

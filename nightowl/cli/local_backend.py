@@ -5,20 +5,25 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nightowl import finetune_data, finetunes, outcome, registry, schedules
-from nightowl import jobs as job_service
-from nightowl.auth import operator_tenant_id
 from nightowl.cli.backend import FinetuneRequest, Row, ScheduleChange, open_input
 from nightowl.cli.common import db_session, settings
-from nightowl.enums import JobStatus, TaskKind
-from nightowl.jobs import JobSpec
-from nightowl.models import Job, ModelVersion, Schedule, Tenant, utcnow
-from nightowl.query import ResultFilter
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from nightowl.jobs import JobSpec
+    from nightowl.models import Job, Schedule
+    from nightowl.query import ResultFilter
+
+# The core is imported inside the methods: the root group builds this backend before any
+# command runs, and `nightowl jobs --help` should not pay for Celery and every ORM module.
 
 
 def job_dict(job: Job) -> dict[str, Any]:
+    from nightowl.enums import JobStatus
+
     return {
         "id": job.id, "kind": job.kind.value, "model": job.model_ref,
         "model_version_id": job.model_version_id, "status": job.status.value,
@@ -38,6 +43,9 @@ class LocalBackend:
     # -- jobs and results -----------------------------------------------------------------
     def submit_job(self, *, spec: JobSpec, file: str, fmt: str | None, column: str | None,
                    id_column: str | None) -> dict[str, Any]:
+        from nightowl import jobs as job_service
+        from nightowl import registry
+        from nightowl.auth import operator_tenant_id
         from nightowl.inputs import ParsedLine, read_csv, read_jsonl
         from nightowl.tokens import length_checker
 
@@ -66,6 +74,10 @@ class LocalBackend:
                     "model_version": version.ref}
 
     def list_jobs(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
+        from nightowl import jobs as job_service
+        from nightowl import outcome
+        from nightowl.enums import JobStatus
+
         with db_session() as session:
             rows = job_service.list_jobs(session, status=JobStatus(status) if status else None,
                                          limit=limit)
@@ -79,6 +91,8 @@ class LocalBackend:
             } for j in rows]
 
     def get_job(self, job_id: str) -> dict[str, Any]:
+        from nightowl import jobs as job_service
+
         with db_session() as session:
             return job_dict(job_service.get_job(session, job_id))
 
@@ -88,11 +102,15 @@ class LocalBackend:
         return snapshot(watch_job(job_id, timeout=timeout))
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
+        from nightowl import jobs as job_service
+
         with db_session() as session:
             job = job_service.cancel_job(session, job_id)
             return {"id": job.id, "status": job.status.value}
 
     def retry_job(self, job_id: str) -> dict[str, Any]:
+        from nightowl import jobs as job_service
+
         with db_session() as session:
             child = job_service.retry_job(session=session, settings=settings(), job_id=job_id)
             return {"id": child.id, "total": child.total_items}
@@ -105,6 +123,7 @@ class LocalBackend:
 
     @contextmanager
     def job_rows(self, job_id: str, *, errors: bool) -> Iterator[tuple[str, Iterator[Row]]]:
+        from nightowl import jobs as job_service
         from nightowl.results import iter_rows
 
         with db_session() as session:
@@ -121,6 +140,9 @@ class LocalBackend:
     def list_models(self, name: str | None) -> list[dict[str, Any]]:
         from sqlalchemy import select
 
+        from nightowl import registry
+        from nightowl.models import Tenant
+
         with db_session() as session:
             versions = registry.list_versions(session, name)
             aliases = registry.aliases_by_version(session)
@@ -133,6 +155,8 @@ class LocalBackend:
             } for v in versions]
 
     def model_versions(self, name: str) -> list[dict[str, Any]]:
+        from nightowl import outcome, registry
+
         with db_session() as session:
             versions = registry.list_versions(session, name.split("@")[0])
             aliases = registry.aliases_by_version(session)
@@ -155,6 +179,10 @@ class LocalBackend:
 
     # -- fine-tunes -----------------------------------------------------------------------
     def submit_finetune(self, request: FinetuneRequest) -> dict[str, Any]:
+        from nightowl import finetune_data, finetunes
+        from nightowl.auth import operator_tenant_id
+        from nightowl.enums import TaskKind
+
         kind = TaskKind(request.kind)
         train_rows = finetune_data.read_rows(request.train_file, kind)
         eval_rows = (finetune_data.read_rows(request.eval_file, kind, what="eval file")
@@ -175,6 +203,7 @@ class LocalBackend:
                     "eval_rows": run.dataset["eval_rows"]}
 
     def run_progress(self, run_id: str) -> tuple[str, tuple[int, float] | None]:
+        from nightowl import finetunes
         from nightowl.db import session_factory
 
         with session_factory()() as session:
@@ -183,7 +212,9 @@ class LocalBackend:
             return run.status.value, (loss[-1].step, loss[-1].value) if loss else None
 
     def run_outcome_line(self, run_id: str) -> str:
+        from nightowl import finetunes, outcome
         from nightowl.db import session_factory
+        from nightowl.models import ModelVersion
 
         with session_factory()() as session:
             run = finetunes.get_run(session, run_id)
@@ -193,6 +224,8 @@ class LocalBackend:
             return outcome.outcome_line(run, refs, result.metrics if result else None)
 
     def list_runs(self, limit: int) -> list[dict[str, Any]]:
+        from nightowl import finetunes, outcome
+
         with db_session() as session:
             rows = finetunes.list_runs(session, limit=limit)
             refs = outcome.version_refs(session, [i for r in rows for i in
@@ -204,6 +237,8 @@ class LocalBackend:
             } for r in rows]
 
     def get_run(self, run_id: str) -> dict[str, Any]:
+        from nightowl import finetunes, outcome
+
         with db_session() as session:
             run = finetunes.get_run(session, run_id)
             events = finetunes.events_of(session, run_id)
@@ -222,11 +257,15 @@ class LocalBackend:
             }
 
     def cancel_run(self, run_id: str) -> dict[str, Any]:
+        from nightowl import finetunes
+
         with db_session() as session:
             run = finetunes.cancel_run(session, run_id)
             return {"id": run.id, "status": run.status.value}
 
     def run_metrics(self, run_id: str) -> list[dict[str, Any]]:
+        from nightowl import finetunes
+
         with db_session() as session:
             finetunes.get_run(session, run_id)
             return [{"step": m.step, "key": m.key, "value": m.value, "ts": m.ts.isoformat()}
@@ -234,13 +273,19 @@ class LocalBackend:
 
     # -- schedules ------------------------------------------------------------------------
     @staticmethod
-    def _view(session: Any, row: Schedule) -> dict[str, Any]:
+    def _view(session: Session, row: Schedule) -> dict[str, Any]:
+        from nightowl import schedules
+        from nightowl.models import utcnow
+
         # The next slot even while paused: `schedule add --paused` says when it would fire.
         now = utcnow()
         return {**schedules.describe(session, row, now),
                 "next_fire": schedules.next_fire(row, now).isoformat()}
 
     def add_schedule(self, name: str, change: ScheduleChange) -> dict[str, Any]:
+        from nightowl import schedules
+        from nightowl.auth import operator_tenant_id
+
         assert change.cron is not None and change.target is not None
         with db_session() as session:
             row = schedules.add_schedule(
@@ -251,6 +296,8 @@ class LocalBackend:
             return self._view(session, row)
 
     def edit_schedule(self, name: str, change: ScheduleChange) -> dict[str, Any]:
+        from nightowl import schedules
+
         with db_session() as session:
             row = schedules.update_schedule(
                 session=session, settings=settings(), name=name, cron=change.cron,
@@ -259,24 +306,36 @@ class LocalBackend:
             return self._view(session, row)
 
     def list_schedules(self) -> list[dict[str, Any]]:
+        from nightowl import schedules
+        from nightowl.models import utcnow
+
         now = utcnow()
         with db_session() as session:
             return [schedules.describe(session, row, now)
                     for row in schedules.list_schedules(session)]
 
     def get_schedule(self, name: str) -> dict[str, Any]:
+        from nightowl import schedules
+        from nightowl.models import utcnow
+
         with db_session() as session:
             return schedules.describe(session, schedules.get_schedule(session, name), utcnow())
 
     def set_schedule_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        from nightowl import schedules
+
         with db_session() as session:
             return self._view(session, schedules.set_enabled(session, name, enabled))
 
     def remove_schedule(self, name: str) -> None:
+        from nightowl import schedules
+
         with db_session() as session:
             schedules.remove_schedule(session, name)
 
     def run_schedule(self, name: str) -> dict[str, Any]:
+        from nightowl import schedules
+
         who = os.getenv("USER") or os.getenv("LOGNAME") or "operator"
         with db_session() as session:
             firing = schedules.run_now(session=session, settings=settings(), name=name,
@@ -284,6 +343,8 @@ class LocalBackend:
             return schedules.firing_view(firing)
 
     def schedule_history(self, name: str, limit: int) -> tuple[str, list[dict[str, Any]]]:
+        from nightowl import schedules
+
         with db_session() as session:
             tz = schedules.get_schedule(session, name).timezone
             return tz, schedules.history(session, name, limit=limit)

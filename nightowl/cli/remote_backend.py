@@ -244,9 +244,9 @@ class RemoteBackend:
         return out
 
     def edit_schedule(self, name: str, change: ScheduleChange) -> dict[str, Any]:
-        target = change.target or (self.get_schedule(name)["target"] if change.spec else None)
         body = {"cron": change.cron, "timezone": change.timezone, "target": change.target,
-                "spec": self._upload_spec_files(target, change.spec), "catchup": change.catchup}
+                "spec": self._upload_spec_files(change.target, change.spec),
+                "catchup": change.catchup}
         out: dict[str, Any] = self.api.call("PATCH", f"/v1/schedules/{name}", json={
             k: v for k, v in body.items() if v is not None})
         return out

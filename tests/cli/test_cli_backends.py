@@ -4,6 +4,8 @@ or refuses with a message; none quietly runs on the local database instead."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,3 +234,47 @@ def test_every_api_command_works_through_a_real_api_as_the_keys_tenant(
     # An operator command refuses the same way with a live API as with a closed port.
     refused = remote("keys", "list", ok=False)
     assert refused.exit_code == 1 and "does not run through the API" in refused.output
+
+
+def test_finetune_wait_and_a_finetune_schedule_through_the_api(
+        sent_model: str, api_server: str, tenant: tuple[str, str], migrated: Settings,
+        files: dict[str, str], tmp_path: Path) -> None:
+    key, tenant_id = tenant
+    cancelled: list[str] = []
+
+    def cancel_when_queued() -> None:
+        # No worker reads the train queue: stop the run as soon as the API has stored it.
+        from nightowl import finetunes
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not cancelled:
+            with session_scope(migrated) as s:
+                run = s.scalars(select(TrainingRun).where(
+                    TrainingRun.tenant_id == tenant_id)).first()
+                if run is not None:
+                    finetunes.cancel_run(s, run.id)
+                    cancelled.append(run.id)
+            time.sleep(0.2)
+
+    canceller = threading.Thread(target=cancel_when_queued)
+    canceller.start()
+    waited = _invoke("--api", api_server, "--key", key, "finetune", "submit", "--kind",
+                     "sentiment", "--base", SENT, "--train", files["train"], "--register-as",
+                     f"clitest-{uuid.uuid4().hex[:6]}", "--wait")
+    canceller.join()
+    _no_traceback(waited)
+    assert cancelled and waited.exit_code == 1, waited.output
+    assert waited.stdout.strip() == cancelled[0]
+    assert f"{cancelled[0]} cancelled" in waited.stderr
+
+    spec = tmp_path / "ft.json"
+    spec.write_text(json.dumps({"kind": "sentiment", "base": SENT,
+                                "train": {"file": files["train"]}, "eval": {"split": 0.2}}))
+    name = f"clitest-{uuid.uuid4().hex[:6]}"
+    added = _invoke("--api", api_server, "--key", key, "schedule", "add", name, "--cron",
+                    "0 2 * * *", "--finetune", str(spec), "--paused")
+    assert added.exit_code == 0, added.output
+    with session_scope(migrated) as s:
+        stored = s.scalars(select(Schedule).where(Schedule.name == name)).one()
+        assert stored.tenant_id == tenant_id and not stored.enabled
+        assert set(stored.spec["train"]) == {"file_id"}  # uploaded, no server path

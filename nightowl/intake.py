@@ -69,7 +69,7 @@ def open_lines(session: Session, settings: Settings, source: Source, *, spec: Jo
     """The source's items, each checked against the kind and (unless truncating) the pinned
     version's context length."""
     kind = spec.kind
-    check = None if spec.truncate else length_checker(version.source)
+    check = None if spec.truncate else length_checker(version.source, kind)
     if isinstance(source, Inline):
         yield read_items(source.items, kind=kind, max_line_bytes=settings.max_line_bytes,
                          check_length=check)

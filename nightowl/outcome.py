@@ -65,14 +65,20 @@ def run_outcome(run: TrainingRun, refs: dict[int, str]) -> dict[str, Any]:
 def outcome_line(run: TrainingRun, refs: dict[int, str],
                  metrics: dict[str, Any] | None = None) -> str:
     """One line for `finetune submit --wait`: what the run left behind."""
-    if run.status.value != "succeeded":
-        return f"{run.id} {run.status.value}" + (f": {run.error}" if run.error else "")
-    out = run_outcome(run, refs)
+    return run_line(run_id=run.id, status=run.status.value, error=run.error,
+                    metrics=metrics, **run_outcome(run, refs))
+
+
+def run_line(*, run_id: str, status: str, error: str | None, result_version: str | None,
+             promotion_summary: str, metrics: dict[str, Any] | None, **_: Any) -> str:
+    """outcome_line from a run's fields as the API shows them (FinetuneOut)."""
+    if status != "succeeded":
+        return f"{run_id} {status}" + (f": {error}" if error else "")
     figures = ", ".join(f"{k} {_figure(v)}" for k, v in sorted((metrics or {}).items())
                         if k.startswith("eval/"))
-    registered = (f"registered {out['result_version']}" + (f" ({figures})" if figures else "")
-                  if out["result_version"] else "registered nothing")
-    return f"{run.id} succeeded: {registered}; {out['promotion_summary']}"
+    registered = (f"registered {result_version}" + (f" ({figures})" if figures else "")
+                  if result_version else "registered nothing")
+    return f"{run_id} succeeded: {registered}; {promotion_summary}"
 
 
 def item_counts(*, succeeded: int, failed: int, cancelled: int, expired: int,

@@ -81,17 +81,20 @@ HELP = {
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--api", "api_url", envvar="NIGHTOWL_API_URL", metavar="URL",
-              help="Work through this nightowl API as a tenant (submit, jobs, results) instead "
-                   "of on the database as the operator. Env: NIGHTOWL_API_URL.")
+              help="Work through this nightowl API as the key's tenant instead of on the "
+                   "database as the operator; operator-only commands (db, keys, quota, sql, "
+                   "worker, up, ...) refuse. Env: NIGHTOWL_API_URL.")
 @click.option("--key", "api_key", envvar="NIGHTOWL_API_KEY", metavar="KEY",
               help="API key for --api. Env: NIGHTOWL_API_KEY.")
 @click.version_option(package_name="nightowl")
 @click.pass_context
 def cli(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
     """nightowl: bulk inference and nightly fine-tunes for Transformer models."""
-    from nightowl.cli.remote import set_target
+    from nightowl.cli.backend import make_backend
 
-    set_target(ctx, api_url, api_key)
+    # Chosen once: every command asks this backend, so none can fall back to the local
+    # database while --api names a server.
+    ctx.obj = make_backend(api_url, api_key)
 
 
 def main() -> None:

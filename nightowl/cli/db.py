@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from nightowl import migrate
+from nightowl.cli.backend import local_only
 from nightowl.cli.common import settings
 
 
@@ -56,3 +57,6 @@ def analyst_role() -> None:
 def current() -> None:
     """Print the database's revision."""
     click.echo(migrate.current_revision(settings()) or "base (empty)")
+
+
+local_only("migrates the database this host is configured for; the HTTP API does not offer it")(db)

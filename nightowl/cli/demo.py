@@ -12,6 +12,7 @@ import click
 
 from nightowl import demo_data, migrate
 from nightowl.auth import operator_tenant_id
+from nightowl.cli.backend import local_only
 from nightowl.cli.common import settings
 from nightowl.db import session_scope
 from nightowl.enums import TaskKind
@@ -36,6 +37,7 @@ def _jsonl(rows: Iterator[dict[str, Any]]) -> io.BytesIO:
     return io.BytesIO(b"".join(json.dumps(r).encode() + b"\n" for r in rows))
 
 
+@local_only("runs the embedded stack on this host")
 @click.command()
 @click.option("--scale", type=click.FloatRange(0.01, 100), default=1.0, show_default=True,
               help="Multiply the number of items of each job.")

@@ -12,16 +12,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl import finetune_data, finetunes, outcome
-from nightowl.auth import operator_tenant_id
-from nightowl.cli.common import db_session, priority_option, settings
-from nightowl.enums import RunStatus, TaskKind
-from nightowl.errors import InvalidInput
-from nightowl.models import ModelVersion
+from nightowl.cli.backend import FinetuneRequest, current
+from nightowl.cli.common import priority_option
+from nightowl.enums import RunStatus
 
 KIND_ALIASES = {"translation": "translate", "generation": "generate", "sentiment": "sentiment",
                 "translate": "translate", "generate": "generate"}
-TERMINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+TERMINAL = tuple(s.value for s in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED))
 
 
 def parse_lora(text: str | None) -> dict[str, float] | None:
@@ -81,71 +78,39 @@ def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_
            checkpoint_every: int | None, lora: str | None, register_as: str | None,
            promote_to: str | None, gate: str | None, priority: int, wait: bool) -> None:
     """Queue a fine-tune on the train queue; the run id is the last line printed."""
-    task_kind = TaskKind(KIND_ALIASES[kind])
     hyper: dict[str, Any] = {
         "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size,
         "grad_accum": grad_accum, "warmup_steps": warmup, "weight_decay": weight_decay,
         "seed": seed, "eval_every": eval_every, "checkpoint_every": checkpoint_every,
         "lora": parse_lora(lora),
     }
-    train_rows = finetune_data.read_rows(train_file, task_kind)
-    eval_rows = (finetune_data.read_rows(eval_file, task_kind, what="eval file")
-                 if eval_file else None)
-    with db_session() as session:
-        run = finetunes.submit_finetune(session=session, settings=settings(), spec=(
-            finetunes.FinetuneSpec(
-                kind=task_kind, base=base, train_rows=train_rows, eval_rows=eval_rows,
-                eval_split=eval_split, hyperparams={k: v for k, v in hyper.items()
-                                                    if v is not None},
-                register_as=register_as, promote_to=promote_to, gate=gate, priority=priority,
-                tenant_id=operator_tenant_id(session),
-                dataset_info={"train_file": str(train_file),
-                              "eval_file": str(eval_file) if eval_file else None},
-            )))
-        click.echo(f"queued fine-tune of {base} on {run.dataset['train_rows']} rows "
-                   f"(eval {run.dataset['eval_rows']})", err=True)
-        run_id = run.id
+    run = current().submit_finetune(FinetuneRequest(
+        kind=KIND_ALIASES[kind], base=base, train_file=train_file, eval_file=eval_file,
+        eval_split=eval_split, hyperparams={k: v for k, v in hyper.items() if v is not None},
+        register_as=register_as, promote_to=promote_to, gate=gate, priority=priority))
+    click.echo(f"queued fine-tune of {base} on {run['train_rows']} rows "
+               f"(eval {run['eval_rows']})", err=True)
     if wait:
-        final = wait_run(run_id)
-        click.echo(run_id)
-        sys.exit(0 if final == RunStatus.SUCCEEDED else 1)
-    click.echo(run_id)
+        final = wait_run(run["id"])
+        click.echo(run["id"])
+        sys.exit(0 if final == RunStatus.SUCCEEDED.value else 1)
+    click.echo(run["id"])
 
 
-def check_hyperparams(hyper: dict[str, Any]) -> None:
-    problems = [(f"--{k.replace('_', '-')}", "must be > 0") for k in ("epochs", "lr")
-                if hyper.get(k) is not None and hyper[k] <= 0]
-    if hyper.get("weight_decay") is not None and hyper["weight_decay"] < 0:
-        problems.append(("--weight-decay", "must be >= 0"))
-    if problems:
-        raise InvalidInput("invalid hyperparameters", problems)
-
-
-def wait_run(run_id: str, interval: float = 1.0) -> RunStatus:
+def wait_run(run_id: str, interval: float = 1.0) -> str:
+    """Print each new train/loss step until the run ends, then what it left; its status."""
     import time
 
-    from nightowl.db import session_factory
-
-    factory = session_factory()
+    backend = current()
     last_step = -1
     while True:
-        with factory() as session:
-            run = finetunes.get_run(session, run_id)
-            loss = [m for m in finetunes.metrics_of(session, run_id, "train/loss")]
-        if loss and loss[-1].step != last_step:
-            last_step = loss[-1].step
-            click.echo(f"{run.status.value} step {last_step} train/loss {loss[-1].value:.4f}",
-                       err=True)
-        if run.status in TERMINAL:
-            with factory() as session:
-                run = finetunes.get_run(session, run_id)
-                refs = outcome.version_refs(session, [run.base_version_id,
-                                                      run.result_version_id])
-                result = (session.get(ModelVersion, run.result_version_id)
-                          if run.result_version_id else None)
-                line = outcome.outcome_line(run, refs, result.metrics if result else None)
-            click.echo(line, err=True)
-            return run.status
+        status, loss = backend.run_progress(run_id)
+        if loss is not None and loss[0] != last_step:
+            last_step = loss[0]
+            click.echo(f"{status} step {last_step} train/loss {loss[1]:.4f}", err=True)
+        if status in TERMINAL:
+            click.echo(backend.run_outcome_line(run_id), err=True)
+            return status
         time.sleep(interval)
 
 
@@ -159,16 +124,12 @@ def runs() -> None:
               help="How many, newest first.")
 def list_(limit: int) -> None:
     """Recent fine-tune runs."""
-    with db_session() as session:
-        rows = finetunes.list_runs(session, limit=limit)
-        refs = outcome.version_refs(session, [i for r in rows
-                                              for i in (r.base_version_id, r.result_version_id)])
     table = Table("id", "kind", "status", "base", "result", "promotion", "created")
-    for r in rows:
-        out = outcome.run_outcome(r, refs)
-        table.add_row(r.id, r.kind.value, r.status.value, out["base_version"] or "",
-                      out["result_version"] or (f"({r.register_as})" if r.register_as else ""),
-                      out["promotion_summary"], r.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    for r in current().list_runs(limit):
+        table.add_row(r["id"], r["kind"], r["status"], r["base_version"] or "",
+                      r["result_version"] or (f"({r['register_as']})" if r["register_as"]
+                                              else ""),
+                      r["promotion_summary"], r["created_at"][:19].replace("T", " "))
     Console(width=200).print(table)
 
 
@@ -176,31 +137,15 @@ def list_(limit: int) -> None:
 @click.argument("run_id")
 def show(run_id: str) -> None:
     """One run as JSON: settings, dataset, result version, promotion decision, events."""
-    with db_session() as session:
-        run = finetunes.get_run(session, run_id)
-        events = finetunes.events_of(session, run_id)
-        out = outcome.run_outcome(run, outcome.version_refs(
-            session, [run.base_version_id, run.result_version_id]))
-        click.echo(json.dumps({
-            "id": run.id, "kind": run.kind.value, "status": run.status.value,
-            "base_version": out["base_version"], "dataset": run.dataset,
-            "hyperparams": run.hyperparams, "register_as": run.register_as,
-            "promote_to": run.promote_to, "gate": run.gate_metric,
-            "result_version": out["result_version"],
-            "promotion_summary": out["promotion_summary"], "promotion": run.promotion,
-            "attempts": run.attempts, "error": run.error,
-            "events": [{"kind": e.kind, "details": e.details, "ts": e.ts.isoformat()}
-                       for e in events],
-        }, indent=2, default=str))
+    click.echo(json.dumps(current().get_run(run_id), indent=2, default=str))
 
 
 @runs.command()
 @click.argument("run_id")
 def cancel(run_id: str) -> None:
     """Cancel a run; a running one checkpoints and stops at its next step."""
-    with db_session() as session:
-        run = finetunes.cancel_run(session, run_id)
-        click.echo(f"{run.id} {run.status.value}")
+    run = current().cancel_run(run_id)
+    click.echo(f"{run['id']} {run['status']}")
 
 
 @runs.command()
@@ -210,22 +155,19 @@ def cancel(run_id: str) -> None:
               show_default=True, help="Output format; csv columns are step,key,value,ts.")
 def metrics(run_id: str, keys: tuple[str, ...], fmt: str) -> None:
     """Print a run's metric series."""
-    with db_session() as session:
-        finetunes.get_run(session, run_id)
-        rows = [m for m in finetunes.metrics_of(session, run_id) if not keys or m.key in keys]
+    rows = [m for m in current().run_metrics(run_id) if not keys or m["key"] in keys]
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(["step", "key", "value", "ts"])
         for m in rows:
-            writer.writerow([m.step, m.key, repr(m.value), m.ts.isoformat()])
+            writer.writerow([m["step"], m["key"], repr(m["value"]), m["ts"]])
     elif fmt == "jsonl":
         for m in rows:
-            click.echo(json.dumps({"step": m.step, "key": m.key, "value": m.value,
-                                   "ts": m.ts.isoformat()}))
+            click.echo(json.dumps({k: m[k] for k in ("step", "key", "value", "ts")}))
     else:
         table = Table("step", "key", "value")
         for m in rows:
-            table.add_row(str(m.step), m.key, f"{m.value:.6g}")
+            table.add_row(str(m["step"]), m["key"], f"{m['value']:.6g}")
         Console(width=120).print(table)
 
 
@@ -237,18 +179,16 @@ def metrics(run_id: str, keys: tuple[str, ...], fmt: str) -> None:
               help="PNG file to write.")
 def plot(run_id: str, keys: tuple[str, ...], output: Path) -> None:
     """Draw a run's curves to a PNG (headless), every panel on the training step axis."""
-    with db_session() as session:
-        finetunes.get_run(session, run_id)
-        rows = finetunes.metrics_of(session, run_id)
     series: dict[str, tuple[list[int], list[float]]] = {}
-    for m in rows:
-        if keys and m.key not in keys:
+    for m in current().run_metrics(run_id):
+        key = m["key"]
+        if keys and key not in keys:
             continue
-        if not keys and not (m.key == "train/loss" or m.key.startswith("eval/")):
+        if not keys and not (key == "train/loss" or key.startswith("eval/")):
             continue
-        xs, ys = series.setdefault(m.key, ([], []))
-        xs.append(m.step)
-        ys.append(m.value)
+        xs, ys = series.setdefault(key, ([], []))
+        xs.append(m["step"])
+        ys.append(m["value"])
     if not series:
         wanted = f" for {', '.join(keys)}" if keys else ""
         raise click.ClickException(f"run {run_id} has no metrics{wanted}")

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl import auth
+from nightowl.cli.backend import local_only
 from nightowl.cli.common import db_session, parse_duration
 from nightowl.models import utcnow
 
@@ -77,3 +78,7 @@ def revoke(key_ref: str) -> None:
 
 def _when(value: object) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else "-"
+
+
+local_only("manages tenants' keys on the database as the operator; the HTTP API has no route "
+           "for keys")(keys)

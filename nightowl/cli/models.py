@@ -11,17 +11,15 @@ import tempfile
 import click
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
 from nightowl import registry
 from nightowl.artifacts import shareable_source
 from nightowl.auth import operator_tenant_id
+from nightowl.cli.backend import current, local_only
 from nightowl.cli.common import db_session, settings
 from nightowl.enums import TaskKind
 from nightowl.errors import NightowlError
 from nightowl.model_copy import check_model_name, copy_into_store
-from nightowl.models import Tenant
-from nightowl.outcome import version_refs
 from nightowl.sources import check_source
 
 BOOTSTRAP_ALIAS = "prod"
@@ -36,24 +34,22 @@ def models() -> None:
 @click.option("--name", help="Only versions of this model.")
 def list_(name: str | None) -> None:
     """Print the registry: every version with its owner, kind, source and aliases."""
-    with db_session() as session:
-        versions = registry.list_versions(session, name)
-        aliases = registry.aliases_by_version(session)
-        owners = dict(session.execute(select(Tenant.id, Tenant.name)).tuples().all())
-        table = Table("model", "owner", "kind", "aliases", "source", "metrics")
-        for v in versions:
-            metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items())
-                                if isinstance(val, int | float))
-            owner = "shared" if v.tenant_id is None else owners.get(v.tenant_id, v.tenant_id)
-            table.add_row(v.ref, owner, v.kind.value, ",".join(aliases.get(v.id, [])), v.source,
-                          metrics)
+    versions = current().list_models(name)
     if not versions:
         click.echo("no models registered; run `nightowl models bootstrap` or "
                    "`nightowl models add`")
         return
+    table = Table("model", "owner", "kind", "aliases", "source", "metrics")
+    for v in versions:
+        metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())
+                            if isinstance(val, int | float))
+        table.add_row(v["model"], v["owner"], v["kind"], ",".join(v["aliases"]), v["source"],
+                      metrics)
     Console(width=200).print(table)
 
 
+@local_only("registers a checkpoint from the server's disk as the operator; the HTTP API has "
+            "no route for it")
 @models.command()
 @click.argument("name")
 @click.option("--kind", required=True, type=click.Choice([k.value for k in TaskKind]),
@@ -100,30 +96,31 @@ def add(name: str, kind: str, source: str, revision: str | None, copy_in: bool,
 @click.argument("name")
 def show(name: str) -> None:
     """Show every version of NAME with its lineage, metrics and aliases."""
-    with db_session() as session:
-        versions = registry.list_versions(session, name.split("@")[0])
-        if not versions:
-            raise click.ClickException(f"no model named {name!r}; see `nightowl models list`")
-        aliases = registry.aliases_by_version(session)
-        bases = version_refs(session, [v.base_version_id for v in versions])
-        for v in versions:
-            click.echo(f"{v.ref}  {v.kind.value}  "
-                       + (f"aliases: {', '.join('@' + a for a in aliases[v.id])}"
-                          if aliases.get(v.id) else "no alias"))
-            lineage = (f"fine-tuned from {bases.get(v.base_version_id, '?')} by run "
-                       f"{v.training_run_id}" if v.base_version_id else "registered directly")
-            click.echo(f"  lineage: {lineage}")
-            click.echo("  owner:   " + ("shared" if v.tenant_id is None else v.tenant_id))
-            metrics = ", ".join(f"{k} {val:.4g}" for k, val in sorted(v.metrics.items())
-                                if isinstance(val, int | float))
-            if metrics:
-                click.echo(f"  metrics: {metrics}")
-            click.echo(f"  source:  {v.source}" + (f" @ {v.revision}" if v.revision else ""))
-            if v.sha256:
-                click.echo(f"  sha256:  {v.sha256}")
-            click.echo(f"  created: {v.created_at.strftime('%Y-%m-%d %H:%M:%S')} UTC")
+    versions = current().model_versions(name)
+    if not versions:
+        raise click.ClickException(f"no model named {name!r}; see `nightowl models list`")
+    for v in versions:
+        click.echo(f"{v['ref']}  {v['kind']}  "
+                   + (f"aliases: {', '.join('@' + a for a in v['aliases'])}"
+                      if v["aliases"] else "no alias"))
+        # Through the API, lineage, metrics and sources are not shown (None): left out.
+        if v["lineage"] is not None:
+            click.echo(f"  lineage: {v['lineage']}")
+        click.echo(f"  owner:   {v['owner']}")
+        metrics = ", ".join(f"{k} {val:.4g}" for k, val in sorted((v["metrics"] or {}).items())
+                            if isinstance(val, int | float))
+        if metrics:
+            click.echo(f"  metrics: {metrics}")
+        if v["source"] is not None:
+            click.echo(f"  source:  {v['source']}"
+                       + (f" @ {v['revision']}" if v["revision"] else ""))
+        if v["sha256"]:
+            click.echo(f"  sha256:  {v['sha256']}")
+        click.echo(f"  created: {v['created_at'].strftime('%Y-%m-%d %H:%M:%S')} UTC")
 
 
+@local_only("moves an alias as the operator; the HTTP API has no route for it (a fine-tune's "
+            "--promote-to moves one through its promotion gate)")
 @models.command()
 @click.argument("ref")
 @click.argument("alias")
@@ -135,6 +132,7 @@ def promote(ref: str, alias: str) -> None:
         click.echo(f"{version.name}@{alias} -> {version.ref}")
 
 
+@local_only("builds models on this host and registers them as the operator")
 @models.command()
 @click.option("--force", is_flag=True, help="Rebuild even if the models exist.")
 def bootstrap(force: bool) -> None:

@@ -3,7 +3,6 @@ Parquet."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,12 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl import export
-from nightowl.cli import remote
-from nightowl.cli.common import settings
-from nightowl.db import session_factory
+from nightowl.cli.backend import current
 from nightowl.enums import ItemStatus, TaskKind
 from nightowl.errors import NightowlError
-from nightowl.query import ResultFilter, iter_results
+from nightowl.query import ResultFilter
 from nightowl.timespec import HELP as WHEN_HELP
 from nightowl.timespec import local_tz, parse_when
 
@@ -110,7 +107,7 @@ def query(job_id: str | None, kind: str | None, model: str | None, status: str |
                      label=label, contains=contains)
     capped = fmt == "table" and limit is None
     cap = TABLE_ROWS if capped else limit
-    source = _remote_rows(f) if remote.client() is not None else _local_rows(f, cap)
+    source = current().query_results(f, limit=cap)
     counted = [0]
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -132,32 +129,6 @@ def query(job_id: str | None, kind: str | None, model: str | None, status: str |
     except NightowlError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {counted[0]} rows to {output}", err=True)
-
-
-def _local_rows(f: ResultFilter, limit: int | None) -> Iterator[dict[str, Any]]:
-    yield from iter_results(session_factory(settings()), f, limit=limit)
-
-
-def _remote_rows(f: ResultFilter) -> Iterator[dict[str, Any]]:
-    """Through `nightowl --api URL`: the same filter as the tenant, streamed as JSONL."""
-    api = remote.client()
-    assert api is not None
-    params = {
-        "job": f.job_id, "kind": f.kind.value if f.kind else None, "model": f.model,
-        "status": f.status.value if f.status else None, "label": f.label,
-        "contains": f.contains, "format": "jsonl",
-        # Sent with their offset: the CLI reads times in the user's zone, the API in UTC.
-        "since": f.since.isoformat() if f.since else None,
-        "until": f.until.isoformat() if f.until else None,
-    }
-    with api.http.stream("GET", "/v1/results",
-                         params={k: v for k, v in params.items() if v is not None}) as response:
-        if response.status_code >= 400:
-            response.read()
-            api._check(response)
-        for line in response.iter_lines():
-            if line.strip():
-                yield json.loads(line)
 
 
 def write_file(rows: Iterator[dict[str, Any]], fmt: str, output: Path) -> None:

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl import quotas
+from nightowl.cli.backend import local_only
 from nightowl.cli.common import db_session
 
 
@@ -82,3 +83,7 @@ def show(tenant: str | None) -> None:
 
 def _shown(value: int | None) -> str:
     return "none" if value is None else f"{value:,}"
+
+
+local_only("manages tenants' limits on the database as the operator; the HTTP API has no route "
+           "for quotas")(quota)

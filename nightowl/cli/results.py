@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 
-from nightowl.cli import remote
-from nightowl.cli.common import db_session
+from nightowl.cli.backend import current
 from nightowl.cli.query import write_file
 from nightowl.export import csv_lines, jsonl_lines
-from nightowl.jobs import get_job
-from nightowl.results import iter_rows
 
-Row = tuple[int, dict[str, Any]]
 FORMATS = ["jsonl", "csv", "parquet"]
 
 
@@ -41,15 +36,7 @@ def export(job_id: str, output: Path | None, errors: bool, fmt: str | None) -> N
     if fmt == "parquet" and output is None:
         raise click.BadParameter("parquet is binary: pass -o FILE.parquet", param_hint="--format")
     counted = [0]
-    api = remote.client()
-    with ExitStack() as stack:
-        if api is not None:
-            kind = api.job(job_id)["kind"]
-            rows: Iterator[Row] = api.rows(job_id, errors=errors)
-        else:
-            session = stack.enter_context(db_session())
-            kind = get_job(session, job_id).kind.value
-            rows = iter_rows(session, job_id, errors_only=errors)
+    with current().job_rows(job_id, errors=errors) as (kind, rows):
 
         def flat_rows() -> Iterator[dict[str, Any]]:
             for _, row in rows:

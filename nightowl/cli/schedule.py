@@ -13,10 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl import schedules
-from nightowl.auth import operator_tenant_id
-from nightowl.cli.common import db_session, settings
+from nightowl.cli.backend import ScheduleChange, current
 from nightowl.cron import check_timezone
-from nightowl.models import Schedule, utcnow
 
 SPEC_HELP = "JSON file with the template; relative paths in it are read from its folder."
 
@@ -52,9 +50,11 @@ def _target(finetune_spec: Path | None, job_spec: Path | None,
     return None
 
 
-def _when(moment: datetime | None, tz: str) -> str:
+def _when(moment: datetime | str | None, tz: str) -> str:
     if moment is None:
         return "-"
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
     try:
         local = moment.astimezone(check_timezone(tz))
     except Exception:
@@ -93,14 +93,12 @@ def add(name: str, cron: str, timezone: str, finetune_spec: Path | None,
     found = _target(finetune_spec, job_spec, required=True)
     assert found is not None
     target, spec = found
-    with db_session() as session:
-        row = schedules.add_schedule(session=session, settings=settings(), name=name,
-                                     cron=cron, timezone=timezone, target=target, spec=spec,
-                                     catchup=catchup, enabled=not paused,
-                                     tenant_id=operator_tenant_id(session))
-        nxt = schedules.next_fire(row, utcnow())
-        click.echo(f"schedule {row.name}: {target} at '{row.cron}' {row.timezone}; "
-                   f"next {_when(nxt, row.timezone)}" + (" (paused)" if paused else ""))
+    row = current().add_schedule(name, ScheduleChange(
+        cron=cron, timezone=timezone, target=target, spec=spec, catchup=catchup,
+        enabled=not paused))
+    click.echo(f"schedule {row['name']}: {target} at '{row['cron']}' {row['timezone']}; "
+               f"next {_when(row['next_fire'], row['timezone'])}"
+               + (" (paused)" if paused else ""))
 
 
 @schedule.command()
@@ -114,29 +112,25 @@ def edit(name: str, cron: str | None, timezone: str | None, finetune_spec: Path 
          job_spec: Path | None, catchup: str | None) -> None:
     """Change NAME in place; a running beat picks it up within seconds."""
     found = _target(finetune_spec, job_spec, required=False)
-    with db_session() as session:
-        row = schedules.update_schedule(
-            session=session, settings=settings(), name=name, cron=cron, timezone=timezone,
-            target=found[0] if found else None, spec=found[1] if found else None,
-            catchup=catchup)
-        click.echo(f"schedule {row.name} updated; next "
-                   f"{_when(schedules.next_fire(row, utcnow()), row.timezone)}")
+    row = current().edit_schedule(name, ScheduleChange(
+        cron=cron, timezone=timezone, target=found[0] if found else None,
+        spec=found[1] if found else None, catchup=catchup))
+    click.echo(f"schedule {row['name']} updated; next "
+               f"{_when(row['next_fire'], row['timezone'])}")
 
 
 @schedule.command("list")
 def list_() -> None:
     """Every schedule with its next fire time and its last firing."""
-    now = utcnow()
-    with db_session() as session:
-        rows = schedules.list_schedules(session)
-        table = Table("name", "target", "cron", "timezone", "state", "next fire", "last firing")
-        for row in rows:
-            last = schedules.last_firing(session, row.id)
-            table.add_row(
-                row.name, row.target, row.cron, row.timezone,
-                "enabled" if row.enabled else "paused",
-                _when(schedules.next_fire(row, now), row.timezone) if row.enabled else "-",
-                f"{_when(last.scheduled_for, row.timezone)} {last.status}" if last else "-")
+    rows = current().list_schedules()
+    table = Table("name", "target", "cron", "timezone", "state", "next fire", "last firing")
+    for row in rows:
+        last, tz = row["last_firing"], row["timezone"]
+        table.add_row(
+            row["name"], row["target"], row["cron"], tz,
+            "enabled" if row["enabled"] else "paused",
+            _when(row["next_fire"], tz) if row["enabled"] else "-",
+            f"{_when(last['scheduled_for'], tz)} {last['status']}" if last else "-")
     if not rows:
         click.echo("no schedules; add one with `nightowl schedule add`")
         return
@@ -147,21 +141,14 @@ def list_() -> None:
 @click.argument("name")
 def show(name: str) -> None:
     """NAME as JSON: cron, timezone, template, state, next fire, last firing."""
-    with db_session() as session:
-        row = schedules.get_schedule(session, name)
-        click.echo(json.dumps(schedules.describe(session, row, utcnow()), indent=2, default=str))
-
-
-def _set(name: str, enabled: bool) -> Schedule:
-    with db_session() as session:
-        return schedules.set_enabled(session, name, enabled)
+    click.echo(json.dumps(current().get_schedule(name), indent=2, default=str))
 
 
 @schedule.command()
 @click.argument("name")
 def pause(name: str) -> None:
     """Stop firing NAME (beat notices within seconds)."""
-    _set(name, False)
+    current().set_schedule_enabled(name, False)
     click.echo(f"schedule {name} paused")
 
 
@@ -169,17 +156,15 @@ def pause(name: str) -> None:
 @click.argument("name")
 def resume(name: str) -> None:
     """Fire NAME again from its next slot (slots inside the pause are not made up)."""
-    row = _set(name, True)
-    click.echo(f"schedule {name} resumed; next "
-               f"{_when(schedules.next_fire(row, utcnow()), row.timezone)}")
+    row = current().set_schedule_enabled(name, True)
+    click.echo(f"schedule {name} resumed; next {_when(row['next_fire'], row['timezone'])}")
 
 
 @schedule.command()
 @click.argument("name")
 def remove(name: str) -> None:
     """Delete NAME and its firing history (jobs and runs it created stay)."""
-    with db_session() as session:
-        schedules.remove_schedule(session, name)
+    current().remove_schedule(name)
     click.echo(f"schedule {name} removed")
 
 
@@ -187,11 +172,7 @@ def remove(name: str) -> None:
 @click.argument("name")
 def run_now(name: str) -> None:
     """Fire NAME once now, outside its cron (works while paused); prints the job or run id."""
-    with db_session() as session:
-        who = os.getenv("USER") or os.getenv("LOGNAME") or "operator"
-        firing = schedules.run_now(session=session, settings=settings(), name=name,
-                                   fired_by=f"cli:{who}")
-        view = schedules.firing_view(firing)
+    view = current().run_schedule(name)
     detail = view["outcome"].get("error") or view["outcome"].get("reason") or ""
     click.echo(f"firing {view['id']} {view['status']}" + (f": {detail}" if detail else ""),
                err=True)
@@ -216,9 +197,7 @@ def _verdict(view: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per firing.")
 def history(name: str, limit: int, as_json: bool) -> None:
     """Each firing of NAME: its job or run, how it ended, and the promotion decision."""
-    with db_session() as session:
-        tz = schedules.get_schedule(session, name).timezone
-        views = schedules.history(session, name, limit=limit)
+    tz, views = current().schedule_history(name, limit)
     if as_json:
         for view in views:
             click.echo(json.dumps(view, default=str))

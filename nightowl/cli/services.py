@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from nightowl import migrate
 from nightowl.auth import LOCAL_TENANT, OPERATOR_KEY_FILE
+from nightowl.cli.backend import local_only
 from nightowl.cli.common import settings
 from nightowl.config import Settings
 from nightowl.enums import Queue
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
 CELERY = [sys.executable, "-m", "celery", "-A", "tasks.app"]
 # Reads `schedules` from SQL; a second beat is harmless (each firing is a unique row).
 BEAT_SCHEDULER = "tasks.scheduler:DatabaseScheduler"
+PROCESS = "runs on this host, on its own database and broker"
 
 
+@local_only(PROCESS)
 @click.command()
 @click.option("--queues", "-Q", default="cpu", show_default=True,
               help="Comma-separated queues: cpu, gpu, train.")
@@ -125,6 +128,7 @@ def _worker_per_gpu(queues: str, count: int | None, loglevel: str, hostname: str
         children.stop()
 
 
+@local_only(PROCESS)
 @click.command()
 @click.option("--loglevel", default="info", show_default=True, help="Celery log level.")
 def beat(loglevel: str) -> None:
@@ -138,6 +142,7 @@ def beat(loglevel: str) -> None:
     os.execv(sys.executable, argv)
 
 
+@local_only(PROCESS)
 @click.command()
 @click.option("--host", default=None, help="Bind address (default NIGHTOWL_API_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default NIGHTOWL_API_PORT).")
@@ -166,6 +171,7 @@ def require_broker(s: Settings) -> None:
         raise click.ClickException(broker_down_message(s))
 
 
+@local_only(PROCESS)
 @click.command()
 def reap() -> None:
     """Re-send lost chunks, free dead leases and expire overdue jobs, once."""
@@ -179,6 +185,7 @@ def reap() -> None:
     click.echo(str(report.__dict__))
 
 
+@local_only(PROCESS)
 @click.command()
 @click.option("--port", type=int, default=None, help="API port (default NIGHTOWL_API_PORT).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 64), help="Worker processes.")

@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from nightowl.cli.backend import local_only
 from nightowl.cli.common import settings
 from nightowl.errors import NightowlError
 from nightowl.readonly import run_readonly
@@ -28,6 +29,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@local_only("runs SQL on the database this host is configured for; the HTTP API has no SQL "
+            "route (`nightowl results query` works through it)")
 @click.command()
 @click.argument("statement")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table",

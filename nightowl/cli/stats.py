@@ -9,8 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl.cli.common import db_session
-from nightowl.stats import compare_models, job_stats
+from nightowl.cli.backend import current
 
 
 def _fmt(value: Any) -> str:
@@ -26,8 +25,7 @@ def _fmt(value: Any) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as one JSON object.")
 def stats(job_id: str, as_json: bool) -> None:
     """Throughput, latency percentiles, tokens, errors and device time of JOB_ID."""
-    with db_session() as session:
-        s = job_stats(session, job_id)
+    s = current().job_stats(job_id)
     if as_json:
         click.echo(json.dumps(s, indent=2, default=str))
         return
@@ -64,8 +62,7 @@ def stats(job_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def compare(a: str, b: str, as_json: bool) -> None:
     """Eval metrics of model versions A and B side by side (NAME@vN or NAME@ALIAS)."""
-    with db_session() as session:
-        c = compare_models(session, a, b)
+    c = current().compare_models(a, b)
     if as_json:
         click.echo(json.dumps(c, indent=2))
         return

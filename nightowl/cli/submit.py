@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
-from pathlib import Path
-from typing import IO
 
 import click
 
-from nightowl import params, registry
-from nightowl.auth import operator_tenant_id
-from nightowl.cli import remote
-from nightowl.cli.common import (
-    db_session,
-    parse_duration,
-    parse_pairs,
-    priority_option,
-    settings,
-)
+from nightowl import params
+from nightowl.cli.backend import current
+from nightowl.cli.common import parse_duration, parse_pairs, priority_option
 from nightowl.enums import TaskKind
 from nightowl.errors import NightowlError
-from nightowl.inputs import ParsedLine, read_csv, read_jsonl
-from nightowl.jobs import JobSpec, submit_job
-from nightowl.tokens import length_checker
+from nightowl.jobs import JobSpec
 
 
 @click.command()
@@ -55,58 +42,31 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
 
     The job id is the only line printed on stdout (with --wait, before the progress).
     """
-    s = settings()
-    task_kind = TaskKind(kind)
     if column or id_column or (fmt is None and file.lower().endswith(".csv")):
         fmt = "csv"
     spec = JobSpec(
-        kind=task_kind, model=model, params=parse_pairs(params, "--param"),
+        kind=TaskKind(kind), model=model, params=parse_pairs(params, "--param"),
         chunk_size=chunk_size, deadline=_deadline(deadline),
         metadata=parse_pairs(metadata, "--metadata"), on_invalid=on_invalid,
         truncate=truncate, queue=queue, priority=priority,
     )
-    if (api := remote.client()) is not None:
-        remote.submit(api, kind=kind, spec=spec, file=file, fmt=fmt, wait=wait)
-        return
-    with db_session() as session:
-        spec.tenant_id = operator_tenant_id(session)
-        version = registry.resolve(session, model, tenant_id=spec.tenant_id)
-        check = None if truncate else length_checker(version.source)
-        with _open(file) as stream:
-            lines: Iterator[ParsedLine]
-            if fmt == "csv":
-                lines = read_csv(stream, kind=task_kind, column=column or task_kind.input_field,
-                                 id_column=id_column, max_line_bytes=s.max_line_bytes,
-                                 check_length=check)
-            else:
-                lines = read_jsonl(stream, kind=task_kind, max_line_bytes=s.max_line_bytes,
-                                   check_length=check)
-            job = submit_job(session=session, settings=s, spec=spec, lines=lines, version=version)
-        click.echo(f"queued {job.total_items} items ({job.failed_items} invalid) "
-                   f"on {version.ref}", err=True)
-        job_id = job.id
+    job = current().submit_job(spec=spec, file=file, fmt=fmt, column=column,
+                               id_column=id_column)
+    click.echo(f"queued {job['total']} items ({job['failed']} invalid) on "
+               f"{job['model_version']}", err=True)
     if not wait:
-        click.echo(job_id)
+        click.echo(job["id"])
         return
-    from nightowl.cli.watch import left_running, watch_job
+    from nightowl.cli.watch import left_running
 
     try:
         # The id first (echo flushes): a user who stops watching still has it. Inside the
         # try, so a Ctrl-C right after the id appears still says the job goes on.
-        click.echo(job_id)
-        final = watch_job(job_id)
+        click.echo(job["id"])
+        final = current().watch_job(job["id"])
     except KeyboardInterrupt:
-        left_running(job_id)
-    sys.exit(0 if final.status.value == "completed" else 1)
-
-
-def _open(file: str) -> AbstractContextManager[IO[bytes]]:
-    if file == "-":
-        return nullcontext(sys.stdin.buffer)
-    path = Path(file)
-    if not path.is_file():
-        raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
-    return path.open("rb")
+        left_running(job["id"])
+    sys.exit(0 if final["status"] == "completed" else 1)
 
 
 def _deadline(text: str | None) -> timedelta | None:

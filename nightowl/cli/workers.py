@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl import fleet
-from nightowl.cli.common import db_session, settings
+from nightowl.cli.backend import current
 
 
 @click.command()
@@ -17,9 +17,7 @@ from nightowl.cli.common import db_session, settings
 @click.option("--alive", "only_alive", is_flag=True, help="Only live workers.")
 def workers(as_json: bool, only_alive: bool) -> None:
     """Live and recently dead workers: host, queues, device, current job, items/s, last seen."""
-    s = settings()
-    with db_session() as session:
-        rows = fleet.describe(session, s)
+    rows = current().list_workers()
     if only_alive:
         rows = [r for r in rows if r["status"] == fleet.ALIVE]
     if as_json:
@@ -32,8 +30,8 @@ def workers(as_json: bool, only_alive: bool) -> None:
     table = Table("worker", "host", "status", "queues", "device", "current job", "items/s",
                   "items", "last seen")
     for r in rows:
-        current = ", ".join(r["current_jobs"] + r["current_runs"]) or "-"
-        table.add_row(r["name"], r["host"], r["status"], r["queues"], r["device"], current,
+        doing = ", ".join(r["current_jobs"] + r["current_runs"]) or "-"
+        table.add_row(r["name"], r["host"], r["status"], r["queues"], r["device"], doing,
                       f"{r['items_per_s']:.1f}", str(r["items_done"]),
                       f"{r['last_seen_s_ago']:.0f}s ago")
     Console(width=200).print(table)

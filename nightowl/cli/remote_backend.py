@@ -1,0 +1,281 @@
+"""The CLI through the HTTP API (`nightowl --api URL --key KEY ...`), as the key's tenant.
+
+Answers are mapped to the shapes the local backend gives, so a command prints the same either
+way; what the API does not show (registry paths, model metrics) is left empty.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from nightowl.cli.api_client import ApiClient
+from nightowl.cli.backend import FinetuneRequest, Row, ScheduleChange, open_input
+
+if TYPE_CHECKING:
+    from nightowl.jobs import JobSpec
+    from nightowl.query import ResultFilter
+
+SHARED_OWNER = "nightowl"  # how /v1/models names the operator's shared models
+
+
+class RemoteBackend:
+    def __init__(self, url: str, key: str | None) -> None:
+        self.api = ApiClient(url, key)
+
+    def require_local(self, command: str, why: str) -> None:
+        raise click.ClickException(
+            f"`{command}` {why}, so it does not run through the API at {self.api.url}. Run it "
+            "without --api (and with NIGHTOWL_API_URL unset) on a host set up for the "
+            "database.")
+
+    # -- jobs and results -----------------------------------------------------------------
+    def submit_job(self, *, spec: JobSpec, file: str, fmt: str | None, column: str | None,
+                   id_column: str | None) -> dict[str, Any]:
+        if fmt == "csv":
+            raise click.UsageError("with --api, submit takes JSONL; convert the CSV to JSONL "
+                                   "lines like {\"custom_id\": ..., \"text\": ...} first")
+        body = {
+            "kind": spec.kind.value, "model": spec.model, "params": spec.params,
+            "chunk_size": spec.chunk_size,
+            "deadline_seconds": spec.deadline.total_seconds() if spec.deadline else None,
+            "metadata": spec.metadata, "on_invalid": spec.on_invalid,
+            "truncate": spec.truncate, "queue": spec.queue, "priority": spec.priority,
+        }
+        stream, name = open_input(file)
+        try:
+            body["file_id"] = self.api.upload(stream=stream, filename=name, purpose="jobs")
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+        job: dict[str, Any] = self.api.post("/v1/jobs", body)
+        return job
+
+    def list_jobs(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self.api.get("/v1/jobs", status=status, limit=limit)["data"]
+        return data
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self.api.get(f"/v1/jobs/{job_id}")
+        return job
+
+    def watch_job(self, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        from nightowl.cli.watch import follow, summary
+
+        def health() -> str | None:
+            warning: str | None = self.api.get(f"/v1/jobs/{job_id}/health")["warning"]
+            return warning
+
+        final = follow(job_id, lambda: self.get_job(job_id), health, interval=1.0,
+                       timeout=timeout)
+        summary(final)
+        return final
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self.api.post(f"/v1/jobs/{job_id}/cancel")
+        return job
+
+    def retry_job(self, job_id: str) -> dict[str, Any]:
+        child: dict[str, Any] = self.api.post(f"/v1/jobs/{job_id}/retry")
+        return child
+
+    def job_stats(self, job_id: str) -> dict[str, Any]:
+        stats: dict[str, Any] = self.api.get(f"/v1/jobs/{job_id}/stats")
+        return stats
+
+    @contextmanager
+    def job_rows(self, job_id: str, *, errors: bool) -> Iterator[tuple[str, Iterator[Row]]]:
+        kind = self.get_job(job_id)["kind"]
+        rows = self.api.jsonl(f"/v1/jobs/{job_id}/results", format="jsonl",
+                              errors=str(errors).lower())
+        yield kind, enumerate(rows)
+
+    def query_results(self, f: ResultFilter, *, limit: int | None) -> Iterator[dict[str, Any]]:
+        # The command stops reading at its limit; the stream closes with the generator.
+        yield from self.api.jsonl(
+            "/v1/results", job=f.job_id, kind=f.kind.value if f.kind else None, model=f.model,
+            status=f.status.value if f.status else None, label=f.label, contains=f.contains,
+            format="jsonl",
+            # Sent with their offset: the CLI reads times in the user's zone, the API in UTC.
+            since=f.since.isoformat() if f.since else None,
+            until=f.until.isoformat() if f.until else None)
+
+    # -- models ---------------------------------------------------------------------------
+    def _versions(self, name: str | None) -> list[dict[str, Any]]:
+        """/v1/models lists names, NAME@ALIAS and pinned NAME@vN: the pinned ones are the
+        versions, and the alias entries say which version each alias holds."""
+        models: list[dict[str, Any]] = self.api.get("/v1/models")["data"]
+        aliases: dict[str, list[str]] = {}
+        for m in models:
+            if "@" in m["id"] and m["id"] != m["version"]:
+                aliases.setdefault(m["version"], []).append(m["id"].split("@", 1)[1])
+        return [{
+            "ref": m["id"], "kind": m["kind"], "aliases": aliases.get(m["id"], []),
+            "owner": "shared" if m["owned_by"] == SHARED_OWNER else m["owned_by"],
+            "created_at": datetime.fromtimestamp(m["created"], UTC),
+        } for m in models if m["id"] == m["version"]
+            and (name is None or m["id"].split("@")[0] == name)]
+
+    def list_models(self, name: str | None) -> list[dict[str, Any]]:
+        return [{"model": v["ref"], "owner": v["owner"], "kind": v["kind"],
+                 "aliases": v["aliases"], "source": "", "metrics": {}}
+                for v in self._versions(name)]
+
+    def model_versions(self, name: str) -> list[dict[str, Any]]:
+        # Lineage, metrics, sources and checksums are the operator's: the API does not show them.
+        return [{**v, "lineage": None, "metrics": None, "source": None, "revision": None,
+                 "sha256": None} for v in self._versions(name.split("@")[0])]
+
+    def compare_models(self, a: str, b: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.api.get("/v1/models/compare", a=a, b=b)
+        return out
+
+    # -- fine-tunes -----------------------------------------------------------------------
+    def _upload_training(self, path: Path, kind: str, what: str) -> str:
+        if not path.is_file():
+            raise click.ClickException(f"{what} {str(path)!r} does not exist")
+        stream: IO[bytes]
+        if kind == "generate" and path.suffix.lower() == ".txt":
+            # The server reads uploads as JSONL: send plain text as the rows it stands for.
+            from nightowl import finetune_data
+            from nightowl.enums import TaskKind
+
+            rows = finetune_data.read_rows(path, TaskKind.GENERATE, what=what)
+            stream = io.BytesIO(b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+        else:
+            stream = path.open("rb")
+        with stream:
+            return self.api.upload(stream=stream, filename=path.name, purpose="fine-tune")
+
+    def submit_finetune(self, request: FinetuneRequest) -> dict[str, Any]:
+        train = self._upload_training(request.train_file, request.kind, "training file")
+        val = (self._upload_training(request.eval_file, request.kind, "eval file")
+               if request.eval_file else None)
+        run = self.api.post("/v1/finetunes", {
+            "kind": request.kind, "base": request.base, "training_file": train,
+            "validation_file": val, "eval_split": request.eval_split,
+            "hyperparameters": request.hyperparams, "register_as": request.register_as,
+            "promote_to": request.promote_to, "gate": request.gate,
+            "priority": request.priority})
+        return {"id": run["id"], "train_rows": run["dataset"]["train_rows"],
+                "eval_rows": run["dataset"]["eval_rows"]}
+
+    def run_progress(self, run_id: str) -> tuple[str, tuple[int, float] | None]:
+        status: str = self.api.get(f"/v1/finetunes/{run_id}")["status"]
+        loss = self.api.get(f"/v1/finetunes/{run_id}/metrics", key="train/loss")
+        return status, (loss[-1]["step"], loss[-1]["value"]) if loss else None
+
+    def run_outcome_line(self, run_id: str) -> str:
+        from nightowl.outcome import run_line
+
+        run = self.api.get(f"/v1/finetunes/{run_id}")
+        # The last value of each eval metric: what the registered version was judged by.
+        metrics = {m["key"]: m["value"] for m in self.run_metrics(run_id)}
+        return run_line(run_id=run["id"], status=run["status"], error=run["error"],
+                        result_version=run["result_version"],
+                        promotion_summary=run["promotion_summary"], metrics=metrics)
+
+    def list_runs(self, limit: int) -> list[dict[str, Any]]:
+        return [{k: r[k] for k in ("id", "kind", "status", "register_as", "created_at",
+                                   "base_version", "result_version", "promotion_summary")}
+                for r in self.api.get("/v1/finetunes", limit=limit)]
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        run = self.api.get(f"/v1/finetunes/{run_id}")
+        events = self.api.get(f"/v1/finetunes/{run_id}/events")
+        return {
+            "id": run["id"], "kind": run["kind"], "status": run["status"],
+            "base_version": run["base_version"], "dataset": run["dataset"],
+            "hyperparams": run["hyperparameters"], "register_as": run["register_as"],
+            "promote_to": run["promote_to"], "gate": run["gate"],
+            "result_version": run["result_version"],
+            "promotion_summary": run["promotion_summary"], "promotion": run["promotion"],
+            "attempts": run["attempts"], "error": run["error"], "events": events,
+        }
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        run: dict[str, Any] = self.api.post(f"/v1/finetunes/{run_id}/cancel")
+        return run
+
+    def run_metrics(self, run_id: str) -> list[dict[str, Any]]:
+        metrics: list[dict[str, Any]] = self.api.get(f"/v1/finetunes/{run_id}/metrics")
+        return metrics
+
+    # -- schedules ------------------------------------------------------------------------
+    def _upload_spec_files(self, target: str | None,
+                           spec: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The API names files by upload id, never by server path: upload what the spec names
+        on this host and put the ids in its place."""
+        if spec is None:
+            return None
+        spec = dict(spec)
+        if target == "job" and isinstance(spec.get("input_file"), str):
+            path = Path(spec.pop("input_file"))
+            stream, name = open_input(str(path))
+            with stream:
+                spec["input_file_id"] = self.api.upload(stream=stream, filename=name,
+                                                        purpose="jobs")
+        if target == "finetune":
+            from nightowl.schedule_specs import KIND_ALIASES
+
+            kind = KIND_ALIASES.get(str(spec.get("kind")), "")
+            for part, what in (("train", "training file"), ("eval", "eval file")):
+                ref = spec.get(part)
+                if isinstance(ref, dict) and isinstance(ref.get("file"), str):
+                    ref = dict(ref)
+                    ref["file_id"] = self._upload_training(Path(ref.pop("file")), kind, what)
+                    spec[part] = ref
+        return spec
+
+    def add_schedule(self, name: str, change: ScheduleChange) -> dict[str, Any]:
+        body = {"name": name, "cron": change.cron, "timezone": change.timezone or "UTC",
+                "target": change.target,
+                "spec": self._upload_spec_files(change.target, change.spec),
+                "catchup": change.catchup or "once", "enabled": change.enabled is not False}
+        out: dict[str, Any] = self.api.post("/v1/schedules", body)
+        return out
+
+    def edit_schedule(self, name: str, change: ScheduleChange) -> dict[str, Any]:
+        body = {"cron": change.cron, "timezone": change.timezone, "target": change.target,
+                "spec": self._upload_spec_files(change.target, change.spec),
+                "catchup": change.catchup}
+        out: dict[str, Any] = self.api.call("PATCH", f"/v1/schedules/{name}", json={
+            k: v for k, v in body.items() if v is not None})
+        return out
+
+    def list_schedules(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.api.get("/v1/schedules")
+        return out
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.api.get(f"/v1/schedules/{name}")
+        return out
+
+    def set_schedule_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        out: dict[str, Any] = self.api.post(
+            f"/v1/schedules/{name}/{'resume' if enabled else 'pause'}")
+        return out
+
+    def remove_schedule(self, name: str) -> None:
+        self.api.call("DELETE", f"/v1/schedules/{name}")
+
+    def run_schedule(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.api.post(f"/v1/schedules/{name}/run")
+        return out
+
+    def schedule_history(self, name: str, limit: int) -> tuple[str, list[dict[str, Any]]]:
+        tz: str = self.get_schedule(name)["timezone"]
+        return tz, self.api.get(f"/v1/schedules/{name}/history", limit=limit)
+
+    # -- the fleet ------------------------------------------------------------------------
+    def list_workers(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.api.get("/v1/workers")
+        return out

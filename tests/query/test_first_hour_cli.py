@@ -146,9 +146,13 @@ def test_watch_through_the_api_warns_the_same(
 
 
 def _cli(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.Popen[str]:
+    # As from a terminal: a suite started in the background by a non-interactive shell has
+    # SIGINT ignored, and children inherit that, so Ctrl-C would never reach the CLI.
     return subprocess.Popen([sys.executable, "-m", "nightowl", *args], text=True,
                             env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, **kwargs)
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            **kwargs)
 
 
 def test_submit_wait_prints_the_id_first_and_ctrl_c_leaves_the_job_running(

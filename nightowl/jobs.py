@@ -50,6 +50,16 @@ class JobSpec:
     # the checked items go into it instead of a new row.
     job_id: str | None = None
 
+    def request(self) -> dict[str, Any]:
+        """The fields of a nightowl.specs.JobRequest (an HTTP body) this spec carries."""
+        return {
+            "kind": self.kind.value, "model": self.model, "params": self.params,
+            "chunk_size": self.chunk_size,
+            "deadline_seconds": self.deadline.total_seconds() if self.deadline else None,
+            "metadata": self.metadata, "on_invalid": self.on_invalid, "truncate": self.truncate,
+            "queue": self.queue, "priority": self.priority,
+        }
+
 
 def set_status(job: Job, status: JobStatus) -> None:
     job.status = status
@@ -87,11 +97,9 @@ def check_spec(settings: Settings, spec: JobSpec) -> None:
     check_priority(spec.priority)
     # Not the queue: every door offers cpu or gpu, but the service runs any queue it is given
     # (an operator's own pool, a test's isolated one).
-    check_job_request(
-        kind=spec.kind, model=spec.model, params=spec.params, chunk_size=spec.chunk_size,
-        deadline_seconds=spec.deadline.total_seconds() if spec.deadline else None,
-        metadata=spec.metadata, on_invalid=spec.on_invalid, truncate=spec.truncate,
-        priority=spec.priority)
+    fields = spec.request()
+    del fields["queue"]
+    check_job_request(**fields)
     check_params(spec.kind, spec.params)
     check_json("metadata", spec.metadata, max_bytes=settings.max_metadata_bytes)
 

@@ -43,13 +43,7 @@ class RemoteBackend:
         if fmt == "csv":
             raise click.UsageError("with --api, submit takes JSONL; convert the CSV to JSONL "
                                    "lines like {\"custom_id\": ..., \"text\": ...} first")
-        body = {
-            "kind": spec.kind.value, "model": spec.model, "params": spec.params,
-            "chunk_size": spec.chunk_size,
-            "deadline_seconds": spec.deadline.total_seconds() if spec.deadline else None,
-            "metadata": spec.metadata, "on_invalid": spec.on_invalid,
-            "truncate": spec.truncate, "queue": spec.queue, "priority": spec.priority,
-        }
+        body = spec.request()
         stream, name = open_input(file)
         try:
             body["file_id"] = self.api.upload(stream=stream, filename=name, purpose="jobs")

@@ -20,9 +20,6 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api import dashboard_ops
-from api.dashboard_auth import COOKIE, CSRF_COOKIE, DashboardKeyMiddleware, safe_next
-from api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl import auth, finetunes, fleet, query, registry, schedules, stats
 from nightowl import jobs as job_service
 from nightowl.enums import ItemStatus
@@ -30,6 +27,9 @@ from nightowl.errors import InvalidInput, Unauthorized
 from nightowl.models import Job, ModelVersion, Schedule, TrainingMetric, TrainingRun
 from nightowl.outcome import item_counts, run_outcome
 from nightowl.timespec import parse_when
+from nightowl_api import dashboard_ops
+from nightowl_api.dashboard_auth import COOKIE, CSRF_COOKIE, DashboardKeyMiddleware, safe_next
+from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from api.dashboard_auth import is_dashboard_path
-from api.deps import TenantDep
+from nightowl_api.dashboard_auth import is_dashboard_path
+from nightowl_api.deps import TenantDep
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -32,7 +32,7 @@ def not_found(request: Request, detail: str | None = None) -> HTMLResponse:
 
 
 def _rows() -> list[dict[str, Any]]:
-    from api.metrics import registry
+    from nightowl_api.metrics import registry
 
     rows: list[dict[str, Any]] = []
     for family in registry.collect():

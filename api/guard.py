@@ -14,11 +14,11 @@ from urllib.parse import quote
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.dashboard_auth import is_dashboard_path, scrub_key_from_query
 from nightowl import auth
 from nightowl.config import get_settings
 from nightowl.db import session_factory
 from nightowl.errors import Unauthorized
+from nightowl_api.dashboard_auth import is_dashboard_path, scrub_key_from_query
 
 # Paths under /v1 that answer without a key (none today), and what needs none elsewhere.
 _OPEN_V1: tuple[str, ...] = ()

@@ -11,22 +11,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import dashboard, dashboard_ops, metrics, ops
-from api.deps import require_key
-from api.guard import GuardMiddleware
-from api.request_ids import RequestIdMiddleware
-from api.routes import (
-    batches,
-    files,
-    finetunes,
-    jobs,
-    models,
-    openai_direct,
-    query,
-    schedules,
-    workers,
-)
-from api.schemas import ERROR_RESPONSES
 from nightowl import __version__
 from nightowl.errors import (
     Conflict,
@@ -37,6 +21,22 @@ from nightowl.errors import (
     RateLimited,
     Unauthorized,
 )
+from nightowl_api import dashboard, dashboard_ops, metrics, ops
+from nightowl_api.deps import require_key
+from nightowl_api.guard import GuardMiddleware
+from nightowl_api.request_ids import RequestIdMiddleware
+from nightowl_api.routes import (
+    batches,
+    files,
+    finetunes,
+    jobs,
+    models,
+    openai_direct,
+    query,
+    schedules,
+    workers,
+)
+from nightowl_api.schemas import ERROR_RESPONSES
 
 app = FastAPI(
     title="nightowl",

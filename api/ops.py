@@ -19,9 +19,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
-from api.deps import SettingsDep
 from nightowl import broker
 from nightowl.db import session_factory
+from nightowl_api.deps import SettingsDep
 
 router = APIRouter()
 DOCS_ASSETS = "/docs/assets"

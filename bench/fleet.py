@@ -68,7 +68,7 @@ def bench_load(st: c.Stack, model: str, url: str, endpoint: str, scratch: Path
     from nightowl import artifact_cache
     from nightowl.artifacts import publish_model
     from nightowl.enums import TaskKind
-    from workers.loading import load_for_kind
+    from nightowl_workers.loading import load_for_kind
 
     c.set_threads(1)
     source = c.minilm_source() if model == "minilm" else st.model_source("tiny-sentiment@prod")

@@ -1,8 +1,9 @@
 """P5: nightowl's runners and batcher against raw batched model calls, on a GPU, offline.
 
 For a machine with a CUDA GPU and no network, using whatever torch and transformers are
-installed there (nothing of nightowl needs installing: the repo root goes on sys.path, and
-workers.runners / workers.engine import only torch, transformers and nightowl's enums).
+installed there (nothing of nightowl needs installing: the repo root goes on sys.path,
+bench/_common.py makes workers/ importable as nightowl_workers, and nightowl_workers.runners /
+nightowl_workers.engine import only torch, transformers and nightowl's enums).
 
 Models are built from configs with random weights (no hub): GPT-2-small (12 x 768, vocab
 50,257), Marian-base (6+6 x 512, vocab 58,101) and DistilBERT-base (6 x 768, vocab 30,522).
@@ -12,9 +13,10 @@ real sizes, so the compute is that of the real models. Inputs have a realistic l
 
   raw        token ids prepared before the clock; fixed batches of --batch-size in input order,
              padded to each batch's longest; model(**batch) or model.generate(...)
-  nightowl   the same texts through workers.runners (tokenize, forward, decode to JSON) and
-             workers.engine.run_batched (length-sorted micro-batches under max_batch_tokens,
-             at most --batch-size items), per chunk of --chunk-size items, as a worker does
+  nightowl   the same texts through nightowl_workers.runners (tokenize, forward, decode to JSON)
+             and nightowl_workers.engine.run_batched (length-sorted micro-batches under
+             max_batch_tokens, at most --batch-size items), per chunk of --chunk-size items, as
+             a worker does
 
 Both sides call the same model object with the same generation settings (greedy,
 max_new_tokens fixed, one beam), so the work per item is equal; the figures are generation
@@ -208,8 +210,8 @@ def nightowl_side(kind: str, model: Any, tokenizer: Any, texts: list[str], devic
                   batch_size: int, max_batch_tokens: int, chunk_size: int,
                   new_tokens: int) -> Callable[[], int]:
     from nightowl.enums import TaskKind
-    from workers.engine import WorkItem, run_batched
-    from workers.runners import make_runner
+    from nightowl_workers.engine import WorkItem, run_batched
+    from nightowl_workers.runners import make_runner
 
     runner = make_runner(TaskKind(kind), model, tokenizer, device)
     params: dict[str, Any] = {}

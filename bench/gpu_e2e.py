@@ -93,7 +93,7 @@ def raw_rate(kind: str, model: Any, tokenizer: Any, texts: list[str], device: An
     """Items/s of bare model calls over the worker's own micro-batches, ids ready beforehand."""
     import torch
 
-    from workers.batching import plan_micro_batches
+    from nightowl_workers.batching import plan_micro_batches
 
     batches = []
     for start in range(0, len(texts), chunk):
@@ -227,8 +227,8 @@ def forced_oom(st: c.Stack, ref: str, texts: list[str], headroom_mib: int) -> di
 def continuous_vs_static(path: Path, device: Any, sizes: Sizes,
                          rng: random.Random, words: list[str]) -> dict[str, Any]:
     from nightowl.enums import TaskKind
-    from workers.engine import WorkItem, run_batched
-    from workers.runners import GenerationRunner, make_runner
+    from nightowl_workers.engine import WorkItem, run_batched
+    from nightowl_workers.runners import GenerationRunner, make_runner
 
     model, tokenizer = load("generate", path, device)
     runner = make_runner(TaskKind.GENERATE, model, tokenizer, device)
@@ -265,7 +265,7 @@ def load(kind: str, path: Path, device: Any) -> tuple[Any, Any]:
     """The model as the worker loads it: same loader, same dtype, same device."""
     from nightowl.config import get_settings
     from nightowl.enums import TaskKind
-    from workers.loading import load_for_kind
+    from nightowl_workers.loading import load_for_kind
 
     model, tokenizer = load_for_kind(TaskKind(kind), str(path), revision=None, device=device,
                                      settings=get_settings())

@@ -73,6 +73,10 @@ for spec in "${WANT[@]}"; do
     2> >(grep -v "is ignored: it is neither" >&2)
 done
 
+# nightowl itself: its folders api/ tasks/ workers/ migrations/ import as nightowl_api, ...,
+# names an install gives them, so the workers the GPU run starts need nightowl installed too.
+"$PYTHON" -m pip wheel -q --no-deps -w "$OUT" . 2> >(grep -v "is ignored: it is neither" >&2)
+
 # One version of each name, or the install there stops: check before anything travels.
 dupes=$(ls "$OUT" | sed -E 's/-[0-9][^-]*-.*//' | tr 'A-Z_.' 'a-z--' | sort | uniq -d)
 if [ -n "$dupes" ]; then

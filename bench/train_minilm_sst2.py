@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from nightowl.enums import TaskKind
-from workers.training import TrainConfig, evaluate, train
+from nightowl_workers.training import TrainConfig, evaluate, train
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, Any]]:

@@ -3,9 +3,9 @@
   loop          for text in texts: pipe(text)                     (transformers pipeline)
   batch 32      pipe(texts, batch_size=32)                        (pads each batch of 32 in
                                                                    input order)
-  nightowl      workers.runners + workers.engine.run_batched, in this process: per chunk of
-  (engine)      NIGHTOWL_CHUNK_SIZE items, tokenize, sort by length, pack micro-batches under
-                the token budget, forward, JSON-ready outputs
+  nightowl      nightowl_workers.runners + nightowl_workers.engine.run_batched, in this process:
+  (engine)      per chunk of NIGHTOWL_CHUNK_SIZE items, tokenize, sort by length, pack
+                micro-batches under the token budget, forward, JSON-ready outputs
   nightowl      the full job path: `nightowl submit` process -> SQL -> Redis -> a real worker
   (job)         (-c 1, same threads) -> results in SQL; from submit start to completed_at
 
@@ -78,9 +78,9 @@ def main() -> None:
 
     from nightowl.config import Settings
     from nightowl.enums import TaskKind
-    from workers.engine import WorkItem, run_batched
-    from workers.loading import _prepare_tokenizer
-    from workers.runners import make_runner
+    from nightowl_workers.engine import WorkItem, run_batched
+    from nightowl_workers.loading import _prepare_tokenizer
+    from nightowl_workers.runners import make_runner
 
     texts = skewed_texts(args.data, n)
     if args.model == "minilm":

@@ -12,7 +12,8 @@ from kombu.entity import Queue as KQueue
 from nightowl.config import Settings, get_settings
 from nightowl.enums import Queue, TaskName
 
-TASK_MODULES = ["tasks.inference", "tasks.maintenance", "tasks.training", "tasks.batches"]
+TASK_MODULES = ["nightowl_tasks.inference", "nightowl_tasks.maintenance",
+                "nightowl_tasks.training", "nightowl_tasks.batches"]
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -47,7 +48,7 @@ def make_celery(settings: Settings) -> Celery:
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         },
-        # No reaper entry: every worker runs the maintenance pass itself (tasks.heartbeat);
+        # No reaper entry: every worker runs the maintenance pass itself (nightowl_tasks.heartbeat);
         # beat only fires the SQL schedules.
         timezone="UTC",
     )

@@ -18,7 +18,7 @@ from nightowl.private import private_dir
 
 def alembic_config(settings: Settings) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(str(files("migrations")))))
+    cfg.set_main_option("script_location", str(Path(str(files("nightowl_migrations")))))
     # ConfigParser treats % as interpolation; URLs may contain it (escaped passwords).
     cfg.set_main_option("sqlalchemy.url", settings.sqlalchemy_url.replace("%", "%%"))
     return cfg

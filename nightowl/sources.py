@@ -54,7 +54,7 @@ def _check_local_dir(source: str, settings: Settings) -> Path:
     if not resolved.exists():
         raise ModelLoadError(
             f"model directory {source!r} does not exist on this worker ({resolved}); check "
-            "the path, or build the offline models with workers.bootstrap.bootstrap_models"
+            "the path, or build the offline models with nightowl_workers.bootstrap.bootstrap_models"
         )
     if not resolved.is_dir():
         raise ModelLoadError(

@@ -1,4 +1,5 @@
-"""The worker's Celery app (`celery -A tasks.app worker`), with process hooks for torch and SQL."""
+"""The worker's Celery app (`celery -A nightowl_tasks.app worker`), with process hooks for torch
+and SQL."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from nightowl.celery_app import get_celery
 from nightowl.config import offline_hub
 from nightowl.db import dispose_engines
 from nightowl.fleet import owner_prefix
-from tasks.heartbeat import WORKER_ID, Heartbeat
+from nightowl_tasks.heartbeat import WORKER_ID, Heartbeat
 
 log = logging.getLogger(__name__)
 app = get_celery()

@@ -6,7 +6,7 @@ from nightowl import batch_async
 from nightowl.config import get_settings
 from nightowl.db import session_scope
 from nightowl.enums import TaskName
-from tasks.app import app
+from nightowl_tasks.app import app
 
 
 @app.task(name=TaskName.VALIDATE_BATCH.value)

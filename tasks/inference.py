@@ -17,12 +17,12 @@ from nightowl.db import session_factory
 from nightowl.enums import ErrorCode, ItemStatus, JobStatus, TaskName
 from nightowl.errors import ArtifactError, ModelLoadError
 from nightowl.items import STOPS, ItemOutcome, utcnow
-from tasks.app import app, lease_owner, worker_name
-from tasks.heartbeat import count_items
-from tasks.retry import with_db_retry
-from workers.cache import get_runner
-from workers.device import choose_device
-from workers.engine import WorkItem, run_batched
+from nightowl_tasks.app import app, lease_owner, worker_name
+from nightowl_tasks.heartbeat import count_items
+from nightowl_tasks.retry import with_db_retry
+from nightowl_workers.cache import get_runner
+from nightowl_workers.device import choose_device
+from nightowl_workers.engine import WorkItem, run_batched
 
 log = logging.getLogger(__name__)
 # How often the micro-batch loop looks at SQL for a cancel and renews the lease.

@@ -7,7 +7,7 @@ from nightowl.config import get_settings
 from nightowl.db import session_scope
 from nightowl.enums import TaskName
 from nightowl.reaper import reap
-from tasks.app import app
+from nightowl_tasks.app import app
 
 
 @app.task(name=TaskName.REAP.value)

@@ -1,7 +1,7 @@
 """A Celery beat scheduler that reads the `schedules` table: edits apply without a restart.
 
-`celery -A tasks.scheduler beat -S tasks.scheduler:DatabaseScheduler` (what `nightowl beat`
-runs). Static entries from the app's beat_schedule run as usual, in memory; every
+`celery -A nightowl_tasks.scheduler beat -S nightowl_tasks.scheduler:DatabaseScheduler` (what
+`nightowl beat` runs). Static entries from the app's beat_schedule run as usual, in memory; every
 `NIGHTOWL_SCHEDULE_POLL_SECONDS` (and at each schedule's next slot) the scheduler re-reads the
 table and fires what is due through nightowl.schedules.fire, whose unique schedule_runs row
 makes a second beat harmless. Nothing here imports task code or torch: beat sends by name.
@@ -37,8 +37,8 @@ def beat_app() -> Celery:
 
 
 def __getattr__(name: str) -> Any:
-    # `celery -A tasks.scheduler` looks up `app`; built lazily so that a worker's embedded beat,
-    # which only imports DatabaseScheduler, does not create a second app.
+    # `celery -A nightowl_tasks.scheduler` looks up `app`; built lazily so that a worker's
+    # embedded beat, which only imports DatabaseScheduler, does not create a second app.
     if name == "app":
         return beat_app()
     raise AttributeError(name)

@@ -16,10 +16,10 @@ from nightowl.config import Settings, get_settings
 from nightowl.db import session_factory
 from nightowl.enums import RunStatus, TaskName
 from nightowl.models import ModelVersion, TrainingRun
-from tasks.app import app, lease_owner, worker_name
-from tasks.retry import with_db_retry
-from workers.device import configure_threads
-from workers.training import TrainConfig, evaluate, train
+from nightowl_tasks.app import app, lease_owner, worker_name
+from nightowl_tasks.retry import with_db_retry
+from nightowl_workers.device import configure_threads
+from nightowl_workers.training import TrainConfig, evaluate, train
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY_S = 5.0

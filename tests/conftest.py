@@ -147,7 +147,7 @@ def client(migrated: Settings, api_key: str) -> Iterator[Any]:
     """A TestClient over the app, sending `api_key` as its Bearer key."""
     from fastapi.testclient import TestClient
 
-    from api.main import app
+    from nightowl_api.main import app
 
     with TestClient(app, headers={"Authorization": f"Bearer {api_key}"}) as c:
         yield c

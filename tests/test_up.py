@@ -61,7 +61,8 @@ def test_up_serves_and_stops_without_orphans(tmp_path: Path) -> None:
         assert (home / "valkey.sock").exists()
         assert (home / "nightowl.db").exists()
         commands = " | ".join(_processes_with(str(home)).values())
-        for part in ("valkey-server", "celery -A tasks.app --quiet worker", "nightowl api"):
+        for part in ("valkey-server", "celery -A nightowl_tasks.app --quiet worker",
+                     "nightowl api"):
             assert part in commands
     finally:
         proc.send_signal(signal.SIGTERM)

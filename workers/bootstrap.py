@@ -101,7 +101,7 @@ def _is_built(path: Path, seed: int) -> bool:
 
 def _build(todo: list[BootstrapModel], seed: int,
            on_built: Callable[[str, float], None] | None = None) -> None:
-    # Deferred so that importing workers.bootstrap (e.g. for DEFAULT_MODELS) stays cheap.
+    # Deferred so that importing nightowl_workers.bootstrap (e.g. for DEFAULT_MODELS) stays cheap.
     import torch
 
     builders: dict[TaskKind, Callable[[Tokenizer, Grammar, int], _Built]] = {
@@ -186,7 +186,7 @@ Grammar = dict[str, Any]
 
 
 def _load_grammars() -> Grammar:
-    text = (importlib.resources.files("workers") / "data" / "toy_corpora.json").read_text(
+    text = (importlib.resources.files("nightowl_workers") / "data" / "toy_corpora.json").read_text(
         encoding="utf-8"
     )
     grammars: Grammar = json.loads(text)
@@ -445,7 +445,7 @@ def _build_sentiment(base: Tokenizer, grammars: Grammar, seed: int) -> _Built:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m workers.bootstrap DIR [--force] [--seed N]`: one JSON line per model.
+    """`python -m nightowl_workers.bootstrap DIR [--force] [--seed N]`: one JSON line per model.
 
     The CLI runs this in a subprocess because the core never imports torch.
     """

@@ -16,9 +16,9 @@ import torch
 
 from nightowl.config import Settings
 from nightowl.enums import TaskKind
-from workers.device import configure_threads
-from workers.loading import load_for_kind
-from workers.runners import Runner, make_runner
+from nightowl_workers.device import configure_threads
+from nightowl_workers.loading import load_for_kind
+from nightowl_workers.runners import Runner, make_runner
 
 
 @dataclass

@@ -22,9 +22,9 @@ from nightowl.enums import ErrorCode, ItemStatus
 from nightowl.errors import InvalidInput
 from nightowl.items import ItemOutcome, utcnow
 from nightowl.tokens import Fit, fit_context
-from workers.batching import plan_micro_batches
-from workers.runners import Runner
-from workers.runners.base import Encoded, Prepared
+from nightowl_workers.batching import plan_micro_batches
+from nightowl_workers.runners import Runner
+from nightowl_workers.runners.base import Encoded, Prepared
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def load_for_kind(
     """The model class that fits `kind`, in eval mode, on `device`, in its inference dtype."""
     import transformers
 
-    from workers.device import inference_dtype
+    from nightowl_workers.device import inference_dtype
 
     check_model_source(source, settings)
     local = is_local_source(source)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from api.deps import SessionDep, SettingsDep, TenantDep
-from api.openai_schemas import Batch, BatchCreate, BatchList
 from nightowl import batch_async
 from nightowl import batches as service
+from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
+from nightowl_api.openai_schemas import Batch, BatchCreate, BatchList
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 

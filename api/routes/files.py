@@ -9,13 +9,13 @@ from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, SettingsDep, TenantDep
-from api.openai_schemas import FileDeleted, FileList, FileObject
 from nightowl import batch_output
 from nightowl import files as service
 from nightowl.db import session_factory
 from nightowl.errors import InvalidInput
 from nightowl.models import File
+from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
+from nightowl_api.openai_schemas import FileDeleted, FileList, FileObject
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 # batch: OpenAI batch input; jobs: nightowl job input (`nightowl --api URL submit`); the others

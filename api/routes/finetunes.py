@@ -8,13 +8,13 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import object_session
 
-from api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl import finetune_data, finetunes
 from nightowl.enums import RunStatus, TaskKind
 from nightowl.files import get_file, local_path
 from nightowl.models import TrainingRun
 from nightowl.outcome import run_outcome, version_refs
 from nightowl.specs import FinetuneRequest
+from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
 router = APIRouter(prefix="/v1/finetunes", tags=["finetunes"])
 

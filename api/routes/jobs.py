@@ -9,8 +9,6 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, SettingsDep, TenantDep
-from api.schemas import JobCreate, JobHealth, JobList, JobOut, ResultPage, ResultRow
 from nightowl import intake
 from nightowl import jobs as service
 from nightowl.db import session_factory
@@ -20,6 +18,8 @@ from nightowl.liveness import queue_health
 from nightowl.models import Job, ModelVersion
 from nightowl.results import iter_rows, jsonl_lines
 from nightowl.values import deadline
+from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
+from nightowl_api.schemas import JobCreate, JobHealth, JobList, JobOut, ResultPage, ResultRow
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import SessionDep, TenantDep
-from api.openai_schemas import Model, ModelList
 from nightowl import model_list
+from nightowl_api.deps import SessionDep, TenantDep
+from nightowl_api.openai_schemas import Model, ModelList
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

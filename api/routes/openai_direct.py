@@ -14,11 +14,11 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SettingsDep, TenantDep
 from nightowl import direct
 from nightowl.config import Settings
 from nightowl.db import session_factory
 from nightowl.errors import RateLimited
+from nightowl_api.deps import SettingsDep, TenantDep
 
 router = APIRouter(tags=["openai"])
 # Requests each tenant has running in this API process (the limit is per process).

@@ -10,14 +10,14 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.deps import SessionDep, SettingsDep, TenantDep
-from api.schemas import ResultRow
 from nightowl import export, query, stats
 from nightowl.db import session_factory
 from nightowl.enums import ItemStatus, TaskKind
 from nightowl.errors import InvalidInput
 from nightowl.timespec import HELP as WHEN_HELP
 from nightowl.timespec import parse_when
+from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
+from nightowl_api.schemas import ResultRow
 
 router = APIRouter(tags=["results"])
 

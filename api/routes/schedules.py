@@ -7,9 +7,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl import schedules
 from nightowl.models import utcnow
+from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 Catchup = Literal["once", "all", "none"]

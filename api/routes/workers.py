@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import SessionDep, SettingsDep
 from nightowl import fleet
+from nightowl_api.deps import SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1/workers", tags=["ops"])
 

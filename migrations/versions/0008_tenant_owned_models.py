@@ -34,7 +34,7 @@ def _owner(table: str) -> None:
 def _views() -> object:
     # SQLite rebuilds a table to add a foreign key, which a view naming it forbids: the
     # analyst views go while the tables change and come back exactly as 0002 made them.
-    return importlib.import_module("migrations.versions.0002_views")
+    return importlib.import_module("nightowl_migrations.versions.0002_views")
 
 
 def upgrade() -> None:

@@ -139,7 +139,7 @@ def bootstrap(force: bool) -> None:
     """Build small real models offline (tokenizer, GPT-2, translator, BERT) and register them."""
     s = settings()
     # Building models needs torch, which the core never imports: the ML runtime runs it.
-    cmd = [sys.executable, "-m", "workers.bootstrap", str(s.models_path)]
+    cmd = [sys.executable, "-m", "nightowl_workers.bootstrap", str(s.models_path)]
     if force:
         cmd.append("--force")
     click.echo("models bootstrap: tiny-generator, tiny-translator, tiny-sentiment, trained "

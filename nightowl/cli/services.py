@@ -22,9 +22,9 @@ from nightowl.models import new_id
 if TYPE_CHECKING:
     from nightowl.embedded import Children
 
-CELERY = [sys.executable, "-m", "celery", "-A", "tasks.app"]
+CELERY = [sys.executable, "-m", "celery", "-A", "nightowl_tasks.app"]
 # Reads `schedules` from SQL; a second beat is harmless (each firing is a unique row).
-BEAT_SCHEDULER = "tasks.scheduler:DatabaseScheduler"
+BEAT_SCHEDULER = "nightowl_tasks.scheduler:DatabaseScheduler"
 PROCESS = "runs on this host, on its own database and broker"
 
 
@@ -136,8 +136,9 @@ def beat(loglevel: str) -> None:
     s = settings()
     require_broker(s)
     s.home.mkdir(parents=True, exist_ok=True)
-    # tasks.scheduler's app has no task modules: beat sends by name and never imports torch.
-    argv = [sys.executable, "-m", "celery", "-A", "tasks.scheduler", "beat", "--scheduler",
+    # nightowl_tasks.scheduler's app has no task modules: beat sends by name and never imports
+    # torch.
+    argv = [sys.executable, "-m", "celery", "-A", "nightowl_tasks.scheduler", "beat", "--scheduler",
             BEAT_SCHEDULER, "--loglevel", loglevel]
     os.execv(sys.executable, argv)
 
@@ -156,7 +157,7 @@ def api(host: str | None, port: int | None, access_log: bool, log_level: str) ->
 
     s = settings()
     require_broker(s)
-    uvicorn.run("api.main:app", host=host or s.api_host, port=port or s.api_port,
+    uvicorn.run("nightowl_api.main:app", host=host or s.api_host, port=port or s.api_port,
                 log_level=log_level, access_log=access_log)
 
 

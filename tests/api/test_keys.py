@@ -12,11 +12,11 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.main import app
 from nightowl.cli import cli
 from nightowl.config import Settings
 from nightowl.db import session_factory
 from nightowl.models import ApiKey, Tenant
+from nightowl_api.main import app
 
 # Open by design: liveness, Prometheus, the API's own docs, and the dashboard's login pages.
 OPEN_PATHS = {"/healthz", "/metrics", app.openapi_url, "/docs", "/docs/oauth2-redirect",

@@ -13,13 +13,13 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from api.main import app
 from nightowl import finetunes, registry
 from nightowl.auth import get_or_create_tenant
 from nightowl.cli import cli
 from nightowl.config import Settings
 from nightowl.db import session_scope
 from nightowl.enums import TaskKind
+from nightowl_api.main import app
 
 SENT = "apitest-sent"  # shared, registered by tests/api/conftest.py's fake_models
 

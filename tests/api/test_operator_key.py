@@ -11,12 +11,12 @@ from pathlib import Path
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from api.main import app
 from nightowl import auth
 from nightowl.cli import cli
 from nightowl.config import Settings
 from nightowl.db import session_scope
 from nightowl.models import utcnow
+from nightowl_api.main import app
 
 
 def _mode(path: Path) -> int:

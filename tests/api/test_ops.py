@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.deps import _settings
-from api.main import app
 from nightowl.config import Settings
+from nightowl_api.deps import _settings
+from nightowl_api.main import app
 
 GEN = "apitest-gen"  # registered by tests/api/conftest.py's fake_models, never run
 

@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from api.main import app
 from nightowl.cli import cli
 from nightowl.config import Settings
 from nightowl.models import Job, JobItem
+from nightowl_api.main import app
 
 SENT = "apitest-sent"  # tests/api/conftest.py: registered, never run (jobs go to the gpu queue)
 

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from api.main import app
 from nightowl.cli import cli
 from nightowl.config import Settings
+from nightowl_api.main import app
 
 GEN = "apitest-gen"  # registered by tests/api/conftest.py's fake_models
 

@@ -21,7 +21,7 @@ from nightowl.config import Settings, get_settings
 from nightowl.enums import TaskKind
 from nightowl.errors import ModelLoadError
 from nightowl.models import ModelVersion
-from workers.loading import load_for_kind
+from nightowl_workers.loading import load_for_kind
 
 CPU = torch.device("cpu")
 

@@ -20,9 +20,9 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 from sqlalchemy import delete
 
-from api.main import app
 from nightowl.config import Settings
 from nightowl.models import Schedule
+from nightowl_api.main import app
 
 # A few per operation keeps CI quick; NIGHTOWL_FUZZ_EXAMPLES=500 digs deeper by hand.
 MAX_EXAMPLES = int(os.environ.get("NIGHTOWL_FUZZ_EXAMPLES", "8"))

@@ -13,21 +13,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from query_support import TEST_QUEUE, chunk_count, register_model, run_chunk, submit, unique
 from sqlalchemy.orm import Session
 
-from api import metrics
-from api.metrics import parse_nvidia_smi
 from helpers import FINAL, wait_for_job, write_jsonl
 from nightowl import registry
 from nightowl.broker import redis_client
 from nightowl.cli import cli
 from nightowl.config import Settings
 from nightowl.db import session_factory
+from nightowl_api import metrics
+from nightowl_api.metrics import parse_nvidia_smi
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture
 def anonymous(migrated: Settings) -> Iterator[TestClient]:
-    from api.main import app
+    from nightowl_api.main import app
 
     with TestClient(app) as c:
         yield c

@@ -145,8 +145,8 @@ def test_http_results_pages_by_cursor_and_stays_in_its_tenant(
         migrated: Settings, session: Session, make_api_key: Callable[[str], str]) -> None:
     from fastapi.testclient import TestClient
 
-    from api.main import app
     from nightowl.auth import authenticate
+    from nightowl_api.main import app
 
     key, other_key = make_api_key(unique("acme")), make_api_key(unique("globex"))
     tenant, other = authenticate(session, key), authenticate(session, other_key)
@@ -189,8 +189,8 @@ def test_job_stats_from_cli_and_http(migrated: Settings, session: Session,
                                      make_api_key: Callable[[str], str]) -> None:
     from fastapi.testclient import TestClient
 
-    from api.main import app
     from nightowl.auth import authenticate
+    from nightowl_api.main import app
 
     key = make_api_key(unique("stats"))
     tenant = authenticate(session, key)
@@ -221,7 +221,7 @@ def test_models_compare_side_by_side(session: Session, make_api_key: Callable[[s
                                      ) -> None:
     from fastapi.testclient import TestClient
 
-    from api.main import app
+    from nightowl_api.main import app
 
     name = unique("sentiment")
     register_model(session, name, metrics={"eval/accuracy": 0.81, "eval/loss": 0.52})

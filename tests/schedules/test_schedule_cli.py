@@ -265,7 +265,7 @@ def test_api_schedules_are_the_tenants_own(client: Any, make_api_key: Any, fake_
                                            tmp_path: Path, schedule_name: str) -> None:
     from fastapi.testclient import TestClient
 
-    from api.main import app
+    from nightowl_api.main import app
 
     train = write_jsonl(tmp_path / "t.jsonl",
                         list(demo_data.labelled_reviews(20, seed=2)))  # type: ignore[arg-type]

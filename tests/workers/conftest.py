@@ -16,13 +16,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 if TYPE_CHECKING:
-    from workers.runners import Runner
+    from nightowl_workers.runners import Runner
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[TaskKind, Path]:
     # Imported here so that the pure-Python tests (batching) never pay for torch.
-    from workers.bootstrap import bootstrap_models
+    from nightowl_workers.bootstrap import bootstrap_models
 
     root = tmp_path_factory.mktemp("models")
     return {model.kind: model.path for model in bootstrap_models(root)}
@@ -44,8 +44,8 @@ def tiny_runners(
 ) -> dict[TaskKind, Runner]:
     import torch
 
-    from workers.loading import load_for_kind
-    from workers.runners import make_runner
+    from nightowl_workers.loading import load_for_kind
+    from nightowl_workers.runners import make_runner
 
     cpu = torch.device("cpu")
     runners: dict[TaskKind, Runner] = {}

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from workers.batching import plan_micro_batches
+from nightowl_workers.batching import plan_micro_batches
 
 
 def check_plan(lengths: list[int], plan: list[list[int]], budget: int, size: int) -> None:

@@ -13,10 +13,15 @@ from tokenizers import Tokenizer
 
 from nightowl.config import Settings
 from nightowl.enums import TaskKind
-from workers import bootstrap
-from workers.bootstrap import DEFAULT_MODELS, MANIFEST_NAME, BootstrapModel, bootstrap_models
-from workers.loading import load_for_kind
-from workers.runners import Runner
+from nightowl_workers import bootstrap
+from nightowl_workers.bootstrap import (
+    DEFAULT_MODELS,
+    MANIFEST_NAME,
+    BootstrapModel,
+    bootstrap_models,
+)
+from nightowl_workers.loading import load_for_kind
+from nightowl_workers.runners import Runner
 
 
 def model_for(kind: TaskKind, tiny_models: dict[TaskKind, Path]) -> Path:

@@ -10,8 +10,8 @@ import pytest
 
 from nightowl.enums import ErrorCode, TaskKind
 from nightowl.tokens import length_checker
-from workers.engine import WorkItem, run_batched
-from workers.runners import Runner
+from nightowl_workers.engine import WorkItem, run_batched
+from nightowl_workers.runners import Runner
 
 
 def _text_of(runner: Runner, tokens: int) -> str:

@@ -26,8 +26,8 @@ def test_embeddings_match_a_direct_mean_pool_of_minilm(minilm: Path, tmp_path: P
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from workers.loading import load_for_kind
-    from workers.runners import make_runner
+    from nightowl_workers.loading import load_for_kind
+    from nightowl_workers.runners import make_runner
 
     cpu = torch.device("cpu")
     settings = Settings(home=tmp_path, model_roots=[minilm.parent])

@@ -12,9 +12,9 @@ import torch
 from nightowl.config import Settings
 from nightowl.enums import TaskKind
 from nightowl.errors import ConfigError, ModelLoadError
-from workers import cache
-from workers.device import choose_device, configure_threads, inference_dtype
-from workers.loading import check_model_source, load_for_kind
+from nightowl_workers import cache
+from nightowl_workers.device import choose_device, configure_threads, inference_dtype
+from nightowl_workers.loading import check_model_source, load_for_kind
 
 CPU = torch.device("cpu")
 

@@ -11,9 +11,9 @@ import pytest
 
 from nightowl.enums import ItemStatus, TaskKind
 from nightowl.items import ItemOutcome
-from workers.engine import WorkItem, run_batched
-from workers.runners import GenerationRunner, Runner, SentimentRunner
-from workers.runners.base import Prepared
+from nightowl_workers.engine import WorkItem, run_batched
+from nightowl_workers.runners import GenerationRunner, Runner, SentimentRunner
+from nightowl_workers.runners.base import Prepared
 
 
 def _texts(n: int, seed: int = 0) -> list[str]:

@@ -9,9 +9,9 @@ import pytest
 from nightowl.enums import ErrorCode, ItemStatus, TaskKind
 from nightowl.errors import InvalidParams
 from nightowl.items import ItemOutcome
-from workers.engine import WorkItem, run_batched
-from workers.runners import RUNNERS, Runner, make_runner
-from workers.runners.sentiment import SentimentRunner
+from nightowl_workers.engine import WorkItem, run_batched
+from nightowl_workers.runners import RUNNERS, Runner, make_runner
+from nightowl_workers.runners.sentiment import SentimentRunner
 
 REVIEWS = [
     ("this movie was wonderful", "positive"),

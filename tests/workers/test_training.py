@@ -25,8 +25,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors  # noqa: E4
 
 from nightowl.enums import TaskKind  # noqa: E402
 from nightowl.errors import InvalidInput  # noqa: E402
-from workers.bootstrap import bootstrap_models, translation_pair  # noqa: E402
-from workers.training import TrainConfig, TrainResult, evaluate, train  # noqa: E402
+from nightowl_workers.bootstrap import bootstrap_models, translation_pair  # noqa: E402
+from nightowl_workers.training import TrainConfig, TrainResult, evaluate, train  # noqa: E402
 
 POSITIVE = ["good", "great", "excellent", "lovely", "superb"]
 NEGATIVE = ["bad", "awful", "terrible", "poor", "dreadful"]
@@ -113,7 +113,7 @@ def sentiment_rows(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def _toy_grammar(section: str) -> dict[str, Any]:
-    text = (importlib.resources.files("workers") / "data" / "toy_corpora.json").read_text()
+    text = (importlib.resources.files("nightowl_workers") / "data" / "toy_corpora.json").read_text()
     grammar: dict[str, Any] = json.loads(text)[section]
     return grammar
 

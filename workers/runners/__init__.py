@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from nightowl.enums import TaskKind
-from workers.runners.base import Runner
-from workers.runners.embedding import EmbeddingRunner
-from workers.runners.generation import GenerationRunner
-from workers.runners.sentiment import SentimentRunner
-from workers.runners.translation import TranslationRunner
+from nightowl_workers.runners.base import Runner
+from nightowl_workers.runners.embedding import EmbeddingRunner
+from nightowl_workers.runners.generation import GenerationRunner
+from nightowl_workers.runners.sentiment import SentimentRunner
+from nightowl_workers.runners.translation import TranslationRunner
 
 if TYPE_CHECKING:
     import torch

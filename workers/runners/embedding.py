@@ -14,7 +14,7 @@ import torch
 
 from nightowl.enums import TaskKind
 from nightowl.params import EMBED_PARAMS
-from workers.runners.base import Runner, param_bool, param_int
+from nightowl_workers.runners.base import Runner, param_bool, param_int
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding

@@ -24,8 +24,8 @@ from nightowl.params import (
 )
 from nightowl.params import GENERATE_PARAMS as PARAMS
 from nightowl.tokens import fit_context, new_token_ceiling
-from workers.runners import continuous
-from workers.runners.base import Runner, param_bool, param_float, param_int
+from nightowl_workers.runners import continuous
+from nightowl_workers.runners.base import Runner, param_bool, param_float, param_int
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding

@@ -9,7 +9,7 @@ import torch
 
 from nightowl.enums import TaskKind
 from nightowl.params import SENTIMENT_PARAMS as PARAMS
-from workers.runners.base import Runner, param_bool
+from nightowl_workers.runners.base import Runner, param_bool
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding

@@ -13,7 +13,7 @@ from nightowl.params import DEFAULT_TRANSLATE_NEW_TOKENS as DEFAULT_MAX_NEW_TOKE
 from nightowl.params import MAX_BEAMS
 from nightowl.params import TRANSLATE_PARAMS as PARAMS
 from nightowl.tokens import new_token_ceiling
-from workers.runners.base import Runner, param_int
+from nightowl_workers.runners.base import Runner, param_int
 
 if TYPE_CHECKING:
     from transformers import BatchEncoding

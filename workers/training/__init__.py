@@ -1,7 +1,7 @@
 """Fine-tuning: train() runs (or resumes) one fine-tune, evaluate() scores any saved model."""
 
-from workers.training.config import TrainConfig, TrainResult
-from workers.training.evaluation import evaluate
-from workers.training.loop import train
+from nightowl_workers.training.config import TrainConfig, TrainResult
+from nightowl_workers.training.evaluation import evaluate
+from nightowl_workers.training.loop import train
 
 __all__ = ["TrainConfig", "TrainResult", "evaluate", "train"]

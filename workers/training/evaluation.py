@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from nightowl.enums import TaskKind
-from workers.device import choose_device
-from workers.training.data import IGNORE, Encoded, collate, encode_rows
-from workers.training.modeling import load_model, load_tokenizer
+from nightowl_workers.device import choose_device
+from nightowl_workers.training.data import IGNORE, Encoded, collate, encode_rows
+from nightowl_workers.training.modeling import load_model, load_tokenizer
 
 
 def _noop() -> None:

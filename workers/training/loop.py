@@ -16,12 +16,12 @@ import torch
 
 from nightowl.enums import TaskKind
 from nightowl.errors import InvalidInput
-from workers.device import choose_device
-from workers.training import checkpoint as ckpt
-from workers.training.config import TrainConfig, TrainResult
-from workers.training.data import BatchOrder, collate, count_tokens, encode_rows
-from workers.training.evaluation import compute_metrics
-from workers.training.modeling import (
+from nightowl_workers.device import choose_device
+from nightowl_workers.training import checkpoint as ckpt
+from nightowl_workers.training.config import TrainConfig, TrainResult
+from nightowl_workers.training.data import BatchOrder, collate, count_tokens, encode_rows
+from nightowl_workers.training.evaluation import compute_metrics
+from nightowl_workers.training.modeling import (
     build_fresh,
     choose_labels,
     load_config,

@@ -68,13 +68,23 @@ def get_run(session: Session, run_id: str, *, tenant_id: str | None = None) -> T
     return run
 
 
-def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec) -> TrainingRun:
+def check_request(settings: Settings, *, kind: TaskKind, base: str,
+                  hyperparams: dict[str, Any], register_as: str | None = None,
+                  promote_to: str | None = None, gate: str | None = None,
+                  priority: int = PRIORITY_DEFAULT, eval_split: float | None = None) -> None:
+    """Every value of a fine-tune request (nightowl.specs), before its data is read or its
+    base looked up, so a bad one is named first whichever door it came through."""
     check_finetune_request(
-        kind=spec.kind, base=spec.base, hyperparameters=spec.hyperparams,
-        register_as=spec.register_as, promote_to=spec.promote_to, gate=spec.gate,
-        priority=spec.priority, **({} if spec.eval_split is None else
-                                   {"eval_split": spec.eval_split}))
-    check_hyperparams(spec.hyperparams, settings)
+        kind=kind, base=base, hyperparameters=hyperparams, register_as=register_as,
+        promote_to=promote_to, gate=gate, priority=priority,
+        **({} if eval_split is None else {"eval_split": eval_split}))
+    check_hyperparams(hyperparams, settings)
+
+
+def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec) -> TrainingRun:
+    check_request(settings, kind=spec.kind, base=spec.base, hyperparams=spec.hyperparams,
+                  register_as=spec.register_as, promote_to=spec.promote_to, gate=spec.gate,
+                  priority=spec.priority, eval_split=spec.eval_split)
     base = registry.resolve(session, spec.base, tenant_id=spec.tenant_id)
     if base.kind != spec.kind:
         raise InvalidInput(f"base model {base.ref} is a {base.kind.value} model, "

@@ -20,7 +20,7 @@ from nightowl.config import Settings
 from nightowl.errors import InvalidInput
 from nightowl.files import get_file, local_path
 from nightowl.inputs import ParsedLine, read_csv, read_items, read_jsonl
-from nightowl.jobs import JobSpec, resolve_model, submit_job
+from nightowl.jobs import JobSpec, check_spec, resolve_model, submit_job
 from nightowl.models import Job, ModelVersion
 from nightowl.tokens import length_checker
 
@@ -55,6 +55,8 @@ Source = FromPath | FromFile | Inline
 
 def submit(*, session: Session, settings: Settings, spec: JobSpec, source: Source) -> Job:
     """Resolve the model once, read and check every item, store and queue the job."""
+    # The request's own values first: a bad one is named before any lookup or read.
+    check_spec(settings, spec)
     version = resolve_model(session, spec)
     if isinstance(source, FromFile):
         spec.input_file_id = source.file_id

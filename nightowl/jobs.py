@@ -21,7 +21,7 @@ from nightowl.inputs import ParsedLine
 from nightowl.items import STOPS
 from nightowl.models import Job, JobChunk, JobItem, ModelVersion, new_id, utcnow
 from nightowl.specs import check_job_request, check_params
-from nightowl.values import PRIORITY_DEFAULT, check_json, check_priority
+from nightowl.values import PRIORITY_DEFAULT, check_json
 
 log = logging.getLogger(__name__)
 INSERT_BATCH = 2000
@@ -53,7 +53,7 @@ class JobSpec:
     def request(self) -> dict[str, Any]:
         """The fields of a nightowl.specs.JobRequest (an HTTP body) this spec carries."""
         return {
-            "kind": self.kind.value, "model": self.model, "params": self.params,
+            "kind": TaskKind(self.kind).value, "model": self.model, "params": self.params,
             "chunk_size": self.chunk_size,
             "deadline_seconds": self.deadline.total_seconds() if self.deadline else None,
             "metadata": self.metadata, "on_invalid": self.on_invalid, "truncate": self.truncate,
@@ -94,7 +94,6 @@ def list_jobs(
 
 def check_spec(settings: Settings, spec: JobSpec) -> None:
     """Every value of the request, by the one definition (nightowl.specs) all doors share."""
-    check_priority(spec.priority)
     # Not the queue: every door offers cpu or gpu, but the service runs any queue it is given
     # (an operator's own pool, a test's isolated one).
     fields = spec.request()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,27 @@ def parse_lora(text: str | None) -> dict[str, float] | None:
     return out
 
 
+# CLI flag -> hyperparameter. Type, help and default come from nightowl.specs, and so does every
+# range check (at submit, in the core), so a bad value reads the same as over HTTP.
+HYPERPARAMETER_FLAGS = {
+    "--epochs": "epochs", "--max-steps": "max_steps", "--lr": "lr", "--batch-size": "batch_size",
+    "--grad-accum": "grad_accum", "--warmup": "warmup_steps", "--weight-decay": "weight_decay",
+    "--seed": "seed", "--eval-every": "eval_every", "--checkpoint-every": "checkpoint_every",
+}
+
+
+def _hyperparameter_options(command: Callable[..., None]) -> Callable[..., None]:
+    from nightowl.specs import Hyperparameters
+    from nightowl.values import field_types
+
+    for flag, name in reversed(HYPERPARAMETER_FLAGS.items()):
+        info = Hyperparameters.model_fields[name]
+        default = "" if info.default is None else f" (default {info.default:g})"
+        command = click.option(flag, name, type=int if int in field_types(info) else float,
+                               help=f"{info.description}{default}.")(command)
+    return command
+
+
 @click.group()
 def finetune() -> None:
     """Submit fine-tunes."""
@@ -54,17 +76,7 @@ def finetune() -> None:
               help="Evaluation data, same format (default: split off the training data).")
 @click.option("--eval-split", type=float, default=0.1, show_default=True,
               help="Share of the training rows held out when no --eval is given.")
-@click.option("--epochs", type=float, help="Passes over the data (default 1).")
-@click.option("--max-steps", type=click.IntRange(1), help="Optimizer steps (overrides --epochs).")
-@click.option("--lr", type=float, help="Peak learning rate (default 5e-5).")
-@click.option("--batch-size", type=click.IntRange(1), help="Rows per micro-batch (default 16).")
-@click.option("--grad-accum", type=click.IntRange(1), help="Micro-batches per optimizer step.")
-@click.option("--warmup", type=click.IntRange(0), help="Warm-up steps.")
-@click.option("--weight-decay", type=float, help="AdamW weight decay.")
-@click.option("--seed", type=int, help="Seed for data order and new weights (default 0).")
-@click.option("--eval-every", type=click.IntRange(1),
-              help="Evaluate every N steps (and at the end).")
-@click.option("--checkpoint-every", type=click.IntRange(1), help="Checkpoint every N steps.")
+@_hyperparameter_options
 @click.option("--lora", help="Train LoRA adapters, e.g. r=8,alpha=16 (merged when saved).")
 @click.option("--register-as", help="Model name for the result (default: the base's name).")
 @click.option("--promote-to", help="Move this alias to the result only if it beats the holder.")
@@ -72,18 +84,10 @@ def finetune() -> None:
 @priority_option
 @click.option("--wait", is_flag=True, help="Wait; exit 0 only if the run succeeded.")
 def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_split: float,
-           epochs: float | None, max_steps: int | None, lr: float | None,
-           batch_size: int | None, grad_accum: int | None, warmup: int | None,
-           weight_decay: float | None, seed: int | None, eval_every: int | None,
-           checkpoint_every: int | None, lora: str | None, register_as: str | None,
-           promote_to: str | None, gate: str | None, priority: int, wait: bool) -> None:
+           lora: str | None, register_as: str | None, promote_to: str | None,
+           gate: str | None, priority: int, wait: bool, **hyperparameters: float | None) -> None:
     """Queue a fine-tune on the train queue; the run id is the last line printed."""
-    hyper: dict[str, Any] = {
-        "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size,
-        "grad_accum": grad_accum, "warmup_steps": warmup, "weight_decay": weight_decay,
-        "seed": seed, "eval_every": eval_every, "checkpoint_every": checkpoint_every,
-        "lora": parse_lora(lora),
-    }
+    hyper: dict[str, Any] = {**hyperparameters, "lora": parse_lora(lora)}
     run = current().submit_finetune(FinetuneRequest(
         kind=KIND_ALIASES[kind], base=base, train_file=train_file, eval_file=eval_file,
         eval_split=eval_split, hyperparams={k: v for k, v in hyper.items() if v is not None},

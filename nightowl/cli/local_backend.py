@@ -171,6 +171,10 @@ class LocalBackend:
         from nightowl.enums import TaskKind
 
         kind = TaskKind(request.kind)
+        finetunes.check_request(
+            settings(), kind=kind, base=request.base, hyperparams=request.hyperparams,
+            register_as=request.register_as, promote_to=request.promote_to, gate=request.gate,
+            priority=request.priority, eval_split=request.eval_split)
         train_rows = finetune_data.read_rows(request.train_file, kind)
         eval_rows = (finetune_data.read_rows(request.eval_file, kind, what="eval file")
                      if request.eval_file else None)

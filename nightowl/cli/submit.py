@@ -20,7 +20,7 @@ from nightowl.jobs import JobSpec
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--model", required=True, help="NAME, NAME@ALIAS or NAME@vN; pinned at submit.")
 @click.option("--param", "params", multiple=True, help="Model parameter k=v (repeatable).")
-@click.option("--chunk-size", type=click.IntRange(1, 100_000), help="Items per chunk.")
+@click.option("--chunk-size", type=int, help="Items per chunk (default NIGHTOWL_CHUNK_SIZE).")
 @click.option("--deadline", help="Expire what is unfinished after this long (30m, 24h).")
 @click.option("--metadata", "metadata", multiple=True, help="Metadata k=v kept on the job.")
 @click.option("--on-invalid", type=click.Choice(["reject", "skip"]), default="reject",

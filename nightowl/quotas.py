@@ -143,36 +143,29 @@ def _check(session: Session, quota: TenantQuota, used: Usage, *, new_items: int,
 def _over_items(session: Session, quota: TenantQuota, already: int, new: int, *,
                 at_least: bool) -> QuotaExceeded:
     assert quota.max_queued_items is not None
-    name = _tenant_name(session, quota.tenant_id)
-    limit = quota.max_queued_items
-    this = f"at least {new:,}" if at_least else f"{new:,}"
-    advice = (f"split it into jobs of at most {limit:,} items" if new > limit
-              else "retry when queued work has finished")
-    return QuotaExceeded(
-        f"tenant {name} has {already:,} items queued and this job adds {this}: over its "
-        f"max_queued_items quota of {limit:,} by {'at least ' if at_least else ''}"
-        f"{already + new - limit:,}. Nothing was stored; {advice}, or ask the operator to "
-        f"raise it (`nightowl quota set {name} --max-queued-items N`)",
-        limit="max_queued_items", allowed=limit, would_be=already + new,
-        retry_after=RETRY_AFTER_S,
-    )
+    return _over(session, quota, "max_queued_items", quota.max_queued_items, "items", already,
+                 new, at_least=at_least)
 
 
 def _over_tokens(session: Session, quota: TenantQuota, already: int, new: int, *,
                  at_least: bool) -> QuotaExceeded:
     assert quota.max_queued_tokens is not None
+    return _over(session, quota, "max_queued_tokens", quota.max_queued_tokens, "input tokens",
+                 already, new, at_least=at_least)
+
+
+def _over(session: Session, quota: TenantQuota, limit_name: str, limit: int, unit: str,
+          already: int, new: int, *, at_least: bool) -> QuotaExceeded:
     name = _tenant_name(session, quota.tenant_id)
-    limit = quota.max_queued_tokens
     this = f"at least {new:,}" if at_least else f"{new:,}"
-    advice = (f"split it into jobs of at most {limit:,} input tokens" if new > limit
+    advice = (f"split it into jobs of at most {limit:,} {unit}" if new > limit
               else "retry when queued work has finished")
     return QuotaExceeded(
-        f"tenant {name} has {already:,} input tokens queued and this job adds {this}: over its "
-        f"max_queued_tokens quota of {limit:,} by {'at least ' if at_least else ''}"
+        f"tenant {name} has {already:,} {unit} queued and this job adds {this}: over its "
+        f"{limit_name} quota of {limit:,} by {'at least ' if at_least else ''}"
         f"{already + new - limit:,}. Nothing was stored; {advice}, or ask the operator to "
-        f"raise it (`nightowl quota set {name} --max-queued-tokens N`)",
-        limit="max_queued_tokens", allowed=limit, would_be=already + new,
-        retry_after=RETRY_AFTER_S,
+        f"raise it (`nightowl quota set {name} --{limit_name.replace('_', '-')} N`)",
+        limit=limit_name, allowed=limit, would_be=already + new, retry_after=RETRY_AFTER_S,
     )
 
 

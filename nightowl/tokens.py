@@ -111,7 +111,9 @@ def _load(model_dir: str) -> _Model | None:
     tok_cfg_file = path / "tokenizer_config.json"
     tok_cfg = json.loads(tok_cfg_file.read_text()) if tok_cfg_file.is_file() else {}
     tokenizer = Tokenizer.from_file(str(tok_file))
+    # Counts, not batches: a padded batch would count its pads.
     tokenizer.no_truncation()
+    tokenizer.no_padding()
     architectures = config.get("architectures") or []
     decoder = not config.get("is_encoder_decoder") and any(
         isinstance(a, str) and a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
@@ -167,22 +169,10 @@ def hidden_size(source: str) -> int | None:
 
 
 def batch_counter(source: str) -> Callable[[list[str]], int] | None:
-    """A function that counts the input tokens of many texts at once, or None for a model
-    without a tokenizer.json nightowl can read without torch."""
-    path = Path(source) / "tokenizer.json"
-    if not path.is_file():
+    """A function that counts the input tokens of many texts at once (the same tokenizer the
+    context rule counts with), or None for a model nightowl cannot read without torch."""
+    model = _local(source)
+    if model is None:
         return None
-    tokenizer = _tokenizer(str(path))
-
-    def count(texts: list[str]) -> int:
-        return sum(len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=True))
-
-    return count
-
-
-@lru_cache(maxsize=8)
-def _tokenizer(path: str) -> Tokenizer:
-    tokenizer = Tokenizer.from_file(path)
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
+    tokenizer = model.tokenizer
+    return lambda texts: sum(len(e.ids) for e in tokenizer.encode_batch(texts))

@@ -49,7 +49,7 @@ def test_console_script_answers_help() -> None:
 ROOT = Path(__file__).resolve().parent.parent
 # The core modules a worker may import: torch-free, SQL-free and Celery-free leaves. The
 # worker's runtime stays a set of plain functions; tasks/ is where it meets SQL and Celery.
-WORKER_SIDE = {"nightowl.config", "nightowl.enums", "nightowl.errors", "nightowl.params",
+WORKER_SIDE = {"nightowl.config", "nightowl.enums", "nightowl.errors",
                "nightowl.specs", "nightowl.values", "nightowl.tokens", "nightowl.sources",
                "nightowl.items"}
 # What the code in each folder must never import (by top-level name, or a core module outside

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import click
 
-from nightowl import params
+from nightowl import values
 from nightowl.cli.backend import current
 from nightowl.cli.common import parse_duration, parse_pairs, priority_option
 from nightowl.enums import TaskKind
@@ -72,6 +72,6 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
 def _deadline(text: str | None) -> timedelta | None:
     span = parse_duration(text)
     try:
-        return params.deadline(span.total_seconds()) if span is not None else None
+        return values.deadline(span.total_seconds()) if span is not None else None
     except NightowlError as e:
         raise click.BadParameter(str(e), param_hint="--deadline") from e

@@ -17,9 +17,9 @@ import torch
 
 from nightowl.enums import TaskKind
 from nightowl.errors import InvalidInput, InvalidParams
-from nightowl.params import param_bool, param_float, param_int
 from nightowl.tokens import POSITION_FIELDS, input_room, too_long
 from nightowl.tokens import position_limit as model_position_limit
+from nightowl.values import param_bool, param_float, param_int
 
 __all__ = ["Runner", "param_bool", "param_float", "param_int"]
 
@@ -256,4 +256,4 @@ class Prepared:
 # --- parameter helpers shared by the runners ---------------------------------------------
 
 
-# The helpers live in the core so that submit checks with the same rules (nightowl/params.py).
+# The helpers live in the core so that submit checks with the same rules (nightowl/values.py).

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nightowl.enums import TaskKind
-from nightowl.params import EMBED_PARAMS
+from nightowl.specs import EMBED_PARAMS
 from nightowl_workers.runners.base import Runner, param_bool, param_int
 
 if TYPE_CHECKING:

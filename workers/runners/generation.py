@@ -12,7 +12,7 @@ import torch
 from nightowl.config import get_settings
 from nightowl.enums import TaskKind
 from nightowl.errors import InvalidParams
-from nightowl.params import (
+from nightowl.specs import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_RETURN_SEQUENCES,
     MAX_TOP_K,
@@ -22,7 +22,7 @@ from nightowl.params import (
     SEED_RANGE,
     stop_strings,
 )
-from nightowl.params import GENERATE_PARAMS as PARAMS
+from nightowl.specs import GENERATE_PARAMS as PARAMS
 from nightowl.tokens import fit_context, new_token_ceiling
 from nightowl_workers.runners import continuous
 from nightowl_workers.runners.base import Runner, param_bool, param_float, param_int

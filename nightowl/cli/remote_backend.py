@@ -40,10 +40,8 @@ class RemoteBackend:
     # -- jobs and results -----------------------------------------------------------------
     def submit_job(self, *, spec: JobSpec, file: str, fmt: str | None, column: str | None,
                    id_column: str | None) -> dict[str, Any]:
-        if fmt == "csv":
-            raise click.UsageError("with --api, submit takes JSONL; convert the CSV to JSONL "
-                                   "lines like {\"custom_id\": ..., \"text\": ...} first")
         body = spec.request()
+        body.update(input_format=fmt, column=column, id_column=id_column)
         stream, name = open_input(file)
         try:
             body["file_id"] = self.api.upload(stream=stream, filename=name, purpose="jobs")

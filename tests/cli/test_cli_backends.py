@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import func, select
@@ -21,7 +22,7 @@ from nightowl.cli import cli
 from nightowl.config import Settings
 from nightowl.db import session_scope
 from nightowl.enums import TaskKind
-from nightowl.models import ApiKey, Job, Schedule, Tenant, TrainingRun
+from nightowl.models import ApiKey, Job, JobItem, Schedule, Tenant, TrainingRun
 
 CLOSED = "http://127.0.0.1:1"
 # Registered, never run: jobs on it go to the gpu queue, which no test worker reads.
@@ -278,3 +279,73 @@ def test_finetune_wait_and_a_finetune_schedule_through_the_api(
         stored = s.scalars(select(Schedule).where(Schedule.name == name)).one()
         assert stored.tenant_id == tenant_id and not stored.enabled
         assert set(stored.spec["train"]) == {"file_id"}  # uploaded, no server path
+
+
+def test_a_csv_submits_the_same_through_the_api_as_locally(
+        sent_model: str, api_server: str, tenant: tuple[str, str], session: Session,
+        tmp_path: Path) -> None:
+    key, _ = tenant
+    f = tmp_path / "reviews.csv"
+    # A quoted comma, a row without its text and one with an empty id (both invalid, kept as
+    # failed items with --on-invalid skip).
+    f.write_text('id,review\nr1,"great, really great"\nr2\nr3,awful\n,meh\n')
+    common = ["sentiment", str(f), "--model", SENT, "--queue", "gpu", "--on-invalid", "skip"]
+
+    def items(job_id: str) -> list[tuple[Any, ...]]:
+        session.expire_all()
+        rows = session.scalars(select(JobItem).where(JobItem.job_id == job_id)
+                               .order_by(JobItem.idx)).all()
+        return [(i.line_no, i.custom_id, i.input, i.status, i.error_message) for i in rows]
+
+    local = _invoke("submit", *common, "--column", "review", "--id-column", "id")
+    remote = _invoke("--api", api_server, "--key", key, "submit", *common,
+                     "--column", "review", "--id-column", "id")
+    for result in (local, remote):
+        _no_traceback(result)
+        assert result.exit_code == 0, result.output
+        assert "queued 4 items (2 invalid)" in result.stderr
+    local_items, remote_items = items(local.stdout.strip()), items(remote.stdout.strip())
+    assert remote_items == local_items
+    assert [(line, cid, inp, error) for line, cid, inp, _, error in remote_items] == [
+        (2, "r1", {"text": "great, really great"}, None),
+        (3, "r2", {}, "missing field 'text'"),
+        (4, "r3", {"text": "awful"}, None),
+        (5, "5", {}, "custom_id must be a non-empty string of at most 200 characters, got ''")]
+    for job_id in (local.stdout.strip(), remote.stdout.strip()):
+        _invoke("jobs", "cancel", job_id)
+
+    # A wrong column reads the same from both, and nothing is queued.
+    before = _counts(session)
+    answers = [_invoke(*prefix, "submit", *common, "--column", "body")
+               for prefix in ([], ["--api", api_server, "--key", key])]
+    for result in answers:
+        _no_traceback(result)
+        assert result.exit_code == 1, result.output
+        assert "CSV column(s) 'body' not found; the header has 'id', 'review'" in result.output
+    assert _counts(session) == before
+
+
+def test_an_uploaded_csv_is_read_as_csv_and_csv_options_need_a_file(
+        sent_model: str, api_server: str, tenant: tuple[str, str], session: Session) -> None:
+    key, _ = tenant
+    auth = {"Authorization": f"Bearer {key}"}
+    job = {"kind": "sentiment", "model": SENT, "queue": "gpu"}
+    # Uploaded under a .csv name: read as CSV from its `text` column, ids from line numbers.
+    up = httpx.post(f"{api_server}/v1/files", headers=auth, data={"purpose": "jobs"},
+                    files={"file": ("reviews.csv", b'text\n"fine, thanks"\nbad\n')})
+    assert up.status_code == 200, up.text
+    r = httpx.post(f"{api_server}/v1/jobs", headers=auth, json={**job, "file_id": up.json()["id"]})
+    assert r.status_code == 201, r.text
+    assert (r.json()["total"], r.json()["failed"]) == (2, 0)
+    items = session.scalars(select(JobItem).where(JobItem.job_id == r.json()["id"])
+                            .order_by(JobItem.idx)).all()
+    assert [(i.custom_id, i.input) for i in items] == [("2", {"text": "fine, thanks"}),
+                                                      ("3", {"text": "bad"})]
+    httpx.post(f"{api_server}/v1/jobs/{r.json()['id']}/cancel", headers=auth)
+
+    r = httpx.post(f"{api_server}/v1/jobs", headers=auth,
+                   json={**job, "items": [{"text": "good"}], "column": "review"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "column"
+    assert "inline `items` are objects already" in error["message"]

@@ -105,6 +105,12 @@ class Model(BaseModel):
     kind: str = Field(description="nightowl: generate, translate, sentiment or embed")
     version: str = Field(description="nightowl: the version the id resolves to now")
     endpoints: list[str] = Field(description="nightowl: the endpoints that serve this model")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="nightowl: the version's "
+                                    "recorded metrics (a fine-tune's evaluation)")
+    base_version: str | None = Field(default=None, description="nightowl: NAME@vN this version "
+                                     "was fine-tuned from (none: registered directly)")
+    training_run_id: str | None = Field(default=None, description="nightowl: the fine-tune run "
+                                        "that made this version")
 
 
 class ModelList(BaseModel):

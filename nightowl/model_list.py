@@ -1,5 +1,6 @@
 """The models a caller can name, as OpenAI's model objects: every name (its latest version),
-every alias and every pinned version, each with the kind of work it does.
+every alias and every pinned version, each with the kind of work it does, its metrics and
+where it came from.
 
 Registry paths (where weights live on the server) are never shown.
 """
@@ -10,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from nightowl import registry
+from nightowl import outcome, registry
 from nightowl.batch_lines import ENDPOINTS
 from nightowl.errors import ModelNotFound, NightowlError
 from nightowl.models import ModelVersion
@@ -22,12 +23,15 @@ def _endpoints(version: ModelVersion) -> list[str]:
     return [url for url, kind in ENDPOINTS.items() if kind == version.kind]
 
 
-def model_object(model_id: str, version: ModelVersion) -> dict[str, Any]:
+def model_object(model_id: str, version: ModelVersion, bases: dict[int, str]) -> dict[str, Any]:
+    """`bases`: name@vN of base version ids (outcome.version_refs), for the lineage."""
     # Shared models are the operator's; a tenant's own ones name it by its tenant id.
     owner = OWNER if version.tenant_id is None else version.tenant_id
+    base = bases.get(version.base_version_id) if version.base_version_id else None
     return {"id": model_id, "object": "model", "created": int(version.created_at.timestamp()),
             "owned_by": owner, "kind": version.kind.value, "version": version.ref,
-            "endpoints": _endpoints(version)}
+            "endpoints": _endpoints(version), "metrics": dict(version.metrics),
+            "base_version": base, "training_run_id": version.training_run_id}
 
 
 def list_models(session: Session, *, tenant_id: str | None) -> list[dict[str, Any]]:
@@ -38,10 +42,11 @@ def list_models(session: Session, *, tenant_id: str | None) -> list[dict[str, An
     latest: dict[str, ModelVersion] = {}
     for v in versions:  # ordered by name, version: the last one seen is the newest
         latest[v.name] = v
-    out = [model_object(name, v) for name, v in latest.items()]
-    out += [model_object(f"{v.name}@{alias}", v) for v in versions
+    bases = outcome.version_refs(session, [v.base_version_id for v in versions])
+    out = [model_object(name, v, bases) for name, v in latest.items()]
+    out += [model_object(f"{v.name}@{alias}", v, bases) for v in versions
             for alias in aliases.get(v.id, [])]
-    out += [model_object(v.ref, v) for v in versions]
+    out += [model_object(v.ref, v, bases) for v in versions]
     return out
 
 
@@ -50,4 +55,5 @@ def get_model(session: Session, model_id: str, *, tenant_id: str | None) -> dict
         version = registry.resolve(session, model_id, tenant_id=tenant_id)
     except NightowlError:
         raise ModelNotFound(f"no model {model_id!r}; list them with GET /v1/models") from None
-    return model_object(model_id, version)
+    return model_object(model_id, version,
+                        outcome.version_refs(session, [version.base_version_id]))

@@ -150,9 +150,8 @@ class LocalBackend:
             bases = outcome.version_refs(session, [v.base_version_id for v in versions])
             return [{
                 "ref": v.ref, "kind": v.kind.value, "aliases": aliases.get(v.id, []),
-                "lineage": (f"fine-tuned from {bases.get(v.base_version_id, '?')} by run "
-                            f"{v.training_run_id}" if v.base_version_id
-                            else "registered directly"),
+                "base_version": bases.get(v.base_version_id) if v.base_version_id else None,
+                "training_run_id": v.training_run_id,
                 "owner": "shared" if v.tenant_id is None else v.tenant_id,
                 "metrics": dict(v.metrics), "source": v.source, "revision": v.revision,
                 "sha256": v.sha256, "created_at": v.created_at,

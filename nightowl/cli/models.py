@@ -103,14 +103,15 @@ def show(name: str) -> None:
         click.echo(f"{v['ref']}  {v['kind']}  "
                    + (f"aliases: {', '.join('@' + a for a in v['aliases'])}"
                       if v["aliases"] else "no alias"))
-        # Through the API, lineage, metrics and sources are not shown (None): left out.
-        if v["lineage"] is not None:
-            click.echo(f"  lineage: {v['lineage']}")
+        click.echo("  lineage: " + (
+            f"fine-tuned from {v['base_version'] or '?'} by run {v['training_run_id']}"
+            if v["base_version"] or v["training_run_id"] else "registered directly"))
         click.echo(f"  owner:   {v['owner']}")
         metrics = ", ".join(f"{k} {val:.4g}" for k, val in sorted((v["metrics"] or {}).items())
                             if isinstance(val, int | float))
         if metrics:
             click.echo(f"  metrics: {metrics}")
+        # Through the API, a version's server path is not shown (None): left out.
         if v["source"] is not None:
             click.echo(f"  source:  {v['source']}"
                        + (f" @ {v['revision']}" if v["revision"] else ""))

@@ -113,18 +113,21 @@ class RemoteBackend:
             "ref": m["id"], "kind": m["kind"], "aliases": aliases.get(m["id"], []),
             "owner": "shared" if m["owned_by"] == SHARED_OWNER else m["owned_by"],
             "created_at": datetime.fromtimestamp(m["created"], UTC),
+            "metrics": m.get("metrics") or {}, "base_version": m.get("base_version"),
+            "training_run_id": m.get("training_run_id"),
         } for m in models if m["id"] == m["version"]
             and (name is None or m["id"].split("@")[0] == name)]
 
     def list_models(self, name: str | None) -> list[dict[str, Any]]:
         return [{"model": v["ref"], "owner": v["owner"], "kind": v["kind"],
-                 "aliases": v["aliases"], "source": "", "metrics": {}}
+                 "aliases": v["aliases"], "source": "", "metrics": v["metrics"]}
                 for v in self._versions(name)]
 
     def model_versions(self, name: str) -> list[dict[str, Any]]:
-        # Lineage, metrics, sources and checksums are the operator's: the API does not show them.
-        return [{**v, "lineage": None, "metrics": None, "source": None, "revision": None,
-                 "sha256": None} for v in self._versions(name.split("@")[0])]
+        # Sources (server paths), revisions and checksums are the operator's: the API does
+        # not show them.
+        return [{**v, "source": None, "revision": None, "sha256": None}
+                for v in self._versions(name.split("@")[0])]
 
     def compare_models(self, a: str, b: str) -> dict[str, Any]:
         out: dict[str, Any] = self.api.get("/v1/models/compare", a=a, b=b)

@@ -349,3 +349,33 @@ def test_an_uploaded_csv_is_read_as_csv_and_csv_options_need_a_file(
     error = r.json()["error"]
     assert error["param"] == "column"
     assert "inline `items` are objects already" in error["message"]
+
+
+def test_models_show_through_the_api_has_the_lineage_and_metrics_but_no_path(
+        sent_model: str, api_server: str, tenant: tuple[str, str], migrated: Settings) -> None:
+    from nightowl import registry
+
+    key, tenant_id = tenant
+    name = f"clitest-ft-{uuid.uuid4().hex[:6]}"
+    source = migrated.models_path / "clitest" / name
+    source.mkdir(parents=True)
+    with session_scope(migrated) as s:
+        base = registry.resolve(s, f"{SENT}@v1")
+        registry.register(s, name=name, kind=TaskKind.SENTIMENT, source=str(source),
+                          tenant_id=tenant_id, sha256="ab" * 32, base_version_id=base.id,
+                          training_run_id="run_clitest", metrics={"eval/accuracy": 0.875})
+
+    local = _invoke("models", "show", name)
+    remote = _invoke("--api", api_server, "--key", key, "models", "show", name)
+    for result in (local, remote):
+        _no_traceback(result)
+        assert result.exit_code == 0, result.output
+    assert f"lineage: fine-tuned from {SENT}@v1 by run run_clitest" in remote.stdout
+    assert "metrics: eval/accuracy 0.875" in remote.stdout
+    # The same lines, less what only the operator sees: the server path and the checksum.
+    operator_only = ("  source:", "  sha256:")
+    assert remote.stdout.splitlines() == [
+        line for line in local.stdout.splitlines() if not line.startswith(operator_only)]
+    assert str(source) in local.stdout and str(source) not in remote.stdout
+    listed = _invoke("--api", api_server, "--key", key, "models", "list", "--name", name)
+    assert listed.exit_code == 0 and "accuracy" in listed.stdout, listed.output

@@ -11,7 +11,9 @@ so and exit non-zero instead of quietly working on whatever database this host p
 from __future__ import annotations
 
 import functools
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -162,9 +164,15 @@ def local_only(why: str) -> Callable[[C], C]:
 
 
 def open_input(file: str) -> tuple[IO[bytes], str]:
-    """FILE ('-' for stdin) opened for reading, and the name to give it."""
+    """FILE ('-' for stdin) opened for reading, and the name to give it; the caller closes it.
+
+    Standard input is copied to a temporary file first: an upload declares its length before
+    the body, and a pipe's length is unknown (fstat gives only what is buffered in it)."""
     if file == "-":
-        return sys.stdin.buffer, "stdin.jsonl"
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 (returned open; the caller closes it)
+        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        spool.seek(0)
+        return spool, "stdin.jsonl"
     path = Path(file)
     if not path.is_file():
         raise click.BadParameter(f"no such file: {file}", param_hint="FILE")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -43,11 +42,8 @@ class RemoteBackend:
         body = spec.request()
         body.update(input_format=fmt, column=column, id_column=id_column)
         stream, name = open_input(file)
-        try:
+        with stream:
             body["file_id"] = self.api.upload(stream=stream, filename=name, purpose="jobs")
-        finally:
-            if stream is not sys.stdin.buffer:
-                stream.close()
         job: dict[str, Any] = self.api.post("/v1/jobs", body)
         return job
 

@@ -4,6 +4,8 @@ or refuses with a message; none quietly runs on the local database instead."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -379,3 +381,20 @@ def test_models_show_through_the_api_has_the_lineage_and_metrics_but_no_path(
     assert str(source) in local.stdout and str(source) not in remote.stdout
     listed = _invoke("--api", api_server, "--key", key, "models", "list", "--name", name)
     assert listed.exit_code == 0 and "accuracy" in listed.stdout, listed.output
+
+
+def test_standard_input_through_a_real_pipe_is_uploaded_whole(
+        sent_model: str, api_server: str, tenant: tuple[str, str], session: Session) -> None:
+    """`... | nightowl --api URL submit KIND -`: a pipe has no length to declare up front."""
+    key, tenant_id = tenant
+    lines = b"".join(json.dumps({"custom_id": f"p{i}", "text": "word " * 10}).encode() + b"\n"
+                     for i in range(3000))  # more than a pipe's buffer holds
+    done = subprocess.run(
+        [sys.executable, "-m", "nightowl", "--api", api_server, "--key", key, "submit",
+         "sentiment", "-", "--model", SENT, "--queue", "gpu"],
+        input=lines, capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"queued 3000 items (0 invalid)" in done.stderr
+    job = session.get(Job, done.stdout.decode().strip())
+    assert job is not None and job.tenant_id == tenant_id and job.total_items == 3000
+    assert _invoke("jobs", "cancel", job.id).exit_code == 0

@@ -15,6 +15,8 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nightowl.auth import KEY_PREFIX
+
 COOKIE = "nightowl_key"
 _OPEN = ("/ui/static/", "/ui/login", "/ui/logout")
 
@@ -84,13 +86,20 @@ CSRF_COOKIE = "nightowl_csrf"
 
 
 def scrub_key_from_query(scope: Scope) -> bool:
-    """Drop `key=` from the query string in place, so that the access log (which reads this
-    very scope) never records a key someone pasted into a URL. True if there was one."""
+    """Drop an API key from the query string in place, so that the access log (which reads
+    this very scope) never records a key someone pasted into a URL. True if there was one.
+
+    On the dashboard's pages every `key=` is one (the old `?key=` login). Elsewhere `key` is
+    an ordinary parameter (GET /v1/finetunes/{id}/metrics?key=train/loss) and goes only when
+    its value is an API key."""
     raw: bytes = scope.get("query_string", b"")
     if b"key=" not in raw:
         return False
+    dashboard = is_dashboard_path(scope["path"])
     query = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
-    if not any(k == "key" for k, _ in query):
+    kept = [(k, v) for k, v in query
+            if not (k == "key" and (dashboard or v.startswith(KEY_PREFIX)))]
+    if len(kept) == len(query):
         return False
-    scope["query_string"] = urlencode([(k, v) for k, v in query if k != "key"]).encode()
+    scope["query_string"] = urlencode(kept).encode()
     return True

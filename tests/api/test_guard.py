@@ -104,6 +104,10 @@ def test_keys_stay_out_of_the_log_and_login_needs_the_csrf_token(
     old = httpx.get(f"{url}/?key={key}", follow_redirects=False)
     assert old.status_code == 303 and "set-cookie" not in old.headers
     assert key not in old.headers["location"]
+    # An API route ignores a key in the URL (only the header counts) and never logs it.
+    pasted = httpx.get(f"{url}/v1/jobs?limit=1&key={key}",
+                       headers={"Authorization": f"Bearer {key}"})
+    assert pasted.status_code == 200, pasted.text
     with httpx.Client(base_url=url, follow_redirects=False) as browser:
         # A cross-site form post has no token: no session is set up.
         forged = browser.post("/ui/login", data={"key": key, "next": "/"})
@@ -127,4 +131,5 @@ def test_keys_stay_out_of_the_log_and_login_needs_the_csrf_token(
     time.sleep(0.5)
     logged = log.read_text(errors="replace")
     assert "GET /? HTTP" in logged or "GET / HTTP" in logged  # the request was logged...
+    assert "GET /v1/jobs?limit=1 HTTP" in logged
     assert key not in logged  # ...without its key

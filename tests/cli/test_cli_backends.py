@@ -398,3 +398,28 @@ def test_standard_input_through_a_real_pipe_is_uploaded_whole(
     job = session.get(Job, done.stdout.decode().strip())
     assert job is not None and job.tenant_id == tenant_id and job.total_items == 3000
     assert _invoke("jobs", "cancel", job.id).exit_code == 0
+
+
+def test_a_runs_metric_series_is_filtered_by_key_over_http(
+        sent_model: str, api_server: str, tenant: tuple[str, str], migrated: Settings,
+        files: dict[str, str]) -> None:
+    """`?key=train/loss` is the metric's name, not an API key: the guard that keeps keys out
+    of the access log must leave it, or `finetune submit --wait` shows tokens/s as the loss."""
+    from nightowl.cli.remote_backend import RemoteBackend
+    from nightowl.models import TrainingMetric
+
+    key, _ = tenant
+    ft = _invoke("--api", api_server, "--key", key, "finetune", "submit", "--kind", "sentiment",
+                 "--base", SENT, "--train", files["train"], "--register-as",
+                 f"clitest-{uuid.uuid4().hex[:6]}")
+    assert ft.exit_code == 0, ft.output
+    run_id = ft.stdout.strip()
+    with session_scope(migrated) as s:
+        s.add_all([TrainingMetric(run_id=run_id, step=1, key=k, value=v) for k, v in
+                   (("train/loss", 0.5), ("train/tokens_per_s", 3000.0), ("lr", 5e-5))])
+    r = httpx.get(f"{api_server}/v1/finetunes/{run_id}/metrics",
+                  params={"key": "train/loss"}, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200, r.text
+    assert [(m["step"], m["key"], m["value"]) for m in r.json()] == [(1, "train/loss", 0.5)]
+    assert RemoteBackend(api_server, key).run_progress(run_id) == ("queued", (1, 0.5))
+    _invoke("--api", api_server, "--key", key, "runs", "cancel", run_id)

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from nightowl.config import Settings, get_settings
-from nightowl.private import private_file, tighten_file
+from nightowl.private import private_file
 
 
 def make_engine(url: str, *, sqlite_autocommit: bool = False, **kwargs: Any) -> Engine:
@@ -27,16 +27,11 @@ def make_engine(url: str, *, sqlite_autocommit: bool = False, **kwargs: Any) -> 
         if parsed.database and parsed.database != ":memory:":
             db_file = Path(parsed.database).expanduser()
             db_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # SQLite gives its -wal and -shm files the database file's mode. An existing file
-            # is never opened here: POSIX record locks belong to the process and closing any
-            # descriptor of the file drops them all, SQLite's included, so a connection this
-            # process already has would lose its lock, another process would take the database
-            # for unused and delete its WAL, and this process's later commits would go to the
-            # deleted file, seen by nobody else.
-            if db_file.exists():
-                tighten_file(db_file)
-            else:
-                private_file(db_file)
+            # SQLite gives its -wal and -shm files the database file's mode. private_file
+            # never opens an existing file: closing any descriptor of it would drop this
+            # process's SQLite locks, another process would take the database for unused and
+            # delete its WAL, and this process's later commits would go to the deleted file.
+            private_file(db_file)
         engine = create_engine(url, connect_args={"timeout": 60}, **kwargs)
 
         @event.listens_for(engine, "connect")

@@ -16,6 +16,12 @@ class TaskKind(str, Enum):
         return "source" if self is TaskKind.TRANSLATE else "text"
 
 
+# The names a fine-tune's kind may be given by (CLI --kind, schedule templates): the trainable
+# kinds, and their long forms.
+KIND_ALIASES = {"translation": "translate", "generation": "generate", "sentiment": "sentiment",
+                "translate": "translate", "generate": "generate"}
+
+
 class JobStatus(str, Enum):
     VALIDATING = "validating"
     QUEUED = "queued"

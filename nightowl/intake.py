@@ -30,8 +30,7 @@ class FromPath:
     """A file the submitting process can read ('-': standard input)."""
 
     path: str
-    # jsonl or csv; None: csv for a .csv name (or when a column is named), else jsonl.
-    fmt: str | None = None
+    fmt: str | None = None  # jsonl or csv; None: see input_format
     column: str | None = None
     id_column: str | None = None
 
@@ -85,8 +84,7 @@ def open_lines(session: Session, settings: Settings, source: Source, *, spec: Jo
         path, name = local_path(row, settings), row.filename
     else:
         path, name = Path(source.path), source.path
-    fmt = source.fmt or (
-        "csv" if source.column or source.id_column or name.lower().endswith(".csv") else "jsonl")
+    fmt = input_format(name, source.fmt, source.column, source.id_column)
     with _open(path) as stream:
         if fmt == "csv":
             yield read_csv(stream, kind=kind, column=source.column or kind.input_field,
@@ -95,6 +93,14 @@ def open_lines(session: Session, settings: Settings, source: Source, *, spec: Jo
         else:
             yield read_jsonl(stream, kind=kind, max_line_bytes=settings.max_line_bytes,
                              check_length=check)
+
+
+def input_format(name: str, fmt: str | None, column: str | None, id_column: str | None) -> str:
+    """csv when a column is named (it implies csv) or, with no format given, for a .csv name;
+    else the format given, jsonl by default."""
+    if column or id_column or (fmt is None and name.lower().endswith(".csv")):
+        return "csv"
+    return fmt or "jsonl"
 
 
 @contextmanager

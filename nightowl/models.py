@@ -25,6 +25,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from nightowl.enums import ChunkStatus, ItemStatus, JobStatus, RunStatus, TaskKind
+from nightowl.items import utcnow as utcnow  # re-exported: the ORM's default and its callers
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -36,10 +37,6 @@ NAMING = {
 
 # Big integer ids on PostgreSQL, but SQLite only auto-increments a column declared INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_id(prefix: str) -> str:

@@ -20,9 +20,17 @@ def private_dir(path: Path) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Create the file empty if missing, 0600 either way."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
-    os.close(fd)
+    """Create the file empty if missing, 0600 either way.
+
+    An existing file is never opened: POSIX record locks belong to the process, and closing
+    any descriptor of the file drops them all (SQLite's included; see nightowl.db)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                     FILE_MODE)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)
     _tighten(path, FILE_MODE)
     return path
 
@@ -38,12 +46,6 @@ def write_private(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def tighten_file(path: Path) -> Path:
-    """0600 for a file that exists, without opening it (see nightowl.db)."""
-    _tighten(path, FILE_MODE)
-    return path
 
 
 def _tighten(path: Path, mode: int) -> None:

@@ -11,7 +11,7 @@ import itertools
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +22,17 @@ from sqlalchemy.orm import Session
 from nightowl import finetune_data, finetunes, intake, registry
 from nightowl.auth import operator_tenant_id
 from nightowl.config import Settings, get_settings
-from nightowl.enums import FiringStatus, ItemStatus, TaskKind
+from nightowl.enums import KIND_ALIASES, FiringStatus, ItemStatus, TaskKind
 from nightowl.errors import InvalidInput, NotFound
 from nightowl.files import get_file, local_path
 from nightowl.jobs import JobSpec, check_spec
 from nightowl.models import Job, JobItem, ModelVersion, Schedule, ScheduleRun
 from nightowl.specs import FinetuneRequest, JobRequest, check_hyperparams
-from nightowl.values import PRIORITY_DEFAULT, invalid
+from nightowl.values import PRIORITY_DEFAULT, deadline, invalid
 
 log = logging.getLogger(__name__)
 
 TARGETS = ("job", "finetune")
-KIND_ALIASES = {"translation": "translate", "generation": "generate", "sentiment": "sentiment",
-                "translate": "translate", "generate": "generate"}
 FINETUNE_KEYS = ("kind", "base", "train", "eval", "hyperparameters", "register_as",
                  "promote_to", "gate")
 LAST_SUCCESS = "last_success"
@@ -162,12 +160,11 @@ def _job_spec(session: Session, settings: Settings, spec: dict[str, Any],
 
 def _job(spec: dict[str, Any], tenant_id: str | None, *, metadata: dict[str, Any]) -> JobSpec:
     """A stored job template as the job service's spec."""
-    seconds = spec.get("deadline_seconds")
     return JobSpec(
         kind=TaskKind(spec["kind"]), model=spec["model"], params=spec.get("params") or {},
         chunk_size=spec.get("chunk_size"), on_invalid=spec.get("on_invalid", "reject"),
         truncate=bool(spec.get("truncate")), queue=spec.get("queue"), tenant_id=tenant_id,
-        deadline=timedelta(seconds=seconds) if seconds else None,
+        deadline=deadline(spec.get("deadline_seconds")),
         priority=spec.get("priority", PRIORITY_DEFAULT), metadata=metadata)
 
 

@@ -46,7 +46,6 @@ MAX_TOP_LOGPROBS = 20
 PENALTY_RANGE = (-2.0, 2.0)
 # torch.manual_seed takes a non-negative 64-bit integer.
 SEED_RANGE = (0, 2**63 - 1)
-MAX_SEED = SEED_RANGE[1]
 MAX_TOP_K = 1_000_000
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 # Translation
@@ -178,7 +177,8 @@ def check_params(kind: TaskKind, params: object) -> dict[str, Any]:
             f"allowed: {', '.join(allowed)}",
             [(name, "not a parameter of this task") for name in unknown])
     for name, info in model.model_fields.items():
-        _check_param(name, info, params)
+        if name in params:  # per item with its own params: only what was given
+            _check_param(name, info, params)
     return params
 
 

@@ -199,14 +199,3 @@ PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = -100, 100, 0
 # What interactive one-item requests should use, so they pass bulk work already queued.
 PRIORITY_INTERACTIVE = 50
 
-
-def check_priority(value: object, *, param: str = "priority") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not (
-        PRIORITY_MIN <= value <= PRIORITY_MAX
-    ):
-        raise InvalidInput(
-            f"{param} must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX} "
-            f"(higher runs first, default {PRIORITY_DEFAULT}), not {value!r}",
-            param=param,
-        )
-    return value

@@ -14,7 +14,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from nightowl.db import session_factory
@@ -124,3 +126,11 @@ def api_process(env: dict[str, str], log: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def count_rows(session: Session, model: Any) -> int:
+    """Rows of a table as another process would see them now."""
+    session.expire_all()
+    n = session.scalar(select(func.count()).select_from(model)) or 0
+    session.commit()
+    return n

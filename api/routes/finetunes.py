@@ -83,6 +83,11 @@ def run_out(run: TrainingRun) -> FinetuneOut:
 def create_finetune(body: FinetuneCreate, session: SessionDep, settings: SettingsDep,
                     tenant: TenantDep) -> FinetuneOut:
     """Queue a fine-tune from uploaded training (and optional validation) files."""
+    # The request's values before its files are read, as from the CLI.
+    finetunes.check_request(
+        settings, kind=body.kind, base=body.base, hyperparams=body.hyperparameters,
+        register_as=body.register_as, promote_to=body.promote_to, gate=body.gate,
+        priority=body.priority, eval_split=body.eval_split)
     train = get_file(session, body.training_file, tenant_id=tenant)
     rows = finetune_data.read_rows(local_path(train, settings), body.kind)
     eval_rows = None

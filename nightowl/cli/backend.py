@@ -11,10 +11,12 @@ so and exit non-zero instead of quietly working on whatever database this host p
 from __future__ import annotations
 
 import functools
+import io
+import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +163,11 @@ def local_only(why: str) -> Callable[[C], C]:
         return command
 
     return mark
+
+
+def jsonl_bytes(rows: Iterable[dict[str, Any]]) -> io.BytesIO:
+    """Rows as a JSONL file in memory, to read or upload."""
+    return io.BytesIO(b"".join(json.dumps(r).encode() + b"\n" for r in rows))
 
 
 def open_input(file: str) -> tuple[IO[bytes], str]:

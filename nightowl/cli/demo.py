@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from nightowl import demo_data, migrate
 from nightowl.auth import operator_tenant_id
-from nightowl.cli.backend import local_only
+from nightowl.cli.backend import jsonl_bytes, local_only
 from nightowl.cli.common import settings
 from nightowl.db import session_scope
 from nightowl.enums import TaskKind
@@ -31,10 +29,6 @@ SOURCES = {
     TaskKind.TRANSLATE: demo_data.sentences,
     TaskKind.GENERATE: demo_data.prompts,
 }
-
-
-def _jsonl(rows: Iterator[dict[str, Any]]) -> io.BytesIO:
-    return io.BytesIO(b"".join(json.dumps(r).encode() + b"\n" for r in rows))
 
 
 @local_only("runs the embedded stack on this host")
@@ -66,7 +60,7 @@ def demo(scale: float) -> None:
                             spec=JobSpec(kind=kind, model=model, params=params,
                                          metadata={"demo": True},
                                          tenant_id=operator_tenant_id(session)),
-                            lines=read_jsonl(_jsonl(SOURCES[kind](count)), kind=kind,
+                            lines=read_jsonl(jsonl_bytes(SOURCES[kind](count)), kind=kind,
                                              max_line_bytes=s.max_line_bytes),
                         )
                     click.echo(f"\n{kind.value}: {count} items on {model} -> {job.id}")

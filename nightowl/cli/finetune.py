@@ -15,10 +15,8 @@ from rich.table import Table
 
 from nightowl.cli.backend import FinetuneRequest, current
 from nightowl.cli.common import priority_option
-from nightowl.enums import RunStatus
+from nightowl.enums import KIND_ALIASES, RunStatus
 
-KIND_ALIASES = {"translation": "translate", "generation": "generate", "sentiment": "sentiment",
-                "translate": "translate", "generate": "generate"}
 TERMINAL = tuple(s.value for s in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED))
 
 

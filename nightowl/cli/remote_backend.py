@@ -6,8 +6,6 @@ way; what the API does not show (registry paths, model metrics) is left empty.
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,14 +15,17 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from nightowl.cli.api_client import ApiClient
-from nightowl.cli.backend import FinetuneRequest, Row, ScheduleChange, open_input
+from nightowl.cli.backend import (
+    FinetuneRequest,
+    Row,
+    ScheduleChange,
+    jsonl_bytes,
+    open_input,
+)
 
 if TYPE_CHECKING:
     from nightowl.jobs import JobSpec
     from nightowl.query import ResultFilter
-
-SHARED_OWNER = "nightowl"  # how /v1/models names the operator's shared models
-
 
 class RemoteBackend:
     def __init__(self, url: str, key: str | None) -> None:
@@ -39,7 +40,12 @@ class RemoteBackend:
     # -- jobs and results -----------------------------------------------------------------
     def submit_job(self, *, spec: JobSpec, file: str, fmt: str | None, column: str | None,
                    id_column: str | None) -> dict[str, Any]:
+        from nightowl.specs import check_job_request, check_params
+
         body = spec.request()
+        # The request's values before its file is read and uploaded, by the server's rules.
+        check_job_request(**body)
+        check_params(spec.kind, spec.params)
         body.update(input_format=fmt, column=column, id_column=id_column)
         stream, name = open_input(file)
         with stream:
@@ -100,6 +106,8 @@ class RemoteBackend:
     def _versions(self, name: str | None) -> list[dict[str, Any]]:
         """/v1/models lists names, NAME@ALIAS and pinned NAME@vN: the pinned ones are the
         versions, and the alias entries say which version each alias holds."""
+        from nightowl.model_list import OWNER  # how /v1/models names the shared models
+
         models: list[dict[str, Any]] = self.api.get("/v1/models")["data"]
         aliases: dict[str, list[str]] = {}
         for m in models:
@@ -107,7 +115,7 @@ class RemoteBackend:
                 aliases.setdefault(m["version"], []).append(m["id"].split("@", 1)[1])
         return [{
             "ref": m["id"], "kind": m["kind"], "aliases": aliases.get(m["id"], []),
-            "owner": "shared" if m["owned_by"] == SHARED_OWNER else m["owned_by"],
+            "owner": "shared" if m["owned_by"] == OWNER else m["owned_by"],
             "created_at": datetime.fromtimestamp(m["created"], UTC),
             "metrics": m.get("metrics") or {}, "base_version": m.get("base_version"),
             "training_run_id": m.get("training_run_id"),
@@ -139,23 +147,28 @@ class RemoteBackend:
             from nightowl import finetune_data
             from nightowl.enums import TaskKind
 
-            rows = finetune_data.read_rows(path, TaskKind.GENERATE, what=what)
-            stream = io.BytesIO(b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+            stream = jsonl_bytes(finetune_data.read_rows(path, TaskKind.GENERATE, what=what))
         else:
             stream = path.open("rb")
         with stream:
             return self.api.upload(stream=stream, filename=path.name, purpose="fine-tune")
 
     def submit_finetune(self, request: FinetuneRequest) -> dict[str, Any]:
+        from nightowl.specs import check_finetune_request, check_hyperparams
+
+        body = {"kind": request.kind, "base": request.base, "eval_split": request.eval_split,
+                "hyperparameters": request.hyperparams, "register_as": request.register_as,
+                "promote_to": request.promote_to, "gate": request.gate,
+                "priority": request.priority}
+        # The request's values before any file is uploaded; the operator's training-budget
+        # bounds are the server's to check.
+        check_finetune_request(**body)
+        check_hyperparams(request.hyperparams, None)
         train = self._upload_training(request.train_file, request.kind, "training file")
         val = (self._upload_training(request.eval_file, request.kind, "eval file")
                if request.eval_file else None)
-        run = self.api.post("/v1/finetunes", {
-            "kind": request.kind, "base": request.base, "training_file": train,
-            "validation_file": val, "eval_split": request.eval_split,
-            "hyperparameters": request.hyperparams, "register_as": request.register_as,
-            "promote_to": request.promote_to, "gate": request.gate,
-            "priority": request.priority})
+        run = self.api.post("/v1/finetunes",
+                            {**body, "training_file": train, "validation_file": val})
         return {"id": run["id"], "train_rows": run["dataset"]["train_rows"],
                 "eval_rows": run["dataset"]["eval_rows"]}
 
@@ -215,7 +228,7 @@ class RemoteBackend:
                 spec["input_file_id"] = self.api.upload(stream=stream, filename=name,
                                                         purpose="jobs")
         if target == "finetune":
-            from nightowl.schedule_specs import KIND_ALIASES
+            from nightowl.enums import KIND_ALIASES
 
             kind = KIND_ALIASES.get(str(spec.get("kind")), "")
             for part, what in (("train", "training file"), ("eval", "eval file")):

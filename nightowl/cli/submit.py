@@ -42,8 +42,6 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
 
     The job id is the only line printed on stdout (with --wait, before the progress).
     """
-    if column or id_column or (fmt is None and file.lower().endswith(".csv")):
-        fmt = "csv"
     spec = JobSpec(
         kind=TaskKind(kind), model=model, params=parse_pairs(params, "--param"),
         chunk_size=chunk_size, deadline=_deadline(deadline),

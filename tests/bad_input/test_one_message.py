@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from helpers import count_rows
 from nightowl.batch_lines import parse_line
 from nightowl.cli import cli
 from nightowl.config import Settings
@@ -43,13 +43,6 @@ FINETUNE_VALUES = [
 ]
 
 
-def _count(session: Session, model: Any) -> int:
-    session.expire_all()
-    n = session.scalar(select(func.count()).select_from(model)) or 0
-    session.commit()
-    return n
-
-
 def _http_text(response: Any) -> str:
     assert response.status_code == 400, response.text
     error = response.json()["error"]
@@ -72,7 +65,7 @@ def test_a_bad_job_parameter_reads_the_same_from_every_door(
         session: Session, tmp_path: Path) -> None:
     items = tmp_path / "in.jsonl"
     items.write_text(json.dumps({"text": "hello"}) + "\n")
-    before = (_count(session, Job), _count(session, Schedule))
+    before = (count_rows(session, Job), count_rows(session, Schedule))
     (name, value), = params.items()
     cli_text = _cli(["submit", "generate", str(items), "--model", GEN,
                      "--param", f"{name}={json.dumps(value)}"])
@@ -97,7 +90,7 @@ def test_a_bad_job_parameter_reads_the_same_from_every_door(
             "/v1/completions")
         assert line.problem is not None
         assert (line.problem.message, line.problem.param) == (message, name)
-    assert (_count(session, Job), _count(session, Schedule)) == before
+    assert (count_rows(session, Job), count_rows(session, Schedule)) == before
 
 
 @pytest.mark.parametrize(("name", "option", "value", "problem"), FINETUNE_VALUES,
@@ -108,7 +101,7 @@ def test_a_bad_hyperparameter_reads_the_same_from_every_door(
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(json.dumps({"text": f"t{i}", "label": "pos" if i % 2 else "neg"})
                                for i in range(20)))
-    before = (_count(session, TrainingRun), _count(session, Schedule))
+    before = (count_rows(session, TrainingRun), count_rows(session, Schedule))
     cli_text = _cli(["finetune", "submit", "--kind", "sentiment", "--base", SENT,
                      "--train", str(train), option, str(value)])
     upload = client.post("/v1/files", data={"purpose": "fine-tune"},
@@ -124,7 +117,7 @@ def test_a_bad_hyperparameter_reads_the_same_from_every_door(
                           "--finetune", str(template)])
     for door, text in (("cli", cli_text), ("http", http_text), ("schedule", schedule_text)):
         assert problem in text, (door, text)
-    assert (_count(session, TrainingRun), _count(session, Schedule)) == before
+    assert (count_rows(session, TrainingRun), count_rows(session, Schedule)) == before
 
 
 @pytest.mark.parametrize(("option", "field", "value", "message"), [
@@ -136,7 +129,7 @@ def test_a_bad_job_option_reads_the_same_from_the_cli_and_http(
         session: Session, tmp_path: Path) -> None:
     f = tmp_path / "in.jsonl"
     f.write_text(json.dumps({"text": "fine"}) + "\n")
-    before = _count(session, Job)
+    before = count_rows(session, Job)
     cli_text = _cli(["submit", "sentiment", str(f), "--model", SENT, option, str(value)])
     response = client.post("/v1/jobs", json={
         "kind": "sentiment", "model": SENT, field: value, "items": [{"text": "fine"}]})
@@ -144,4 +137,4 @@ def test_a_bad_job_option_reads_the_same_from_the_cli_and_http(
     assert response.status_code == 422, response.text
     http_text = response.json()["error"]["message"]
     assert message in cli_text and message in http_text, (cli_text, http_text)
-    assert _count(session, Job) == before
+    assert count_rows(session, Job) == before

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from helpers import count_rows
 from nightowl.cli import cli
 from nightowl.config import Settings
 from nightowl.models import Job, Schedule, TrainingRun
@@ -40,23 +40,16 @@ BODIES = {
 }
 
 
-def _count(session: Session, model: Any) -> int:
-    session.expire_all()
-    n = session.scalar(select(func.count()).select_from(model)) or 0
-    session.commit()
-    return n
-
-
 @pytest.mark.parametrize("name", sorted(BODIES))
 def test_http_job_values_get_a_4xx_naming_the_problem(
         name: str, client: Any, models: Settings, session: Session) -> None:
     body, words = BODIES[name]
-    before = _count(session, Job)
+    before = count_rows(session, Job)
     response = client.post("/v1/jobs", content=body.encode("utf-8", "surrogatepass"),
                            headers={"Content-Type": "application/json"})
     assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
     assert words in response.text, response.text
-    assert _count(session, Job) == before
+    assert count_rows(session, Job) == before
 
 
 def _train_file(client: Any) -> str:
@@ -79,13 +72,13 @@ def _train_file(client: Any) -> str:
 def test_finetune_budgets_and_register_as_are_checked_before_training(
         extra: dict[str, Any], words: str, client: Any, models: Settings,
         session: Session) -> None:
-    before = _count(session, TrainingRun)
+    before = count_rows(session, TrainingRun)
     response = client.post("/v1/finetunes", json={
         "kind": "sentiment", "base": "tiny-sentiment", "training_file": _train_file(client),
         **extra})
     assert 400 <= response.status_code < 500, response.text
     assert words in response.text, response.text
-    assert _count(session, TrainingRun) == before
+    assert count_rows(session, TrainingRun) == before
 
 
 def test_cli_says_what_is_wrong_without_a_traceback(models: Settings, tmp_path: Path,
@@ -95,7 +88,7 @@ def test_cli_says_what_is_wrong_without_a_traceback(models: Settings, tmp_path: 
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(json.dumps({"text": f"t{i}", "label": "pos" if i % 2 else "neg"})
                                for i in range(20)))
-    before = (_count(session, Job), _count(session, TrainingRun))
+    before = (count_rows(session, Job), count_rows(session, TrainingRun))
     for args, words in (
         (["submit", "generate", str(items), "--model", GEN, "--deadline", "99999999999999d"],
          "longer than any duration"),
@@ -112,7 +105,7 @@ def test_cli_says_what_is_wrong_without_a_traceback(models: Settings, tmp_path: 
         assert words in result.output, result.output
         assert "Traceback" not in result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert (_count(session, Job), _count(session, TrainingRun)) == before
+    assert (count_rows(session, Job), count_rows(session, TrainingRun)) == before
 
 
 def test_a_schedule_template_is_held_to_the_same_rules(models: Settings, tmp_path: Path,
@@ -120,7 +113,7 @@ def test_a_schedule_template_is_held_to_the_same_rules(models: Settings, tmp_pat
     items = tmp_path / "in.jsonl"
     items.write_text(json.dumps({"text": "hello"}) + "\n")
     spec = tmp_path / "job.json"
-    before = _count(session, Schedule)
+    before = count_rows(session, Schedule)
     for template, words in (
         ({"params": {"max_new_tokens": 10**9}}, "max_new_tokens"),
         ({"metadata": {"a": "x" * 100_000}}, "NIGHTOWL_MAX_METADATA_BYTES"),
@@ -130,4 +123,4 @@ def test_a_schedule_template_is_held_to_the_same_rules(models: Settings, tmp_pat
         result = CliRunner().invoke(cli, ["schedule", "add", "bad-values", "--cron",
                                           "0 2 * * *", "--job", str(spec)])
         assert result.exit_code != 0 and words in result.output, result.output
-    assert _count(session, Schedule) == before
+    assert count_rows(session, Schedule) == before

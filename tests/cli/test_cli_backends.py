@@ -96,8 +96,8 @@ def _counts(session: Session) -> dict[str, int]:
             for model in (Job, TrainingRun, Schedule, ApiKey, Tenant)}
 
 
-def _invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), env=env)
+def _invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
 
 
 def _no_traceback(result: Result) -> None:

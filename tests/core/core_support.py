@@ -34,11 +34,10 @@ class Core:
             return auth.get_or_create_tenant(s, f"{name}-{uuid.uuid4().hex[:6]}").id
 
     def submit(self, items: int, *, chunk_size: int = 1, tenant: str | None = None,
-               priority: int = 0, deadline: timedelta | None = None) -> str:
+               priority: int = 0) -> str:
         lines = (ParsedLine(n + 1, f"c{n}", {"text": f"review {n}"}) for n in range(items))
         spec = JobSpec(kind=TaskKind.SENTIMENT, model=self.model, chunk_size=chunk_size,
-                       queue=self.queue, tenant_id=tenant, priority=priority,
-                       deadline=deadline)
+                       queue=self.queue, tenant_id=tenant, priority=priority)
         with session_scope(self.settings) as s:
             job_id = submit_job(session=s, settings=self.settings, spec=spec, lines=lines).id
         self.jobs.append(job_id)
@@ -53,15 +52,14 @@ class Core:
         return claimed
 
     def complete(self, claimed: ClaimedChunk, owner: str = "w1",
-                 outcomes: list[ItemOutcome] | None = None, **kwargs: object) -> bool:
+                 outcomes: list[ItemOutcome] | None = None) -> bool:
         """What run_chunk writes when every item succeeded (or `outcomes`), then the top-up."""
         if outcomes is None:
             outcomes = [ItemOutcome(item.id, ItemStatus.SUCCEEDED, output={"label": "positive"},
                                     tokens_in=3, tokens_out=0) for item in claimed.items]
         with session_scope(self.settings) as s:
             done = chunks.complete(s, claimed, outcomes, owner=owner, worker="test",
-                                   device="cpu", batches=1, device_seconds=0.01,
-                                   **kwargs)  # type: ignore[arg-type]
+                                   device="cpu", batches=1, device_seconds=0.01)
             dispatch.top_up(s, self.settings, self.queue)
         return done
 

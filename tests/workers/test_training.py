@@ -481,3 +481,18 @@ def test_bad_hyperparameters_are_refused_with_the_field(
     with pytest.raises(InvalidInput) as info:
         sentiment_config(tiny, tmp_path, **overrides)
     assert info.value.problems
+
+
+def test_a_fractional_lora_alpha_scales_the_adapters_by_alpha_over_r(
+    tiny: dict[Any, str]
+) -> None:
+    """alpha is a positive float in the request; 0.5 must not become 0 and switch the
+    adapters off."""
+    pytest.importorskip("peft")
+    from nightowl_workers.training.modeling import load_model, wrap_lora
+
+    model = wrap_lora(TaskKind.SENTIMENT, load_model(TaskKind.SENTIMENT, tiny["classifier"]),
+                      {"r": 4, "alpha": 0.5})
+    scalings = [m.scaling["default"] for m in model.modules()
+                if isinstance(getattr(m, "scaling", None), dict)]
+    assert scalings and all(s == pytest.approx(0.5 / 4) for s in scalings)

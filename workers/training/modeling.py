@@ -111,7 +111,8 @@ def wrap_lora(kind: TaskKind, model: Any, lora: dict[str, int | float]) -> Any:
     config = LoraConfig(
         task_type=_PEFT_TASK[kind],
         r=spec.r,
-        lora_alpha=int(spec.alpha if spec.alpha is not None else 2 * spec.r),
+        # peft annotates int but scales by lora_alpha / r: a fractional alpha is a valid request.
+        lora_alpha=spec.alpha if spec.alpha is not None else 2 * spec.r,  # type: ignore[arg-type]
         lora_dropout=spec.dropout,
     )
     return get_peft_model(model, config)

@@ -53,7 +53,10 @@ class Admission:
 def usage(session: Session, tenant_id: str, *, exclude_job: str | None = None) -> Usage:
     left = (Job.total_items - Job.succeeded_items - Job.failed_items - Job.cancelled_items
             - Job.expired_items)
-    tokens_left = Job.total_tokens * left / func.nullif(Job.total_items, 0)
+    # total_tokens counts the lines that passed submit; the ones refused there are failed
+    # items from the start. (A line that fails in a worker later shrinks both sides, so the
+    # estimate then runs a little high, never low.)
+    tokens_left = Job.total_tokens * left / func.nullif(Job.total_items - Job.failed_items, 0)
     stmt = select(func.count(), func.coalesce(func.sum(left), 0),
                   func.coalesce(func.sum(tokens_left), 0)).where(
         Job.tenant_id == tenant_id, Job.status.in_(UNFINISHED))

@@ -148,3 +148,33 @@ def test_a_token_quota_counts_input_tokens_with_the_models_tokenizer(
         # Cancelled work no longer counts: the same job now fits.
         assert client.post(f"/v1/jobs/{first.json()['id']}/cancel").status_code == 200
         assert job(client).status_code == 201
+
+
+def test_a_job_with_skipped_lines_counts_all_its_valid_lines_tokens(
+    models: Settings, make_api_key: Callable[[str], str], session: Session
+) -> None:
+    """Lines refused at submit are stored as failed items and carry no tokens: the job's
+    queued share is its valid lines' tokens, not scaled down by the refused ones."""
+    from tokenizers import Tokenizer
+
+    from nightowl import quotas, registry
+    from nightowl.auth import authenticate
+
+    tenant = f"quota-{uuid.uuid4().hex[:6]}"
+    key = make_api_key(tenant)
+    source = registry.resolve(session, "tiny-sentiment@prod").source
+    tokenizer = Tokenizer.from_file(str(Path(source) / "tokenizer.json"))
+    texts = [f"a fine film, review {i}" for i in range(30)]
+    per_job = sum(len(tokenizer.encode(t).ids) for t in texts)
+    assert _cli("quota", "set", tenant, "--max-queued-tokens", str(10 * per_job)).exit_code == 0
+    items = [{"custom_id": f"t{i}", "text": t} for i, t in enumerate(texts)]
+    items += [{"custom_id": f"bad{i}", "text": ""} for i in range(10)]
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
+        r = client.post("/v1/jobs", json={"kind": "sentiment", "model": "tiny-sentiment@prod",
+                                          "queue": "gpu", "on_invalid": "skip", "items": items})
+        assert r.status_code == 201, r.text
+        assert (r.json()["total"], r.json()["failed"]) == (40, 10)
+        tenant_id = authenticate(session, key)
+        session.rollback()
+        assert quotas.usage(session, tenant_id).queued_tokens == per_job
+        assert client.post(f"/v1/jobs/{r.json()['id']}/cancel").status_code == 200

@@ -20,13 +20,19 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nightowl import auth, finetunes, fleet, query, registry, schedules, stats
-from nightowl import jobs as job_service
-from nightowl.enums import ItemStatus
-from nightowl.errors import InvalidInput, Unauthorized
-from nightowl.models import Job, ModelVersion, Schedule, TrainingMetric, TrainingRun
-from nightowl.outcome import item_counts, run_outcome
-from nightowl.timespec import parse_when
+from nightowl.common.enums import ItemStatus
+from nightowl.common.errors import InvalidInput, Unauthorized
+from nightowl.common.timespec import parse_when
+from nightowl.finetune import service as finetunes
+from nightowl.fleet import heartbeats as fleet
+from nightowl.jobs import service as job_service
+from nightowl.jobs import stats
+from nightowl.platform import auth
+from nightowl.platform.orm import Job, ModelVersion, Schedule, TrainingMetric, TrainingRun
+from nightowl.query import query
+from nightowl.registry import versions as registry
+from nightowl.registry.outcome import item_counts, run_outcome
+from nightowl.scheduling import schedules
 from nightowl_api import dashboard_ops
 from nightowl_api.dashboard_auth import COOKIE, CSRF_COOKIE, DashboardKeyMiddleware, safe_next
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nightowl.auth import KEY_PREFIX
+from nightowl.platform.auth import KEY_PREFIX
 
 COOKIE = "nightowl_key"
 _OPEN = ("/ui/static/", "/ui/login", "/ui/logout")

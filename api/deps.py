@@ -9,9 +9,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from nightowl import auth
-from nightowl.config import Settings, get_settings
-from nightowl.db import session_factory
+from nightowl.common.config import Settings, get_settings
+from nightowl.platform import auth
+from nightowl.platform.db import session_factory
 
 
 def _settings() -> Settings:

@@ -14,10 +14,10 @@ from urllib.parse import quote
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nightowl import auth
-from nightowl.config import get_settings
-from nightowl.db import session_factory
-from nightowl.errors import Unauthorized
+from nightowl.common.config import get_settings
+from nightowl.common.errors import Unauthorized
+from nightowl.platform import auth
+from nightowl.platform.db import session_factory
 from nightowl_api.dashboard_auth import is_dashboard_path, scrub_key_from_query
 
 # Paths under /v1 that answer without a key (none today), and what needs none elsewhere.

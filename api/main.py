@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nightowl import __version__
-from nightowl.errors import (
+from nightowl.common.errors import (
     Conflict,
     InvalidInput,
     ModelLoadError,

@@ -30,13 +30,13 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from nightowl import fleet
-from nightowl.broker import queue_depth
-from nightowl.config import Settings, get_settings
-from nightowl.db import session_factory
-from nightowl.enums import TERMINAL_JOB_STATUSES, ChunkStatus, JobStatus, Queue
-from nightowl.models import Job, JobChunk, ModelVersion, utcnow
-from nightowl.stats import seconds_between
+from nightowl.common.config import Settings, get_settings
+from nightowl.common.enums import TERMINAL_JOB_STATUSES, ChunkStatus, JobStatus, Queue
+from nightowl.fleet import heartbeats as fleet
+from nightowl.jobs.stats import seconds_between
+from nightowl.platform.broker import queue_depth
+from nightowl.platform.db import session_factory
+from nightowl.platform.orm import Job, JobChunk, ModelVersion, utcnow
 
 log = logging.getLogger(__name__)
 CHUNK_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -61,7 +61,7 @@ class _Cached:
 
 
 def _ping_workers() -> int | None:
-    from nightowl.celery_app import get_celery
+    from nightowl.platform.celery_app import get_celery
 
     try:
         return len(get_celery().control.ping(timeout=PING_TIMEOUT_S) or [])

@@ -19,8 +19,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
-from nightowl import broker
-from nightowl.db import session_factory
+from nightowl.platform import broker
+from nightowl.platform.db import session_factory
 from nightowl_api.deps import SettingsDep
 
 router = APIRouter()

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from nightowl.enums import JobStatus, TaskKind
-from nightowl.inputs import MAX_CUSTOM_ID
-from nightowl.specs import JobRequest
+from nightowl.common.enums import JobStatus, TaskKind
+from nightowl.common.specs import JobRequest
+from nightowl.jobs.inputs import MAX_CUSTOM_ID
 
 
 class JobItemIn(BaseModel):
@@ -23,7 +23,7 @@ class JobItemIn(BaseModel):
 
 
 class JobCreate(JobRequest):
-    """A job's request (nightowl.specs.JobRequest) with its items inline or as a file id."""
+    """A job's request (nightowl.common.specs.JobRequest) with its items inline or as a file id."""
 
     items: list[JobItemIn] | None = Field(default=None, description="Items inline")
     file_id: str | None = Field(default=None, description="Or a JSONL or CSV file uploaded to "

@@ -338,7 +338,7 @@ class Worker:
         return self.log_path.read_text(errors="replace")[-tail:]
 
     def stop(self) -> None:
-        from nightowl.embedded import stop_group
+        from nightowl.platform.embedded import stop_group
 
         stop_group(self.proc)
 
@@ -404,8 +404,8 @@ class Stack:
 
     def model_source(self, ref: str) -> Path:
         """The directory a registered model version loads from."""
-        from nightowl import registry
-        from nightowl.db import session_factory
+        from nightowl.platform.db import session_factory
+        from nightowl.registry import versions as registry
 
         with session_factory()() as s:
             return Path(registry.resolve(s, ref).source)
@@ -446,8 +446,8 @@ class Stack:
              worker: Worker | None = None) -> Finished:
         from sqlalchemy import select
 
-        from nightowl.db import session_factory
-        from nightowl.models import Job, JobChunk
+        from nightowl.platform.db import session_factory
+        from nightowl.platform.orm import Job, JobChunk
 
         factory = session_factory()
         deadline = time.monotonic() + timeout
@@ -514,10 +514,10 @@ def stack(*, bootstrap: bool = True) -> Iterator[Stack]:
     """An isolated nightowl: temp home, SQLite (or NIGHTOWL_DATABASE_URL), embedded Valkey (or
     NIGHTOWL_REDIS_URL), migrated, tiny models registered. This process's environment points
     at it for the duration, so in-process nightowl calls see the same stack."""
-    from nightowl.celery_app import get_celery
-    from nightowl.config import EMBEDDED, get_settings
-    from nightowl.db import dispose_engines
-    from nightowl.embedded import embedded_broker, exit_on_sigterm
+    from nightowl.common.config import EMBEDDED, get_settings
+    from nightowl.platform.celery_app import get_celery
+    from nightowl.platform.db import dispose_engines
+    from nightowl.platform.embedded import embedded_broker, exit_on_sigterm
 
     # A killed benchmark must still stop its workers and broker (they run in own sessions).
     exit_on_sigterm()
@@ -549,7 +549,7 @@ def stack(*, bootstrap: bool = True) -> Iterator[Stack]:
             if sock is not None:
                 env["NIGHTOWL_REDIS_URL"] = f"redis+socket://{sock}"
                 apply()
-            from nightowl import migrate
+            from nightowl.platform import migrate
 
             migrate.upgrade(get_settings())
             st = Stack(home=home, env={**os.environ, **env})

@@ -3,12 +3,12 @@
 One isolated stack (temp home, SQLite or NIGHTOWL_DATABASE_URL, embedded Valkey or
 NIGHTOWL_REDIS_URL, the tiny models). One JSONL input file of chat requests for
 `tiny-generator` (about 300 bytes a line), stored as an uploaded file; then, in this process,
-the same call the API route makes (nightowl.batch_async.create_batch):
+the same call the API route makes (nightowl.openai.validation.create_batch):
 
   inline create s      the file checked and its items stored before create returns (the old
                        path; today's path for files up to batch_inline_check_bytes)
   background create s  create returns "validating" at once; the row and a message only
-  background check s   the worker's part (nightowl.batch_async.validate), run here after it,
+  background check s   the worker's part (nightowl.openai.validation.validate), run here after it,
                        so the total work can be compared with the inline path
 
 The headline is inline create / background create. Sizes: 200 MB (full), 20 MB (--quick).
@@ -52,13 +52,13 @@ def main() -> None:
     with c.stack():
         from sqlalchemy import select
 
-        from nightowl import batch_async
-        from nightowl.config import get_settings
-        from nightowl.db import session_scope
-        from nightowl.enums import JobStatus
-        from nightowl.files import create_file
-        from nightowl.jobs import cancel_job
-        from nightowl.models import Job
+        from nightowl.common.config import get_settings
+        from nightowl.common.enums import JobStatus
+        from nightowl.jobs.service import cancel_job
+        from nightowl.openai import validation as batch_async
+        from nightowl.platform.db import session_scope
+        from nightowl.platform.orm import Job
+        from nightowl.storage.files import create_file
 
         settings = get_settings()
         data = jsonl(size)

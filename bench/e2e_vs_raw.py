@@ -98,7 +98,7 @@ def main() -> None:
 
     results: list[dict[str, Any]] = []
     with c.stack() as st:
-        from nightowl.config import get_settings
+        from nightowl.common.config import get_settings
 
         s = get_settings()
         cases: list[Case] = []

@@ -1,6 +1,6 @@
 """Fairness: tenant A's big job is running; tenant B submits a small one on the same workers.
 
-Chunks reach the broker from SQL through a small window (nightowl.dispatch), so B's job should
+Chunks reach the broker from SQL through a small window (nightowl.jobs.dispatch), so B's job should
 start within about a window of A's chunks, not after all of them, and cost A little: the goal
 is B starting within 2 s and completing within 5 s, A's throughput down under 5%.
 
@@ -36,18 +36,18 @@ MODEL = "tiny-sentiment@prod"
 
 
 def _items(n: int, seed: int) -> Any:
-    from nightowl import demo_data
-    from nightowl.inputs import ParsedLine
+    from nightowl.cli import demo_data
+    from nightowl.jobs.inputs import ParsedLine
 
     for k, row in enumerate(demo_data.reviews(n, seed=seed)):
         yield ParsedLine(k + 1, str(row["custom_id"]), {"text": row["text"]}, None)
 
 
 def _submit(tenant: str, items: int, seed: int, chunk_size: int) -> str:
-    from nightowl.config import get_settings
-    from nightowl.db import session_scope
-    from nightowl.enums import TaskKind
-    from nightowl.jobs import JobSpec, submit_job
+    from nightowl.common.config import get_settings
+    from nightowl.common.enums import TaskKind
+    from nightowl.jobs.service import JobSpec, submit_job
+    from nightowl.platform.db import session_scope
 
     spec = JobSpec(kind=TaskKind.SENTIMENT, model=MODEL, tenant_id=tenant, chunk_size=chunk_size)
     with session_scope() as s:
@@ -58,8 +58,8 @@ def _submit(tenant: str, items: int, seed: int, chunk_size: int) -> str:
 def _done(job_id: str) -> tuple[int, str, Any, Any]:
     from sqlalchemy import func, select
 
-    from nightowl.db import session_factory
-    from nightowl.models import Job, JobChunk
+    from nightowl.platform.db import session_factory
+    from nightowl.platform.orm import Job, JobChunk
 
     with session_factory()() as s:
         job = s.get(Job, job_id)
@@ -93,10 +93,10 @@ def main() -> None:
     window_s = args.window_s or (6.0 if args.quick else 15.0)
 
     with c.stack() as st:
-        from nightowl.auth import get_or_create_tenant
-        from nightowl.config import get_settings
-        from nightowl.db import get_engine, session_scope
-        from nightowl.jobs import cancel_job
+        from nightowl.common.config import get_settings
+        from nightowl.jobs.service import cancel_job
+        from nightowl.platform.auth import get_or_create_tenant
+        from nightowl.platform.db import get_engine, session_scope
 
         backend = get_engine().dialect.name
         with session_scope() as s:

@@ -2,7 +2,8 @@
 
   direct     nightowl_workers.training.train(config, rows, eval_rows) in this process, with
              callbacks that do nothing but note the time of each step
-  nightowl   the real task path: the run submitted through nightowl.finetunes (rows written to
+  nightowl   the real task path: the run submitted through nightowl.finetune.service (rows written
+            to
              the artifact store, a training_runs row, a Celery message), a real
              `nightowl worker -Q train -c 1` claims it under a SQL lease, trains with a
              heartbeat, and record_metrics() upserts every step's metrics to SQL (5 keys a step)
@@ -59,10 +60,10 @@ def main() -> None:
     with c.stack() as st:
         from sqlalchemy import select
 
-        from nightowl import finetunes
-        from nightowl.db import session_factory
-        from nightowl.enums import RunStatus, TaskKind
-        from nightowl.models import TrainingMetric
+        from nightowl.common.enums import RunStatus, TaskKind
+        from nightowl.finetune import service as finetunes
+        from nightowl.platform.db import session_factory
+        from nightowl.platform.orm import TrainingMetric
         from nightowl_workers.training import TrainConfig, train
         from nightowl_workers.training import loop as training_loop
 
@@ -195,7 +196,7 @@ def main() -> None:
 
 
 def _settings() -> Any:
-    from nightowl.config import get_settings
+    from nightowl.common.config import get_settings
 
     return get_settings()
 

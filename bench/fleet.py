@@ -56,7 +56,7 @@ def main() -> None:
 
 
 def _settings(home: Path, url: str, endpoint: str) -> Any:
-    from nightowl.config import Settings
+    from nightowl.common.config import Settings
 
     return Settings(home=home, artifact_url=url, s3_endpoint_url=endpoint)
 
@@ -65,9 +65,9 @@ def bench_load(st: c.Stack, model: str, url: str, endpoint: str, scratch: Path
                ) -> dict[str, float]:
     import torch
 
-    from nightowl import artifact_cache
-    from nightowl.artifacts import publish_model
-    from nightowl.enums import TaskKind
+    from nightowl.common.enums import TaskKind
+    from nightowl.storage import cache as artifact_cache
+    from nightowl.storage.artifacts import publish_model
     from nightowl_workers.loading import load_for_kind
 
     c.set_threads(1)
@@ -99,7 +99,7 @@ def bench_load(st: c.Stack, model: str, url: str, endpoint: str, scratch: Path
 
 
 def bench_download(url: str, endpoint: str, scratch: Path, mib: int) -> dict[str, float]:
-    from nightowl.artifacts import get_store
+    from nightowl.storage.artifacts import get_store
 
     store = get_store(_settings(scratch / "dl", url, endpoint))
     blob = scratch / "blob"
@@ -133,10 +133,10 @@ def _recovery(st: c.Stack, env: dict[str, str]) -> float:
     figure is the release (lease expiry, or the heartbeats) plus one claim, no queue wait."""
     from sqlalchemy import func, select
 
-    from nightowl import demo_data
-    from nightowl.db import session_factory
-    from nightowl.enums import ChunkStatus
-    from nightowl.models import JobChunk, Worker
+    from nightowl.cli import demo_data
+    from nightowl.common.enums import ChunkStatus
+    from nightowl.platform.db import session_factory
+    from nightowl.platform.orm import JobChunk, Worker
 
     env = {**env, "NIGHTOWL_REAP_INTERVAL_SECONDS": "2"}
     factory = session_factory()

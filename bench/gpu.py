@@ -209,7 +209,7 @@ def _until_eos(row: list[int]) -> int:
 def nightowl_side(kind: str, model: Any, tokenizer: Any, texts: list[str], device: Any,
                   batch_size: int, max_batch_tokens: int, chunk_size: int,
                   new_tokens: int) -> Callable[[], int]:
-    from nightowl.enums import TaskKind
+    from nightowl.common.enums import TaskKind
     from nightowl_workers.engine import WorkItem, run_batched
     from nightowl_workers.runners import make_runner
 

@@ -168,8 +168,8 @@ def finetune(st: c.Stack, ref: str, rows: list[str], steps: int, worker: c.Worke
              ) -> dict[str, Any]:
     from sqlalchemy import func, select
 
-    from nightowl.db import session_factory
-    from nightowl.models import TrainingEvent, TrainingMetric, TrainingRun
+    from nightowl.platform.db import session_factory
+    from nightowl.platform.orm import TrainingEvent, TrainingMetric, TrainingRun
 
     path = write_jsonl(st.home / "finetune.jsonl", [{"text": t} for t in rows])
     t0 = time.perf_counter()
@@ -226,7 +226,7 @@ def forced_oom(st: c.Stack, ref: str, texts: list[str], headroom_mib: int) -> di
 
 def continuous_vs_static(path: Path, device: Any, sizes: Sizes,
                          rng: random.Random, words: list[str]) -> dict[str, Any]:
-    from nightowl.enums import TaskKind
+    from nightowl.common.enums import TaskKind
     from nightowl_workers.engine import WorkItem, run_batched
     from nightowl_workers.runners import GenerationRunner, make_runner
 
@@ -263,8 +263,8 @@ def continuous_vs_static(path: Path, device: Any, sizes: Sizes,
 
 def load(kind: str, path: Path, device: Any) -> tuple[Any, Any]:
     """The model as the worker loads it: same loader, same dtype, same device."""
-    from nightowl.config import get_settings
-    from nightowl.enums import TaskKind
+    from nightowl.common.config import get_settings
+    from nightowl.common.enums import TaskKind
     from nightowl_workers.loading import load_for_kind
 
     model, tokenizer = load_for_kind(TaskKind(kind), str(path), revision=None, device=device,

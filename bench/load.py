@@ -92,7 +92,7 @@ def pg_deadlocks() -> int | None:
     """PostgreSQL's count of deadlocks in this database; None on SQLite."""
     from sqlalchemy import text
 
-    from nightowl.db import get_engine
+    from nightowl.platform.db import get_engine
 
     engine = get_engine()
     if engine.dialect.name != "postgresql":
@@ -180,9 +180,9 @@ def main() -> None:
     with c.stack() as st:
         import httpx
 
-        from nightowl import demo_data
-        from nightowl.auth import create_key
-        from nightowl.db import get_engine, session_scope
+        from nightowl.cli import demo_data
+        from nightowl.platform.auth import create_key
+        from nightowl.platform.db import get_engine, session_scope
 
         backend = get_engine().dialect.name
         c.log(f"database: {backend}; starting the API and {args.workers} worker(s)")

@@ -40,7 +40,7 @@ def texts_for(data: Path, n: int) -> list[str]:
     try:
         return [r["text"] for r in c.sst2_rows(data, n)]
     except SystemExit:
-        from nightowl import demo_data
+        from nightowl.cli import demo_data
 
         return [r["text"] for r in demo_data.reviews(n)]
 

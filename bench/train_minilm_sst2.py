@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from nightowl.enums import TaskKind
+from nightowl.common.enums import TaskKind
 from nightowl_workers.training import TrainConfig, evaluate, train
 
 

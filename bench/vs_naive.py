@@ -76,8 +76,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-    from nightowl.config import Settings
-    from nightowl.enums import TaskKind
+    from nightowl.common.config import Settings
+    from nightowl.common.enums import TaskKind
     from nightowl_workers.engine import WorkItem, run_batched
     from nightowl_workers.loading import _prepare_tokenizer
     from nightowl_workers.runners import make_runner

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from nightowl.db import make_engine
-from nightowl.models import Base
+from nightowl.platform.db import make_engine
+from nightowl.platform.orm import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -31,7 +31,7 @@ def run_migrations_online() -> None:
         return
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        from nightowl.config import get_settings
+        from nightowl.common.config import get_settings
 
         url = get_settings().sqlalchemy_url
     engine = make_engine(url)

@@ -10,10 +10,10 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from nightowl.celery_app import get_celery
-from nightowl.config import offline_hub
-from nightowl.db import dispose_engines
-from nightowl.fleet import owner_prefix
+from nightowl.common.config import offline_hub
+from nightowl.fleet.heartbeats import owner_prefix
+from nightowl.platform.celery_app import get_celery
+from nightowl.platform.db import dispose_engines
 from nightowl_tasks.heartbeat import WORKER_ID, Heartbeat
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,11 @@
-"""Background checks of batch input files (nightowl.batch_async); sent by name from the API."""
+"""Background checks of batch input files (nightowl.openai.validation), sent by name by the API."""
 
 from __future__ import annotations
 
-from nightowl import batch_async
-from nightowl.config import get_settings
-from nightowl.db import session_scope
-from nightowl.enums import TaskName
+from nightowl.common.config import get_settings
+from nightowl.common.enums import TaskName
+from nightowl.openai import validation as batch_async
+from nightowl.platform.db import session_scope
 from nightowl_tasks.app import app
 
 

@@ -19,11 +19,12 @@ from pathlib import Path
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
-from nightowl import broker, fleet
-from nightowl.config import Settings, get_settings
-from nightowl.db import session_factory
-from nightowl.models import new_id
-from nightowl.reaper import reap
+from nightowl.common.config import Settings, get_settings
+from nightowl.fleet import heartbeats as fleet
+from nightowl.fleet.reaper import reap
+from nightowl.platform import broker
+from nightowl.platform.db import session_factory
+from nightowl.platform.orm import new_id
 
 log = logging.getLogger(__name__)
 MAINTENANCE_KEY = "nightowl:maintenance"

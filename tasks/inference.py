@@ -9,14 +9,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from nightowl import batch_finalize, chunks, dispatch
-from nightowl.artifact_cache import local_dir
-from nightowl.chunks import ClaimedChunk
-from nightowl.config import Settings, get_settings
-from nightowl.db import session_factory
-from nightowl.enums import ErrorCode, ItemStatus, JobStatus, TaskName
-from nightowl.errors import ArtifactError, ModelLoadError
-from nightowl.items import STOPS, ItemOutcome, utcnow
+from nightowl.common.config import Settings, get_settings
+from nightowl.common.enums import ErrorCode, ItemStatus, JobStatus, TaskName
+from nightowl.common.errors import ArtifactError, ModelLoadError
+from nightowl.common.items import STOPS, ItemOutcome, utcnow
+from nightowl.jobs import chunks, dispatch
+from nightowl.jobs.chunks import ClaimedChunk
+from nightowl.openai import finalize as batch_finalize
+from nightowl.platform.db import session_factory
+from nightowl.storage.cache import local_dir
 from nightowl_tasks.app import app, lease_owner, worker_name
 from nightowl_tasks.heartbeat import count_items
 from nightowl_tasks.retry import with_db_retry

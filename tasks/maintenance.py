@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from nightowl import broker
-from nightowl.config import get_settings
-from nightowl.db import session_scope
-from nightowl.enums import TaskName
-from nightowl.reaper import reap
+from nightowl.common.config import get_settings
+from nightowl.common.enums import TaskName
+from nightowl.fleet.reaper import reap
+from nightowl.platform import broker
+from nightowl.platform.db import session_scope
 from nightowl_tasks.app import app
 
 

@@ -3,8 +3,8 @@
 `celery -A nightowl_tasks.scheduler beat -S nightowl_tasks.scheduler:DatabaseScheduler` (what
 `nightowl beat` runs). Static entries from the app's beat_schedule run as usual, in memory; every
 `NIGHTOWL_SCHEDULE_POLL_SECONDS` (and at each schedule's next slot) the scheduler re-reads the
-table and fires what is due through nightowl.schedules.fire, whose unique schedule_runs row
-makes a second beat harmless. Nothing here imports task code or torch: beat sends by name.
+table and fires what is due through nightowl.scheduling.schedules.fire, whose unique schedule_runs
+row makes a second beat harmless. Nothing here imports task code or torch: beat sends by name.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 from celery import Celery
 from celery.beat import Scheduler
 
-from nightowl import schedules
-from nightowl.celery_app import make_celery
-from nightowl.config import Settings, get_settings
-from nightowl.db import dispose_engines, session_factory
-from nightowl.models import utcnow
+from nightowl.common.config import Settings, get_settings
+from nightowl.platform.celery_app import make_celery
+from nightowl.platform.db import dispose_engines, session_factory
+from nightowl.platform.orm import utcnow
+from nightowl.scheduling import schedules
 
 log = logging.getLogger(__name__)
 

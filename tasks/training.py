@@ -9,13 +9,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from nightowl import finetune_data, finetunes, run_artifacts
-from nightowl.artifact_cache import local_dir
-from nightowl.artifacts import shareable_source
-from nightowl.config import Settings, get_settings
-from nightowl.db import session_factory
-from nightowl.enums import RunStatus, TaskName
-from nightowl.models import ModelVersion, TrainingRun
+from nightowl.common.config import Settings, get_settings
+from nightowl.common.enums import RunStatus, TaskName
+from nightowl.finetune import data as finetune_data
+from nightowl.finetune import service as finetunes
+from nightowl.platform.db import session_factory
+from nightowl.platform.orm import ModelVersion, TrainingRun
+from nightowl.storage import run_artifacts
+from nightowl.storage.artifacts import shareable_source
+from nightowl.storage.cache import local_dir
 from nightowl_tasks.app import app, lease_owner, worker_name
 from nightowl_tasks.retry import with_db_retry
 from nightowl_workers.device import configure_threads

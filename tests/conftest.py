@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
 from helpers import Worker, api_process
-from nightowl.celery_app import get_celery
-from nightowl.config import EMBEDDED, Settings, get_settings
-from nightowl.db import dispose_engines, make_engine
-from nightowl.embedded import embedded_broker
+from nightowl.common.config import EMBEDDED, Settings, get_settings
+from nightowl.platform.celery_app import get_celery
+from nightowl.platform.db import dispose_engines, make_engine
+from nightowl.platform.embedded import embedded_broker
 
 PG_URL = os.environ.get("NIGHTOWL_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("NIGHTOWL_TEST_REDIS_URL", "")
@@ -69,7 +69,7 @@ def settings(stack_env: dict[str, str]) -> Settings:
 
 @pytest.fixture(scope="session")
 def migrated(settings: Settings) -> Settings:
-    from nightowl import migrate
+    from nightowl.platform import migrate
 
     migrate.upgrade(settings)
     return settings
@@ -124,8 +124,8 @@ def start_worker(
 @pytest.fixture
 def make_api_key(migrated: Settings) -> Callable[[str], str]:
     """make_api_key("acme") -> a new key for tenant acme (the tenant is created if new)."""
-    from nightowl.auth import create_key
-    from nightowl.db import session_scope
+    from nightowl.platform.auth import create_key
+    from nightowl.platform.db import session_scope
 
     def make(tenant: str) -> str:
         with session_scope(migrated) as s:

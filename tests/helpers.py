@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from nightowl.db import session_factory
-from nightowl.embedded import stop_group
-from nightowl.enums import JobStatus, RunStatus
-from nightowl.models import Job, TrainingRun
+from nightowl.common.enums import JobStatus, RunStatus
+from nightowl.platform.db import session_factory
+from nightowl.platform.embedded import stop_group
+from nightowl.platform.orm import Job, TrainingRun
 
 FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
 RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from nightowl.config import EMBEDDED, Settings, load_settings
-from nightowl.errors import ConfigError
+from nightowl.common.config import EMBEDDED, Settings, load_settings
+from nightowl.common.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

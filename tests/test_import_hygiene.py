@@ -8,6 +8,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from nightowl import LAYERS
+
 
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run(
@@ -47,19 +49,17 @@ def test_console_script_answers_help() -> None:
 # -- the layer rule, read from the source: which package may import which ---------------------
 
 ROOT = Path(__file__).resolve().parent.parent
-# The core modules a worker may import: torch-free, SQL-free and Celery-free leaves. The
-# worker's runtime stays a set of plain functions; tasks/ is where it meets SQL and Celery.
-WORKER_SIDE = {"nightowl.config", "nightowl.enums", "nightowl.errors",
-               "nightowl.specs", "nightowl.values", "nightowl.tokens", "nightowl.sources",
-               "nightowl.items"}
-# What the code in each folder must never import (by top-level name, or a core module outside
-# the leaves). The folders api/, tasks/ and workers/ install as nightowl_api, nightowl_tasks and
-# nightowl_workers, which is the name they are imported by.
+# What the code in each folder must never import (by top-level name). The folders api/, tasks/
+# and workers/ install as nightowl_api, nightowl_tasks and nightowl_workers, the names they are
+# imported by.
 FORBIDDEN = {
-    "nightowl": {"nightowl_api", "nightowl_tasks", "nightowl_workers"},
+    "nightowl": {"nightowl_api", "nightowl_tasks", "nightowl_workers", "torch", "transformers"},
     "api": {"nightowl_tasks", "nightowl_workers", "torch", "transformers"},
     "workers": {"nightowl_api", "nightowl_tasks", "celery", "sqlalchemy", "fastapi"},
 }
+# The worker's runtime stays a set of plain functions over the core's torch-, SQL- and
+# Celery-free bottom layer; tasks/ is where it meets SQL and Celery.
+WORKER_SIDE = set(LAYERS[0])
 
 
 def _imports(path: Path) -> Iterator[tuple[int, str]]:
@@ -69,21 +69,60 @@ def _imports(path: Path) -> Iterator[tuple[int, str]]:
             yield from ((node.lineno, alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             yield node.lineno, node.module
-            # `from nightowl import chunks` imports the module nightowl.chunks.
+            # `from nightowl import jobs` imports the package nightowl.jobs.
             if node.module == "nightowl":
                 yield from ((node.lineno, f"nightowl.{a.name}") for a in node.names)
 
 
-def _broken(package: str, allowed_core: set[str] | None) -> list[str]:
+def _package(module: str) -> str | None:
+    """The core package a module name belongs to (`nightowl.jobs.chunks` -> `jobs`)."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "nightowl" and len(parts) > 1 else None
+
+
+def _broken(folder: str, allowed: set[str] | None, root: Path = ROOT) -> list[str]:
     out = []
-    for path in sorted((ROOT / package).rglob("*.py")):
+    for path in sorted((root / folder).rglob("*.py")):
         for line, module in _imports(path):
-            top = module.split(".")[0]
-            outside = (allowed_core is not None and top == "nightowl" and module != "nightowl"
-                       and ".".join(module.split(".")[:2]) not in allowed_core)
-            if top in FORBIDDEN.get(package, set()) or outside:
-                out.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+            core = _package(module)
+            if module.split(".")[0] in FORBIDDEN.get(folder, set()) or (
+                allowed is not None and core is not None and core not in allowed
+            ):
+                out.append(f"{path.relative_to(root)}:{line} imports {module}")
     return out
+
+
+def test_the_layer_list_names_every_core_package_once() -> None:
+    named = [p for layer in LAYERS for p in layer]
+    on_disk = {p.parent.name for p in (ROOT / "nightowl").glob("*/__init__.py")}
+    assert len(named) == len(set(named))
+    assert set(named) == on_disk
+    # Beside the packages the core keeps only its package marker and `python -m nightowl`.
+    assert sorted(p.name for p in (ROOT / "nightowl").glob("*.py")) == ["__init__.py",
+                                                                         "__main__.py"]
+
+
+def _layer_breaks(root: Path = ROOT) -> list[str]:
+    broken = []
+    for depth, layer in enumerate(LAYERS):
+        below = {p for lower in LAYERS[:depth] for p in lower}
+        for package in layer:
+            broken += _broken(f"nightowl/{package}", below | {package}, root)
+    return broken
+
+
+def test_each_core_package_imports_only_the_layers_below_it() -> None:
+    assert _layer_breaks() == []
+
+
+def test_an_import_that_climbs_or_crosses_a_layer_is_caught(tmp_path: Path) -> None:
+    for package, source in {"jobs": "from nightowl.openai import batches\n",
+                            "openai": "def f() -> None:\n    from nightowl import query\n",
+                            "query": "from nightowl.jobs.chunks import claim\n"}.items():
+        (tmp_path / "nightowl" / package).mkdir(parents=True)
+        (tmp_path / "nightowl" / package / "m.py").write_text(source)
+    assert _layer_breaks(tmp_path) == ["nightowl/jobs/m.py:1 imports nightowl.openai",
+                                       "nightowl/openai/m.py:2 imports nightowl.query"]
 
 
 def test_the_core_and_its_cli_import_nothing_of_api_tasks_or_workers() -> None:
@@ -94,20 +133,5 @@ def test_the_api_reaches_workers_only_by_task_name() -> None:
     assert _broken("api", None) == []
 
 
-def test_workers_import_only_the_torch_free_sql_free_leaves_of_the_core() -> None:
+def test_workers_import_only_the_torch_free_sql_free_bottom_layer_of_the_core() -> None:
     assert _broken("workers", WORKER_SIDE) == []
-    # ... and those leaves keep to themselves, so neither the ORM, the job service nor Celery
-    # reaches a worker through them (config parses database URLs with sqlalchemy, no more).
-    leaves = []
-    for module in sorted(WORKER_SIDE):
-        path = ROOT / (module.replace(".", "/") + ".py")
-        if not path.is_file():
-            continue
-        for line, imported in _imports(path):
-            top = imported.split(".")[0]
-            core = ".".join(imported.split(".")[:2])
-            if top in {"celery", "torch", "nightowl_api", "nightowl_tasks", "nightowl_workers"} or (
-                top == "nightowl" and imported != "nightowl" and core not in WORKER_SIDE
-            ):
-                leaves.append(f"{path.relative_to(ROOT)}:{line} imports {imported}")
-    assert leaves == []

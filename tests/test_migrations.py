@@ -13,10 +13,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from nightowl import migrate
-from nightowl.config import Settings
-from nightowl.db import make_engine
-from nightowl.models import Base
+from nightowl.common.config import Settings
+from nightowl.platform import migrate
+from nightowl.platform.db import make_engine
+from nightowl.platform.orm import Base
 
 PG_URL = os.environ.get("NIGHTOWL_TEST_DATABASE_URL", "")
 
@@ -36,7 +36,7 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
         yield Settings(home=tmp_path, database_url=make_url(PG_URL).set(database=name)
                        .render_as_string(hide_password=False))
     finally:
-        from nightowl.db import dispose_engines
+        from nightowl.platform.db import dispose_engines
 
         dispose_engines()
         with admin.connect() as conn:

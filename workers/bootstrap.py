@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nightowl.enums import TaskKind
+from nightowl.common.enums import TaskKind
 
 if TYPE_CHECKING:
     import torch

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from nightowl.config import Settings
-from nightowl.enums import TaskKind
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
 from nightowl_workers.device import configure_threads
 from nightowl_workers.loading import load_for_kind
 from nightowl_workers.runners import Runner, make_runner

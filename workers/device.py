@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from nightowl.errors import ConfigError
+from nightowl.common.errors import ConfigError
 
 _CUDA_RE = re.compile(r"^cuda(?::(\d+))?$")
 

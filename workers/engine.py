@@ -2,7 +2,8 @@
 
 A bad item becomes an error row, never a failed chunk: bad parameters, over-long texts, and
 items that crash the model are reported one by one while their neighbours still run. Every item
-comes back as the row the result commit writes (nightowl.items.ItemOutcome), stopped ones too.
+comes back as the row the result commit writes (nightowl.common.items.ItemOutcome), stopped ones
+too.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 
 import torch
 
-from nightowl.config import get_settings
-from nightowl.enums import ErrorCode, ItemStatus
-from nightowl.errors import InvalidInput
-from nightowl.items import ItemOutcome, utcnow
-from nightowl.tokens import Fit, fit_context
+from nightowl.common.config import get_settings
+from nightowl.common.enums import ErrorCode, ItemStatus
+from nightowl.common.errors import InvalidInput
+from nightowl.common.items import ItemOutcome, utcnow
+from nightowl.common.tokens import Fit, fit_context
 from nightowl_workers.batching import plan_micro_batches
 from nightowl_workers.runners import Runner
 from nightowl_workers.runners.base import Encoded, Prepared
@@ -212,7 +213,7 @@ def _measure(
     runner: Runner, items: list[WorkItem], truncate: bool
 ) -> tuple[list[_Sized], list[ItemOutcome]]:
     """Token lengths for packing; over-long texts are refused unless truncation was asked for
-    (nightowl.tokens' rule, the one submit applies)."""
+    (nightowl.common.tokens' rule, the one submit applies)."""
     limit = runner.position_limit()
     encodings = runner.encode([item.text for item in items])
     sized: list[_Sized] = []

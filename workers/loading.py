@@ -1,6 +1,6 @@
 """Load a model and its tokenizer safely: safetensors only, no remote code, known places only.
 
-The filesystem and allowlist checks live in nightowl.sources (torch-free, shared with the
+The filesystem and allowlist checks live in nightowl.common.sources (torch-free, shared with the
 core, which checks a source when it is registered); `load_for_kind` repeats them right before
 loading, because the worker's filesystem is the one that counts.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from nightowl.config import Settings
-from nightowl.enums import TaskKind
-from nightowl.errors import ModelLoadError
-from nightowl.sources import check_model_source, is_local_source
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import ModelLoadError
+from nightowl.common.sources import check_model_source, is_local_source
 
 if TYPE_CHECKING:
     import torch

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from nightowl import batch_async
-from nightowl import batches as service
+from nightowl.openai import batches as service
+from nightowl.openai import validation as batch_async
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl_api.openai_schemas import Batch, BatchCreate, BatchList
 

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
-from nightowl import batch_output
-from nightowl import files as service
-from nightowl.db import session_factory
-from nightowl.errors import InvalidInput
-from nightowl.models import File
+from nightowl.common.errors import InvalidInput
+from nightowl.openai import output as batch_output
+from nightowl.platform.db import session_factory
+from nightowl.platform.orm import File
+from nightowl.storage import files as service
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl_api.openai_schemas import FileDeleted, FileList, FileObject
 

@@ -8,19 +8,20 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import object_session
 
-from nightowl import finetune_data, finetunes
-from nightowl.enums import RunStatus, TaskKind
-from nightowl.files import get_file, local_path
-from nightowl.models import TrainingRun
-from nightowl.outcome import run_outcome, version_refs
-from nightowl.specs import FinetuneRequest
+from nightowl.common.enums import RunStatus, TaskKind
+from nightowl.common.specs import FinetuneRequest
+from nightowl.finetune import data as finetune_data
+from nightowl.finetune import service as finetunes
+from nightowl.platform.orm import TrainingRun
+from nightowl.registry.outcome import run_outcome, version_refs
+from nightowl.storage.files import get_file, local_path
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
 router = APIRouter(prefix="/v1/finetunes", tags=["finetunes"])
 
 
 class FinetuneCreate(FinetuneRequest):
-    """A fine-tune's request (nightowl.specs.FinetuneRequest) with its data as file ids."""
+    """A fine-tune's request (nightowl.common.specs.FinetuneRequest) with its data as file ids."""
 
     training_file: str = Field(description="File id of the JSONL training data (/v1/files)")
     validation_file: str | None = Field(default=None, description="File id of eval data")

@@ -9,15 +9,15 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from nightowl import intake
-from nightowl import jobs as service
-from nightowl.db import session_factory
-from nightowl.enums import JobStatus
-from nightowl.errors import InvalidInput
-from nightowl.liveness import queue_health
-from nightowl.models import Job, ModelVersion
-from nightowl.results import iter_rows, jsonl_lines
-from nightowl.values import deadline
+from nightowl.common.enums import JobStatus
+from nightowl.common.errors import InvalidInput
+from nightowl.common.values import deadline
+from nightowl.fleet.liveness import queue_health
+from nightowl.jobs import intake
+from nightowl.jobs import service as service
+from nightowl.jobs.results import iter_rows, jsonl_lines
+from nightowl.platform.db import session_factory
+from nightowl.platform.orm import Job, ModelVersion
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl_api.schemas import JobCreate, JobHealth, JobList, JobOut, ResultPage, ResultRow
 

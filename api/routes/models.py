@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from nightowl import model_list
+from nightowl.openai import model_list
 from nightowl_api.deps import SessionDep, TenantDep
 from nightowl_api.openai_schemas import Model, ModelList
 

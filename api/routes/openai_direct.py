@@ -14,10 +14,10 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from nightowl import direct
-from nightowl.config import Settings
-from nightowl.db import session_factory
-from nightowl.errors import RateLimited
+from nightowl.common.config import Settings
+from nightowl.common.errors import RateLimited
+from nightowl.openai import direct
+from nightowl.platform.db import session_factory
 from nightowl_api.deps import SettingsDep, TenantDep
 
 router = APIRouter(tags=["openai"])

@@ -10,12 +10,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from nightowl import export, query, stats
-from nightowl.db import session_factory
-from nightowl.enums import ItemStatus, TaskKind
-from nightowl.errors import InvalidInput
-from nightowl.timespec import HELP as WHEN_HELP
-from nightowl.timespec import parse_when
+from nightowl.common.enums import ItemStatus, TaskKind
+from nightowl.common.errors import InvalidInput
+from nightowl.common.timespec import HELP as WHEN_HELP
+from nightowl.common.timespec import parse_when
+from nightowl.jobs import stats
+from nightowl.platform.db import session_factory
+from nightowl.query import export, query
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl_api.schemas import ResultRow
 

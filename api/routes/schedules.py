@@ -7,8 +7,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from nightowl import schedules
-from nightowl.models import utcnow
+from nightowl.platform.orm import utcnow
+from nightowl.scheduling import schedules
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from nightowl import fleet
+from nightowl.fleet import heartbeats as fleet
 from nightowl_api.deps import SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1/workers", tags=["ops"])

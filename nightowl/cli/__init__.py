@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from nightowl.errors import NightowlError
+from nightowl.common.errors import NightowlError
 
 # name -> "module:attribute"; a module is imported only when its command runs or shows help.
 COMMANDS = {

@@ -25,8 +25,8 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from nightowl.jobs import JobSpec
-    from nightowl.query import ResultFilter
+    from nightowl.jobs.service import JobSpec
+    from nightowl.query.query import ResultFilter
 
 Row = tuple[int, dict[str, Any]]
 C = TypeVar("C", bound=click.Command)

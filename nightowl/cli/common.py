@@ -14,11 +14,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from nightowl import migrate
-from nightowl.config import Settings, get_settings
-from nightowl.db import session_scope
-from nightowl.errors import NightowlError
-from nightowl.values import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
+from nightowl.common.config import Settings, get_settings
+from nightowl.common.errors import NightowlError
+from nightowl.common.values import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
+from nightowl.platform import migrate
+from nightowl.platform.db import session_scope
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -45,7 +45,7 @@ def db_session() -> Iterator[Session]:
 
 
 # `--priority` of jobs and fine-tunes. Its range is checked where every door's is (the request
-# specs, nightowl.specs), so the CLI says what HTTP and a schedule say.
+# specs, nightowl.common.specs), so the CLI says what HTTP and a schedule say.
 priority_option = click.option(
     "--priority", type=int, default=PRIORITY_DEFAULT, show_default=True,
     help=f"{PRIORITY_MIN} to {PRIORITY_MAX}; higher runs first, ahead of fair share between "

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from nightowl import migrate
 from nightowl.cli.backend import local_only
 from nightowl.cli.common import settings
+from nightowl.platform import migrate
 
 
 @click.group()
@@ -39,7 +39,7 @@ def analyst_role() -> None:
     analyst views only); needs a database URL allowed to create roles."""
     from sqlalchemy.exc import DBAPIError
 
-    from nightowl.analyst_role import VIEWS, ensure_role
+    from nightowl.platform.analyst_role import VIEWS, ensure_role
 
     s = settings()
     if not s.sqlalchemy_url.startswith("postgresql"):

@@ -8,16 +8,17 @@ from typing import Any
 
 import click
 
-from nightowl import demo_data, migrate
-from nightowl.auth import operator_tenant_id
+from nightowl.cli import demo_data
 from nightowl.cli.backend import jsonl_bytes, local_only
 from nightowl.cli.common import settings
-from nightowl.db import session_scope
-from nightowl.enums import TaskKind
-from nightowl.errors import NightowlError
-from nightowl.inputs import read_jsonl
-from nightowl.jobs import JobSpec, submit_job
-from nightowl.results import iter_rows
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import NightowlError
+from nightowl.jobs.inputs import read_jsonl
+from nightowl.jobs.results import iter_rows
+from nightowl.jobs.service import JobSpec, submit_job
+from nightowl.platform import migrate
+from nightowl.platform.auth import operator_tenant_id
+from nightowl.platform.db import session_scope
 
 PLAN: list[tuple[TaskKind, str, int, dict[str, Any]]] = [
     (TaskKind.SENTIMENT, "tiny-sentiment@prod", 3000, {}),
@@ -39,7 +40,7 @@ def demo(scale: float) -> None:
     """Bootstrap models, run a sentiment, translation and generation job, print a summary."""
     from nightowl.cli.models import bootstrap
     from nightowl.cli.watch import watch_job
-    from nightowl.embedded import Children, embedded_broker, exit_on_sigterm, nightowl_argv
+    from nightowl.platform.embedded import Children, embedded_broker, exit_on_sigterm, nightowl_argv
 
     s = settings()
     exit_on_sigterm()

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from nightowl.cli.backend import FinetuneRequest, current
 from nightowl.cli.common import priority_option
-from nightowl.enums import KIND_ALIASES, RunStatus
+from nightowl.common.enums import KIND_ALIASES, RunStatus
 
 TERMINAL = tuple(s.value for s in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED))
 
@@ -38,8 +38,8 @@ def parse_lora(text: str | None) -> dict[str, float] | None:
     return out
 
 
-# CLI flag -> hyperparameter. Type, help and default come from nightowl.specs, and so does every
-# range check (at submit, in the core), so a bad value reads the same as over HTTP.
+# CLI flag -> hyperparameter. Type, help and default come from nightowl.common.specs, and so does
+# every range check (at submit, in the core), so a bad value reads the same as over HTTP.
 HYPERPARAMETER_FLAGS = {
     "--epochs": "epochs", "--max-steps": "max_steps", "--lr": "lr", "--batch-size": "batch_size",
     "--grad-accum": "grad_accum", "--warmup": "warmup_steps", "--weight-decay": "weight_decay",
@@ -48,8 +48,8 @@ HYPERPARAMETER_FLAGS = {
 
 
 def _hyperparameter_options(command: Callable[..., None]) -> Callable[..., None]:
-    from nightowl.specs import Hyperparameters
-    from nightowl.values import field_types
+    from nightowl.common.specs import Hyperparameters
+    from nightowl.common.values import field_types
 
     for flag, name in reversed(HYPERPARAMETER_FLAGS.items()):
         info = Hyperparameters.model_fields[name]

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from nightowl.cli.backend import current
-from nightowl.enums import JobStatus
+from nightowl.common.enums import JobStatus
 
 
 @click.group()
@@ -21,7 +21,7 @@ def print_jobs(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from nightowl.outcome import item_counts
+    from nightowl.registry.outcome import item_counts
 
     # The pinned version is what ran; the alias asked for may point elsewhere by now.
     table = Table("id", "kind", "model", "status", "items", "created")

@@ -8,10 +8,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl import auth
 from nightowl.cli.backend import local_only
 from nightowl.cli.common import db_session, parse_duration
-from nightowl.models import utcnow
+from nightowl.platform import auth
+from nightowl.platform.orm import utcnow
 
 
 @click.group()

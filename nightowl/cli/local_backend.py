@@ -16,16 +16,16 @@ from nightowl.cli.common import db_session, settings
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from nightowl.jobs import JobSpec
-    from nightowl.models import Job, Schedule
-    from nightowl.query import ResultFilter
+    from nightowl.jobs.service import JobSpec
+    from nightowl.platform.orm import Job, Schedule
+    from nightowl.query.query import ResultFilter
 
 # The core is imported inside the methods: the root group builds this backend before any
 # command runs, and `nightowl jobs --help` should not pay for Celery and every ORM module.
 
 
 def job_dict(job: Job) -> dict[str, Any]:
-    from nightowl.enums import JobStatus
+    from nightowl.common.enums import JobStatus
 
     return {
         "id": job.id, "kind": job.kind.value, "model": job.model_ref,
@@ -46,9 +46,9 @@ class LocalBackend:
     # -- jobs and results -----------------------------------------------------------------
     def submit_job(self, *, spec: JobSpec, file: str, fmt: str | None, column: str | None,
                    id_column: str | None) -> dict[str, Any]:
-        from nightowl import intake
-        from nightowl.auth import operator_tenant_id
-        from nightowl.models import ModelVersion
+        from nightowl.jobs import intake
+        from nightowl.platform.auth import operator_tenant_id
+        from nightowl.platform.orm import ModelVersion
 
         if file != "-" and not Path(file).is_file():
             raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
@@ -61,9 +61,9 @@ class LocalBackend:
                     "model_version": version.ref if version else job.model_ref}
 
     def list_jobs(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
-        from nightowl import jobs as job_service
-        from nightowl import outcome
-        from nightowl.enums import JobStatus
+        from nightowl.common.enums import JobStatus
+        from nightowl.jobs import service as job_service
+        from nightowl.registry import outcome
 
         with db_session() as session:
             rows = job_service.list_jobs(session, status=JobStatus(status) if status else None,
@@ -78,7 +78,7 @@ class LocalBackend:
             } for j in rows]
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        from nightowl import jobs as job_service
+        from nightowl.jobs import service as job_service
 
         with db_session() as session:
             return job_dict(job_service.get_job(session, job_id))
@@ -89,37 +89,37 @@ class LocalBackend:
         return snapshot(watch_job(job_id, timeout=timeout))
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        from nightowl import jobs as job_service
+        from nightowl.jobs import service as job_service
 
         with db_session() as session:
             job = job_service.cancel_job(session, job_id)
             return {"id": job.id, "status": job.status.value}
 
     def retry_job(self, job_id: str) -> dict[str, Any]:
-        from nightowl import jobs as job_service
+        from nightowl.jobs import service as job_service
 
         with db_session() as session:
             child = job_service.retry_job(session=session, settings=settings(), job_id=job_id)
             return {"id": child.id, "total": child.total_items}
 
     def job_stats(self, job_id: str) -> dict[str, Any]:
-        from nightowl.stats import job_stats
+        from nightowl.jobs.stats import job_stats
 
         with db_session() as session:
             return job_stats(session, job_id)
 
     @contextmanager
     def job_rows(self, job_id: str, *, errors: bool) -> Iterator[tuple[str, Iterator[Row]]]:
-        from nightowl import jobs as job_service
-        from nightowl.results import iter_rows
+        from nightowl.jobs import service as job_service
+        from nightowl.jobs.results import iter_rows
 
         with db_session() as session:
             kind = job_service.get_job(session, job_id).kind.value
             yield kind, iter_rows(session, job_id, errors_only=errors)
 
     def query_results(self, f: ResultFilter, *, limit: int | None) -> Iterator[dict[str, Any]]:
-        from nightowl.db import session_factory
-        from nightowl.query import iter_results
+        from nightowl.platform.db import session_factory
+        from nightowl.query.query import iter_results
 
         yield from iter_results(session_factory(settings()), f, limit=limit)
 
@@ -127,8 +127,8 @@ class LocalBackend:
     def list_models(self, name: str | None) -> list[dict[str, Any]]:
         from sqlalchemy import select
 
-        from nightowl import registry
-        from nightowl.models import Tenant
+        from nightowl.platform.orm import Tenant
+        from nightowl.registry import versions as registry
 
         with db_session() as session:
             versions = registry.list_versions(session, name)
@@ -142,7 +142,8 @@ class LocalBackend:
             } for v in versions]
 
     def model_versions(self, name: str) -> list[dict[str, Any]]:
-        from nightowl import outcome, registry
+        from nightowl.registry import outcome
+        from nightowl.registry import versions as registry
 
         with db_session() as session:
             versions = registry.list_versions(session, name.split("@")[0])
@@ -158,16 +159,17 @@ class LocalBackend:
             } for v in versions]
 
     def compare_models(self, a: str, b: str) -> dict[str, Any]:
-        from nightowl.stats import compare_models
+        from nightowl.jobs.stats import compare_models
 
         with db_session() as session:
             return compare_models(session, a, b)
 
     # -- fine-tunes -----------------------------------------------------------------------
     def submit_finetune(self, request: FinetuneRequest) -> dict[str, Any]:
-        from nightowl import finetune_data, finetunes
-        from nightowl.auth import operator_tenant_id
-        from nightowl.enums import TaskKind
+        from nightowl.common.enums import TaskKind
+        from nightowl.finetune import data as finetune_data
+        from nightowl.finetune import service as finetunes
+        from nightowl.platform.auth import operator_tenant_id
 
         kind = TaskKind(request.kind)
         finetunes.check_request(
@@ -193,8 +195,8 @@ class LocalBackend:
                     "eval_rows": run.dataset["eval_rows"]}
 
     def run_progress(self, run_id: str) -> tuple[str, tuple[int, float] | None]:
-        from nightowl import finetunes
-        from nightowl.db import session_factory
+        from nightowl.finetune import service as finetunes
+        from nightowl.platform.db import session_factory
 
         with session_factory()() as session:
             run = finetunes.get_run(session, run_id)
@@ -202,9 +204,10 @@ class LocalBackend:
             return run.status.value, (loss[-1].step, loss[-1].value) if loss else None
 
     def run_outcome_line(self, run_id: str) -> str:
-        from nightowl import finetunes, outcome
-        from nightowl.db import session_factory
-        from nightowl.models import ModelVersion
+        from nightowl.finetune import service as finetunes
+        from nightowl.platform.db import session_factory
+        from nightowl.platform.orm import ModelVersion
+        from nightowl.registry import outcome
 
         with session_factory()() as session:
             run = finetunes.get_run(session, run_id)
@@ -214,7 +217,8 @@ class LocalBackend:
             return outcome.outcome_line(run, refs, result.metrics if result else None)
 
     def list_runs(self, limit: int) -> list[dict[str, Any]]:
-        from nightowl import finetunes, outcome
+        from nightowl.finetune import service as finetunes
+        from nightowl.registry import outcome
 
         with db_session() as session:
             rows = finetunes.list_runs(session, limit=limit)
@@ -227,7 +231,8 @@ class LocalBackend:
             } for r in rows]
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        from nightowl import finetunes, outcome
+        from nightowl.finetune import service as finetunes
+        from nightowl.registry import outcome
 
         with db_session() as session:
             run = finetunes.get_run(session, run_id)
@@ -247,14 +252,14 @@ class LocalBackend:
             }
 
     def cancel_run(self, run_id: str) -> dict[str, Any]:
-        from nightowl import finetunes
+        from nightowl.finetune import service as finetunes
 
         with db_session() as session:
             run = finetunes.cancel_run(session, run_id)
             return {"id": run.id, "status": run.status.value}
 
     def run_metrics(self, run_id: str) -> list[dict[str, Any]]:
-        from nightowl import finetunes
+        from nightowl.finetune import service as finetunes
 
         with db_session() as session:
             finetunes.get_run(session, run_id)
@@ -264,8 +269,8 @@ class LocalBackend:
     # -- schedules ------------------------------------------------------------------------
     @staticmethod
     def _view(session: Session, row: Schedule) -> dict[str, Any]:
-        from nightowl import schedules
-        from nightowl.models import utcnow
+        from nightowl.platform.orm import utcnow
+        from nightowl.scheduling import schedules
 
         # The next slot even while paused: `schedule add --paused` says when it would fire.
         now = utcnow()
@@ -273,8 +278,8 @@ class LocalBackend:
                 "next_fire": schedules.next_fire(row, now).isoformat()}
 
     def add_schedule(self, name: str, change: ScheduleChange) -> dict[str, Any]:
-        from nightowl import schedules
-        from nightowl.auth import operator_tenant_id
+        from nightowl.platform.auth import operator_tenant_id
+        from nightowl.scheduling import schedules
 
         assert change.cron is not None and change.target is not None
         with db_session() as session:
@@ -286,7 +291,7 @@ class LocalBackend:
             return self._view(session, row)
 
     def edit_schedule(self, name: str, change: ScheduleChange) -> dict[str, Any]:
-        from nightowl import schedules
+        from nightowl.scheduling import schedules
 
         with db_session() as session:
             row = schedules.update_schedule(
@@ -296,8 +301,8 @@ class LocalBackend:
             return self._view(session, row)
 
     def list_schedules(self) -> list[dict[str, Any]]:
-        from nightowl import schedules
-        from nightowl.models import utcnow
+        from nightowl.platform.orm import utcnow
+        from nightowl.scheduling import schedules
 
         now = utcnow()
         with db_session() as session:
@@ -305,26 +310,26 @@ class LocalBackend:
                     for row in schedules.list_schedules(session)]
 
     def get_schedule(self, name: str) -> dict[str, Any]:
-        from nightowl import schedules
-        from nightowl.models import utcnow
+        from nightowl.platform.orm import utcnow
+        from nightowl.scheduling import schedules
 
         with db_session() as session:
             return schedules.describe(session, schedules.get_schedule(session, name), utcnow())
 
     def set_schedule_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
-        from nightowl import schedules
+        from nightowl.scheduling import schedules
 
         with db_session() as session:
             return self._view(session, schedules.set_enabled(session, name, enabled))
 
     def remove_schedule(self, name: str) -> None:
-        from nightowl import schedules
+        from nightowl.scheduling import schedules
 
         with db_session() as session:
             schedules.remove_schedule(session, name)
 
     def run_schedule(self, name: str) -> dict[str, Any]:
-        from nightowl import schedules
+        from nightowl.scheduling import schedules
 
         who = os.getenv("USER") or os.getenv("LOGNAME") or "operator"
         with db_session() as session:
@@ -333,7 +338,7 @@ class LocalBackend:
             return schedules.firing_view(firing)
 
     def schedule_history(self, name: str, limit: int) -> tuple[str, list[dict[str, Any]]]:
-        from nightowl import schedules
+        from nightowl.scheduling import schedules
 
         with db_session() as session:
             tz = schedules.get_schedule(session, name).timezone
@@ -341,7 +346,7 @@ class LocalBackend:
 
     # -- the fleet ------------------------------------------------------------------------
     def list_workers(self) -> list[dict[str, Any]]:
-        from nightowl import fleet
+        from nightowl.fleet import heartbeats as fleet
 
         with db_session() as session:
             return fleet.describe(session, settings())

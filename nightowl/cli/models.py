@@ -12,15 +12,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl import registry
-from nightowl.artifacts import shareable_source
-from nightowl.auth import operator_tenant_id
 from nightowl.cli.backend import current, local_only
 from nightowl.cli.common import db_session, settings
-from nightowl.enums import TaskKind
-from nightowl.errors import NightowlError
-from nightowl.model_copy import check_model_name, copy_into_store
-from nightowl.sources import check_source
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import NightowlError
+from nightowl.common.sources import check_source
+from nightowl.platform.auth import operator_tenant_id
+from nightowl.registry import versions as registry
+from nightowl.registry.copying import check_model_name, copy_into_store
+from nightowl.storage.artifacts import shareable_source
 
 BOOTSTRAP_ALIAS = "prod"
 

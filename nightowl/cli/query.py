@@ -12,13 +12,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl import export
 from nightowl.cli.backend import current
-from nightowl.enums import ItemStatus, TaskKind
-from nightowl.errors import NightowlError
-from nightowl.query import ResultFilter
-from nightowl.timespec import HELP as WHEN_HELP
-from nightowl.timespec import local_tz, parse_when
+from nightowl.common.enums import ItemStatus, TaskKind
+from nightowl.common.errors import NightowlError
+from nightowl.common.timespec import HELP as WHEN_HELP
+from nightowl.common.timespec import local_tz, parse_when
+from nightowl.query import export
+from nightowl.query.query import ResultFilter
 
 FORMATS = ["table", "jsonl", "csv", "parquet"]
 TABLE_ROWS = 50

@@ -6,9 +6,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl import quotas
 from nightowl.cli.backend import local_only
 from nightowl.cli.common import db_session
+from nightowl.jobs import quotas
 
 
 class _Limit(click.ParamType[int]):

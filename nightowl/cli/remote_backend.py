@@ -24,8 +24,8 @@ from nightowl.cli.backend import (
 )
 
 if TYPE_CHECKING:
-    from nightowl.jobs import JobSpec
-    from nightowl.query import ResultFilter
+    from nightowl.jobs.service import JobSpec
+    from nightowl.query.query import ResultFilter
 
 class RemoteBackend:
     def __init__(self, url: str, key: str | None) -> None:
@@ -40,7 +40,7 @@ class RemoteBackend:
     # -- jobs and results -----------------------------------------------------------------
     def submit_job(self, *, spec: JobSpec, file: str, fmt: str | None, column: str | None,
                    id_column: str | None) -> dict[str, Any]:
-        from nightowl.specs import check_job_request, check_params
+        from nightowl.common.specs import check_job_request, check_params
 
         body = spec.request()
         # The request's values before its file is read and uploaded, by the server's rules.
@@ -106,7 +106,7 @@ class RemoteBackend:
     def _versions(self, name: str | None) -> list[dict[str, Any]]:
         """/v1/models lists names, NAME@ALIAS and pinned NAME@vN: the pinned ones are the
         versions, and the alias entries say which version each alias holds."""
-        from nightowl.model_list import OWNER  # how /v1/models names the shared models
+        from nightowl.openai.model_list import OWNER  # how /v1/models names the shared models
 
         models: list[dict[str, Any]] = self.api.get("/v1/models")["data"]
         aliases: dict[str, list[str]] = {}
@@ -144,8 +144,8 @@ class RemoteBackend:
         stream: IO[bytes]
         if kind == "generate" and path.suffix.lower() == ".txt":
             # The server reads uploads as JSONL: send plain text as the rows it stands for.
-            from nightowl import finetune_data
-            from nightowl.enums import TaskKind
+            from nightowl.common.enums import TaskKind
+            from nightowl.finetune import data as finetune_data
 
             stream = jsonl_bytes(finetune_data.read_rows(path, TaskKind.GENERATE, what=what))
         else:
@@ -154,7 +154,7 @@ class RemoteBackend:
             return self.api.upload(stream=stream, filename=path.name, purpose="fine-tune")
 
     def submit_finetune(self, request: FinetuneRequest) -> dict[str, Any]:
-        from nightowl.specs import check_finetune_request, check_hyperparams
+        from nightowl.common.specs import check_finetune_request, check_hyperparams
 
         body = {"kind": request.kind, "base": request.base, "eval_split": request.eval_split,
                 "hyperparameters": request.hyperparams, "register_as": request.register_as,
@@ -178,7 +178,7 @@ class RemoteBackend:
         return status, (loss[-1]["step"], loss[-1]["value"]) if loss else None
 
     def run_outcome_line(self, run_id: str) -> str:
-        from nightowl.outcome import run_line
+        from nightowl.registry.outcome import run_line
 
         run = self.api.get(f"/v1/finetunes/{run_id}")
         # The last value of each eval metric: what the registered version was judged by.
@@ -228,7 +228,7 @@ class RemoteBackend:
                 spec["input_file_id"] = self.api.upload(stream=stream, filename=name,
                                                         purpose="jobs")
         if target == "finetune":
-            from nightowl.enums import KIND_ALIASES
+            from nightowl.common.enums import KIND_ALIASES
 
             kind = KIND_ALIASES.get(str(spec.get("kind")), "")
             for part, what in (("train", "training file"), ("eval", "eval file")):

@@ -12,7 +12,7 @@ import click
 
 from nightowl.cli.backend import current
 from nightowl.cli.query import write_file
-from nightowl.export import csv_lines, jsonl_lines
+from nightowl.query.export import csv_lines, jsonl_lines
 
 FORMATS = ["jsonl", "csv", "parquet"]
 

@@ -12,9 +12,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl import schedules
 from nightowl.cli.backend import ScheduleChange, current
-from nightowl.cron import check_timezone
+from nightowl.scheduling import schedules
+from nightowl.scheduling.cron import check_timezone
 
 SPEC_HELP = "JSON file with the template; relative paths in it are read from its folder."
 

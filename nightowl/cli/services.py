@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING
 import click
 from sqlalchemy.engine import make_url
 
-from nightowl import migrate
-from nightowl.auth import LOCAL_TENANT, OPERATOR_KEY_FILE
 from nightowl.cli.backend import local_only
 from nightowl.cli.common import settings
-from nightowl.config import Settings
-from nightowl.enums import Queue
-from nightowl.errors import NightowlError
-from nightowl.models import new_id
+from nightowl.common.config import Settings
+from nightowl.common.enums import Queue
+from nightowl.common.errors import NightowlError
+from nightowl.platform import migrate
+from nightowl.platform.auth import LOCAL_TENANT, OPERATOR_KEY_FILE
+from nightowl.platform.orm import new_id
 
 if TYPE_CHECKING:
-    from nightowl.embedded import Children
+    from nightowl.platform.embedded import Children
 
 CELERY = [sys.executable, "-m", "celery", "-A", "nightowl_tasks.app"]
 # Reads `schedules` from SQL; a second beat is harmless (each firing is a unique row).
@@ -103,7 +103,7 @@ def worker(queues: str, device: str | None, gpus: int | None, concurrency: int |
 
 def _worker_per_gpu(queues: str, count: int | None, loglevel: str, hostname: str | None) -> None:
     from nightowl.cli import gpus
-    from nightowl.embedded import Children, exit_on_sigterm, nightowl_argv
+    from nightowl.platform.embedded import Children, exit_on_sigterm, nightowl_argv
 
     cards = gpus.visible_gpus(os.environ, gpus.smi_listing())
     try:
@@ -164,9 +164,9 @@ def api(host: str | None, port: int | None, access_log: bool, log_level: str) ->
 def require_broker(s: Settings) -> None:
     """On the embedded default the broker lives only while `nightowl up` runs: without it,
     Celery would retry the missing socket forever, so say what to start instead."""
-    from nightowl import broker
-    from nightowl.config import EMBEDDED
-    from nightowl.liveness import broker_down_message
+    from nightowl.common.config import EMBEDDED
+    from nightowl.fleet.liveness import broker_down_message
+    from nightowl.platform import broker
 
     if s.redis_url == EMBEDDED and not broker.ping(s):
         raise click.ClickException(broker_down_message(s))
@@ -176,9 +176,9 @@ def require_broker(s: Settings) -> None:
 @click.command()
 def reap() -> None:
     """Re-send lost chunks, free dead leases and expire overdue jobs, once."""
-    from nightowl import broker
-    from nightowl.db import session_scope
-    from nightowl.reaper import reap as run_reap
+    from nightowl.fleet.reaper import reap as run_reap
+    from nightowl.platform import broker
+    from nightowl.platform.db import session_scope
 
     s = settings()
     with session_scope(s) as session:
@@ -194,7 +194,7 @@ def reap() -> None:
 @click.option("--access-log", is_flag=True, help="Log every HTTP request the API serves.")
 def up(port: int | None, concurrency: int | None, no_api: bool, access_log: bool) -> None:
     """Run broker, migrations, a worker and the API in the foreground; Ctrl-C stops it all."""
-    from nightowl.embedded import Children, embedded_broker, exit_on_sigterm
+    from nightowl.platform.embedded import Children, embedded_broker, exit_on_sigterm
 
     s = settings()
     exit_on_sigterm()
@@ -216,7 +216,7 @@ def up(port: int | None, concurrency: int | None, no_api: bool, access_log: bool
 def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int | None,
                concurrency: int | None, no_api: bool, access_log: bool) -> None:
 
-    from nightowl.embedded import nightowl_argv
+    from nightowl.platform.embedded import nightowl_argv
 
     migrate.upgrade(s)
     procs = concurrency or os.cpu_count() or 1
@@ -284,8 +284,8 @@ def _wait_for_api(base: str, children: Children, timeout: float = 60.0) -> None:
 
 def _local_key(s: Settings) -> str:
     """The operator tenant's key, the same across starts (what the CLI submits shows under it)."""
-    from nightowl.auth import operator_key
-    from nightowl.db import session_scope
+    from nightowl.platform.auth import operator_key
+    from nightowl.platform.db import session_scope
 
     with session_scope(s) as session:
         return operator_key(session, s.home)

@@ -15,8 +15,8 @@ from rich.table import Table
 
 from nightowl.cli.backend import local_only
 from nightowl.cli.common import settings
-from nightowl.errors import NightowlError
-from nightowl.readonly import run_readonly
+from nightowl.common.errors import NightowlError
+from nightowl.platform.readonly import run_readonly
 
 
 def _plain(value: Any) -> Any:

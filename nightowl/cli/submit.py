@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import click
 
-from nightowl import values
 from nightowl.cli.backend import current
 from nightowl.cli.common import parse_duration, parse_pairs, priority_option
-from nightowl.enums import TaskKind
-from nightowl.errors import NightowlError
-from nightowl.jobs import JobSpec
+from nightowl.common import values
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import NightowlError
+from nightowl.jobs.service import JobSpec
 
 
 @click.command()

@@ -21,8 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from nightowl.models import Job
-from nightowl.outcome import item_counts
+from nightowl.platform.orm import Job
+from nightowl.registry.outcome import item_counts
 
 Snapshot = dict[str, Any]  # status, total, succeeded, failed, cancelled, expired, *_at
 # How long a job may sit queued with nothing done before we ask whether anything can run it.
@@ -162,9 +162,9 @@ def summary(s: Snapshot) -> None:
 def watch_job(job_id: str, *, interval: float = 0.5, timeout: float | None = None) -> Job:
     """Watch a job from SQL until it is final; returns its final row."""
     from nightowl.cli.common import settings
-    from nightowl.db import session_factory
-    from nightowl.jobs import get_job
-    from nightowl.liveness import queue_health
+    from nightowl.fleet.liveness import queue_health
+    from nightowl.jobs.service import get_job
+    from nightowl.platform.db import session_factory
 
     factory = session_factory()
 

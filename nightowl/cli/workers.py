@@ -8,8 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl import fleet
 from nightowl.cli.backend import current
+from nightowl.fleet import heartbeats as fleet
 
 
 @click.command()

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from nightowl.config import Settings
-from nightowl.db import session_scope
-from nightowl.enums import TaskKind
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
+from nightowl.platform.db import session_scope
 
 # A template unlike the role-prefix fallback, so a test can tell which one rendered the prompt.
 CHAT_TEMPLATE = (
@@ -24,7 +24,7 @@ GEN, GEN2, SENT = "apitest-gen", "apitest-gen2", "apitest-sent"
 
 @pytest.fixture(scope="session")
 def fake_models(migrated: Settings) -> Settings:
-    from nightowl import registry
+    from nightowl.registry import versions as registry
 
     home = migrated.models_path / "apitest"
     gen_dir = home / "gen"

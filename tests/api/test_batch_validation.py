@@ -13,18 +13,21 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from nightowl import batch_async, batch_finalize, broker, quotas
-from nightowl.auth import get_or_create_tenant
-from nightowl.batch_output import get_batch_file, iter_lines
-from nightowl.batches import batch_object, cancel_batch
-from nightowl.config import Settings
-from nightowl.db import session_scope
-from nightowl.enums import ChunkStatus, JobStatus, TaskName
-from nightowl.errors import Conflict, QuotaExceeded
-from nightowl.files import create_file
-from nightowl.jobs import cancel_job, stop_pending_chunks, try_finalize
-from nightowl.models import Job, utcnow
-from nightowl.reaper import reap
+from nightowl.common.config import Settings
+from nightowl.common.enums import ChunkStatus, JobStatus, TaskName
+from nightowl.common.errors import Conflict, QuotaExceeded
+from nightowl.fleet.reaper import reap
+from nightowl.jobs import quotas
+from nightowl.jobs.service import cancel_job, stop_pending_chunks, try_finalize
+from nightowl.openai import finalize as batch_finalize
+from nightowl.openai import validation as batch_async
+from nightowl.openai.batches import batch_object, cancel_batch
+from nightowl.openai.output import get_batch_file, iter_lines
+from nightowl.platform import broker
+from nightowl.platform.auth import get_or_create_tenant
+from nightowl.platform.db import session_scope
+from nightowl.platform.orm import Job, utcnow
+from nightowl.storage.files import create_file
 
 GEN = "apitest-gen"  # tests/api/conftest.py registers it; jobs on it go to the gpu queue
 GPU = {"nightowl_queue": "gpu"}

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from helpers import Worker
-from nightowl.config import Settings
+from nightowl.common.config import Settings
 
 # Registered by tests/api/conftest.py.
 GEN, GEN2, SENT = "apitest-gen", "apitest-gen2", "apitest-sent"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from helpers import api_process
-from nightowl.config import Settings
+from nightowl.common.config import Settings
 
 LIMIT, UPLOAD_LIMIT = 4096, 8192
 

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.db import session_factory
-from nightowl.models import ApiKey, Tenant
+from nightowl.common.config import Settings
+from nightowl.platform.db import session_factory
+from nightowl.platform.orm import ApiKey, Tenant
 from nightowl_api.main import app
 
 # Open by design: liveness, Prometheus, the API's own docs, and the dashboard's login pages.

@@ -13,12 +13,13 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from nightowl import finetunes, registry
-from nightowl.auth import get_or_create_tenant
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.db import session_scope
-from nightowl.enums import TaskKind
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
+from nightowl.finetune import service as finetunes
+from nightowl.platform.auth import get_or_create_tenant
+from nightowl.platform.db import session_scope
+from nightowl.registry import versions as registry
 from nightowl_api.main import app
 
 SENT = "apitest-sent"  # shared, registered by tests/api/conftest.py's fake_models

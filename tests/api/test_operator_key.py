@@ -11,11 +11,11 @@ from pathlib import Path
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from nightowl import auth
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.db import session_scope
-from nightowl.models import utcnow
+from nightowl.common.config import Settings
+from nightowl.platform import auth
+from nightowl.platform.db import session_scope
+from nightowl.platform.orm import utcnow
 from nightowl_api.main import app
 
 
@@ -81,15 +81,15 @@ def test_keys_expire(migrated: Settings, cli_runner: CliRunner) -> None:
 
 def test_database_and_uploads_are_private(migrated: Settings, tmp_path: Path) -> None:
     s = Settings(home=tmp_path / "h", database_url=f"sqlite:///{tmp_path / 'h' / 'n.db'}")
-    from nightowl import migrate
-    from nightowl.db import dispose_engines
+    from nightowl.platform import migrate
+    from nightowl.platform.db import dispose_engines
 
     migrate.upgrade(s)
     assert _mode(s.home) == 0o700 and _mode(tmp_path / "h" / "n.db") == 0o600
     with session_scope(s) as session:
         import io
 
-        from nightowl.files import create_file
+        from nightowl.storage.files import create_file
 
         row = create_file(session, s, stream=io.BytesIO(b"x"), filename="f", purpose="batch")
         assert _mode(Path(row.path)) == 0o600 and _mode(Path(row.path).parent) == 0o700

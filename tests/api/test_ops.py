@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from nightowl.config import Settings
+from nightowl.common.config import Settings
 from nightowl_api.deps import _settings
 from nightowl_api.main import app
 
@@ -86,11 +86,11 @@ def test_finetune_shows_versions_as_names_and_the_decision_in_words(
         client: Any, api_key: str, migrated: Settings) -> None:
     import uuid
 
-    from nightowl import registry
-    from nightowl.auth import authenticate
-    from nightowl.db import session_scope
-    from nightowl.enums import RunStatus, TaskKind
-    from nightowl.models import TrainingRun, new_id
+    from nightowl.common.enums import RunStatus, TaskKind
+    from nightowl.platform.auth import authenticate
+    from nightowl.platform.db import session_scope
+    from nightowl.platform.orm import TrainingRun, new_id
+    from nightowl.registry import versions as registry
 
     name = f"opstest-{uuid.uuid4().hex[:6]}"
     with session_scope(migrated) as s:

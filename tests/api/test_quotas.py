@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.models import Job, JobItem
+from nightowl.common.config import Settings
+from nightowl.platform.orm import Job, JobItem
 from nightowl_api.main import app
 
 SENT = "apitest-sent"  # tests/api/conftest.py: registered, never run (jobs go to the gpu queue)
@@ -113,7 +113,7 @@ def test_a_token_quota_counts_input_tokens_with_the_models_tokenizer(
 ) -> None:
     from tokenizers import Tokenizer
 
-    from nightowl import registry
+    from nightowl.registry import versions as registry
 
     tenant = f"quota-{uuid.uuid4().hex[:6]}"
     key = make_api_key(tenant)
@@ -157,8 +157,9 @@ def test_a_job_with_skipped_lines_counts_all_its_valid_lines_tokens(
     queued share is its valid lines' tokens, not scaled down by the refused ones."""
     from tokenizers import Tokenizer
 
-    from nightowl import quotas, registry
-    from nightowl.auth import authenticate
+    from nightowl.jobs import quotas
+    from nightowl.platform.auth import authenticate
+    from nightowl.registry import versions as registry
 
     tenant = f"quota-{uuid.uuid4().hex[:6]}"
     key = make_api_key(tenant)

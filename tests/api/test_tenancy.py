@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from nightowl.cli import cli
-from nightowl.config import Settings
+from nightowl.common.config import Settings
 from nightowl_api.main import app
 
 GEN = "apitest-gen"  # registered by tests/api/conftest.py's fake_models

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from nightowl.config import Settings
+from nightowl.common.config import Settings
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "nightowl-test", "AWS_SECRET_ACCESS_KEY": "nightowl-test",
                "AWS_DEFAULT_REGION": "us-east-1"}

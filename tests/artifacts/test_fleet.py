@@ -18,11 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from helpers import Worker, wait_for_job, write_jsonl
-from nightowl import demo_data
-from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.enums import ChunkStatus, JobStatus
-from nightowl.models import JobChunk, JobItem
+from nightowl.cli import cli, demo_data
+from nightowl.common.config import Settings
+from nightowl.common.enums import ChunkStatus, JobStatus
+from nightowl.platform.orm import JobChunk, JobItem
 
 pytestmark = [pytest.mark.integration]
 

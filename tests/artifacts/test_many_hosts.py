@@ -29,10 +29,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from helpers import Worker, wait_for_job, wait_for_run, write_jsonl
-from nightowl import demo_data
-from nightowl.config import Settings
-from nightowl.enums import ChunkStatus, JobStatus, RunStatus
-from nightowl.models import JobChunk, JobItem, ModelVersion, TrainingEvent, TrainingMetric
+from nightowl.cli import demo_data
+from nightowl.common.config import Settings
+from nightowl.common.enums import ChunkStatus, JobStatus, RunStatus
+from nightowl.platform.orm import JobChunk, JobItem, ModelVersion, TrainingEvent, TrainingMetric
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "faults"))
 from fault_helpers import Audit, install_audit, observer, remove_audit

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from s3_server import store_settings
 
-from nightowl import artifact_cache
-from nightowl.artifacts import get_store, publish_model, shareable_source
-from nightowl.config import Settings
-from nightowl.errors import ArtifactError
+from nightowl.common.config import Settings
+from nightowl.common.errors import ArtifactError
+from nightowl.storage import cache as artifact_cache
+from nightowl.storage.artifacts import get_store, publish_model, shareable_source
 
 
 def _model_dir(path: Path, seed: int, size: int = 300_000) -> Path:
@@ -132,8 +132,8 @@ def test_without_a_store_a_local_model_is_registered_where_it_is(tmp_path: Path)
 
 
 def test_a_bad_artifact_url_is_refused_with_what_to_write(tmp_path: Path) -> None:
-    from nightowl.config import load_settings
-    from nightowl.errors import ConfigError
+    from nightowl.common.config import load_settings
+    from nightowl.common.errors import ConfigError
 
     os.environ["NIGHTOWL_ARTIFACT_URL"] = "gs://bucket"
     try:
@@ -155,8 +155,8 @@ def test_an_uploaded_file_is_read_on_another_host_from_the_store(
 
     from sqlalchemy.orm import Session
 
-    from nightowl import files
-    from nightowl.db import make_engine
+    from nightowl.platform.db import make_engine
+    from nightowl.storage import files
 
     a = store_settings(tmp_path / "a", bucket_url, s3_endpoint)
     b = store_settings(tmp_path / "b", bucket_url, s3_endpoint)

@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nightowl import broker
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.models import Job, JobChunk, JobItem, TrainingRun
+from nightowl.common.config import Settings
+from nightowl.platform import broker
+from nightowl.platform.orm import Job, JobChunk, JobItem, TrainingRun
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad"
 CASES: list[dict[str, Any]] = json.loads((CORPUS / "cases.json").read_text())

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from helpers import api_process, write_jsonl
 from nightowl.cli import cli
-from nightowl.config import Settings, get_settings
-from nightowl.models import File, Job, JobItem
+from nightowl.common.config import Settings, get_settings
+from nightowl.platform.orm import File, Job, JobItem
 
 LIMITS = {"NIGHTOWL_MAX_ITEMS_PER_JOB": "3", "NIGHTOWL_MAX_LINE_BYTES": "200",
           "NIGHTOWL_MAX_UPLOAD_BYTES": "2000"}

@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nightowl.cli import cli
-from nightowl.config import Settings, get_settings
-from nightowl.enums import TaskKind
-from nightowl.errors import ModelLoadError
-from nightowl.models import ModelVersion
+from nightowl.common.config import Settings, get_settings
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import ModelLoadError
+from nightowl.platform.orm import ModelVersion
 from nightowl_workers.loading import load_for_kind
 
 CPU = torch.device("cpu")

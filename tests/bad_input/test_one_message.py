@@ -1,5 +1,5 @@
 """One bad value, one message: the CLI, HTTP, a schedule template and a batch line word it the
-same, because each checks it against the one spec (nightowl.specs)."""
+same, because each checks it against the one spec (nightowl.common.specs)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
 from helpers import count_rows
-from nightowl.batch_lines import parse_line
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.models import Job, Schedule, TrainingRun
+from nightowl.common.config import Settings
+from nightowl.openai.lines import parse_line
+from nightowl.platform.orm import Job, Schedule, TrainingRun
 
 GEN = "tiny-generator"
 SENT = "tiny-sentiment"

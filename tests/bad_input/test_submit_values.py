@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from helpers import count_rows
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.models import Job, Schedule, TrainingRun
+from nightowl.common.config import Settings
+from nightowl.platform.orm import Job, Schedule, TrainingRun
 
 GEN = "tiny-generator"
 NESTED = "[" * 5000 + "]" * 5000

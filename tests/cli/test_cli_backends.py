@@ -19,12 +19,12 @@ from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nightowl.auth import authenticate
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.db import session_scope
-from nightowl.enums import TaskKind
-from nightowl.models import ApiKey, Job, JobItem, Schedule, Tenant, TrainingRun
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
+from nightowl.platform.auth import authenticate
+from nightowl.platform.db import session_scope
+from nightowl.platform.orm import ApiKey, Job, JobItem, Schedule, Tenant, TrainingRun
 
 CLOSED = "http://127.0.0.1:1"
 # Registered, never run: jobs on it go to the gpu queue, which no test worker reads.
@@ -61,7 +61,7 @@ GROUPS = {"db", "keys", "quota", "models"}
 
 @pytest.fixture(scope="module")
 def sent_model(migrated: Settings) -> str:
-    from nightowl import registry
+    from nightowl.registry import versions as registry
 
     source = migrated.models_path / "clitest" / "sent"
     source.mkdir(parents=True, exist_ok=True)
@@ -247,7 +247,7 @@ def test_finetune_wait_and_a_finetune_schedule_through_the_api(
 
     def cancel_when_queued() -> None:
         # No worker reads the train queue: stop the run as soon as the API has stored it.
-        from nightowl import finetunes
+        from nightowl.finetune import service as finetunes
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not cancelled:
@@ -355,7 +355,7 @@ def test_an_uploaded_csv_is_read_as_csv_and_csv_options_need_a_file(
 
 def test_models_show_through_the_api_has_the_lineage_and_metrics_but_no_path(
         sent_model: str, api_server: str, tenant: tuple[str, str], migrated: Settings) -> None:
-    from nightowl import registry
+    from nightowl.registry import versions as registry
 
     key, tenant_id = tenant
     name = f"clitest-ft-{uuid.uuid4().hex[:6]}"
@@ -406,7 +406,7 @@ def test_a_runs_metric_series_is_filtered_by_key_over_http(
     """`?key=train/loss` is the metric's name, not an API key: the guard that keeps keys out
     of the access log must leave it, or `finetune submit --wait` shows tokens/s as the loss."""
     from nightowl.cli.remote_backend import RemoteBackend
-    from nightowl.models import TrainingMetric
+    from nightowl.platform.orm import TrainingMetric
 
     key, _ = tenant
     ft = _invoke("--api", api_server, "--key", key, "finetune", "submit", "--kind", "sentiment",

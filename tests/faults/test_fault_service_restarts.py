@@ -26,11 +26,11 @@ from fault_helpers import (
 from sqlalchemy import func, select
 
 from helpers import Worker, wait_for_job, write_jsonl
-from nightowl import broker, demo_data
-from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.enums import ChunkStatus, JobStatus
-from nightowl.models import JobChunk
+from nightowl.cli import cli, demo_data
+from nightowl.common.config import Settings
+from nightowl.common.enums import ChunkStatus, JobStatus
+from nightowl.platform import broker
+from nightowl.platform.orm import JobChunk
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -17,11 +17,10 @@ from fault_helpers import FAST_RECOVERY, Audit, Figures, observer, owner_group, 
 from sqlalchemy import func, select
 
 from helpers import Worker, wait_for_job, write_jsonl
-from nightowl import demo_data
-from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.enums import ChunkStatus, JobStatus
-from nightowl.models import Job, JobChunk
+from nightowl.cli import cli, demo_data
+from nightowl.common.config import Settings
+from nightowl.common.enums import ChunkStatus, JobStatus
+from nightowl.platform.orm import Job, JobChunk
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -13,12 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from helpers import Worker, wait_for_run, write_jsonl
-from nightowl import demo_data, registry
-from nightowl.cli import cli
+from nightowl.cli import cli, demo_data
 from nightowl.cli.finetune import metric_figure
-from nightowl.config import Settings
-from nightowl.enums import RunStatus
-from nightowl.models import Job, TrainingMetric, TrainingRun
+from nightowl.common.config import Settings
+from nightowl.common.enums import RunStatus
+from nightowl.platform.orm import Job, TrainingMetric, TrainingRun
+from nightowl.registry import versions as registry
 
 
 def wait_run(run_id: str, worker: Worker, *, timeout: float = 300,

@@ -20,8 +20,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 from sqlalchemy import delete
 
-from nightowl.config import Settings
-from nightowl.models import Schedule
+from nightowl.common.config import Settings
+from nightowl.platform.orm import Schedule
 from nightowl_api.main import app
 
 # A few per operation keeps CI quick; NIGHTOWL_FUZZ_EXAMPLES=500 digs deeper by hand.
@@ -32,8 +32,8 @@ CHECKS = [not_a_server_error, response_schema_conformance, content_type_conforma
 @pytest.fixture(scope="module")
 def fuzz_tenant(migrated: Settings) -> Iterator[tuple[str, str]]:
     """(tenant name, key); the tenant's jobs, files, runs and schedules go afterwards."""
-    from nightowl.auth import create_key
-    from nightowl.db import session_scope
+    from nightowl.platform.auth import create_key
+    from nightowl.platform.db import session_scope
 
     name = f"fuzz-{uuid.uuid4().hex[:8]}"
     with session_scope(migrated) as s:

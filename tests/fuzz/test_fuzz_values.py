@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nightowl.config import Settings
+from nightowl.common.config import Settings
 
 EXAMPLES = int(os.environ.get("NIGHTOWL_FUZZ_EXAMPLES", "40"))
 SURROGATE = "@@SURROGATE@@"

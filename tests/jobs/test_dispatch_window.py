@@ -13,13 +13,14 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nightowl import auth, broker, chunks, dispatch
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.db import session_scope
-from nightowl.inputs import ParsedLine
-from nightowl.jobs import JobSpec, cancel_job, submit_job
-from nightowl.models import JobChunk
+from nightowl.common.config import Settings
+from nightowl.jobs import chunks, dispatch
+from nightowl.jobs.inputs import ParsedLine
+from nightowl.jobs.service import JobSpec, cancel_job, submit_job
+from nightowl.platform import auth, broker
+from nightowl.platform.db import session_scope
+from nightowl.platform.orm import JobChunk
 
 
 @pytest.fixture
@@ -124,7 +125,7 @@ def test_concurrent_top_ups_never_overfill_the_window_or_send_a_chunk_twice(
 
 def test_priority_outside_its_range_is_refused_with_the_range(models: Settings,
                                                               queue: str) -> None:
-    from nightowl.errors import InvalidInput
+    from nightowl.common.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=r"priority: Input should be less than or equal to 100"):
         _submit(models, queue, None, 1, priority=101)

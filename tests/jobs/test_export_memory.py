@@ -9,11 +9,11 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from nightowl.config import Settings
-from nightowl.enums import ItemStatus, TaskKind
-from nightowl.inputs import ParsedLine
-from nightowl.jobs import JobSpec, submit_job
-from nightowl.models import JobItem, utcnow
+from nightowl.common.config import Settings
+from nightowl.common.enums import ItemStatus, TaskKind
+from nightowl.jobs.inputs import ParsedLine
+from nightowl.jobs.service import JobSpec, submit_job
+from nightowl.platform.orm import JobItem, utcnow
 
 PROBE = """
 import resource, sys

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from helpers import Worker, wait_for_job
-from nightowl import demo_data
-from nightowl.config import Settings
-from nightowl.db import session_factory
-from nightowl.enums import ChunkStatus, JobStatus
-from nightowl.models import Job, JobChunk
+from nightowl.cli import demo_data
+from nightowl.common.config import Settings
+from nightowl.common.enums import ChunkStatus, JobStatus
+from nightowl.platform.db import session_factory
+from nightowl.platform.orm import Job, JobChunk
 from nightowl_api.main import app
 
 # 400 chunks: whatever the machine's speed, B arrives with most of A left; A is cancelled after.

@@ -12,11 +12,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from helpers import Worker, wait_for_job, write_jsonl
-from nightowl import demo_data
-from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.enums import JobStatus
-from nightowl.models import JobItem
+from nightowl.cli import cli, demo_data
+from nightowl.common.config import Settings
+from nightowl.common.enums import JobStatus
+from nightowl.platform.orm import JobItem
 
 
 def submit(*args: str) -> str:

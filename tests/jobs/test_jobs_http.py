@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from helpers import Worker, wait_for_job
-from nightowl.enums import JobStatus
+from nightowl.common.enums import JobStatus
 
 
 def test_inline_job_runs_and_pages_results_in_order(

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nightowl.config import Settings
-from nightowl.models import Job
+from nightowl.common.config import Settings
+from nightowl.platform.orm import Job
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "query"))
 from query_support import register_model, run_job, submit, unique
@@ -22,7 +22,7 @@ def test_a_second_retry_returns_the_first_child(migrated: Settings, session: Ses
     name = unique("sentiment")
     register_model(session, name)
     texts = ["fine", "broken", "also fine", "broken too"]
-    from nightowl.auth import authenticate
+    from nightowl.platform.auth import authenticate
 
     tenant = authenticate(session, client.headers["Authorization"].split()[1])
     session.commit()

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from helpers import write_jsonl
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.enums import ItemStatus, JobStatus
-from nightowl.models import Job, JobChunk, JobItem
+from nightowl.common.config import Settings
+from nightowl.common.enums import ItemStatus, JobStatus
+from nightowl.platform.orm import Job, JobChunk, JobItem
 
 
 def _submit(*args: str, input: bytes | None = None) -> tuple[int, str, str]:

@@ -1,5 +1,5 @@
 """Rows for the query tests: models, jobs submitted through the job service, and chunks run
-through the same SQL a worker uses (nightowl.chunks claim/complete) with canned outputs, so
+through the same SQL a worker uses (nightowl.jobs.chunks claim/complete) with canned outputs, so
 these tests do not need the ML runtime and can pin when each result was produced."""
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from nightowl import chunks, registry
-from nightowl.broker import redis_client
-from nightowl.config import Settings
-from nightowl.db import session_factory
-from nightowl.enums import ErrorCode, ItemStatus, TaskKind
-from nightowl.inputs import ParsedLine
-from nightowl.jobs import JobSpec, submit_job
-from nightowl.models import JobChunk, ModelVersion, utcnow
+from nightowl.common.config import Settings
+from nightowl.common.enums import ErrorCode, ItemStatus, TaskKind
+from nightowl.jobs import chunks
+from nightowl.jobs.inputs import ParsedLine
+from nightowl.jobs.service import JobSpec, submit_job
+from nightowl.platform.broker import redis_client
+from nightowl.platform.db import session_factory
+from nightowl.platform.orm import JobChunk, ModelVersion, utcnow
+from nightowl.registry import versions as registry
 
 # Nobody consumes this queue: its messages stay put, so its depth is observable.
 TEST_QUEUE = "querytest"

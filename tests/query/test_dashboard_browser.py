@@ -15,10 +15,17 @@ import pytest
 from query_support import chunk_count, register_model, run_chunk, run_job, submit, unique
 from sqlalchemy.orm import Session
 
-from nightowl.auth import authenticate
-from nightowl.config import Settings
-from nightowl.enums import RunStatus, TaskKind
-from nightowl.models import Schedule, TrainingEvent, TrainingMetric, TrainingRun, new_id, utcnow
+from nightowl.common.config import Settings
+from nightowl.common.enums import RunStatus, TaskKind
+from nightowl.platform.auth import authenticate
+from nightowl.platform.orm import (
+    Schedule,
+    TrainingEvent,
+    TrainingMetric,
+    TrainingRun,
+    new_id,
+    utcnow,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
@@ -223,8 +230,8 @@ def test_without_a_key_the_dashboard_asks_for_one(browser: Any, api_server: str,
 
 def test_cancelled_job_promotion_in_words_metrics_page_and_404(
         tab: Page, tenant: dict[str, str], migrated: Settings, session: Session) -> None:
-    from nightowl import jobs as job_service
-    from nightowl.db import session_factory
+    from nightowl.jobs import service as job_service
+    from nightowl.platform.db import session_factory
 
     name = unique("sentiment")
     v1 = register_model(session, name, metrics={"eval/accuracy": 0.75})

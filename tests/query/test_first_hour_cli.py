@@ -20,11 +20,11 @@ from click.testing import CliRunner
 from query_support import TEST_QUEUE, register_model, run_chunk, run_job, submit, unique
 from sqlalchemy.orm import Session
 
-from nightowl import jobs as job_service
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.db import session_factory
-from nightowl.enums import JobStatus
+from nightowl.common.config import Settings
+from nightowl.common.enums import JobStatus
+from nightowl.jobs import service as job_service
+from nightowl.platform.db import session_factory
 
 TEXTS = ["terrible, I want a refund", "lovely product", "broken on arrival", "fine thing"]
 

@@ -14,11 +14,11 @@ from query_support import TEST_QUEUE, chunk_count, register_model, run_chunk, su
 from sqlalchemy.orm import Session
 
 from helpers import FINAL, wait_for_job, write_jsonl
-from nightowl import registry
-from nightowl.broker import redis_client
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.db import session_factory
+from nightowl.common.config import Settings
+from nightowl.platform.broker import redis_client
+from nightowl.platform.db import session_factory
+from nightowl.registry import versions as registry
 from nightowl_api import metrics
 from nightowl_api.metrics import parse_nvidia_smi
 

@@ -15,13 +15,13 @@ from click.testing import CliRunner
 from query_support import register_model, run_chunk, run_job, submit, unique
 from sqlalchemy.orm import Session
 
-from nightowl import registry
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.db import session_factory
-from nightowl.errors import InvalidInput
-from nightowl.query import ResultFilter, iter_results
-from nightowl.timespec import local_tz, parse_when
+from nightowl.common.config import Settings
+from nightowl.common.errors import InvalidInput
+from nightowl.common.timespec import local_tz, parse_when
+from nightowl.platform.db import session_factory
+from nightowl.query.query import ResultFilter, iter_results
+from nightowl.registry import versions as registry
 
 REVIEWS = [
     "I want a REFUND, the blender arrived broken",    # negative, mentions refund
@@ -145,7 +145,7 @@ def test_http_results_pages_by_cursor_and_stays_in_its_tenant(
         migrated: Settings, session: Session, make_api_key: Callable[[str], str]) -> None:
     from fastapi.testclient import TestClient
 
-    from nightowl.auth import authenticate
+    from nightowl.platform.auth import authenticate
     from nightowl_api.main import app
 
     key, other_key = make_api_key(unique("acme")), make_api_key(unique("globex"))
@@ -189,7 +189,7 @@ def test_job_stats_from_cli_and_http(migrated: Settings, session: Session,
                                      make_api_key: Callable[[str], str]) -> None:
     from fastapi.testclient import TestClient
 
-    from nightowl.auth import authenticate
+    from nightowl.platform.auth import authenticate
     from nightowl_api.main import app
 
     key = make_api_key(unique("stats"))
@@ -245,7 +245,7 @@ def test_models_compare_side_by_side(session: Session, make_api_key: Callable[[s
 def test_query_through_the_api_as_a_tenant(
         api_server: str, migrated: Settings, session: Session,
         make_api_key: Callable[[str], str]) -> None:
-    from nightowl.auth import authenticate
+    from nightowl.platform.auth import authenticate
 
     key = make_api_key(unique("remote"))
     tenant = authenticate(session, key)

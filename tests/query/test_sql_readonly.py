@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.models import Job
+from nightowl.common.config import Settings
+from nightowl.platform.orm import Job
 
 TEXTS = ["terrible, broken on arrival", "works fine", "terrible taste", "nice"]
 

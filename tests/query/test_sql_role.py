@@ -13,12 +13,12 @@ from click.testing import CliRunner
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from nightowl import migrate
-from nightowl.analyst_role import login, role_name
 from nightowl.cli import cli
-from nightowl.config import Settings
-from nightowl.db import get_engine
-from nightowl.readonly import run_readonly
+from nightowl.common.config import Settings
+from nightowl.platform import migrate
+from nightowl.platform.analyst_role import login, role_name
+from nightowl.platform.db import get_engine
+from nightowl.platform.readonly import run_readonly
 
 
 def sql(statement: str) -> Any:
@@ -103,6 +103,6 @@ def test_sqlite_attach_and_vacuum_into_create_no_files(tmp_path: Path) -> None:
         assert not (tmp_path / target).exists()
     with run_readonly(s, "SELECT count(*) FROM v_results") as result:
         assert list(result.rows) == [(0,)]
-    from nightowl.db import dispose_engines
+    from nightowl.platform.db import dispose_engines
 
     dispose_engines()

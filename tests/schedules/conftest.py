@@ -11,9 +11,9 @@ import pytest
 from sched_helpers import Beat
 from sqlalchemy.orm import Session
 
-from nightowl.config import Settings
-from nightowl.db import session_scope
-from nightowl.enums import TaskKind
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
+from nightowl.platform.db import session_scope
 
 # Registered, never trained: runs made on it are cancelled before any worker could take them.
 FAKE_SENT = "schedtest-sent"
@@ -38,7 +38,7 @@ def start_beat(migrated: Settings, stack_env: dict[str, str],
 
 @pytest.fixture(scope="session")
 def fake_sentiment(migrated: Settings) -> str:
-    from nightowl import registry
+    from nightowl.registry import versions as registry
 
     with session_scope(migrated) as s:
         if not registry.list_versions(s, FAKE_SENT):
@@ -55,8 +55,8 @@ def schedule_name(session: Session, request: pytest.FixtureRequest) -> Iterator[
     """A fresh schedule name; the schedule is removed afterwards, so no later beat fires it."""
     import uuid
 
-    from nightowl import schedules
-    from nightowl.errors import NotFound
+    from nightowl.common.errors import NotFound
+    from nightowl.scheduling import schedules
 
     stem = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name.removeprefix("test_"))[:24]
     name = f"{stem}-{uuid.uuid4().hex[:6]}"

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from nightowl.cli import cli
-from nightowl.db import session_factory
-from nightowl.embedded import stop_group
-from nightowl.models import Schedule, ScheduleRun
+from nightowl.platform.db import session_factory
+from nightowl.platform.embedded import stop_group
+from nightowl.platform.orm import Schedule, ScheduleRun
 
 
 class Beat:

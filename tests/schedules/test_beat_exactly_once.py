@@ -14,10 +14,11 @@ from sched_helpers import Beat, firings, nightowl, wait_firings
 from sqlalchemy import select
 
 from helpers import write_jsonl
-from nightowl import demo_data, finetunes
-from nightowl.db import session_factory
-from nightowl.enums import RunStatus
-from nightowl.models import TrainingRun
+from nightowl.cli import demo_data
+from nightowl.common.enums import RunStatus
+from nightowl.finetune import service as finetunes
+from nightowl.platform.db import session_factory
+from nightowl.platform.orm import TrainingRun
 
 POLL_S = 0.5
 # Fault (e) of the fault suite: two beat processes, each slot fires once.

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from nightowl.cli import cli
-from nightowl.config import Settings
+from nightowl.common.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 NIGHTOWL_SERVICES = ("migrate", "api", "worker-cpu", "worker-gpu", "worker-train", "beat")
@@ -64,7 +64,7 @@ def test_one_environment_for_every_nightowl_process(compose: dict[str, Any],
     for env in envs:
         assert {k: env[k] for k in shared} == shared
     # The values are settings nightowl accepts, and they name the compose services.
-    from nightowl.config import load_settings
+    from nightowl.common.config import load_settings
 
     for key, value in shared.items():
         monkeypatch.setenv(key, _interpolate(str(value)))
@@ -141,8 +141,8 @@ def test_hosts_share_no_volume_only_the_artifact_store(compose: dict[str, Any],
         assert services[name]["depends_on"]["minio-bucket"] == {
             "condition": "service_completed_successfully"}, name
     assert services["minio"]["healthcheck"]["test"]
-    from nightowl.artifacts import S3Store, get_store
-    from nightowl.config import load_settings
+    from nightowl.common.config import load_settings
+    from nightowl.storage.artifacts import S3Store, get_store
 
     for key, value in compose["x-nightowl-env"].items():
         monkeypatch.setenv(key, _interpolate(str(value)))

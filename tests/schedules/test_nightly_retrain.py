@@ -15,11 +15,12 @@ from sched_helpers import Beat, nightowl, wait_firings
 from sqlalchemy.orm import Session
 
 from helpers import Worker, wait_for_job, write_jsonl
-from nightowl import demo_data, registry
-from nightowl.config import Settings
-from nightowl.db import session_factory
-from nightowl.enums import JobStatus, RunStatus, TaskKind
-from nightowl.models import TrainingRun, utcnow
+from nightowl.cli import demo_data
+from nightowl.common.config import Settings
+from nightowl.common.enums import JobStatus, RunStatus, TaskKind
+from nightowl.platform.db import session_factory
+from nightowl.platform.orm import TrainingRun, utcnow
+from nightowl.registry import versions as registry
 
 
 def _once_soon(seconds: int = 4) -> str:

@@ -14,11 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from helpers import write_jsonl
-from nightowl import demo_data, finetunes, schedules
-from nightowl.config import Settings
-from nightowl.cron import check_timezone
-from nightowl.enums import FiringStatus, ItemStatus, JobStatus, RunStatus, TaskKind
-from nightowl.models import Job, JobItem, Schedule, ScheduleRun, TrainingRun, utcnow
+from nightowl.cli import demo_data
+from nightowl.common.config import Settings
+from nightowl.common.enums import FiringStatus, ItemStatus, JobStatus, RunStatus, TaskKind
+from nightowl.finetune import service as finetunes
+from nightowl.platform.orm import Job, JobItem, Schedule, ScheduleRun, TrainingRun, utcnow
+from nightowl.scheduling import schedules
+from nightowl.scheduling.cron import check_timezone
 
 
 def _spec(tmp_path: Path, model: str, **extra: Any) -> Path:
@@ -195,7 +197,7 @@ def test_labelled_query_takes_rows_since_the_last_successful_firing(
 
 
 def schedules_model_id(session: Session, model: str) -> int:
-    from nightowl import registry
+    from nightowl.registry import versions as registry
 
     return registry.resolve(session, model).id
 
@@ -209,7 +211,7 @@ def test_a_slot_fires_once_whoever_tries(fake_sentiment: str, tmp_path: Path,
     row = session.scalars(select(Schedule).where(Schedule.name == name)).one()
     slot = schedules.latest_slot(row, utcnow() + timedelta(minutes=2))
     session.commit()
-    from nightowl.db import session_factory
+    from nightowl.platform.db import session_factory
 
     with session_factory(migrated)() as other:
         won = schedules.fire(session=session, settings=migrated, schedule_id=row.id,
@@ -305,7 +307,7 @@ def test_api_schedules_are_the_tenants_own(client: Any, make_api_key: Any, fake_
 def test_a_sentiment_line_keeps_its_label_for_later_training() -> None:
     import io
 
-    from nightowl.inputs import read_jsonl
+    from nightowl.jobs.inputs import read_jsonl
 
     lines = b"\n".join(json.dumps(o).encode() for o in (
         {"text": "great", "label": "positive"}, {"text": "meh", "label": 3},

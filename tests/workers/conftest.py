@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nightowl.config import Settings
-from nightowl.enums import TaskKind
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
 
 # A missing model must fail at once instead of waiting on a hub that is not there.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from nightowl.config import Settings
-from nightowl.enums import TaskKind
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
 from nightowl_workers import bootstrap
 from nightowl_workers.bootstrap import (
     DEFAULT_MODELS,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nightowl.enums import ErrorCode, TaskKind
-from nightowl.tokens import length_checker
+from nightowl.common.enums import ErrorCode, TaskKind
+from nightowl.common.tokens import length_checker
 from nightowl_workers.engine import WorkItem, run_batched
 from nightowl_workers.runners import Runner
 
@@ -63,8 +63,8 @@ def test_an_openai_batch_line_without_max_tokens_gets_the_workers_verdict(
     worker would run passes, one it would refuse is context_length_exceeded."""
     from types import SimpleNamespace
 
-    from nightowl.batch_lines import LineProblem
-    from nightowl.batches import request_input
+    from nightowl.openai.batches import request_input
+    from nightowl.openai.lines import LineProblem
 
     runner = tiny_runners[TaskKind.GENERATE]
     version = SimpleNamespace(source=str(tiny_models[TaskKind.GENERATE]))

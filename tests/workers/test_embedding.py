@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nightowl.config import Settings
-from nightowl.enums import TaskKind
-from nightowl.errors import InvalidParams
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import InvalidParams
 
 TEXTS = ["the cat sat on the mat", "A much longer sentence, so that the batch needs padding to "
          "line up with it, about rockets and the sea", "short"]

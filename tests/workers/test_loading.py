@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nightowl.config import Settings
-from nightowl.enums import TaskKind
-from nightowl.errors import ConfigError, ModelLoadError
+from nightowl.common.config import Settings
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import ConfigError, ModelLoadError
 from nightowl_workers import cache
 from nightowl_workers.device import choose_device, configure_threads, inference_dtype
 from nightowl_workers.loading import check_model_source, load_for_kind

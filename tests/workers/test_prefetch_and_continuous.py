@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from nightowl.enums import ItemStatus, TaskKind
-from nightowl.items import ItemOutcome
+from nightowl.common.enums import ItemStatus, TaskKind
+from nightowl.common.items import ItemOutcome
 from nightowl_workers.engine import WorkItem, run_batched
 from nightowl_workers.runners import GenerationRunner, Runner, SentimentRunner
 from nightowl_workers.runners.base import Prepared

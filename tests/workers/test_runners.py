@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from nightowl.enums import ErrorCode, ItemStatus, TaskKind
-from nightowl.errors import InvalidParams
-from nightowl.items import ItemOutcome
+from nightowl.common.enums import ErrorCode, ItemStatus, TaskKind
+from nightowl.common.errors import InvalidParams
+from nightowl.common.items import ItemOutcome
 from nightowl_workers.engine import WorkItem, run_batched
 from nightowl_workers.runners import RUNNERS, Runner, make_runner
 from nightowl_workers.runners.sentiment import SentimentRunner

@@ -23,8 +23,8 @@ transformers = pytest.importorskip("transformers")
 from safetensors import safe_open  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers, processors  # noqa: E402
 
-from nightowl.enums import TaskKind  # noqa: E402
-from nightowl.errors import InvalidInput  # noqa: E402
+from nightowl.common.enums import TaskKind  # noqa: E402
+from nightowl.common.errors import InvalidInput  # noqa: E402
 from nightowl_workers.bootstrap import bootstrap_models, translation_pair  # noqa: E402
 from nightowl_workers.training import TrainConfig, TrainResult, evaluate, train  # noqa: E402
 

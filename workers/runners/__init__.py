@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nightowl.enums import TaskKind
+from nightowl.common.enums import TaskKind
 from nightowl_workers.runners.base import Runner
 from nightowl_workers.runners.embedding import EmbeddingRunner
 from nightowl_workers.runners.generation import GenerationRunner

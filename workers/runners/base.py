@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from nightowl.enums import TaskKind
-from nightowl.errors import InvalidInput, InvalidParams
-from nightowl.tokens import POSITION_FIELDS, input_room, too_long
-from nightowl.tokens import position_limit as model_position_limit
-from nightowl.values import param_bool, param_float, param_int
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import InvalidInput, InvalidParams
+from nightowl.common.tokens import POSITION_FIELDS, input_room, too_long
+from nightowl.common.tokens import position_limit as model_position_limit
+from nightowl.common.values import param_bool, param_float, param_int
 
 __all__ = ["Runner", "param_bool", "param_float", "param_int"]
 
@@ -103,7 +103,7 @@ class Runner(ABC):
         return backend
 
     def position_limit(self) -> int:
-        """The longest sequence the model's position embeddings cover (nightowl.tokens' rule,
+        """The longest sequence the model's position embeddings cover (nightowl.common.tokens' rule,
         the one submit applies to the model's files)."""
         config = self.model.config
         fields = {name: getattr(config, name, None) for name in POSITION_FIELDS}
@@ -256,4 +256,5 @@ class Prepared:
 # --- parameter helpers shared by the runners ---------------------------------------------
 
 
-# The helpers live in the core so that submit checks with the same rules (nightowl/values.py).
+# The helpers live in the core so that submit checks with the same rules
+# (nightowl/common/values.py).

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nightowl.enums import TaskKind
-from nightowl.specs import EMBED_PARAMS
+from nightowl.common.enums import TaskKind
+from nightowl.common.specs import EMBED_PARAMS
 from nightowl_workers.runners.base import Runner, param_bool, param_int
 
 if TYPE_CHECKING:

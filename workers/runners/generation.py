@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nightowl.config import get_settings
-from nightowl.enums import TaskKind
-from nightowl.errors import InvalidParams
-from nightowl.specs import (
+from nightowl.common.config import get_settings
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import InvalidParams
+from nightowl.common.specs import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_RETURN_SEQUENCES,
     MAX_TOP_K,
@@ -22,8 +22,8 @@ from nightowl.specs import (
     SEED_RANGE,
     stop_strings,
 )
-from nightowl.specs import GENERATE_PARAMS as PARAMS
-from nightowl.tokens import fit_context, new_token_ceiling
+from nightowl.common.specs import GENERATE_PARAMS as PARAMS
+from nightowl.common.tokens import fit_context, new_token_ceiling
 from nightowl_workers.runners import continuous
 from nightowl_workers.runners.base import Runner, param_bool, param_float, param_int
 

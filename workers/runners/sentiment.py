@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nightowl.enums import TaskKind
-from nightowl.specs import SENTIMENT_PARAMS as PARAMS
+from nightowl.common.enums import TaskKind
+from nightowl.common.specs import SENTIMENT_PARAMS as PARAMS
 from nightowl_workers.runners.base import Runner, param_bool
 
 if TYPE_CHECKING:

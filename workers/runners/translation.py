@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nightowl.enums import TaskKind
-from nightowl.specs import DEFAULT_TRANSLATE_NEW_TOKENS as DEFAULT_MAX_NEW_TOKENS
-from nightowl.specs import MAX_BEAMS
-from nightowl.specs import TRANSLATE_PARAMS as PARAMS
-from nightowl.tokens import new_token_ceiling
+from nightowl.common.enums import TaskKind
+from nightowl.common.specs import DEFAULT_TRANSLATE_NEW_TOKENS as DEFAULT_MAX_NEW_TOKENS
+from nightowl.common.specs import MAX_BEAMS
+from nightowl.common.specs import TRANSLATE_PARAMS as PARAMS
+from nightowl.common.tokens import new_token_ceiling
 from nightowl_workers.runners.base import Runner, param_int
 
 if TYPE_CHECKING:

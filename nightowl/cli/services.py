@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -222,7 +223,7 @@ def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int |
     migrate.upgrade(s)
     procs = concurrency or os.cpu_count() or 1
     worker_args = ["worker", "-Q", "cpu,gpu,train", "--beat", "--quiet", "-c", str(procs)]
-    children.start("worker", nightowl_argv(*worker_args))
+    children.start("worker", nightowl_argv(*worker_args), stdout=subprocess.DEVNULL)
     lines = [
         ("broker", f"embedded Valkey on {sock}" if sock else _hide_password(s.redis_url)),
         # render_as_string hides a password in the URL.
@@ -283,8 +284,7 @@ def supervise(children: Children) -> None:
                    + (f" (quick death {failed[name]} of {MAX_FAILED_STARTS})"
                       if failed[name] else ""), err=True)
         time.sleep(delay)
-        argv, env, _ = children.started[name]
-        children.start(name, argv, env)
+        children.restart(name)
 
 
 def how_it_ended(code: int) -> str:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.enums import ItemStatus
 from nightowl.common.errors import InvalidInput, Unauthorized
+from nightowl.common.specs import effective_hyperparams
 from nightowl.common.timespec import parse_when
 from nightowl.finetune import service as finetunes
 from nightowl.fleet import heartbeats as fleet
@@ -73,6 +74,9 @@ def job_json(job: Job, refs: dict[int, str]) -> dict[str, Any]:
                               cancelled=job.cancelled_items, expired=job.expired_items,
                               total=job.total_items),
         "percent": round(100.0 * job.done_items / job.total_items, 1) if job.total_items else 0,
+        # The succeeded part of what is done: a cancelled job's bar keeps what it finished.
+        "ok_percent": round(100.0 * job.succeeded_items / job.done_items, 1)
+        if job.done_items else 0,
         "created_at": job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
@@ -170,7 +174,9 @@ def run_page(request: Request, run_id: str, session: SessionDep,
     run = finetunes.get_run(session, run_id, tenant_id=tenant)
     events = finetunes.events_of(session, run_id)[-200:]
     return _page(request, "run.html", run=run_json(run, _run_refs(session, [run])),
-                 hyperparams=run.hyperparams, events=events)
+                 hyperparams=effective_hyperparams(run.hyperparams),
+                 given=sorted(k for k, v in run.hyperparams.items() if v is not None),
+                 events=events)
 
 
 @router.get("/ui/api/runs/{run_id}/metrics")
@@ -198,12 +204,14 @@ def workers_page(request: Request, session: SessionDep, settings: SettingsDep,
 def models_page(request: Request, session: SessionDep, tenant: TenantDep) -> HTMLResponse:
     """The caller's own and the shared model versions, with aliases and eval metrics."""
     aliases = registry.aliases_by_version(session, tenant_id=tenant)
+    listed = registry.list_versions(session, tenant_id=tenant)
+    owners = auth.owner_names(session, [v.tenant_id for v in listed])
     versions = [
         {"ref": v.ref, "kind": v.kind.value, "aliases": aliases.get(v.id, []),
-         "source": "shared" if v.tenant_id is None else "yours",
+         "source": owners.get(v.tenant_id, v.tenant_id),
          "created_at": v.created_at.strftime("%Y-%m-%d %H:%M"),
          "metrics": {k: m for k, m in sorted(v.metrics.items()) if isinstance(m, int | float)}}
-        for v in registry.list_versions(session, tenant_id=tenant)
+        for v in listed
     ]
     return _page(request, "models.html", versions=versions)
 

@@ -1,14 +1,17 @@
 """OpenAI's Batch API guide, step by step, against nightowl.
 
 Written from OpenAI's Batch API documentation; only where the client points changes
-(base_url, api_key). The request bodies name the guide's model, so give a nightowl model that
-name once (or set MODEL to a registered one, e.g. tiny-generator):
+(base_url, api_key), and max_tokens: the guide asks for 1000, more than the tiny bootstrap
+models' 256 positions hold, so it is MAX_TOKENS here (default 64). The request bodies name
+MODEL: a registered model such as tiny-generator, or the guide's gpt-3.5-turbo-0125 once you
+give a model that name (`nightowl models add gpt-3.5-turbo-0125 --kind generate --source DIR`).
 
-    nightowl models bootstrap
-    nightowl models add gpt-3.5-turbo-0125 --kind generate \\
-        --source DIR            # tiny-generator's source, from `nightowl models list`
-    nightowl up                      # prints `api key (tenant local, shown once): nk-...`
-    OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=nk-... python examples/openai_batch.py
+    nightowl up                      # in one shell: its last line (stdout) is the API key
+    nightowl models bootstrap        # in another, with the same NIGHTOWL_HOME
+    MODEL=tiny-generator OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=nk-... \\
+        python examples/openai_batch.py
+
+With a real checkpoint registered, MAX_TOKENS=1000 runs the guide's own requests.
 """
 
 import json
@@ -22,6 +25,7 @@ client = OpenAI(
     api_key=os.environ["OPENAI_API_KEY"],
 )
 MODEL = os.environ.get("MODEL", "gpt-3.5-turbo-0125")
+MAX_TOKENS = int(os.environ.get("MAX_TOKENS", "64"))
 
 # 1. Prepare your batch file: one request per line.
 requests = [
@@ -29,12 +33,12 @@ requests = [
      "body": {"model": MODEL,
               "messages": [{"role": "system", "content": "You are a helpful assistant."},
                            {"role": "user", "content": "Hello world!"}],
-              "max_tokens": 1000}},
+              "max_tokens": MAX_TOKENS}},
     {"custom_id": "request-2", "method": "POST", "url": "/v1/chat/completions",
      "body": {"model": MODEL,
               "messages": [{"role": "system", "content": "You are an unhelpful assistant."},
                            {"role": "user", "content": "Hello world!"}],
-              "max_tokens": 1000}},
+              "max_tokens": MAX_TOKENS}},
 ]
 with open("batchinput.jsonl", "w") as f:
     for request in requests:

@@ -1,11 +1,13 @@
 """Build small real models offline, so development and CI run the whole stack with no hub.
 
 One byte-level BPE tokenizer is trained with `tokenizers` on text generated here from small
-grammars, then three tiny models are trained for a few seconds each on CPU:
+grammars, then four tiny models are trained for a few seconds each on CPU (toys: what they
+say shows the platform working and means nothing):
 
 - tiny-generator  (GPT-2): continues English-like sentences and ends paragraphs with </s>.
 - tiny-translator (Marian): toy English -> German ("the red dog" -> "der rote hund").
 - tiny-sentiment  (BERT):  positive / negative on obvious review sentences.
+- tiny-embedder   (BERT):  the sentiment BERT's encoder, for embed jobs.
 
 Every model directory is self-contained (config, model.safetensors, tokenizer.json,
 tokenizer_config.json) and loads with the ordinary `from_pretrained`, so the platform treats
@@ -49,6 +51,7 @@ DEFAULT_MODELS: tuple[tuple[str, TaskKind], ...] = (
     ("tiny-generator", TaskKind.GENERATE),
     ("tiny-translator", TaskKind.TRANSLATE),
     ("tiny-sentiment", TaskKind.SENTIMENT),
+    ("tiny-embedder", TaskKind.EMBED),
 )
 
 
@@ -108,6 +111,7 @@ def _build(todo: list[BootstrapModel], seed: int,
         TaskKind.GENERATE: _build_generator,
         TaskKind.TRANSLATE: _build_translator,
         TaskKind.SENTIMENT: _build_sentiment,
+        TaskKind.EMBED: _build_embedder,
     }
     grammars = _load_grammars()
     base_tokenizer = _train_tokenizer(grammars, seed)
@@ -442,6 +446,15 @@ def _build_sentiment(base: Tokenizer, grammars: Grammar, seed: int) -> _Built:
         predicted = model(input_ids=ids, attention_mask=mask).logits.argmax(-1).tolist()
     correct = sum(p == label for p, (_, label) in zip(predicted, held_out, strict=True))
     return model, tokenizer, {"steps": steps, "train/loss": loss, "eval/accuracy": correct / 200}
+
+
+def _build_embedder(base: Tokenizer, grammars: Grammar, seed: int) -> _Built:
+    """The sentiment BERT's encoder alone: the embed runner mean-pools its hidden states, and
+    training it to tell praise from complaints gives the vectors a little shape."""
+    model, tokenizer, report = _build_sentiment(base, grammars, seed)
+    encoder = model.bert
+    encoder.config.architectures = ["BertModel"]
+    return encoder, tokenizer, report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,17 @@
     return [steps, ...ys];
   }
 
+  // Every chart shares the run's x range (first to last step logged), so an eval chart with
+  // one point at the end lines up with the loss, instead of uPlot padding a lone x to 0..100.
+  function stepRange(series) {
+    const all = Object.values(series).flatMap((s) => s.steps);
+    if (!all.length) return null;
+    const lo = Math.min(...all), hi = Math.max(...all);
+    return lo === hi ? [lo - 1, hi + 1] : [lo, hi];
+  }
+
   function draw(root, series) {
+    const range = stepRange(series);
     const groups = new Map();
     Object.keys(series).sort().forEach((key) => {
       const g = groupOf(key);
@@ -43,8 +53,13 @@
     }
     for (const [group, keys] of groups) {
       const data = aligned(keys, series);
+      // A line needs two points: a series with few shows its points as dots, so a single eval
+      // at the end is seen.
+      const dots = keys.map((k) => series[k].steps.length <= 20);
       const existing = charts.get(group);
-      if (existing && existing.keys.join() === keys.join()) {
+      if (existing && existing.keys.join() === keys.join()
+          && existing.dots.join() === dots.join()) {
+        existing.range = range;
         existing.plot.setData(data);
       } else {
         if (existing) existing.plot.destroy();
@@ -56,17 +71,25 @@
           root.appendChild(box);
         }
         const width = Math.max(320, Math.min(560, root.clientWidth / 2 - 24));
+        const entry = { keys, dots, box, range };
         const plot = new uPlot({
           title: group,
           width,
           height: 240,
-          scales: { x: { time: false } },
+          scales: { x: { time: false,
+                         range: (u, lo, hi) => entry.range || [lo, hi] } },
+          // What was drawn, for anyone checking the page (and its test).
+          hooks: { draw: [(u) => { box.dataset.xmin = u.scales.x.min;
+                                   box.dataset.xmax = u.scales.x.max; }] },
           axes: [{ label: "step" }, { size: 64, values: (u, vals) => vals.map(tick) }],
           series: [{ label: "step" },
                    ...keys.map((k, i) => ({ label: k, stroke: COLORS[i % COLORS.length],
-                                            width: 2, spanGaps: true, points: { show: false } }))],
+                                            width: 2, spanGaps: true,
+                                            points: { show: dots[i], size: 8,
+                                                      fill: COLORS[i % COLORS.length] } }))],
         }, data, box);
-        charts.set(group, { plot, keys, box });
+        entry.plot = plot;
+        charts.set(group, entry);
       }
       const box = charts.get(group).box;
       box.dataset.points = data[0].length;

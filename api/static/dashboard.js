@@ -32,6 +32,7 @@ const nightowl = (() => {
     const fill = bar.querySelector(".fill");
     fill.style.width = job.percent + "%";
     fill.className = "fill status-" + job.status;
+    fill.querySelector(".ok").style.width = job.ok_percent + "%";
   }
 
   function newBar() {
@@ -40,6 +41,9 @@ const nightowl = (() => {
     bar.setAttribute("role", "progressbar");
     const fill = document.createElement("div");
     fill.className = "fill";
+    const ok = document.createElement("div");
+    ok.className = "ok";
+    fill.appendChild(ok);
     bar.appendChild(fill);
     return bar;
   }

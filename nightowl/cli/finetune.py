@@ -76,16 +76,21 @@ def finetune() -> None:
               help="Share of the training rows held out when no --eval is given.")
 @_hyperparameter_options
 @click.option("--lora", help="Train LoRA adapters, e.g. r=8,alpha=16 (merged when saved).")
+@click.option("--group-by-length", is_flag=True, default=None,
+              help="Batch rows of similar length together to cut padding (off: batches are "
+                   "shuffled, which learns better where length tracks the label).")
 @click.option("--register-as", help="Model name for the result (default: the base's name).")
 @click.option("--promote-to", help="Move this alias to the result only if it beats the holder.")
 @click.option("--gate", help="Eval metric that decides the promotion (default per kind).")
 @priority_option
 @click.option("--wait", is_flag=True, help="Wait; exit 0 only if the run succeeded.")
 def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_split: float,
-           lora: str | None, register_as: str | None, promote_to: str | None,
-           gate: str | None, priority: int, wait: bool, **hyperparameters: float | None) -> None:
+           lora: str | None, group_by_length: bool | None, register_as: str | None,
+           promote_to: str | None, gate: str | None, priority: int, wait: bool,
+           **hyperparameters: float | None) -> None:
     """Queue a fine-tune on the train queue; the run id is the last line printed."""
-    hyper: dict[str, Any] = {**hyperparameters, "lora": parse_lora(lora)}
+    hyper: dict[str, Any] = {**hyperparameters, "lora": parse_lora(lora),
+                             "group_by_length": group_by_length or None}
     run = current().submit_finetune(FinetuneRequest(
         kind=KIND_ALIASES[kind], base=base, train_file=train_file, eval_file=eval_file,
         eval_split=eval_split, hyperparams={k: v for k, v in hyper.items() if v is not None},

@@ -145,15 +145,32 @@ class LocalBackend:
         from nightowl.registry import outcome
         from nightowl.registry import versions as registry
 
+        from sqlalchemy import select
+
+        from nightowl.platform.auth import owner_names
+        from nightowl.platform.orm import ModelAlias
+
         with db_session() as session:
-            versions = registry.list_versions(session, name.split("@")[0])
-            aliases = registry.aliases_by_version(session)
+            bare = name.split("@")[0]
+            versions = registry.list_versions(session, bare)
             bases = outcome.version_refs(session, [v.base_version_id for v in versions])
+            rows = list(session.scalars(select(ModelAlias).where(ModelAlias.name == bare)
+                                        .order_by(ModelAlias.alias)))
+            owners = owner_names(session, [v.tenant_id for v in versions]
+                                 + [a.tenant_id for a in rows])
+            aliases: dict[int, list[dict[str, Any]]] = {}
+            for a in rows:
+                # Every tenant's aliases are listed here; `here` marks the one this CLI's own
+                # submits resolve NAME@ALIAS to (its tenant's, else the shared one).
+                here = registry.resolve(session, f"{bare}@{a.alias}").id == a.version_id
+                aliases.setdefault(a.version_id, []).append(
+                    {"alias": a.alias, "owner": owners.get(a.tenant_id, a.tenant_id),
+                     "here": here})
             return [{
                 "ref": v.ref, "kind": v.kind.value, "aliases": aliases.get(v.id, []),
                 "base_version": bases.get(v.base_version_id) if v.base_version_id else None,
                 "training_run_id": v.training_run_id,
-                "owner": "shared" if v.tenant_id is None else v.tenant_id,
+                "owner": owners.get(v.tenant_id, v.tenant_id),
                 "metrics": dict(v.metrics), "source": v.source, "revision": v.revision,
                 "sha256": v.sha256, "created_at": v.created_at,
             } for v in versions]

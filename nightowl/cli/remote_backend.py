@@ -109,10 +109,13 @@ class RemoteBackend:
         from nightowl.openai.model_list import OWNER  # how /v1/models names the shared models
 
         models: list[dict[str, Any]] = self.api.get("/v1/models")["data"]
-        aliases: dict[str, list[str]] = {}
+        aliases: dict[str, list[dict[str, Any]]] = {}
         for m in models:
             if "@" in m["id"] and m["id"] != m["version"]:
-                aliases.setdefault(m["version"], []).append(m["id"].split("@", 1)[1])
+                # /v1/models lists the aliases this tenant's submits resolve to, and no other.
+                aliases.setdefault(m["version"], []).append({
+                    "alias": m["id"].split("@", 1)[1], "here": True,
+                    "owner": "shared" if m["owned_by"] == OWNER else m["owned_by"]})
         return [{
             "ref": m["id"], "kind": m["kind"], "aliases": aliases.get(m["id"], []),
             "owner": "shared" if m["owned_by"] == OWNER else m["owned_by"],
@@ -124,7 +127,8 @@ class RemoteBackend:
 
     def list_models(self, name: str | None) -> list[dict[str, Any]]:
         return [{"model": v["ref"], "owner": v["owner"], "kind": v["kind"],
-                 "aliases": v["aliases"], "source": "", "metrics": v["metrics"]}
+                 "aliases": [a["alias"] for a in v["aliases"]], "source": "",
+                 "metrics": v["metrics"]}
                 for v in self._versions(name)]
 
     def model_versions(self, name: str) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from nightowl.cli.backend import current
-from nightowl.cli.query import write_file
+from nightowl.cli.query import check_output_dir, write_file
 from nightowl.query.export import csv_lines, jsonl_lines
 
 FORMATS = ["jsonl", "csv", "parquet"]
@@ -19,7 +19,7 @@ FORMATS = ["jsonl", "csv", "parquet"]
 
 @click.group()
 def results() -> None:
-    """Export results."""
+    """A job's results out (`export`), or results across jobs (`query`)."""
 
 
 @results.command()
@@ -35,6 +35,7 @@ def export(job_id: str, output: Path | None, errors: bool, fmt: str | None) -> N
     fmt = fmt or _format_for(output)
     if fmt == "parquet" and output is None:
         raise click.BadParameter("parquet is binary: pass -o FILE.parquet", param_hint="--format")
+    check_output_dir(output)
     counted = [0]
     with current().job_rows(job_id, errors=errors) as (kind, rows):
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -221,7 +223,7 @@ def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int |
     migrate.upgrade(s)
     procs = concurrency or os.cpu_count() or 1
     worker_args = ["worker", "-Q", "cpu,gpu,train", "--beat", "--quiet", "-c", str(procs)]
-    children.start("worker", nightowl_argv(*worker_args))
+    children.start("worker", nightowl_argv(*worker_args), stdout=subprocess.DEVNULL)
     lines = [
         ("broker", f"embedded Valkey on {sock}" if sock else _hide_password(s.redis_url)),
         # render_as_string hides a password in the URL.
@@ -250,9 +252,48 @@ def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int |
                    "dashboard's login):", err=True)
         click.echo(key)
     sys.stdout.flush()
-    while (dead := children.poll_dead()) is None:
-        time.sleep(0.5)
-    raise click.ClickException(dead)
+    supervise(children)
+
+
+# A child that dies within STEADY_SECONDS of starting counts as a failed start; after
+# MAX_FAILED_STARTS of those in a row `up` stops rather than restart it forever.
+STEADY_SECONDS = 60.0
+MAX_FAILED_STARTS = 5
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def supervise(children: Children) -> None:
+    """Keep every child running: one that exits is started again after a back-off that doubles
+    with each quick death (said on one line); one that keeps dying at start ends `up` with
+    its name, how it ended, and a non-zero code."""
+    failed: dict[str, int] = {}
+    while True:
+        dead = children.take_dead()
+        if dead is None:
+            time.sleep(0.5)
+            continue
+        name, code, ran = dead
+        failed[name] = 0 if ran >= STEADY_SECONDS else failed.get(name, 0) + 1
+        how = how_it_ended(code)
+        if failed[name] >= MAX_FAILED_STARTS:
+            raise click.ClickException(
+                f"{name} {how} {failed[name]} times in a row within {STEADY_SECONDS:.0f} s of "
+                f"starting; stopping everything (run `nightowl {name}` alone to see why)")
+        delay = min(MAX_BACKOFF_SECONDS, 2.0 ** max(0, failed[name] - 1))
+        click.echo(f"{name} {how} after {ran:.0f} s; restarting it in {delay:.0f} s"
+                   + (f" (quick death {failed[name]} of {MAX_FAILED_STARTS})"
+                      if failed[name] else ""), err=True)
+        time.sleep(delay)
+        children.restart(name)
+
+
+def how_it_ended(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}" + (" (it was stopped from outside)" if code == 0 else "")
 
 
 def _hide_password(url: str) -> str:

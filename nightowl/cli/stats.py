@@ -75,3 +75,5 @@ def compare(a: str, b: str, as_json: bool) -> None:
         table.add_row(row["metric"], _fmt(row["a"]), _fmt(row["b"]),
                       "-" if delta is None else f"{delta:+.4g}")
     Console(width=160).print(table)
+    if c.get("note"):
+        click.echo(c["note"], err=True)

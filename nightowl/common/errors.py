@@ -18,20 +18,27 @@ class NotFound(NightowlError):
 class InvalidInput(NightowlError):
     """User input that cannot be accepted; `problems` lists (line or field, message)."""
 
+    SHOWN = 50
+
     def __init__(self, message: str, problems: list[tuple[str, str]] | None = None, *,
-                 param: str | None = None) -> None:
+                 param: str | None = None, of_lines: tuple[int, int] | None = None) -> None:
         super().__init__(message)
         self.problems = problems or []
         # The request field at fault, for API clients (OpenAI's error.param).
         self.param = param
+        # (invalid, total) lines of a file, when `problems` lists only the first of them.
+        self.of_lines = of_lines
 
     def __str__(self) -> str:
         base = super().__str__()
         if not self.problems:
             return base
-        shown = "\n".join(f"  {where}: {what}" for where, what in self.problems[:50])
-        more = len(self.problems) - 50
+        shown = "\n".join(f"  {where}: {what}" for where, what in self.problems[:self.SHOWN])
+        invalid = self.of_lines[0] if self.of_lines else len(self.problems)
+        more = invalid - min(len(self.problems), self.SHOWN)
         tail = f"\n  ... and {more} more" if more > 0 else ""
+        if more > 0 and self.of_lines:
+            tail += f" ({invalid} of {self.of_lines[1]} lines)"
         return f"{base}\n{shown}{tail}"
 
 

@@ -265,9 +265,23 @@ class Hyperparameters(BaseModel):
                             "target each, for translation); longer rows are truncated")
     lora: Lora | None = Field(None, description="Train LoRA adapters, e.g. {\"r\": 8, "
                               "\"alpha\": 16}")
+    group_by_length: bool = Field(False, description="Batch rows of similar length together "
+                                  "(within shuffled windows) to cut padding; off by default, "
+                                  "as where length tracks the label every batch would be one "
+                                  "class")
 
 
 HYPERPARAMS = tuple(Hyperparameters.model_fields)
+
+
+def effective_hyperparams(given: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter a run trains with: those given, and the defaults for the rest
+    (LoRA's alpha included), so a run's page shows all that decided it."""
+    full = Hyperparameters.model_validate(
+        {k: v for k, v in given.items() if v is not None and k in HYPERPARAMS}).model_dump()
+    if full["lora"] is not None and full["lora"]["alpha"] is None:
+        full["lora"]["alpha"] = 2 * full["lora"]["r"]
+    return full
 
 
 def _hyper_problem(info: FieldInfo, value: Any, cap: float | None) -> str | None:
@@ -305,6 +319,11 @@ def check_hyperparams(hyper: object, settings: Settings | None) -> dict[str, Any
             continue
         if name == "lora":
             problems += _lora_problems(value)
+            continue
+        if bool in field_types(info):
+            if not isinstance(value, bool):
+                problems.append((f"hyperparameters.{name}", f"must be true or false, not "
+                                 f"{shown(value)}"))
             continue
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         setting = extra.get("x-setting")

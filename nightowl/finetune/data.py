@@ -25,37 +25,26 @@ def read_rows(path: Path, kind: TaskKind, *, what: str = "training file") -> lis
         raise InvalidInput(f"{what} {str(path)!r} does not exist")
     rows: list[dict[str, Any]] = []
     problems: list[tuple[str, str]] = []
+    # Every line is checked, so the error can say how many are bad; the first few are listed.
+    invalid = total = 0
     plain_text = kind == TaskKind.GENERATE and path.suffix.lower() == ".txt"
     for line_no, raw in _lines(path):
         if not raw.strip():
             continue
+        total += 1
         if plain_text:
             rows.append({"text": raw.rstrip("\n")})
             continue
-        try:
-            obj = json.loads(raw)
-        except ValueError as e:
-            problems.append((f"line {line_no}", f"malformed JSON: {e}"))
-            continue
-        if not isinstance(obj, dict):
-            problems.append((f"line {line_no}", "expected a JSON object per line"))
-            continue
-        row: dict[str, Any] = {}
-        for field in FIELDS[kind]:
-            value = obj.get(field)
-            if field == "label" and isinstance(value, int) and not isinstance(value, bool):
-                value = str(value)
-            if not isinstance(value, str) or not value.strip():
-                problems.append((f"line {line_no}",
-                                 f"missing or empty field {field!r} (a string)"))
-                break
-            row[field] = value
-        else:
+        row, problem = _row(raw, kind)
+        if problem is None:
             rows.append(row)
-        if len(problems) >= MAX_PROBLEMS:
-            break
+            continue
+        invalid += 1
+        if len(problems) < MAX_PROBLEMS:
+            problems.append((f"line {line_no}", problem))
     if problems:
-        raise InvalidInput(f"{what} {path.name} has invalid lines; nothing was queued", problems)
+        raise InvalidInput(f"{what} {path.name}: {invalid} of {total} lines are invalid; "
+                           "nothing was queued", problems, of_lines=(invalid, total))
     if not rows:
         raise InvalidInput(f"{what} {path.name} is empty: no rows to train on")
     if kind == TaskKind.SENTIMENT:
@@ -66,6 +55,25 @@ def read_rows(path: Path, kind: TaskKind, *, what: str = "training file") -> lis
                 "least two classes"
             )
     return rows
+
+
+def _row(raw: str, kind: TaskKind) -> tuple[dict[str, Any], str | None]:
+    """One line as a training row, or what is wrong with it."""
+    try:
+        obj = json.loads(raw)
+    except ValueError as e:
+        return {}, f"malformed JSON: {e}"
+    if not isinstance(obj, dict):
+        return {}, "expected a JSON object per line"
+    row: dict[str, Any] = {}
+    for field in FIELDS[kind]:
+        value = obj.get(field)
+        if field == "label" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            return {}, f"missing or empty field {field!r} (a string)"
+        row[field] = value
+    return row, None
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:

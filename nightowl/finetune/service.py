@@ -284,6 +284,9 @@ def gate_decision(session: Session, run: TrainingRun, version: ModelVersion,
         "alias": run.promote_to, "metric": metric, "candidate_version": version.ref,
         "candidate": candidate, "incumbent_version": holder.ref if holder else None,
         "incumbent": (incumbent_metrics or {}).get(metric) if holder else None,
+        # Every number the gate measured for the incumbent on this run's eval set: what
+        # `models compare` shows for a version that has none of its own on this set.
+        "incumbent_metrics": dict(incumbent_metrics or {}) if holder else {},
     }
     if candidate is None:
         decision.update(promoted=False, reason=f"the run reported no {metric}")

@@ -192,7 +192,9 @@ def read_csv(
 ) -> Iterator[ParsedLine]:
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
     csv.field_size_limit(max_line_bytes)
-    reader = csv.DictReader(text)
+    # strict: a quote left open is an error at its line, not a field that swallows the rest of
+    # the file (newlines included) and is queued as text.
+    reader = csv.DictReader(text, strict=True)
     try:
         header = reader.fieldnames
     except UnicodeDecodeError as e:
@@ -206,6 +208,9 @@ def read_csv(
             f"the header has {', '.join(map(repr, header))} (choose with --column / --id-column)"
         )
     while True:
+        # The row's first line (a quoted field may span several); DictReader.line_num is only
+        # updated on success, so read the inner reader's.
+        start = reader.reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
@@ -216,13 +221,20 @@ def read_csv(
                 f"line {line_no}: not valid UTF-8; re-encode the file as UTF-8"
             ) from None
         except csv.Error as e:
-            line_no = reader.line_num
-            yield ParsedLine(
-                line_no, str(line_no), {}, (ErrorCode.INVALID_INPUT, f"malformed CSV: {e}")
-            )
+            yield ParsedLine(start, str(start), {}, (ErrorCode.INVALID_INPUT, _csv_problem(
+                e, start, reader.reader.line_num)))
             continue
         line_no = reader.line_num
         obj: dict[str, Any] = {kind.input_field: row.get(column)}
         if id_column:
             obj["custom_id"] = row.get(id_column)
         yield _item(kind, obj, line_no, check_length)
+
+
+def _csv_problem(error: csv.Error, start: int, end: int) -> str:
+    if "unexpected end of data" in str(error) or "expected after" in str(error):
+        span = f"runs to the end of the file (line {end})" if "end of data" in str(
+            error) else f"is closed on line {end} by a quote that is not followed by a comma"
+        return (f"malformed CSV: a quoted field opened on line {start} {span}; close the quote "
+                'at the end of its field, and write a quote inside a field as ""')
+    return f"malformed CSV: {error}"

@@ -178,7 +178,7 @@ def submit_job(
         raise InvalidInput(
             f"{failed} of {total} lines are invalid; nothing was queued "
             "(fix them, or pass --on-invalid skip to run the valid lines)",
-            [(f"line {n}", m) for n, m in problems],
+            [(f"line {n}", m) for n, m in problems], of_lines=(failed, total),
         )
     job.total_items = total
     job.failed_items = failed

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.enums import ChunkStatus, ItemStatus
 from nightowl.jobs.service import get_job
-from nightowl.platform.orm import JobChunk, JobItem, ModelVersion, utcnow
+from nightowl.platform.orm import JobChunk, JobItem, ModelVersion, TrainingRun, utcnow
 
 PERCENTILES = (50, 90, 99)
 
@@ -121,14 +121,45 @@ def compare_models(session: Session, a: str, b: str, *, tenant_id: str | None = 
     from nightowl.registry.versions import resolve
 
     va, vb = resolve(session, a, tenant_id=tenant_id), resolve(session, b, tenant_id=tenant_id)
-    keys = sorted({*va.metrics, *vb.metrics})
+    ma, mb, note = dict(va.metrics), dict(vb.metrics), None
+    # A version's own metrics come from its own eval set (or there are none, for a checkpoint
+    # registered directly). When one of the two was trained by a run whose promotion gate
+    # measured the other on that run's eval set, both sides come from that one set.
+    for mine, other in ((vb, va), (va, vb)):
+        measured = _gate_measured(session, mine, other)
+        if measured is not None:
+            run_id, values = measured
+            if other is va:
+                ma = {**va.metrics, **values}
+            else:
+                mb = {**vb.metrics, **values}
+            note = (f"{other.ref}'s metrics as measured by the promotion gate of run {run_id} "
+                    f"on the eval set that {mine.ref} was evaluated on")
+            break
+    keys = sorted({*ma, *mb})
     rows = []
     for key in keys:
-        x, y = va.metrics.get(key), vb.metrics.get(key)
+        x, y = ma.get(key), mb.get(key)
         numeric = isinstance(x, int | float) and isinstance(y, int | float)
         rows.append({"metric": key, "a": x, "b": y,
                      "delta": round(float(y) - float(x), 6) if numeric else None})  # type: ignore[arg-type]
     return {"a": va.ref, "b": vb.ref, "a_kind": va.kind.value, "b_kind": vb.kind.value,
             "a_created_at": va.created_at.isoformat(), "b_created_at": vb.created_at.isoformat(),
-            "metrics": rows}
+            "metrics": rows, "note": note}
+
+
+def _gate_measured(session: Session, candidate: ModelVersion, incumbent: ModelVersion
+                   ) -> tuple[str, dict[str, float]] | None:
+    """(run id, metrics) the gate of the run that made `candidate` measured for `incumbent`."""
+    if candidate.training_run_id is None:
+        return None
+    run = session.get(TrainingRun, candidate.training_run_id)
+    promotion = run.promotion if run is not None else None
+    if not promotion or promotion.get("incumbent_version") != incumbent.ref:
+        return None
+    values = promotion.get("incumbent_metrics") or (
+        {promotion["metric"]: promotion["incumbent"]}
+        if promotion.get("incumbent") is not None else {})
+    numbers = {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
+    return (run.id, numbers) if run is not None and numbers else None
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.errors import ModelNotFound, NightowlError
 from nightowl.openai.lines import ENDPOINTS
+from nightowl.platform.auth import owner_names
 from nightowl.platform.orm import ModelVersion
 from nightowl.registry import outcome
 from nightowl.registry import versions as registry
@@ -24,10 +25,13 @@ def _endpoints(version: ModelVersion) -> list[str]:
     return [url for url, kind in ENDPOINTS.items() if kind == version.kind]
 
 
-def model_object(model_id: str, version: ModelVersion, bases: dict[int, str]) -> dict[str, Any]:
-    """`bases`: name@vN of base version ids (outcome.version_refs), for the lineage."""
-    # Shared models are the operator's; a tenant's own ones name it by its tenant id.
-    owner = OWNER if version.tenant_id is None else version.tenant_id
+def model_object(model_id: str, version: ModelVersion, bases: dict[int, str],
+                 owners: dict[str | None, str]) -> dict[str, Any]:
+    """`bases`: name@vN of base version ids (outcome.version_refs), for the lineage; `owners`:
+    tenant names by id (auth.owner_names)."""
+    # Shared models are the operator's; a tenant's own ones name it by its tenant's name.
+    owner = OWNER if version.tenant_id is None else owners.get(version.tenant_id,
+                                                               version.tenant_id)
     base = bases.get(version.base_version_id) if version.base_version_id else None
     return {"id": model_id, "object": "model", "created": int(version.created_at.timestamp()),
             "owned_by": owner, "kind": version.kind.value, "version": version.ref,
@@ -44,10 +48,11 @@ def list_models(session: Session, *, tenant_id: str | None) -> list[dict[str, An
     for v in versions:  # ordered by name, version: the last one seen is the newest
         latest[v.name] = v
     bases = outcome.version_refs(session, [v.base_version_id for v in versions])
-    out = [model_object(name, v, bases) for name, v in latest.items()]
-    out += [model_object(f"{v.name}@{alias}", v, bases) for v in versions
+    owners = owner_names(session, [v.tenant_id for v in versions])
+    out = [model_object(name, v, bases, owners) for name, v in latest.items()]
+    out += [model_object(f"{v.name}@{alias}", v, bases, owners) for v in versions
             for alias in aliases.get(v.id, [])]
-    out += [model_object(v.ref, v, bases) for v in versions]
+    out += [model_object(v.ref, v, bases, owners) for v in versions]
     return out
 
 
@@ -57,4 +62,5 @@ def get_model(session: Session, model_id: str, *, tenant_id: str | None) -> dict
     except NightowlError:
         raise ModelNotFound(f"no model {model_id!r}; list them with GET /v1/models") from None
     return model_object(model_id, version,
-                        outcome.version_refs(session, [version.base_version_id]))
+                        outcome.version_refs(session, [version.base_version_id]),
+                        owner_names(session, [version.tenant_id]))

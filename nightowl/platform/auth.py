@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -38,6 +39,20 @@ def get_or_create_tenant(session: Session, name: str) -> Tenant:
         session.add(tenant)
         session.flush()
     return tenant
+
+
+SHARED_OWNER = "shared"
+
+
+def owner_names(session: Session, tenant_ids: Iterable[str | None]) -> dict[str | None, str]:
+    """How an owner is shown everywhere (CLI, API, dashboard): its tenant's name; shared rows
+    (no tenant) as "shared"."""
+    wanted = {t for t in tenant_ids if t is not None}
+    names: dict[str | None, str] = {None: SHARED_OWNER}
+    if wanted:
+        names.update(session.execute(select(Tenant.id, Tenant.name)
+                                     .where(Tenant.id.in_(wanted))).tuples().all())
+    return names
 
 
 def operator_tenant_id(session: Session) -> str:

@@ -53,16 +53,38 @@ class Children:
 
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.started: dict[str, tuple[list[str], dict[str, str], float, int]] = {}
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})})
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, *,
+              stdout: int = 2) -> None:
+        """`stdout`: a file descriptor for the child's stdout, stderr by default, so that the
+        parent's stdout carries only what it prints itself (`up`'s key); DEVNULL for a quiet
+        Celery worker, whose stdout holds only its "Warm shutdown" line (logs go to stderr)."""
+        # A session of its own: Ctrl-C in the terminal reaches only the parent, which stops
+        # each child once (a child that also took the SIGINT said "Warm shutdown" twice).
+        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})},
+                                start_new_session=True, stdout=stdout)
         self.procs.append((name, proc))
+        self.started[name] = (argv, env or {}, time.monotonic(), stdout)
+
+    def take_dead(self) -> tuple[str, int, float] | None:
+        """The first child that has exited, removed from the set: (name, returncode, seconds
+        it ran); `restart(name)` starts it again as it was started."""
+        for i, (name, proc) in enumerate(self.procs):
+            if proc.poll() is not None:
+                del self.procs[i]
+                return name, proc.returncode, time.monotonic() - self.started[name][2]
+        return None
 
     def poll_dead(self) -> str | None:
         for name, proc in self.procs:
             if proc.poll() is not None:
                 return f"{name} exited with code {proc.returncode}"
         return None
+
+    def restart(self, name: str) -> None:
+        argv, env, _, stdout = self.started[name]
+        self.start(name, argv, env, stdout=stdout)
 
     def stop(self, timeout: float = 20.0) -> None:
         for _, proc in self.procs:

@@ -102,7 +102,7 @@ COLUMNS = (
     JobItem.id, JobItem.job_id, JobItem.custom_id, JobItem.status, JobItem.input,
     JobItem.output, JobItem.error_code, JobItem.error_message, JobItem.tokens_in,
     JobItem.tokens_out, JobItem.worker, JobItem.device, JobItem.attempts, JobItem.started_at,
-    JobItem.finished_at, Job.kind, ModelVersion.name, ModelVersion.version,
+    JobItem.finished_at, Job.kind, ModelVersion.name, ModelVersion.version, JobItem.line_no,
 )
 
 
@@ -123,6 +123,8 @@ def row_dict(row: Row[Any]) -> dict[str, Any]:
         "id": row.id,
         "job_id": row.job_id,
         "custom_id": row.custom_id,
+        # Where the item was in the input: a line refused at submit has no text to find it by.
+        "line_no": row.line_no,
         "kind": TaskKind(row.kind).value,
         "model": f"{row.name}@v{row.version}",
         "status": ItemStatus(row.status).value,

@@ -25,8 +25,7 @@ from nightowl_workers.runners import Runner
 
 
 def model_for(kind: TaskKind, tiny_models: dict[TaskKind, Path]) -> Path:
-    """Bootstrap builds no model of its own to embed with: any encoder checkpoint embeds, so the
-    tiny sentiment BERT serves that kind (as in the runner tests)."""
+    """Every kind has its bootstrap model (embed: the sentiment BERT's encoder)."""
     return tiny_models.get(kind) or tiny_models[TaskKind.SENTIMENT]
 
 
@@ -100,7 +99,7 @@ def test_only_incomplete_or_differently_seeded_models_are_rebuilt(
     bootstrap_models(root)
     bootstrap_models(root, seed=7)
     bootstrap_models(root, force=True)
-    everything = ["tiny-generator", "tiny-translator", "tiny-sentiment"]
+    everything = ["tiny-generator", "tiny-translator", "tiny-sentiment", "tiny-embedder"]
     assert built == [["tiny-translator", "tiny-sentiment"], everything, everything]
 
 

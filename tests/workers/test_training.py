@@ -496,3 +496,25 @@ def test_a_fractional_lora_alpha_scales_the_adapters_by_alpha_over_r(
     scalings = [m.scaling["default"] for m in model.modules()
                 if isinstance(getattr(m, "scaling", None), dict)]
     assert scalings and all(s == pytest.approx(0.5 / 4) for s in scalings)
+
+
+def test_training_batches_mix_classes_by_default_even_where_length_tracks_the_label() -> None:
+    from nightowl_workers.training.data import BatchOrder
+
+    # Short complaints, long praise: length alone tells the label.
+    labels = [i % 2 for i in range(96)]
+    lengths = [6 + (i % 5) if label == 0 else 30 + (i % 7) for i, label in enumerate(labels)]
+
+    def one_class_batches(order: BatchOrder) -> int:
+        batches = [order.micro_batch(m) for m in range(order.per_epoch * 2)]
+        assert sorted(i for b in batches[:order.per_epoch] for i in b) == list(range(96))
+        return sum(len({labels[i] for i in b}) == 1 for b in batches)
+
+    assert one_class_batches(BatchOrder(lengths, 16, seed=0)) == 0
+    # Grouping by length, asked for, makes every batch one class: why it is not the default.
+    assert one_class_batches(BatchOrder(lengths, 16, seed=0, group_by_length=True)) == 12
+    from nightowl.common.specs import check_hyperparams, effective_hyperparams
+
+    assert effective_hyperparams({"epochs": 2})["group_by_length"] is False
+    with pytest.raises(InvalidInput, match="must be true or false"):
+        check_hyperparams({"group_by_length": 1}, None)

@@ -39,6 +39,7 @@ class TrainConfig:
     keep_checkpoints: int = _default("keep_checkpoints")
     max_length: int = _default("max_length")
     lora: dict[str, int | float] | None = None
+    group_by_length: bool = _default("group_by_length")
     # Sentiment label names; None takes the sorted set found in the rows.
     labels: list[str] | None = None
     # "auto" (CUDA when present), "cpu" or "cuda:N".

@@ -119,16 +119,20 @@ class BatchOrder:
     """Micro-batch m of the run is a pure function of (seed, m): a resumed run sees the same
     rows at the same step as an uninterrupted one, without saving any iterator state.
 
-    Each epoch shuffles the rows, sorts every window of GROUP batches by length and shuffles
-    the batches again: rows stay random across batches, but a batch holds rows of similar
-    length, so padding (most of the compute on SST-2-like data) all but disappears."""
+    Each epoch shuffles the rows and cuts them into batches. With group_by_length it also
+    sorts every window of GROUP batches by length and shuffles the batches again, so a batch
+    holds rows of similar length and padding all but disappears; it is off by default because
+    where length tracks the label (short complaints, long praise) every batch is then one class
+    and the model learns little."""
 
     GROUP = 50
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, *,
+                 group_by_length: bool = False) -> None:
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
+        self.group_by_length = group_by_length
         self.per_epoch = math.ceil(len(self.lengths) / batch_size)
         self._epoch = -1
         self._batches: list[list[int]] = []
@@ -136,6 +140,8 @@ class BatchOrder:
     def _plan(self, epoch: int) -> list[list[int]]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         perm = torch.randperm(len(self.lengths), generator=g).tolist()
+        if not self.group_by_length:
+            return [perm[i : i + self.batch_size] for i in range(0, len(perm), self.batch_size)]
         window = self.batch_size * self.GROUP
         batches = []
         for start in range(0, len(perm), window):

@@ -135,6 +135,7 @@ def train(
         [len(e.input_ids) + len(e.target) for e in train_data.examples],
         config.batch_size,
         config.seed,
+        group_by_length=config.group_by_length,
     )
     steps_per_epoch = math.ceil(order.per_epoch / config.grad_accum)
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))

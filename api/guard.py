@@ -19,6 +19,7 @@ from nightowl.common.errors import Unauthorized
 from nightowl.platform import auth
 from nightowl.platform.db import session_factory
 from nightowl_api.dashboard_auth import is_dashboard_path, scrub_key_from_query
+from nightowl_api.errors import error_content
 
 # Paths under /v1 that answer without a key (none today), and what needs none elsewhere.
 _OPEN_V1: tuple[str, ...] = ()
@@ -42,8 +43,7 @@ class BodyTooLarge(Exception):
 
 def _error(status: int, message: str, code: str, extra: list[tuple[bytes, bytes]]
            ) -> tuple[dict[str, Any], bytes]:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error",
-                                 "param": None, "code": code}}).encode()
+    body = json.dumps(error_content(status, message, code=code)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length",
                str(len(body)).encode()), (b"x-should-retry", b"false"), *extra]
     return {"type": "http.response.start", "status": status, "headers": headers}, body

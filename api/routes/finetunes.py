@@ -17,7 +17,7 @@ from nightowl.registry.outcome import run_outcome, version_refs
 from nightowl.storage.files import get_file, local_path
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
-router = APIRouter(prefix="/v1/finetunes", tags=["finetunes"])
+router = APIRouter(prefix="/finetunes", tags=["finetunes"])
 
 
 class FinetuneCreate(FinetuneRequest):

@@ -21,7 +21,7 @@ from nightowl.platform.orm import Job, ModelVersion
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl_api.schemas import JobCreate, JobHealth, JobList, JobOut, ResultPage, ResultRow
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 def job_out(session: Session, job: Job) -> JobOut:

@@ -54,7 +54,7 @@ def _when(value: str | None, name: str) -> datetime | None:
         raise InvalidInput(f"{name}: {e}") from e
 
 
-@router.get("/v1/results", response_model=None, responses={200: {
+@router.get("/results", response_model=None, responses={200: {
     "model": QueryPage, "content": {"application/x-ndjson": {}, "text/csv": {}}}})
 def results(
     session: SessionDep,
@@ -96,13 +96,13 @@ def results(
                      next_cursor=str(nxt) if nxt is not None else None)
 
 
-@router.get("/v1/jobs/{job_id}/stats")
+@router.get("/jobs/{job_id}/stats")
 def job_stats(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
     """Throughput, latency percentiles per chunk and per item, tokens, errors by code."""
     return stats.job_stats(session, job_id, tenant_id=tenant)
 
 
-@router.get("/v1/models/compare")
+@router.get("/models/compare")
 def compare_models(session: SessionDep, tenant: TenantDep,
                    a: str = Query(..., description="NAME@vN or NAME@ALIAS"),
                    b: str = Query(..., description="NAME@vN or NAME@ALIAS")) -> dict[str, Any]:

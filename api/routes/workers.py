@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from nightowl.fleet import heartbeats as fleet
 from nightowl_api.deps import SessionDep, SettingsDep
 
-router = APIRouter(prefix="/v1/workers", tags=["ops"])
+router = APIRouter(prefix="/workers", tags=["ops"])
 
 
 @router.get("")

@@ -23,6 +23,7 @@ from nightowl.common.errors import (
     RateLimited,
     Unauthorized,
 )
+from nightowl.common.values import printable
 from nightowl_api import dashboard_ops
 from nightowl_api.schemas import ErrorDetail, ErrorResponse
 
@@ -38,8 +39,11 @@ _OPENAI_PATHS = ("/v1/files", "/v1/batches", "/v1/models", "/v1/chat", "/v1/comp
 def error_content(status: int, message: str, *, code: str | None, param: str | None = None,
                   problems: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The JSON of an error answer with this status."""
-    detail = ErrorDetail(message=message, type=_OPENAI_TYPE.get(status, "invalid_request_error"),
-                         param=param, code=code, problems=problems)
+    # What a caller sent may be quoted back: NUL and lone surrogates go out as escapes.
+    detail = ErrorDetail(message=printable(message),
+                         type=_OPENAI_TYPE.get(status, "invalid_request_error"),
+                         param=printable(param) if param else param, code=code,
+                         problems=problems)
     # `problems` is nightowl's addition: left out when empty, so the body is OpenAI's exactly.
     return ErrorResponse(error=detail).model_dump(
         exclude={"error": {"problems"}} if problems is None else None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -95,6 +95,13 @@ class GuardMiddleware:
         if scrub_key_from_query(scope) and is_dashboard_path(path):
             # The old `?key=` login: refused, and the key is already out of the log line.
             await _redirect(send, "/ui/login?next=" + quote(path, safe=""))
+            return
+        if "\x00" in path or "\x00" in unquote_plus(scope.get("query_string", b"").decode(
+                "latin-1")):
+            # The same rule as for bodies (nightowl.common.values.check_text): no id, name or
+            # filter holds a NUL, so none reaches the database, which refuses it in text.
+            await _answer(send, 400, "the URL holds a NUL character (%00); no id, name or "
+                          "parameter can contain one", "invalid_request")
             return
         if path.startswith("/v1/") and not path.startswith(_OPEN_V1):
             try:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, FastAPI
 
 from nightowl import __version__
 from nightowl_api import dashboard, errors, metrics, ops
-from nightowl_api.deps import require_key
+from nightowl_api.deps import require_key, storable_body
 from nightowl_api.guard import GuardMiddleware
 from nightowl_api.request_ids import RequestIdMiddleware
 from nightowl_api.routes import (
@@ -34,7 +34,8 @@ app = FastAPI(
 ops.install(app)
 app.add_middleware(RequestIdMiddleware)
 # Every /v1 route needs a key; only /healthz and /metrics answer anonymous callers.
-v1 = APIRouter(prefix="/v1", dependencies=[require_key], responses=ERROR_RESPONSES)
+v1 = APIRouter(prefix="/v1", dependencies=[require_key, storable_body],
+               responses=ERROR_RESPONSES)
 # query before models: /v1/models/{id} would otherwise take /v1/models/compare for a model id.
 for part in (jobs, query, models, openai_direct, files, batches, finetunes, schedules, workers):
     v1.include_router(part.router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import object_session
 
 from nightowl.common.enums import RunStatus, TaskKind
@@ -22,6 +22,9 @@ router = APIRouter(prefix="/finetunes", tags=["finetunes"])
 
 class FinetuneCreate(FinetuneRequest):
     """A fine-tune's request (nightowl.common.specs.FinetuneRequest) with its data as file ids."""
+
+    # A misspelt field ("train", "hyperparams") must not queue a run without it.
+    model_config = ConfigDict(extra="forbid")
 
     training_file: str = Field(description="File id of the JSONL training data (/v1/files)")
     validation_file: str | None = Field(default=None, description="File id of eval data")

@@ -36,15 +36,6 @@ class QueryPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as ?cursor= to get the next page")
 
 
-def parse_cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    try:
-        return int(cursor)
-    except ValueError:
-        raise InvalidInput(f"cursor {cursor!r} is not one this API returned") from None
-
-
 def _when(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
@@ -91,7 +82,8 @@ def results(
 
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         return StreamingResponse(rows(), media_type=media)
-    data, nxt = query.page(session, f, after_id=parse_cursor(cursor), limit=limit)
+    after = query.parse_cursor(cursor, query.ID_CURSOR)
+    data, nxt = query.page(session, f, after_id=after, limit=limit)
     return QueryPage(data=[QueryRow(**r) for r in data],
                      next_cursor=str(nxt) if nxt is not None else None)
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from nightowl.common.config import Settings, get_settings
 from nightowl.common.errors import ArtifactError, InvalidInput, NotFound
 from nightowl.common.private import private_dir, private_file
+from nightowl.common.values import check_text
 from nightowl.platform.orm import File, new_id, utcnow
 from nightowl.storage.artifacts import get_store, is_store_uri, sha256_file
 
@@ -30,6 +31,7 @@ def create_file(
     purpose: str,
     tenant_id: str | None = None,
 ) -> File:
+    check_text("filename", filename)
     # OpenAI's form (file-...); ids of the older file_... form still name their files.
     file_id = new_id("file").replace("_", "-", 1)
     folder = private_dir(settings.home / "files")

@@ -5,6 +5,7 @@ the bytes kept for it (files, fine-tune data, versions) stop at its max_stored_b
 from __future__ import annotations
 
 import json
+import stat
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -45,14 +46,20 @@ def test_fine_tunes_count_against_max_running_jobs(
     _quota(tenant, "--max-running-jobs", "2")
     with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
         file_id = _upload(client, TRAIN).json()["id"]
-        assert _finetune(client, file_id).status_code == 201
-        assert _finetune(client, file_id).status_code == 201
+        runs = [_finetune(client, file_id) for _ in range(2)]
+        assert [r.status_code for r in runs] == [201, 201]
         before = count_rows(session, TrainingRun)
         third = _finetune(client, file_id)
         assert third.status_code == 429, third.text
         assert third.json()["error"]["code"] == "max_running_jobs"
         assert "2 unfinished jobs and fine-tunes" in third.json()["error"]["message"]
         assert count_rows(session, TrainingRun) == before
+        # A finished (here cancelled) run frees its place.
+        for r in runs:  # nor would a later test's train worker spend minutes on these
+            assert client.post(f"/v1/finetunes/{r.json()['id']}/cancel").status_code == 200
+        again = _finetune(client, file_id)
+        assert again.status_code == 201, again.text
+        client.post(f"/v1/finetunes/{again.json()['id']}/cancel")
 
 
 def test_stored_bytes_stop_uploads_and_fine_tune_data_with_the_numbers(
@@ -81,3 +88,15 @@ def test_stored_bytes_stop_uploads_and_fine_tune_data_with_the_numbers(
         assert _upload(client, TRAIN).status_code == 200
     shown = CliRunner().invoke(cli, ["quota", "show", tenant])
     assert f"{len(TRAIN):,}" in shown.output, shown.output
+
+
+def test_a_fine_tunes_data_is_private_to_the_server_user(
+        models: Settings, client: TestClient) -> None:
+    run = _finetune(client, _upload(client, TRAIN).json()["id"])
+    assert run.status_code == 201, run.text
+    folder = models.artifacts_path / "runs" / run.json()["id"]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(folder.parent.stat().st_mode) == 0o700
+    for name in ("train.jsonl", "eval.jsonl"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600
+    client.post(f"/v1/finetunes/{run.json()['id']}/cancel")

@@ -195,9 +195,10 @@ def run_metrics(run_id: str, session: SessionDep, tenant: TenantDep) -> dict[str
 
 @router.get("/ui/workers", response_class=HTMLResponse)
 def workers_page(request: Request, session: SessionDep, settings: SettingsDep,
-                 _tenant: TenantDep) -> HTMLResponse:
-    """The fleet from its heartbeats: live and recently dead workers."""
-    return _page(request, "workers.html", workers=fleet.describe(session, settings))
+                 tenant: TenantDep) -> HTMLResponse:
+    """The fleet from its heartbeats: live and recently dead workers, with your work on them."""
+    workers = fleet.describe(session, settings, tenant_id=tenant)
+    return _page(request, "workers.html", workers=workers)
 
 
 @router.get("/ui/models", response_class=HTMLResponse)

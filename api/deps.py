@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings, get_settings
+from nightowl.common.values import check_text
 from nightowl.platform import auth
 from nightowl.platform.db import session_factory
 
@@ -58,3 +59,18 @@ def _tenant(
 TenantDep = Annotated[str, Depends(_tenant)]
 # For routers whose handlers do not need the tenant but must still refuse anonymous callers.
 require_key = Depends(_tenant)
+
+
+async def _storable_body(request: Request) -> None:
+    """A JSON body's every string must be storable text (no NUL, no lone surrogate): refused
+    here, naming the field, before any route can pass it to the database or an encoder."""
+    if "json" not in request.headers.get("content-type", ""):
+        return
+    try:
+        body = await request.json()  # cached: FastAPI parsed it already for the route
+    except (ValueError, RecursionError):
+        return  # not JSON, or nested past parsing: the route's own parsing answers that
+    check_text("body" if not isinstance(body, dict) else "", body)
+
+
+storable_body = Depends(_storable_body)

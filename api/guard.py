@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +19,7 @@ from nightowl.common.errors import Unauthorized
 from nightowl.platform import auth
 from nightowl.platform.db import session_factory
 from nightowl_api.dashboard_auth import is_dashboard_path, scrub_key_from_query
+from nightowl_api.errors import error_content
 
 # Paths under /v1 that answer without a key (none today), and what needs none elsewhere.
 _OPEN_V1: tuple[str, ...] = ()
@@ -42,8 +43,7 @@ class BodyTooLarge(Exception):
 
 def _error(status: int, message: str, code: str, extra: list[tuple[bytes, bytes]]
            ) -> tuple[dict[str, Any], bytes]:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error",
-                                 "param": None, "code": code}}).encode()
+    body = json.dumps(error_content(status, message, code=code)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length",
                str(len(body)).encode()), (b"x-should-retry", b"false"), *extra]
     return {"type": "http.response.start", "status": status, "headers": headers}, body
@@ -95,6 +95,13 @@ class GuardMiddleware:
         if scrub_key_from_query(scope) and is_dashboard_path(path):
             # The old `?key=` login: refused, and the key is already out of the log line.
             await _redirect(send, "/ui/login?next=" + quote(path, safe=""))
+            return
+        if "\x00" in path or "\x00" in unquote_plus(scope.get("query_string", b"").decode(
+                "latin-1")):
+            # The same rule as for bodies (nightowl.common.values.check_text): no id, name or
+            # filter holds a NUL, so none reaches the database, which refuses it in text.
+            await _answer(send, 400, "the URL holds a NUL character (%00); no id, name or "
+                          "parameter can contain one", "invalid_request")
             return
         if path.startswith("/v1/") and not path.startswith(_OPEN_V1):
             try:

@@ -45,6 +45,8 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 # is reused for a while instead of making every scrape (and the dashboard) slow.
 PING_TIMEOUT_S = 1.0
 CACHE_S = 10.0
+# The model label of series about tenants' own models, whose names are not the public's.
+PRIVATE_MODEL = "private"
 
 
 class _Cached:
@@ -124,7 +126,7 @@ class NightowlCollector(Collector):
                 # Collected whole before yielding: a database error mid-way must not leave
                 # half of the families in the answer.
                 families = list(self._sql(session))
-                families += worker_families(fleet.describe(session, settings))
+                families += worker_families(fleet.describe(session, settings, tenant_id=None))
                 queues |= set(session.scalars(select(Job.queue).where(
                     Job.status.not_in(TERMINAL_JOB_STATUSES)).distinct()))
         except SQLAlchemyError as e:
@@ -169,13 +171,17 @@ class NightowlCollector(Collector):
         yield jobs
         # Job rows carry running counts that each chunk commit bumps: summing them is cheap
         # where scanning job_items on every scrape would not be.
+        # Labelled by shared models only: a tenant's own model names are its private data, and
+        # /metrics answers without a key. Every private model's counts go under "private".
         rows = session.execute(
             select(Job.kind, ModelVersion.name, ModelVersion.version,
+                   ModelVersion.tenant_id.is_(None),
                    func.sum(Job.succeeded_items), func.sum(Job.failed_items),
                    func.sum(Job.total_items - Job.succeeded_items - Job.failed_items
                             - Job.cancelled_items - Job.expired_items))
             .join(ModelVersion, ModelVersion.id == Job.model_version_id)
-            .group_by(Job.kind, ModelVersion.name, ModelVersion.version)
+            .group_by(Job.kind, ModelVersion.name, ModelVersion.version,
+                      ModelVersion.tenant_id.is_(None))
         ).all()
         processed = CounterMetricFamily(
             "nightowl_items_processed", "Items finished by a worker (succeeded or failed)",
@@ -184,11 +190,17 @@ class NightowlCollector(Collector):
                                      labels=["kind", "model"])
         pending = GaugeMetricFamily("nightowl_items_pending", "Items not finished yet",
                                     labels=["kind", "model"])
-        for kind, name, version, ok, bad, left in rows:
-            labels = [kind.value, f"{name}@v{version}"]
-            processed.add_metric(labels, float((ok or 0) + (bad or 0)))
-            failed.add_metric(labels, float(bad or 0))
-            pending.add_metric(labels, float(left or 0))
+        sums: dict[tuple[str, str], list[float]] = {}
+        for kind, name, version, shared, ok, bad, left in rows:
+            label = f"{name}@v{version}" if shared else PRIVATE_MODEL
+            row = sums.setdefault((kind.value, label), [0.0, 0.0, 0.0])
+            row[0] += float((ok or 0) + (bad or 0))
+            row[1] += float(bad or 0)
+            row[2] += float(left or 0)
+        for labels, (done, bad_n, left_n) in sums.items():
+            processed.add_metric(list(labels), done)
+            failed.add_metric(list(labels), bad_n)
+            pending.add_metric(list(labels), left_n)
         yield from (processed, failed, pending)
         # The broker holds only the dispatch window; the rest of the backlog waits in SQL.
         waiting = GaugeMetricFamily(

@@ -98,10 +98,6 @@ class ResultPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as ?cursor= to get the next page")
 
 
-class ErrorOut(BaseModel):
-    error: dict[str, Any]
-
-
 class ErrorDetail(BaseModel):
     message: str = Field(description="What was wrong and what to do")
     type: str

@@ -42,6 +42,8 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         "NIGHTOWL_LEASE_SECONDS": "20",
         "NIGHTOWL_REAP_INTERVAL_SECONDS": "2",
         "NIGHTOWL_REQUEUE_AFTER_SECONDS": "30",
+        # Beat tests fire every second or two; the operator's default floor is a minute.
+        "NIGHTOWL_SCHEDULE_MIN_INTERVAL_SECONDS": "1",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }

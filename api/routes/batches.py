@@ -9,7 +9,7 @@ from nightowl.openai import validation as batch_async
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl_api.openai_schemas import Batch, BatchCreate, BatchList
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/batches", tags=["batches"])
 
 
 @router.post("")

@@ -17,7 +17,7 @@ from nightowl.storage import files as service
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl_api.openai_schemas import FileDeleted, FileList, FileObject
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/files", tags=["files"])
 # batch: OpenAI batch input; jobs: nightowl job input (`nightowl --api URL submit`); the others
 # are OpenAI's, stored for clients that upload them (nightowl itself reads batch and jobs).
 PURPOSES = ("batch", "jobs", "fine-tune", "user_data", "assistants", "vision", "evals")

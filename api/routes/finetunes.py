@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import object_session
 
 from nightowl.common.enums import RunStatus, TaskKind
@@ -17,11 +17,14 @@ from nightowl.registry.outcome import run_outcome, version_refs
 from nightowl.storage.files import get_file, local_path
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
-router = APIRouter(prefix="/v1/finetunes", tags=["finetunes"])
+router = APIRouter(prefix="/finetunes", tags=["finetunes"])
 
 
 class FinetuneCreate(FinetuneRequest):
     """A fine-tune's request (nightowl.common.specs.FinetuneRequest) with its data as file ids."""
+
+    # A misspelt field ("train", "hyperparams") must not queue a run without it.
+    model_config = ConfigDict(extra="forbid")
 
     training_file: str = Field(description="File id of the JSONL training data (/v1/files)")
     validation_file: str | None = Field(default=None, description="File id of eval data")

@@ -18,10 +18,11 @@ from nightowl.jobs import service as service
 from nightowl.jobs.results import iter_rows, jsonl_lines
 from nightowl.platform.db import session_factory
 from nightowl.platform.orm import Job, ModelVersion
+from nightowl.query.query import IDX_CURSOR, parse_cursor
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 from nightowl_api.schemas import JobCreate, JobHealth, JobList, JobOut, ResultPage, ResultRow
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 def job_out(session: Session, job: Job) -> JobOut:
@@ -128,21 +129,10 @@ def job_results(
                 yield from jsonl_lines(iter_rows(s, job_id, errors_only=errors, tenant_id=tenant))
 
         return StreamingResponse(stream(), media_type="application/x-ndjson")
-    after = _decode_cursor(cursor)
+    after = parse_cursor(cursor, IDX_CURSOR)
     rows = list(iter_rows(session, job_id, errors_only=errors, tenant_id=tenant,
                           after_idx=after, limit=limit + 1))
     page = rows[:limit]
     more = len(rows) > limit
     return ResultPage(data=[ResultRow(**r) for _, r in page],
                       next_cursor=str(page[-1][0]) if more and page else None)
-
-
-def _decode_cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return -1
-    try:
-        return int(cursor)
-    except ValueError:
-        raise InvalidInput(f"cursor {cursor!r} is not one this API returned") from None
-
-

@@ -8,7 +8,7 @@ from nightowl.openai import model_list
 from nightowl_api.deps import SessionDep, TenantDep
 from nightowl_api.openai_schemas import Model, ModelList
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"])
 
 
 @router.get("")

@@ -19,6 +19,7 @@ from nightowl.common.errors import RateLimited
 from nightowl.openai import direct
 from nightowl.platform.db import session_factory
 from nightowl_api.deps import SettingsDep, TenantDep
+from nightowl_api.errors import error_response
 
 router = APIRouter(tags=["openai"])
 # Requests each tenant has running in this API process (the limit is per process).
@@ -61,10 +62,9 @@ async def _run(endpoint: str, body: dict[str, Any], request: Request, settings: 
     while (line := await run_in_threadpool(poll, queued)) is None:
         if await request.is_disconnected() or asyncio.get_running_loop().time() > deadline:
             await run_in_threadpool(abandon, queued)
-            return JSONResponse(status_code=504, content={"error": {
-                "message": f"request {queued.job_id} did not finish in "
-                           f"{settings.direct_timeout_seconds:g} s; is a worker running?",
-                "type": "server_error", "param": None, "code": "timeout"}})
+            return error_response(504, f"request {queued.job_id} did not finish in "
+                                  f"{settings.direct_timeout_seconds:g} s; is a worker running?",
+                                  code="timeout")
         await asyncio.sleep(_POLL_S)
     failed = direct.error_of(line)
     if failed is not None:
@@ -81,21 +81,21 @@ async def _run(endpoint: str, body: dict[str, Any], request: Request, settings: 
 _BODY = Body(..., description="The OpenAI request body")
 
 
-@router.post("/v1/chat/completions")
+@router.post("/chat/completions")
 async def chat_completions(request: Request, settings: SettingsDep, tenant: TenantDep,
                            body: dict[str, Any] = _BODY) -> Any:
     """OpenAI chat completion (stream=true answers as server-sent events)."""
     return await _serve("/v1/chat/completions", body, request, settings, tenant)
 
 
-@router.post("/v1/completions")
+@router.post("/completions")
 async def completions(request: Request, settings: SettingsDep, tenant: TenantDep,
                       body: dict[str, Any] = _BODY) -> Any:
     """OpenAI (legacy) text completion (stream=true answers as server-sent events)."""
     return await _serve("/v1/completions", body, request, settings, tenant)
 
 
-@router.post("/v1/embeddings")
+@router.post("/embeddings")
 async def embeddings(request: Request, settings: SettingsDep, tenant: TenantDep,
                      body: dict[str, Any] = _BODY) -> Any:
     """OpenAI embeddings: mean-pooled, normalised vectors from an embed model."""

@@ -36,15 +36,6 @@ class QueryPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as ?cursor= to get the next page")
 
 
-def parse_cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    try:
-        return int(cursor)
-    except ValueError:
-        raise InvalidInput(f"cursor {cursor!r} is not one this API returned") from None
-
-
 def _when(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
@@ -54,7 +45,7 @@ def _when(value: str | None, name: str) -> datetime | None:
         raise InvalidInput(f"{name}: {e}") from e
 
 
-@router.get("/v1/results", response_model=None, responses={200: {
+@router.get("/results", response_model=None, responses={200: {
     "model": QueryPage, "content": {"application/x-ndjson": {}, "text/csv": {}}}})
 def results(
     session: SessionDep,
@@ -91,18 +82,19 @@ def results(
 
         media = "text/csv" if format == "csv" else "application/x-ndjson"
         return StreamingResponse(rows(), media_type=media)
-    data, nxt = query.page(session, f, after_id=parse_cursor(cursor), limit=limit)
+    after = query.parse_cursor(cursor, query.ID_CURSOR)
+    data, nxt = query.page(session, f, after_id=after, limit=limit)
     return QueryPage(data=[QueryRow(**r) for r in data],
                      next_cursor=str(nxt) if nxt is not None else None)
 
 
-@router.get("/v1/jobs/{job_id}/stats")
+@router.get("/jobs/{job_id}/stats")
 def job_stats(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
     """Throughput, latency percentiles per chunk and per item, tokens, errors by code."""
     return stats.job_stats(session, job_id, tenant_id=tenant)
 
 
-@router.get("/v1/models/compare")
+@router.get("/models/compare")
 def compare_models(session: SessionDep, tenant: TenantDep,
                    a: str = Query(..., description="NAME@vN or NAME@ALIAS"),
                    b: str = Query(..., description="NAME@vN or NAME@ALIAS")) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from nightowl.platform.orm import utcnow
 from nightowl.scheduling import schedules
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
-router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
+router = APIRouter(prefix="/schedules", tags=["schedules"])
 Catchup = Literal["once", "all", "none"]
 
 

@@ -7,12 +7,14 @@ from typing import Any
 from fastapi import APIRouter
 
 from nightowl.fleet import heartbeats as fleet
-from nightowl_api.deps import SessionDep, SettingsDep
+from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
-router = APIRouter(prefix="/v1/workers", tags=["ops"])
+router = APIRouter(prefix="/workers", tags=["ops"])
 
 
 @router.get("")
-def list_workers(session: SessionDep, settings: SettingsDep) -> list[dict[str, Any]]:
-    """Live and recently dead workers: host, queues, device, current jobs, items/s, last seen."""
-    return fleet.describe(session, settings)
+def list_workers(session: SessionDep, settings: SettingsDep,
+                 tenant: TenantDep) -> list[dict[str, Any]]:
+    """Live and recently dead workers: host, queues, device, your current jobs, items/s, last
+    seen."""
+    return fleet.describe(session, settings, tenant_id=tenant)

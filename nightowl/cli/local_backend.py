@@ -366,4 +366,4 @@ class LocalBackend:
         from nightowl.fleet import heartbeats as fleet
 
         with db_session() as session:
-            return fleet.describe(session, settings())
+            return fleet.describe(session, settings(), tenant_id=None)

@@ -45,20 +45,27 @@ def quota() -> None:
               help="Input tokens not yet finished, across the tenant's jobs, counted with each "
                    "model's tokenizer at submit ('none': no limit).")
 @click.option("--max-running-jobs", type=_Limit(),
-              help="Jobs not yet finished at once ('none': no limit).")
+              help="Jobs and fine-tunes not yet finished at once ('none': no limit).")
+@click.option("--max-stored-bytes", type=_Limit(),
+              help="Bytes kept for the tenant: its files, fine-tune data and model versions "
+                   "('none': no limit).")
 def set_(tenant: str, max_queued_items: int | None, max_queued_tokens: int | None,
-         max_running_jobs: int | None) -> None:
+         max_running_jobs: int | None, max_stored_bytes: int | None) -> None:
     """Set TENANT's limits (by name or id); options left out keep their value."""
-    if max_queued_items is None and max_queued_tokens is None and max_running_jobs is None:
+    if (max_queued_items is None and max_queued_tokens is None and max_running_jobs is None
+            and max_stored_bytes is None):
         raise click.UsageError(
-            "give at least one of --max-queued-items, --max-queued-tokens, --max-running-jobs")
+            "give at least one of --max-queued-items, --max-queued-tokens, --max-running-jobs, "
+            "--max-stored-bytes")
     with db_session() as session:
         row = quotas.set_quota(session, tenant, max_queued_items=max_queued_items,
                                max_queued_tokens=max_queued_tokens,
-                               max_running_jobs=max_running_jobs)
+                               max_running_jobs=max_running_jobs,
+                               max_stored_bytes=max_stored_bytes)
         click.echo(f"tenant {tenant}: max_queued_items={_shown(row.max_queued_items)} "
                    f"max_queued_tokens={_shown(row.max_queued_tokens)} "
-                   f"max_running_jobs={_shown(row.max_running_jobs)}")
+                   f"max_running_jobs={_shown(row.max_running_jobs)} "
+                   f"max_stored_bytes={_shown(row.max_stored_bytes)}")
 
 
 @quota.command()
@@ -72,12 +79,14 @@ def show(tenant: str | None) -> None:
                    "--max-queued-items N --max-running-jobs N`")
         return
     table = Table("tenant", "queued items", "max queued items", "queued tokens",
-                  "max queued tokens", "unfinished jobs", "max running jobs")
+                  "max queued tokens", "unfinished jobs", "max running jobs", "stored bytes",
+                  "max stored bytes")
     for t, q, used in rows:
         table.add_row(t.name, f"{used.queued_items:,}",
                       _shown(q.max_queued_items if q else None), f"{used.queued_tokens:,}",
                       _shown(q.max_queued_tokens if q else None), str(used.running_jobs),
-                      _shown(q.max_running_jobs if q else None))
+                      _shown(q.max_running_jobs if q else None), f"{used.stored_bytes:,}",
+                      _shown(q.max_stored_bytes if q else None))
     Console(width=160).print(table)
 
 

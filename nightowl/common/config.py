@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     requeue_after_seconds: int = Field(default=300, ge=1)
     # How often beat re-reads the `schedules` table: edits and pauses apply within this long.
     schedule_poll_seconds: float = Field(default=5.0, gt=0, le=300)
+    # The shortest period a schedule may have: a cron firing more often is refused (every
+    # firing queues a job or a fine-tune, so `* * * * * *` would be a flood). 0: no minimum.
+    schedule_min_interval_seconds: int = Field(default=60, ge=0)
+    # catchup=all after beat was down: at most this many missed slots fire (the latest ones);
+    # older ones are dropped and recorded as missed.
+    schedule_max_catchup: int = Field(default=10, ge=1, le=10_000)
 
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_items_per_job: int = Field(default=5_000_000, ge=1)

@@ -48,6 +48,11 @@ PENALTY_RANGE = (-2.0, 2.0)
 SEED_RANGE = (0, 2**63 - 1)
 MAX_TOP_K = 1_000_000
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+# Below these the sampler divides logits into infinities (temperature 1e-320 is a torch error,
+# not a colder sample): refused at submit, so no job, schedule or batch line reaches a worker
+# with one. An OpenAI request's temperature under the floor means greedy (nightowl.openai).
+MIN_TEMPERATURE = 0.01
+MIN_REPETITION_PENALTY = 0.01
 # Translation
 DEFAULT_TRANSLATE_NEW_TOKENS = 128
 MAX_BEAMS = 8
@@ -69,7 +74,7 @@ class GenerateParams(_Params):
         None, ge=1, le=MAX_NEW_TOKENS,
         description=f"Most tokens to generate (default {DEFAULT_MAX_NEW_TOKENS}); with the "
                     "prompt it must fit the model's context")
-    temperature: float | None = Field(None, gt=0, description="Sampling temperature")
+    temperature: float | None = Field(None, ge=MIN_TEMPERATURE, description="Sampling temperature")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass")
     top_k: int | None = Field(None, ge=0, le=MAX_TOP_K,
                               description="Sample from the k likeliest tokens (0: all)")
@@ -89,7 +94,7 @@ class GenerateParams(_Params):
                                            description="OpenAI's presence penalty")
     frequency_penalty: float | None = Field(None, ge=PENALTY_RANGE[0], le=PENALTY_RANGE[1],
                                             description="OpenAI's frequency penalty")
-    repetition_penalty: float | None = Field(None, gt=0,
+    repetition_penalty: float | None = Field(None, ge=MIN_REPETITION_PENALTY,
                                              description="Hugging Face's repetition penalty")
 
 
@@ -314,7 +319,13 @@ def check_hyperparams(hyper: object, settings: Settings | None) -> dict[str, Any
                            f"{', '.join(HYPERPARAMS)}", param="hyperparameters")
     problems = []
     for name, info in Hyperparameters.model_fields.items():
-        value = hyper.get(name)
+        if name not in hyper:
+            continue
+        value = hyper[name]
+        if value is None and info.default is not None:
+            problems.append((f"hyperparameters.{name}", "is null; leave it out for the "
+                             f"default ({info.default!r})"))
+            continue
         if value is None:
             continue
         if name == "lora":
@@ -362,14 +373,14 @@ class FinetuneRequest(BaseModel):
         default_factory=dict, json_schema_extra=inline_schema(Hyperparameters),
         description="Training settings; budgets are bounded by the operator's limits")
     register_as: str | None = Field(
-        default=None, min_length=1, description="Model name for the result (default: the "
-                                                "base's name)")
+        default=None, min_length=1, max_length=200,
+        description="Model name for the result (default: the base's name)")
     promote_to: str | None = Field(
-        default=None, min_length=1, description="Move this alias to the result only if it "
-                                                "beats the holder")
+        default=None, min_length=1, max_length=100,
+        description="Move this alias to the result only if it beats the holder")
     gate: str | None = Field(
-        default=None, min_length=1, description="Eval metric that decides the promotion "
-                                                "(default per kind)")
+        default=None, min_length=1, max_length=100,
+        description="Eval metric that decides the promotion (default per kind)")
     priority: int = Field(default=PRIORITY_DEFAULT, ge=PRIORITY_MIN, le=PRIORITY_MAX,
                           description="Higher runs first, ahead of fair share between tenants "
                                       "and age")

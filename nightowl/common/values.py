@@ -98,14 +98,13 @@ def deadline(seconds: float | None) -> timedelta | None:
 
 
 def check_json(where: str, value: object, *, max_bytes: int | None = None) -> None:
-    """Refuse what the database cannot store or a reader cannot walk: lone surrogates (not
-    UTF-8), nesting past MAX_DEPTH, and (given max_bytes) a serialised size over it."""
+    """Refuse what the database cannot store or a reader cannot walk: text with NUL or lone
+    surrogates (check_text), nesting past MAX_DEPTH, NaN or Infinity, and (given max_bytes) a
+    serialised size over it."""
     _walk(where, value, 0)
+    check_text(where, value)
     try:
         size = len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidInput(f"{where} holds a lone surrogate (like \\ud800), which is not "
-                           "text; fix the encoding", param=where) from None
     except ValueError:
         raise InvalidInput(f"{where} holds NaN or Infinity, which JSON cannot carry",
                            param=where) from None
@@ -124,6 +123,47 @@ def _walk(where: str, value: object, depth: int) -> None:
     elif isinstance(value, list):
         for v in value:
             _walk(where, v, depth + 1)
+
+
+def text_problem(value: object) -> tuple[str, str] | None:
+    """(path, what) of the first string, key or value, that is not storable text, else None.
+
+    The one rule for every door: PostgreSQL refuses NUL in text (and a row holding one breaks
+    every later reader on SQLite), and a lone surrogate is not UTF-8 at all. Walked with a
+    stack, so a body nested thousands deep cannot exhaust the recursion limit."""
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return path, "a NUL character (\\u0000), which cannot be stored as text"
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return path, "a lone surrogate (like \\ud800), which is not text"
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                name = printable(str(k))
+                stack.append((f"{path}.{name}" if path else name, x))
+                stack.append((f"{path}.{name}" if path else name, k))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", x) for i, x in enumerate(v))
+    return None
+
+
+def check_text(where: str, value: object) -> None:
+    """InvalidInput naming the field if `value` holds text the database cannot store."""
+    found = text_problem(value)
+    if found is not None:
+        path, what = found
+        field = f"{where}.{path}" if path and where else (path or where)
+        raise InvalidInput(f"{field} holds {what}; remove it or fix the encoding",
+                           param=field or None)
+
+
+def printable(text: str) -> str:
+    """`text` with NUL and lone surrogates shown as escapes: safe to quote in a message."""
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode()
 
 
 def bounds(info: FieldInfo) -> tuple[float | None, bool, float | None, bool]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from nightowl.common.enums import TaskKind
 from nightowl.common.errors import InvalidInput
+from nightowl.common.private import private_dir, private_file
 
 FIELDS: dict[TaskKind, tuple[str, ...]] = {
     TaskKind.SENTIMENT: ("text", "label"),
@@ -98,8 +99,9 @@ def split(rows: list[dict[str, Any]], fraction: float, seed: int
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
+    """A tenant's training data: in a 0700 folder, the file 0600 from its first byte."""
+    private_dir(path.parent)
+    with private_file(path).open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 

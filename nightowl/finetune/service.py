@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -13,10 +14,12 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
 from nightowl.common.enums import FiringStatus, Queue, RunStatus, TaskKind, TaskName
-from nightowl.common.errors import Conflict, InvalidInput, NotFound
+from nightowl.common.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
+from nightowl.common.private import private_dir
 from nightowl.common.specs import check_finetune_request, check_hyperparams
 from nightowl.common.values import PRIORITY_DEFAULT
 from nightowl.finetune import data as finetune_data
+from nightowl.jobs import quotas
 from nightowl.platform.celery_app import send
 from nightowl.platform.db import insert_ignoring_conflicts
 from nightowl.platform.orm import (
@@ -60,7 +63,16 @@ class FinetuneSpec:
 
 
 def run_dir(settings: Settings, run_id: str) -> Path:
-    return settings.artifacts_path / "runs" / run_id
+    """A run's folder: 0700 like the folders above it, since it holds a tenant's data."""
+    private_dir(settings.artifacts_path / "runs")
+    return private_dir(settings.artifacts_path / "runs" / run_id)
+
+
+def _folder_bytes(path: str) -> int | None:
+    folder = Path(path)
+    if not folder.is_dir():
+        return None  # in a remote store only: its size is not known here
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def get_run(session: Session, run_id: str, *, tenant_id: str | None = None) -> TrainingRun:
@@ -126,6 +138,12 @@ def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec)
     folder = run_dir(settings, run.id)
     finetune_data.write_rows(folder / "train.jsonl", train_rows)
     finetune_data.write_rows(folder / "eval.jsonl", eval_rows)
+    run.data_bytes = sum(p.stat().st_size for p in (folder / "train.jsonl", folder / "eval.jsonl"))
+    try:
+        quotas.admit_run(session, spec.tenant_id, data_bytes=run.data_bytes)
+    except QuotaExceeded:
+        shutil.rmtree(folder, ignore_errors=True)  # nothing stored, as for a refused job
+        raise
     run_artifacts.push_inputs(settings, run.id, folder)
     session.add(run)
     session.flush()
@@ -248,6 +266,7 @@ def finish_run(
         tenant_id=run.tenant_id, base_version_id=run.base_version_id, training_run_id=run.id,
         metrics=metrics,
     )
+    version.bytes = _folder_bytes(model_path)  # counted by the tenant's stored-bytes quota
     run.result_version_id = version.id
     if run.promote_to:
         run.promotion = gate_decision(session, run, version, metrics, incumbent_metrics)

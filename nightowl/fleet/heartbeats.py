@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
 from nightowl.common.enums import ChunkStatus, RunStatus
-from nightowl.platform.orm import JobChunk, TrainingRun, Worker, utcnow
+from nightowl.platform.orm import Job, JobChunk, TrainingRun, Worker, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -235,16 +235,25 @@ def alive_count(session: Session) -> int:
                               .where(Worker.status == ALIVE)) or 0)
 
 
-def describe(session: Session, settings: Settings) -> list[dict[str, Any]]:
+def describe(session: Session, settings: Settings, *, tenant_id: str | None
+             ) -> list[dict[str, Any]]:
     """One dict per worker, as the CLI, the API and the dashboard show it. A worker past its
-    dead-after whose death no pass has recorded yet already shows as dead."""
+    dead-after whose death no pass has recorded yet already shows as dead.
+
+    The fleet is shared, the work on it is not: a tenant sees only its own jobs, chunks and
+    runs among what a worker holds (None, the operator, sees all)."""
     now = utcnow()
     out = []
-    for w in list_workers(session):
+    workers = list_workers(session)
+    mine = _own_work(session, workers, tenant_id) if tenant_id is not None else None
+    for w in workers:
         age = (now - w.last_seen_at).total_seconds()
         status = DEAD if w.status == ALIVE and age > settings.worker_dead_after else w.status
         chunks = list(w.current.get("chunks", [])) if status == ALIVE else []
         runs = list(w.current.get("runs", [])) if status == ALIVE else []
+        if mine is not None:
+            chunks = [c for c in chunks if c.split("#")[0] in mine]
+            runs = [r for r in runs if r in mine]
         out.append({
             "id": w.id, "name": w.name, "host": w.host, "pid": w.pid, "queues": w.queues,
             "device": w.device, "concurrency": w.concurrency, "status": status,
@@ -255,3 +264,17 @@ def describe(session: Session, settings: Settings) -> list[dict[str, Any]]:
             "last_seen_s_ago": round(age, 1),
         })
     return out
+
+
+def _own_work(session: Session, workers: list[Worker], tenant_id: str) -> set[str]:
+    """The ids of jobs and runs, among those the workers hold, that `tenant_id` owns."""
+    held = {str(c).split("#")[0] for w in workers for c in w.current.get("chunks", [])}
+    runs = {str(r) for w in workers for r in w.current.get("runs", [])}
+    own: set[str] = set()
+    if held:
+        own |= set(session.scalars(select(Job.id).where(Job.id.in_(held),
+                                                       Job.tenant_id == tenant_id)))
+    if runs:
+        own |= set(session.scalars(select(TrainingRun.id).where(
+            TrainingRun.id.in_(runs), TrainingRun.tenant_id == tenant_id)))
+    return own

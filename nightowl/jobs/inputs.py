@@ -16,7 +16,7 @@ from typing import IO, Any
 from nightowl.common.enums import ErrorCode, TaskKind
 from nightowl.common.errors import InvalidInput
 from nightowl.common.specs import check_params
-from nightowl.common.values import check_json
+from nightowl.common.values import check_json, text_problem
 
 MAX_CUSTOM_ID = 200
 
@@ -123,7 +123,7 @@ def _item(
         if "params" in data:
             check_params(kind, data["params"])
     except InvalidInput as e:
-        return ParsedLine(line_no, custom_id if "surrogate" not in str(e) else default_id, {},
+        return ParsedLine(line_no, custom_id if text_problem(custom_id) is None else default_id, {},
                           (ErrorCode.INVALID_INPUT, str(e).split("\n")[0]))
     if check_length is not None and (problem := check_length(text)):
         return ParsedLine(line_no, custom_id, data, (ErrorCode.TOO_LONG, problem))

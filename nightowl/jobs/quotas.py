@@ -20,25 +20,29 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
-from nightowl.common.enums import JobStatus, TaskKind
+from nightowl.common.enums import JobStatus, RunStatus, TaskKind
 from nightowl.common.errors import InvalidInput, NotFound, QuotaExceeded
 from nightowl.common.tokens import batch_counter
 from nightowl.jobs.inputs import ParsedLine
-from nightowl.platform.orm import Job, ModelVersion, Tenant, TenantQuota
+from nightowl.platform.orm import Job, ModelVersion, Tenant, TenantQuota, TrainingRun
+from nightowl.storage import usage as storage_usage
 from nightowl.storage.cache import local_dir
 
 # Work of this much is usually done within this many seconds; a hint, not a promise.
 RETRY_AFTER_S = 30
 UNFINISHED = (JobStatus.VALIDATING, JobStatus.QUEUED, JobStatus.IN_PROGRESS,
               JobStatus.FINALIZING, JobStatus.CANCELLING)
-LIMITS = ("max_queued_items", "max_queued_tokens", "max_running_jobs")
+# A fine-tune holds a worker (a GPU) longer than most jobs: it counts as running work too.
+UNFINISHED_RUNS = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING)
+LIMITS = ("max_queued_items", "max_queued_tokens", "max_running_jobs", "max_stored_bytes")
 
 
 @dataclass
 class Usage:
-    running_jobs: int
+    running_jobs: int  # unfinished jobs and fine-tunes: what max_running_jobs limits
     queued_items: int
     queued_tokens: int = 0
+    stored_bytes: int = 0
 
 
 @dataclass
@@ -63,7 +67,11 @@ def usage(session: Session, tenant_id: str, *, exclude_job: str | None = None) -
     if exclude_job is not None:
         stmt = stmt.where(Job.id != exclude_job)
     jobs, items, tokens = session.execute(stmt).one()
-    return Usage(running_jobs=int(jobs), queued_items=int(items), queued_tokens=int(tokens or 0))
+    runs = session.scalar(select(func.count()).select_from(TrainingRun).where(
+        TrainingRun.tenant_id == tenant_id, TrainingRun.status.in_(UNFINISHED_RUNS))) or 0
+    return Usage(running_jobs=int(jobs) + int(runs), queued_items=int(items),
+                 queued_tokens=int(tokens or 0),
+                 stored_bytes=storage_usage.stored_bytes(session, tenant_id))
 
 
 def admit(session: Session, tenant_id: str | None, *,
@@ -117,19 +125,38 @@ def confirm(session: Session, tenant_id: str | None, *, job_id: str, items: int,
                new_tokens=tokens)
 
 
-def _check(session: Session, quota: TenantQuota, used: Usage, *, new_items: int,
-           new_tokens: int) -> None:
+def admit_run(session: Session, tenant_id: str | None, *, data_bytes: int) -> None:
+    """A fine-tune about to be stored: one more running piece of work, and its data's bytes.
+    Under the quota row's lock, like confirm(), so racing submits cannot both slip under."""
+    if tenant_id is None:
+        return
+    quota = session.scalars(
+        select(TenantQuota).where(TenantQuota.tenant_id == tenant_id).with_for_update()
+    ).first()
+    if quota is None:
+        return
+    _check_running(session, quota, usage(session, tenant_id))
+    storage_usage.check(session, tenant_id, data_bytes)
+
+
+def _check_running(session: Session, quota: TenantQuota, used: Usage) -> None:
     if quota.max_running_jobs is not None and used.running_jobs + 1 > quota.max_running_jobs:
         name = _tenant_name(session, quota.tenant_id)
         raise QuotaExceeded(
-            f"tenant {name} has {used.running_jobs} unfinished jobs and its max_running_jobs "
+            f"tenant {name} has {used.running_jobs} unfinished jobs and fine-tunes and its "
+            f"max_running_jobs "
             f"quota is {quota.max_running_jobs}: one more would be over by "
             f"{used.running_jobs + 1 - quota.max_running_jobs}. Nothing was stored; retry when "
-            f"a job finishes, or ask the operator to raise it "
+            f"one finishes, or ask the operator to raise it "
             f"(`nightowl quota set {name} --max-running-jobs N`)",
             limit="max_running_jobs", allowed=quota.max_running_jobs,
             would_be=used.running_jobs + 1, retry_after=RETRY_AFTER_S,
         )
+
+
+def _check(session: Session, quota: TenantQuota, used: Usage, *, new_items: int,
+           new_tokens: int) -> None:
+    _check_running(session, quota, used)
     if quota.max_queued_items is not None and (
         used.queued_items + new_items > quota.max_queued_items
     ):
@@ -211,13 +238,14 @@ UNLIMITED = -1
 
 
 def set_quota(session: Session, tenant_ref: str, *, max_queued_items: int | None = None,
-              max_queued_tokens: int | None = None,
-              max_running_jobs: int | None = None) -> TenantQuota:
+              max_queued_tokens: int | None = None, max_running_jobs: int | None = None,
+              max_stored_bytes: int | None = None) -> TenantQuota:
     tenant = find_tenant(session, tenant_ref)
     quota = session.get(TenantQuota, tenant.id) or TenantQuota(tenant_id=tenant.id)
     for name, value in (("max_queued_items", max_queued_items),
                         ("max_queued_tokens", max_queued_tokens),
-                        ("max_running_jobs", max_running_jobs)):
+                        ("max_running_jobs", max_running_jobs),
+                        ("max_stored_bytes", max_stored_bytes)):
         if value is None:
             continue
         if value != UNLIMITED and value < 1:

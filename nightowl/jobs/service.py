@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
@@ -303,14 +305,39 @@ def _item_row(
     }
 
 
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back
+# whole, so running it again is safe.
+RETRYABLE = frozenset({"40P01", "40001"})
+CANCEL_ATTEMPTS = 5
+
+
 def cancel_job(session: Session, job_id: str, *, tenant_id: str | None = None) -> Job:
+    """Cancel now what nobody holds; running chunks stop at their next micro-batch.
+
+    Locks are taken in the workers' order (chunks, their items, then the job), so a cancel
+    racing a chunk commit waits instead of deadlocking; should PostgreSQL still pick this
+    transaction as a lock race's loser, it was rolled back whole and runs again, so the
+    cancel always lands."""
+    for attempt in range(1, CANCEL_ATTEMPTS + 1):
+        try:
+            return _cancel_once(session, job_id, tenant_id)
+        except OperationalError as e:
+            if getattr(e.orig, "sqlstate", None) not in RETRYABLE or attempt == CANCEL_ATTEMPTS:
+                raise
+            session.rollback()
+            log.info("cancel of %s lost a lock race (%s); trying again", job_id, e.orig)
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _cancel_once(session: Session, job_id: str, tenant_id: str | None) -> Job:
     job = get_job(session, job_id, tenant_id=tenant_id)
     if job.status.terminal:
         raise Conflict(f"job {job_id} is already {job.status.value}; nothing to cancel")
-    if job.status != JobStatus.CANCELLING:
-        set_status(job, JobStatus.CANCELLING)
-    # Chunks nobody holds are cancelled here; running ones stop at their next micro-batch.
-    stop_pending_chunks(session, job, ChunkStatus.CANCELLED)
+    with session.no_autoflush:  # the job row's update waits until the chunks are locked
+        if job.status != JobStatus.CANCELLING:
+            set_status(job, JobStatus.CANCELLING)
+        stop_pending_chunks(session, job, ChunkStatus.CANCELLED)
     try_finalize(session, job.id)
     session.commit()
     session.refresh(job)
@@ -320,8 +347,10 @@ def cancel_job(session: Session, job_id: str, *, tenant_id: str | None = None) -
 def stop_pending_chunks(session: Session, job: Job, status: ChunkStatus) -> None:
     item_status = ItemStatus.CANCELLED if status == ChunkStatus.CANCELLED else ItemStatus.EXPIRED
     code, message = STOPS[item_status]
+    # Locked in chunk order, before the job row: the order a worker's commit takes them in.
     chunks = list(session.scalars(
         select(JobChunk).where(JobChunk.job_id == job.id, JobChunk.status == ChunkStatus.PENDING)
+        .order_by(JobChunk.id).with_for_update()
     ))
     now = utcnow()
     for chunk in chunks:

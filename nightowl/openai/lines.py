@@ -275,8 +275,8 @@ def _generation_params(body: dict[str, Any], request: Request, *, chat: bool) ->
     _max_tokens(body, request)
     temperature = _number(body, "temperature", 0, 2)
     if temperature is not None:
-        if temperature == 0:
-            params["do_sample"] = False
+        if temperature < P.MIN_TEMPERATURE:
+            params["do_sample"] = False  # as cold as sampling goes: OpenAI's 0, greedy
         else:
             params["temperature"], params["do_sample"] = float(temperature), True
     if body.get("top_p") != 0:  # OpenAI's top_p=0 means no nucleus cut; nightowl leaves it out

@@ -127,7 +127,8 @@ class AnalystRole(Base):
 
 class ModelVersion(Base):
     __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("name", "version"),)
+    # Numbered per owner (nightowl.registry.versions.register): NULL, the shared space, too.
+    __table_args__ = (UniqueConstraint("name", "version", "tenant_id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     # The owner; NULL is a shared model (the operator's), visible to every tenant.
     tenant_id: Mapped[str | None] = mapped_column(
@@ -142,6 +143,8 @@ class ModelVersion(Base):
     base_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     training_run_id: Mapped[str | None] = mapped_column(String(40))
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # What the version's files take in the artifact store, when the platform wrote them.
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property
@@ -281,6 +284,8 @@ class TrainingRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     schedule_run_id: Mapped[int | None]
     priority: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The training and eval data written at submit (counted by the tenant's stored-bytes quota).
+    data_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -297,6 +302,8 @@ class TenantQuota(Base):
     # Input tokens, counted with each model's own tokenizer (OpenAI's "enqueued tokens").
     max_queued_tokens: Mapped[int | None] = mapped_column(BigInteger)
     max_running_jobs: Mapped[int | None]
+    # Bytes kept for the tenant: files (uploads, batch outputs), fine-tune data, versions.
+    max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

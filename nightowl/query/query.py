@@ -20,6 +20,25 @@ from nightowl.platform.orm import Job, JobItem, ModelVersion
 from nightowl.registry.versions import LATEST, ModelRef, resolve, visible
 
 PAGE = 1000
+# Cursors are a row's position: a job item's idx (a 32-bit integer) or a result's id (64-bit).
+IDX_CURSOR = (-1, 2**31 - 1)
+ID_CURSOR = (0, 2**63 - 1)
+
+
+def parse_cursor(cursor: str | None, bounds: tuple[int, int]) -> int:
+    """A next_cursor this API returned, as the position to read after (bounds[0]: from the
+    start). Anything else, digits past the column's range included, is refused here rather
+    than by the database."""
+    low, high = bounds
+    if cursor is None:
+        return low
+    text = cursor.strip()
+    if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 20 \
+            or not low <= int(text) <= high:
+        raise InvalidInput(f"cursor {cursor[:40]!r} is not one this API returned; pass the "
+                           "previous page's next_cursor, or none for the first page",
+                           param="cursor")
+    return int(text)
 
 
 @dataclass(frozen=True)

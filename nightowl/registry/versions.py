@@ -87,7 +87,8 @@ def resolve(session: Session, ref: str, *, tenant_id: str | None = None) -> Mode
             select(ModelVersion).where(
                 ModelVersion.name == parsed.name, ModelVersion.version == int(m.group(1)),
                 visible(tenant_id),
-            )
+            # The operator sees every owner's vN: the shared one first.
+            ).order_by(ModelVersion.tenant_id.is_not(None), ModelVersion.id)
         ).first()
     else:
         row = _alias_row(session, parsed.name, parsed.selector, viewer)
@@ -156,10 +157,13 @@ def register(
 ) -> ModelVersion:
     """The next version of `name`, owned by `tenant_id` (None: shared, the operator's only).
 
-    Version numbers count across owners so that `name@vN` names one row everywhere (jobs pin
-    it, workers cache by it); a tenant's own versions are invisible to every other tenant."""
+    A tenant's versions are numbered after those it can see (its own and the shared ones), so
+    `name@vN` names one row to it and the numbers never tell it that another tenant uses the
+    name. A shared version goes after every owner's, so it collides with no tenant's numbers.
+    Jobs pin and workers cache by the row's id, never by the number."""
     check_name(session, name, kind, tenant_id=tenant_id)
-    last = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.name == name))
+    same_name = select(func.max(ModelVersion.version)).where(ModelVersion.name == name)
+    last = session.scalar(same_name if tenant_id is None else same_name.where(visible(tenant_id)))
     version = ModelVersion(
         tenant_id=tenant_id,
         name=name,

@@ -70,3 +70,23 @@ def iter_slots(expr: str, tz: zoneinfo.ZoneInfo, start: datetime, *, backwards: 
             continue
         last = instant
         yield instant
+
+
+# Slots sampled to find a cron's shortest period: enough to see every gap of a daily pattern.
+_GAP_SAMPLE = 200
+
+
+def check_min_interval(expr: str, tz: zoneinfo.ZoneInfo, minimum: int) -> None:
+    """Refuse a cron whose slots come closer than `minimum` seconds (the operator's floor)."""
+    if minimum <= 0:
+        return
+    slots = iter_slots(expr, tz, datetime.now(UTC))
+    previous = next(slots)
+    for _, slot in zip(range(_GAP_SAMPLE), slots, strict=False):
+        gap = (slot - previous).total_seconds()
+        if gap < minimum:
+            raise InvalidInput(
+                f"cron {expr!r} fires {gap:g} s apart; schedules may fire at most every "
+                f"{minimum} s (NIGHTOWL_SCHEDULE_MIN_INTERVAL_SECONDS, set by the operator)",
+                param="cron")
+        previous = slot

@@ -22,14 +22,12 @@ from nightowl.common.enums import FiringStatus
 from nightowl.common.errors import Conflict, InvalidInput, NightowlError, NotFound
 from nightowl.platform.orm import Job, Schedule, ScheduleRun, Tenant, TrainingRun, utcnow
 from nightowl.scheduling import templates as schedule_specs
-from nightowl.scheduling.cron import check_cron, check_timezone, iter_slots
+from nightowl.scheduling.cron import check_cron, check_min_interval, check_timezone, iter_slots
 
 log = logging.getLogger(__name__)
 
 CATCHUP = ("once", "all", "none")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-# catchup=all fires at most this many missed slots per poll; the next poll goes on from there.
-MAX_CATCHUP_BATCH = 100
 # catchup=none still fires a slot this late (beat polls every few seconds), not older ones.
 MISFIRE_GRACE = timedelta(seconds=60)
 def next_fire(schedule: Schedule, after: datetime) -> datetime:
@@ -55,17 +53,29 @@ def anchor(schedule: Schedule) -> datetime:
     return schedule.last_fired_for or schedule.created_at
 
 
-def due_firings(schedule: Schedule, now: datetime) -> Due:
+def due_firings(schedule: Schedule, now: datetime, *, max_catchup: int = 10) -> Due:
+    """The slots to fire now. catchup=all fires every missed slot, but at most `max_catchup`
+    (the latest; settings.schedule_max_catchup): older ones are dropped and counted missed."""
     after = anchor(schedule)
     if not schedule.enabled or after >= now:
         return Due([])
+    tz = check_timezone(schedule.timezone)
     if schedule.catchup == "all":
-        slots: list[datetime] = []
-        for slot in iter_slots(schedule.cron, check_timezone(schedule.timezone), after):
-            if slot > now or len(slots) >= MAX_CATCHUP_BATCH:
+        recent: list[datetime] = []
+        start = now.replace(microsecond=0) + timedelta(seconds=1)
+        for slot in iter_slots(schedule.cron, tz, start, backwards=True):
+            if slot <= after or len(recent) > max_catchup:
                 break
-            slots.append(slot)
-        return Due(slots)
+            recent.append(slot)
+        if len(recent) <= max_catchup:
+            return Due(sorted(recent))
+        keep = sorted(recent[:max_catchup])
+        dropped = 0
+        for slot in iter_slots(schedule.cron, tz, after):
+            if slot >= keep[0] or dropped >= 10_000:
+                break
+            dropped += 1
+        return Due(keep, missed=dropped)
     latest = latest_slot(schedule, now)
     if latest <= after:
         return Due([])
@@ -123,7 +133,7 @@ def add_schedule(*, session: Session, settings: Settings, name: str, cron: str,
         raise InvalidInput(f"schedule name {name!r} must be letters, digits and . _ - "
                            "(at most 200)", param="name")
     cron = check_cron(cron)
-    check_timezone(timezone)
+    check_min_interval(cron, check_timezone(timezone), settings.schedule_min_interval_seconds)
     clean = schedule_specs.validate(session, settings, target=target, spec=spec,
                                     tenant_id=tenant_id, allow_paths=allow_paths)
     taken = select(Schedule.id).where(
@@ -156,6 +166,8 @@ def update_schedule(*, session: Session, settings: Settings, name: str,
         if timezone is not None:
             check_timezone(timezone)
             row.timezone = timezone
+        check_min_interval(row.cron, check_timezone(row.timezone),
+                           settings.schedule_min_interval_seconds)
         # Otherwise slots of the new cron between the last firing and now would look missed.
         row.last_fired_for = utcnow()
     if spec is not None or target is not None:
@@ -271,7 +283,7 @@ def fire_due(*, session: Session, settings: Settings, now: datetime, fired_by: s
     session.commit()
     for schedule in rows:
         try:
-            due = due_firings(schedule, now)
+            due = due_firings(schedule, now, max_catchup=settings.schedule_max_catchup)
             if due.advance_to is not None:
                 session.execute(update(Schedule).where(
                     Schedule.id == schedule.id, Schedule.last_fired_for.is_(None)

@@ -19,7 +19,7 @@ import os
 import shutil
 import threading
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 
 from nightowl.common.config import Settings
@@ -268,8 +268,18 @@ def fetch_dir(store: Store, key: str, dest: Path) -> bytes:
     returns the manifest's bytes (their sha256 is the directory's)."""
     raw = store.get_bytes(f"{key}/{MANIFEST}")
     manifest = json.loads(raw)
+    root = dest.resolve()
+    targets = {}
+    # Every entry is resolved and refused before any byte is written: a manifest naming
+    # `../../x` (whoever could write the bucket) must not write outside the cache.
+    for rel in manifest["files"]:
+        target = (dest / rel).resolve() if isinstance(rel, str) and rel else root
+        if PurePosixPath(str(rel)).is_absolute() or root not in target.parents:
+            raise ArtifactError(f"{store.uri(key)}/{MANIFEST} names {str(rel)[:200]!r}, which "
+                                "is outside the directory; refusing the whole entry")
+        targets[rel] = target
     for rel, meta in manifest["files"].items():
-        target = dest / rel
+        target = targets[rel]
         target.parent.mkdir(parents=True, exist_ok=True)
         store.get_file(f"{key}/{rel}", target)
         if sha256_file(target) != meta["sha256"]:

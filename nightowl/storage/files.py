@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 from nightowl.common.config import Settings, get_settings
 from nightowl.common.errors import ArtifactError, InvalidInput, NotFound
 from nightowl.common.private import private_dir, private_file
+from nightowl.common.values import check_text
 from nightowl.platform.orm import File, new_id, utcnow
+from nightowl.storage import usage
 from nightowl.storage.artifacts import get_store, is_store_uri, sha256_file
 
 COPY_BLOCK = 1 << 20
@@ -30,16 +32,21 @@ def create_file(
     purpose: str,
     tenant_id: str | None = None,
 ) -> File:
+    check_text("filename", filename)
     # OpenAI's form (file-...); ids of the older file_... form still name their files.
     file_id = new_id("file").replace("_", "-", 1)
     folder = private_dir(settings.home / "files")
     path = folder / file_id
     digest = hashlib.sha256()
     size = 0
+    # The tenant's stored-bytes quota: refused at once when full, else as soon as it would be.
+    left = usage.room(session, tenant_id)
     try:
         with private_file(path).open("wb") as out:
             while block := stream.read(COPY_BLOCK):
                 size += len(block)
+                if left is not None and size > left:
+                    usage.check(session, tenant_id, size)
                 if size > settings.max_upload_bytes:
                     raise InvalidInput(
                         f"file {filename!r} is larger than {settings.max_upload_bytes} bytes "
@@ -61,6 +68,7 @@ def create_file(
             path.unlink(missing_ok=True)
             raise
         stored = store.uri(f"files/{file_id}")
+    usage.check(session, tenant_id, size)  # what other uploads stored meanwhile counts too
     row = File(id=file_id, tenant_id=tenant_id, filename=filename, purpose=purpose, bytes=size,
                path=stored, sha256=digest.hexdigest())
     session.add(row)

@@ -84,6 +84,21 @@ def test_an_artifact_overwritten_in_the_store_is_refused(
     assert not (s.cache_path / sha).exists()
 
 
+def test_a_manifest_naming_a_path_outside_the_cache_writes_nothing_there(
+        tmp_path: Path, bucket_url: str, s3_endpoint: str) -> None:
+    s = store_settings(tmp_path / "h", bucket_url, s3_endpoint)
+    uri, sha = publish_model(s, _model_dir(tmp_path / "src", 4))
+    store = get_store(s)
+    key = store.key_of(uri)
+    escape = "../../../../escaped.txt"
+    store.put_bytes(f"{key}/{escape}", b"planted")
+    store.put_bytes(f"{key}/MANIFEST.json", json.dumps(
+        {"files": {escape: {"sha256": hashlib.sha256(b"planted").hexdigest()}}}).encode())
+    with pytest.raises(ArtifactError, match="outside the directory"):
+        artifact_cache.ensure(uri, sha, s)
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
 def _ensure_in_child(uri: str, sha: str, settings: Settings, start: object) -> None:
     start.wait()  # type: ignore[attr-defined]
     artifact_cache.ensure(uri, sha, settings)

@@ -35,6 +35,10 @@ BODIES = {
     "huge_metadata": (_job(metadata={"a": "x" * 100_000}), "NIGHTOWL_MAX_METADATA_BYTES"),
     "max_new_tokens_1e9": (_job(params={"max_new_tokens": 1_000_000_000}), "max_new_tokens"),
     "top_k_negative": (_job(params={"top_k": -5}), "top_k"),
+    # Positive, yet the sampler divides into infinity: a worker's model_error, if let through.
+    "temperature_1e-320": (_job(params={"temperature": 1e-320}), "temperature"),
+    "repetition_penalty_1e-320": (_job(params={"repetition_penalty": 1e-320}),
+                                  "repetition_penalty"),
     "temperature_nan": (_job().replace('"queue"', '"params": {"temperature": NaN}, "queue"'),
                         ""),
 }
@@ -68,6 +72,10 @@ def _train_file(client: Any) -> str:
     ({"register_as": "tiny-generator"}, "is a generate model"),
     ({"register_as": "a@b"}, "must not contain '@'"),
     ({"kind": "embed", "base": "tiny-sentiment"}, "not fine-tuned here"),
+    ({"hyperparameters": {"seed": None}}, "hyperparameters.seed"),
+    ({"promote_to": "p" * 101}, "promote_to"),
+    ({"register_as": "r" * 201}, "register_as"),
+    ({"train": {"epochs": 1}}, "train"),
 ])
 def test_finetune_budgets_and_register_as_are_checked_before_training(
         extra: dict[str, Any], words: str, client: Any, models: Settings,
@@ -117,6 +125,7 @@ def test_a_schedule_template_is_held_to_the_same_rules(models: Settings, tmp_pat
     for template, words in (
         ({"params": {"max_new_tokens": 10**9}}, "max_new_tokens"),
         ({"metadata": {"a": "x" * 100_000}}, "NIGHTOWL_MAX_METADATA_BYTES"),
+        ({"params": {"temperature": 1e-320}}, "temperature"),
     ):
         spec.write_text(json.dumps({"kind": "generate", "model": GEN,
                                     "input_file": str(items), **template}))

@@ -17,6 +17,7 @@ from helpers import write_jsonl
 from nightowl.cli import demo_data
 from nightowl.common.config import Settings
 from nightowl.common.enums import FiringStatus, ItemStatus, JobStatus, RunStatus, TaskKind
+from nightowl.common.errors import InvalidInput
 from nightowl.finetune import service as finetunes
 from nightowl.platform.orm import Job, JobItem, Schedule, ScheduleRun, TrainingRun, utcnow
 from nightowl.scheduling import schedules
@@ -347,3 +348,22 @@ def test_a_job_template_fires_a_bulk_job(fake_sentiment: str, tmp_path: Path, se
     out = nightowl("schedule", "run-now", schedule_name, ok=False)
     assert "does not exist" in out
     assert [f.status for f in firings(schedule_name)][-1] == "failed"
+
+
+def test_catchup_all_fires_at_most_the_operators_cap_of_the_latest_slots() -> None:
+    # `* * * * * *` with catchup=all, beat back after 66 s away: not 66 jobs at once.
+    row = _schedule("* * * * * *", catchup="all", anchor=datetime(2025, 1, 1, 0, 0, 0, tzinfo=UTC))
+    due = schedules.due_firings(row, datetime(2025, 1, 1, 0, 1, 6, tzinfo=UTC), max_catchup=10)
+    assert [s.strftime("%M:%S") for s in due.slots] == [f"00:{s:02d}" for s in range(57, 60)] \
+        + [f"01:{s:02d}" for s in range(7)]
+    assert due.missed == 56
+
+
+def test_a_cron_faster_than_the_operators_minimum_is_refused(
+        migrated: Settings, session: Session) -> None:
+    strict = migrated.model_copy(update={"schedule_min_interval_seconds": 60})
+    for cron in ("* * * * * *", "*/30 * * * * *", "0,30 0 2 * * *"):
+        with pytest.raises(InvalidInput, match="NIGHTOWL_SCHEDULE_MIN_INTERVAL_SECONDS"):
+            schedules.add_schedule(session=session, settings=strict, name="too-fast",
+                                   cron=cron, target="job", spec={})
+    assert session.scalars(select(Schedule).where(Schedule.name == "too-fast")).first() is None

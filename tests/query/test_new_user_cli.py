@@ -54,8 +54,12 @@ def test_a_csv_quote_left_open_is_a_numbered_error(migrated: Settings, session: 
     f.write_text('custom_id,text,stars\nc_ok,"fine, really",5\nc_bad,"unclosed quote,4\n')
     result = invoke("submit", "sentiment", str(f), "--model", f"{name}@prod")
     assert result.exit_code == 1, result.output
-    assert "line 3: malformed CSV: a quoted field opened on line 3 runs to the end of the " \
-           "file" in result.output
+    assert "line 3: malformed CSV: a quoted field opened on line 3 is never closed; close " \
+           "the quote" in result.output
+    f.write_text('custom_id,text\nc1,"open\nc2,plain\nc3,"x"y\nc4,fine\n')
+    result = invoke("submit", "sentiment", str(f), "--model", f"{name}@prod")
+    assert "line 2: malformed CSV: a quoted field opened on line 2 is closed on line 4 by a " \
+           "quote that is not followed by a comma" in result.output, result.output
     # A quoted field may hold a newline; a closed one is still one row.
     f.write_text('custom_id,text\nc1,"two\nlines"\nc2,"x"\n')
     assert invoke("submit", "sentiment", str(f), "--model", f"{name}@prod").exit_code == 0

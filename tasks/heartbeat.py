@@ -142,6 +142,8 @@ class Heartbeat(threading.Thread):
         self.join(timeout=5)
         try:
             with session_factory(self.settings)() as session:
-                fleet.mark_stopped(session, WORKER_ID)
+                # The items finished since the last beat count too: a worker stopped right
+                # after its last chunk showed hundreds fewer than it ran.
+                fleet.mark_stopped(session, WORKER_ID, items_done=int(_items.value))
         except Exception as e:
             log.warning("could not mark this worker stopped: %s", e)

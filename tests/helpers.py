@@ -97,14 +97,16 @@ def wait_for_run(run_id: str, worker: Worker, *, timeout: float = 300,
 
 
 @contextmanager
-def api_process(env: dict[str, str], log: Path) -> Iterator[str]:
-    """A real `nightowl api` process on a free 127.0.0.1 port; yields its base URL."""
+def api_process(env: dict[str, str], log: Path, args: tuple[str, ...] = ()) -> Iterator[str]:
+    """A real `nightowl api` process on a free 127.0.0.1 port; yields its base URL. `args`:
+    more of `nightowl api`'s options (e.g. --access-log)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nightowl", "api", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "nightowl", "api", "--host", "127.0.0.1", "--port", str(port),
+             *args],
             env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

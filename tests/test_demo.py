@@ -4,6 +4,7 @@ kinds completes, and the output is the demo's own: no Celery banner or root warn
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,3 +30,11 @@ def test_demo_runs_every_kind_quietly(models: Settings, tmp_path: Path) -> None:
     for noise in ("SecurityWarning", "superuser", "celery@", "-------------- ", "[queues]",
                   "no worker is consuming", "Warm shutdown", "Traceback", "warning:"):
         assert noise not in said, f"{noise!r} in:\n{said}"
+
+    # Every item the demo ran is counted for its worker, the last chunks' included.
+    ran = sum(int(line.split("/")[1].split()[0]) for line in summary.splitlines()
+              if " completed " in line and " ok, " in line)
+    listed = subprocess.run([sys.executable, "-m", "nightowl", "workers", "--json"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["status"], r["items_done"]) for r in rows] == [("stopped", ran)], listed.stdout

@@ -10,9 +10,9 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
-from typing import Any
 
 
 def _processes_with(marker: str) -> dict[int, str]:

@@ -131,7 +131,7 @@ def runs() -> None:
               help="How many, newest first.")
 def list_(limit: int) -> None:
     """Recent fine-tune runs."""
-    table = Table("id", "kind", "status", "base", "result", "promotion", "created")
+    table = Table("id", "kind", "status", "base", "result", "promotion", "created (UTC)")
     for r in current().list_runs(limit):
         table.add_row(r["id"], r["kind"], r["status"], r["base_version"] or "",
                       r["result_version"] or (f"({r['register_as']})" if r["register_as"]

@@ -24,7 +24,7 @@ def print_jobs(rows: list[dict[str, Any]]) -> None:
     from nightowl.registry.outcome import item_counts
 
     # The pinned version is what ran; the alias asked for may point elsewhere by now.
-    table = Table("id", "kind", "model", "status", "items", "created")
+    table = Table("id", "kind", "model", "status", "items", "created (UTC)")
     for j in rows:
         model = j.get("model_version") or j["model"]
         if j.get("model_version") and j["model"] != j["model_version"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,30 @@ def job_dict(job: Job) -> dict[str, Any]:
     }
 
 
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def _unsent() -> Iterator[list[logging.LogRecord]]:
+    """Dispatch logs a chunk it could not send (the broker is down) for operators; a user at
+    the CLI gets one sentence from `submit` instead of that raw line."""
+    held = _Held()
+    logger = logging.getLogger("nightowl.jobs.dispatch")
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(held)
+    try:
+        yield held.records
+    finally:
+        logger.removeHandler(held)
+        logger.propagate = propagate
+
+
 class LocalBackend:
     def require_local(self, command: str, why: str) -> None:
         return None
@@ -52,13 +77,14 @@ class LocalBackend:
 
         if file != "-" and not Path(file).is_file():
             raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
-        with db_session() as session:
+        with db_session() as session, _unsent() as unsent:
             spec.tenant_id = operator_tenant_id(session)
             job = intake.submit(session=session, settings=settings(), spec=spec,
                                 source=intake.FromPath(file, fmt, column, id_column))
             version = session.get(ModelVersion, job.model_version_id)
             return {"id": job.id, "total": job.total_items, "failed": job.failed_items,
-                    "model_version": version.ref if version else job.model_ref}
+                    "model_version": version.ref if version else job.model_ref,
+                    "broker_down": bool(unsent)}
 
     def list_jobs(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
         from nightowl.common.enums import JobStatus
@@ -142,13 +168,12 @@ class LocalBackend:
             } for v in versions]
 
     def model_versions(self, name: str) -> list[dict[str, Any]]:
-        from nightowl.registry import outcome
-        from nightowl.registry import versions as registry
-
         from sqlalchemy import select
 
         from nightowl.platform.auth import owner_names
         from nightowl.platform.orm import ModelAlias
+        from nightowl.registry import outcome
+        from nightowl.registry import versions as registry
 
         with db_session() as session:
             bare = name.split("@")[0]

@@ -149,8 +149,8 @@ def beat(loglevel: str) -> None:
 @click.command()
 @click.option("--host", default=None, help="Bind address (default NIGHTOWL_API_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default NIGHTOWL_API_PORT).")
-@click.option("--access-log/--no-access-log", default=True, show_default=True,
-              help="Log every HTTP request.")
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="Log every HTTP request (off by default, as under `nightowl up`).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="uvicorn log level.")
 def api(host: str | None, port: int | None, access_log: bool, log_level: str) -> None:

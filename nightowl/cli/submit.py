@@ -52,6 +52,12 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
                                id_column=id_column)
     click.echo(f"queued {job['total']} items ({job['failed']} invalid) on "
                f"{job['model_version']}", err=True)
+    if job.get("broker_down"):
+        from nightowl.cli.common import settings
+        from nightowl.fleet.liveness import broker_down_message
+
+        click.echo(f"warning: the job waits in the database: {broker_down_message(settings())}."
+                   " A worker sends its chunks once the broker answers.", err=True)
     if not wait:
         click.echo(job["id"])
         return

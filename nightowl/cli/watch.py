@@ -147,10 +147,20 @@ def _lines(job_id: str, fetch: Callable[[], Snapshot], health: Callable[[], str 
         time.sleep(interval)
 
 
+def _when(value: Any) -> datetime | None:
+    """A time from SQL (datetime) or from the API's JSON (ISO text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value if isinstance(value, datetime) else None
+
+
 def summary(s: Snapshot) -> None:
     seconds = None
-    end, start = s.get("end_at"), s.get("in_progress_at") or s.get("queued_at")
-    if isinstance(end, datetime) and isinstance(start, datetime):
+    # A local snapshot has end_at; the API's job has the three times it may have ended at.
+    end = _when(s.get("end_at") or s.get("completed_at") or s.get("cancelled_at")
+                or s.get("expired_at"))
+    start = _when(s.get("in_progress_at") or s.get("queued_at"))
+    if end is not None and start is not None:
         seconds = (end - start).total_seconds()
     rate = f", {s['succeeded'] / seconds:.1f} items/s" if seconds else ""
     counts = item_counts(succeeded=s["succeeded"], failed=s["failed"],

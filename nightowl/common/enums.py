@@ -15,6 +15,11 @@ class TaskKind(str, Enum):
     def input_field(self) -> str:
         return "source" if self is TaskKind.TRANSLATE else "text"
 
+    @property
+    def article(self) -> str:
+        """The kind after its article, for sentences: "an embed", "a sentiment"."""
+        return ("an " if self.value[0] in "aeiou" else "a ") + self.value
+
 
 # The names a fine-tune's kind may be given by (CLI --kind, schedule templates): the trainable
 # kinds, and their long forms.

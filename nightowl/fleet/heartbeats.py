@@ -129,9 +129,10 @@ def heartbeat(session: Session, worker_id: str, *, items_done: int, items_per_s:
     return was != DEAD
 
 
-def mark_stopped(session: Session, worker_id: str) -> None:
+def mark_stopped(session: Session, worker_id: str, *, items_done: int | None = None) -> None:
+    final = {} if items_done is None else {"items_done": items_done}
     session.execute(update(Worker).where(Worker.id == worker_id)
-                    .values(status=STOPPED, current={}, items_per_s=0.0)
+                    .values(status=STOPPED, current={}, items_per_s=0.0, **final)
                     .execution_options(synchronize_session=False))
     session.commit()
 

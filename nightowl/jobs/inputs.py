@@ -232,9 +232,12 @@ def read_csv(
 
 
 def _csv_problem(error: csv.Error, start: int, end: int) -> str:
-    if "unexpected end of data" in str(error) or "expected after" in str(error):
-        span = f"runs to the end of the file (line {end})" if "end of data" in str(
-            error) else f"is closed on line {end} by a quote that is not followed by a comma"
-        return (f"malformed CSV: a quoted field opened on line {start} {span}; close the quote "
-                'at the end of its field, and write a quote inside a field as ""')
+    opened = f"malformed CSV: a quoted field opened on line {start}"
+    fix = 'close the quote at the end of its field, and write a quote inside a field as ""'
+    if "unexpected end of data" in str(error):
+        upto = f" (it runs to line {end}, the end of the file)" if end > start else ""
+        return f"{opened} is never closed{upto}; {fix}"
+    if "expected after" in str(error):
+        where = f" on line {end}" if end > start else ""
+        return f"{opened} is closed{where} by a quote that is not followed by a comma; {fix}"
     return f"malformed CSV: {error}"

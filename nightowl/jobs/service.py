@@ -114,8 +114,8 @@ def resolve_model(session: Session, spec: JobSpec) -> ModelVersion:
 def _serving(version: ModelVersion, spec: JobSpec) -> ModelVersion:
     if version.kind != spec.kind:
         raise InvalidInput(
-            f"model {version.ref} is a {version.kind.value} model; "
-            f"a {spec.kind.value} job needs a {spec.kind.value} model"
+            f"model {version.ref} is {version.kind.article} model; "
+            f"{TaskKind(spec.kind).article} job needs {TaskKind(spec.kind).article} model"
         )
     return version
 

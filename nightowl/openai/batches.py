@@ -183,8 +183,8 @@ def _model_problem(session: Session, check: _Validation, model: str,
         except NightowlError as e:
             version = str(e)
         if isinstance(version, ModelVersion) and version.kind != kind:
-            version = (f"model {model!r} is a {version.kind.value} model; this endpoint needs "
-                       f"a {kind.value} model (see GET /v1/models)")
+            version = (f"model {model!r} is {version.kind.article} model; this endpoint needs "
+                       f"{kind.article} model (see GET /v1/models)")
         check.resolved[model] = version
     found = check.resolved[model]
     return found if isinstance(found, str) else None

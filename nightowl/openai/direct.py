@@ -57,8 +57,8 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
     except NightowlError as e:
         raise ModelNotFound(f"{e} (see GET /v1/models)") from None
     if version.kind != kind:
-        raise ModelNotFound(f"model {request.model!r} is a {version.kind.value} model; "
-                            f"{endpoint} needs a {kind.value} model (see GET /v1/models)")
+        raise ModelNotFound(f"model {request.model!r} is {version.kind.article} model; "
+                            f"{endpoint} needs {kind.article} model (see GET /v1/models)")
     template = chat.load_template(version.source) if request.messages is not None else None
     lines = []
     for n, one in enumerate(_each_input(body, endpoint, request)):

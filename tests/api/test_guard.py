@@ -26,7 +26,7 @@ def small_api(migrated: Settings, stack_env: dict[str, str],
     log = tmp_path_factory.mktemp("guard") / "api.log"
     env = {**stack_env, "NIGHTOWL_MAX_BODY_BYTES": str(LIMIT),
            "NIGHTOWL_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)}
-    with api_process(env, log) as url:
+    with api_process(env, log, ("--access-log",)) as url:
         yield url, log
 
 

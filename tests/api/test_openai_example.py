@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers import Worker
-
 from nightowl.common.config import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "openai_batch.py"

@@ -25,8 +25,8 @@ from nightowl.registry import versions as registry
 BLUE = (37, 99, 235)  # the first series' colour in charts.js
 
 
-def _pixels_of(tab: Page, selector: str, rgb: tuple[int, int, int]) -> int:
-    return int(tab.page.eval_on_selector(selector, """(c, rgb) => {
+def _pixels_of(page: Page, selector: str, rgb: tuple[int, int, int]) -> int:
+    return int(page.page.eval_on_selector(selector, """(c, rgb) => {
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let n = 0;
         for (let i = 0; i < d.length; i += 4)

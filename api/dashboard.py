@@ -35,11 +35,18 @@ from nightowl.registry import versions as registry
 from nightowl.registry.outcome import item_counts, run_outcome
 from nightowl.scheduling import schedules
 from nightowl_api import dashboard_ops
-from nightowl_api.dashboard_auth import COOKIE, CSRF_COOKIE, DashboardKeyMiddleware, safe_next
+from nightowl_api.dashboard_auth import (
+    COOKIE,
+    CSRF_COOKIE,
+    DashboardKeyMiddleware,
+    logout_token,
+    safe_next,
+)
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.globals["logout_token"] = logout_token
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
 
@@ -254,24 +261,32 @@ def login_page(request: Request, next: str = "/", refused: bool = False) -> HTML
 @router.post("/ui/login")
 def login(request: Request, session: SessionDep, key: str = Form(...), next: str = Form("/"),
           csrf: str = Form("")) -> Response:
-    """Keep a valid API key in an HttpOnly cookie; the middleware turns it into a Bearer header."""
+    """Open a session for a valid API key; the cookie holds the session's id, not the key."""
     expected = request.cookies.get(CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(expected, csrf):
         return RedirectResponse(f"/ui/login?next={quote(safe_next(next), safe='')}",
                                 status_code=303)
     try:
-        auth.authenticate(session, key.strip())
+        sid = auth.open_session(session, key.strip())
     except Unauthorized:
         return RedirectResponse(
             f"/ui/login?refused=1&next={quote(safe_next(next), safe='')}", status_code=303)
+    session.commit()
     response = RedirectResponse(safe_next(next), status_code=303)
-    response.set_cookie(COOKIE, key.strip(), httponly=True, samesite="strict")
+    response.set_cookie(COOKIE, sid, httponly=True, samesite="strict",
+                        max_age=int(auth.SESSION_LIFETIME.total_seconds()))
     response.delete_cookie(CSRF_COOKIE, path="/ui/login")
     return response
 
 
-@router.get("/ui/logout")
-def logout() -> Response:
+@router.post("/ui/logout")
+def logout(request: Request, session: SessionDep, csrf: str = Form("")) -> Response:
+    """End the session (a POST carrying the page's token: a link elsewhere cannot log you out)."""
+    sid = request.cookies.get(COOKIE, "")
+    if not sid or not secrets.compare_digest(auth.session_token(sid, "logout"), csrf):
+        return RedirectResponse("/", status_code=303)
+    auth.close_session(session, sid)
+    session.commit()
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(COOKIE)
     return response

@@ -1,10 +1,11 @@
 """The dashboard's side of API keys: browsers cannot send `Authorization: Bearer`, so a key
 given once through the login form (a POST with a CSRF token, never the URL, which access logs
-keep) lives in an HttpOnly cookie, and this middleware turns it back into the Bearer header that
-the API's tenant dependency reads.
+keep) opens a session (nightowl.platform.auth.open_session) whose random id lives in an HttpOnly
+cookie; the key itself is never stored in the browser. This middleware turns the session back
+into the tenant that the API's tenant dependency reads.
 
-Only GET/HEAD requests to dashboard paths get the header: a cookie that other sites' pages can
-make a browser send must never authorise the API's writes (no CSRF through the dashboard).
+Only GET/HEAD requests to dashboard paths are authorised by it: a cookie that other sites' pages
+can make a browser send must never authorise the API's writes (no CSRF through the dashboard).
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
+from anyio import to_thread
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nightowl.common.errors import Unauthorized
+from nightowl.platform import auth
 from nightowl.platform.auth import KEY_PREFIX
 
-COOKIE = "nightowl_key"
+COOKIE = "nightowl_session"
 _OPEN = ("/ui/static/", "/ui/login", "/ui/logout")
 
 
@@ -30,7 +35,7 @@ def safe_next(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") else "/"
 
 
-def _cookie_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+def _cookie_session(headers: list[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
         if name == b"cookie":
             jar: SimpleCookie = SimpleCookie()
@@ -51,17 +56,36 @@ class DashboardKeyMiddleware:
             return
         path: str = scope["path"]
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
-        key = _cookie_key(headers)
-        if key and not any(name == b"authorization" for name, _ in headers):
-            headers.append((b"authorization", f"Bearer {key}".encode("latin-1")))
-            scope = {**scope, "headers": headers}
+        sid = _cookie_session(headers)
+        if sid and not any(name == b"authorization" for name, _ in headers):
+            tenant = await to_thread.run_sync(_session_tenant, sid)
+            if tenant is not None:
+                # The route's tenant dependency takes this answer (as from api/guard.py).
+                scope.setdefault("state", {})["tenant_id"] = tenant
         if path.startswith("/ui/api/"):
             await self.app(scope, receive, send)  # scripts get the 401 itself
             return
         here = path + (f"?{scope['query_string'].decode('latin-1')}"
                        if scope.get("query_string") else "")
-        login = f"/ui/login?next={quote(here, safe='')}" + ("&refused=1" if key else "")
+        login = f"/ui/login?next={quote(here, safe='')}" + ("&refused=1" if sid else "")
         await self.app(scope, receive, _redirect_401(send, login))
+
+
+def _session_tenant(sid: str) -> str | None:
+    from nightowl.common.config import get_settings
+    from nightowl.platform.db import session_factory
+
+    with session_factory(get_settings())() as session:
+        try:
+            return auth.session_tenant(session, sid)
+        except Unauthorized:
+            return None
+
+
+def logout_token(request: Request) -> str:
+    """The logout form's CSRF token for this browser's session ('' without one)."""
+    sid = request.cookies.get(COOKIE, "")
+    return auth.session_token(sid, "logout") if sid else ""
 
 
 def _redirect_401(send: Send, location: str) -> Send:
@@ -93,12 +117,15 @@ def scrub_key_from_query(scope: Scope) -> bool:
     an ordinary parameter (GET /v1/finetunes/{id}/metrics?key=train/loss) and goes only when
     its value is an API key."""
     raw: bytes = scope.get("query_string", b"")
-    if b"key=" not in raw:
+    # Judged on the decoded query, as the app reads it: `k%65y=` is `key=`, and `key=+nk-...`
+    # is a key behind a space.
+    if b"key" not in raw.lower() and b"%" not in raw:
         return False
     dashboard = is_dashboard_path(scope["path"])
     query = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
     kept = [(k, v) for k, v in query
-            if not (k == "key" and (dashboard or v.startswith(KEY_PREFIX)))]
+            if not (k.strip().lower() == "key"
+                    and (dashboard or v.strip().startswith(KEY_PREFIX)))]
     if len(kept) == len(query):
         return False
     scope["query_string"] = urlencode(kept).encode()

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from nightowl_api.dashboard_auth import is_dashboard_path
+from nightowl_api.dashboard_auth import is_dashboard_path, logout_token
 from nightowl_api.deps import TenantDep
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+templates.env.globals["logout_token"] = logout_token
 
 
 def wants_html(request: Request) -> bool:

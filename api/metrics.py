@@ -197,8 +197,8 @@ class NightowlCollector(Collector):
             row[0] += float((ok or 0) + (bad or 0))
             row[1] += float(bad or 0)
             row[2] += float(left or 0)
-        for labels, (done, bad_n, left_n) in sums.items():
-            processed.add_metric(list(labels), done)
+        for labels, (finished, bad_n, left_n) in sums.items():
+            processed.add_metric(list(labels), finished)
             failed.add_metric(list(labels), bad_n)
             pending.add_metric(list(labels), left_n)
         yield from (processed, failed, pending)

@@ -50,3 +50,19 @@ def test_malformed_settings_name_the_variable(
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError, match=fragment):
         load_settings()
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql+psycopg://u:pw@db:5432/x", "postgresql+psycopg://u:***@db:5432/x"),
+    ("postgresql+psycopg://u@db/x?password=sekret&sslmode=require",
+     "postgresql+psycopg://u@db/x?password=***&sslmode=require"),
+    ("redis://cache:6379/0?password=sekret", "redis://cache:6379/0?password=***"),
+    ("redis://:sekret@cache/0", "redis://:***@cache/0"),
+    ("sqlite:////srv/nightowl.db", "sqlite:////srv/nightowl.db"),
+])
+def test_urls_are_printed_without_their_passwords(url: str, shown: str) -> None:
+    # What `nightowl up` prints for its database and broker.
+    from nightowl.common.config import redact_url
+
+    assert redact_url(url) == shown
+    assert "sekret" not in redact_url(url) and ":pw@" not in redact_url(url)

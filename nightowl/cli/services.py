@@ -10,11 +10,10 @@ import time
 from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy.engine import make_url
 
 from nightowl.cli.backend import local_only
 from nightowl.cli.common import settings
-from nightowl.common.config import Settings
+from nightowl.common.config import Settings, redact_url
 from nightowl.common.enums import Queue
 from nightowl.common.errors import NightowlError
 from nightowl.platform import migrate
@@ -225,9 +224,8 @@ def _run_stack(s: Settings, sock: str | None, children: Children, *, port: int |
     worker_args = ["worker", "-Q", "cpu,gpu,train", "--beat", "--quiet", "-c", str(procs)]
     children.start("worker", nightowl_argv(*worker_args), stdout=subprocess.DEVNULL)
     lines = [
-        ("broker", f"embedded Valkey on {sock}" if sock else _hide_password(s.redis_url)),
-        # render_as_string hides a password in the URL.
-        ("database", make_url(s.sqlalchemy_url).render_as_string()),
+        ("broker", f"embedded Valkey on {sock}" if sock else redact_url(s.redis_url)),
+        ("database", redact_url(s.sqlalchemy_url)),
         ("worker", f"queues cpu, gpu, train; {procs} process{'es' if procs > 1 else ''}; "
                    "with beat (reaper, schedules)"),
     ]
@@ -294,17 +292,6 @@ def how_it_ended(code: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}" + (" (it was stopped from outside)" if code == 0 else "")
-
-
-def _hide_password(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _wait_for_api(base: str, children: Children, timeout: float = 60.0) -> None:

@@ -209,3 +209,28 @@ def offline_hub() -> None:
     """No hub is configured: fail fast instead of waiting ~50 s on a missing model."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+# Query parameters that carry a secret in a database or broker URL (libpq's `?password=`,
+# redis-py's `?password=`, an S3 store's keys): shown as *** wherever a URL is printed.
+_SECRET_PARAMS = frozenset({"password", "passwd", "pass", "sslpassword", "token", "secret",
+                            "access_key", "secret_key", "key"})
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password, in the userinfo or in the query, replaced by ***."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(k.lower() in _SECRET_PARAMS for k, _ in query):
+        return url  # rebuilt, sqlite:////abs/path would lose a slash
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    if any(k.lower() in _SECRET_PARAMS for k, _ in query):
+        hidden = urlencode([(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in query],
+                           safe="*/")
+        return urlunsplit(parts._replace(netloc=netloc, query=hidden))
+    return urlunsplit(parts._replace(netloc=netloc))

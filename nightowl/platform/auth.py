@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from nightowl.common.errors import InvalidInput, NotFound, Unauthorized
-from nightowl.platform.orm import ApiKey, Tenant, new_id, utcnow
+from nightowl.platform.orm import ApiKey, DashboardSession, Tenant, new_id, utcnow
 
 KEY_PREFIX = "nk-"
 PREFIX_CHARS = 12
@@ -85,17 +85,61 @@ def authenticate(session: Session, key: str | None) -> str:
             "no API key given; send `Authorization: Bearer KEY` "
             "(create a key with `nightowl keys create TENANT`)"
         )
+    return _key_row(session, key).tenant_id
+
+
+def _key_row(session: Session, key: str) -> ApiKey:
     row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).first()
     now = utcnow()
-    if row is None or row.revoked_at is not None or (
-            row.expires_at is not None and row.expires_at <= now):
+    if row is None or not _usable(row, now):
         # Only the prefix, which `keys list` shows anyway: the key itself is never echoed.
         shown = key[:PREFIX_CHARS] + "..." if len(key) > PREFIX_CHARS else "***"
         raise Unauthorized(f"incorrect, revoked or expired API key {shown}; "
                            "check it, or create one with `nightowl keys create TENANT`")
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         row.last_used_at = now
-    return row.tenant_id
+    return row
+
+
+def _usable(row: ApiKey, now: datetime) -> bool:
+    return row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
+
+
+# -- dashboard sessions: the browser's cookie holds a random session id, never the key; only
+# its sha256 is stored, and it lasts no longer than the key it was opened with. --------------
+
+SESSION_LIFETIME = timedelta(hours=12)
+
+
+def open_session(session: Session, key: str) -> str:
+    """A new session id for a valid key (Unauthorized otherwise)."""
+    row = _key_row(session, key)
+    sid = secrets.token_urlsafe(32)
+    session.add(DashboardSession(id_hash=hash_key(sid), key_id=row.id,
+                                 expires_at=utcnow() + SESSION_LIFETIME))
+    session.flush()
+    return sid
+
+
+def session_tenant(session: Session, sid: str) -> str:
+    """The tenant of a live session whose key is still valid; Unauthorized otherwise."""
+    now = utcnow()
+    found = session.execute(
+        select(DashboardSession, ApiKey).join(ApiKey, ApiKey.id == DashboardSession.key_id)
+        .where(DashboardSession.id_hash == hash_key(sid))).first()
+    if found is None or found[0].expires_at <= now or not _usable(found[1], now):
+        raise Unauthorized("the dashboard session ended or its key was revoked; log in again")
+    return found[1].tenant_id
+
+
+def close_session(session: Session, sid: str) -> None:
+    session.execute(delete(DashboardSession).where(DashboardSession.id_hash == hash_key(sid)))
+
+
+def session_token(sid: str, purpose: str) -> str:
+    """A form token bound to the session (logout's CSRF token): another site's page can make a
+    browser post, but cannot know the session id it would need to compute this."""
+    return hashlib.sha256(f"{purpose}:{sid}".encode()).hexdigest()[:32]
 
 
 def list_keys(session: Session, *, tenant_name: str | None = None,

@@ -101,6 +101,17 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None]
 
 
+class DashboardSession(Base):
+    """A browser's login to the dashboard: the cookie holds the id, this row only its sha256."""
+
+    __tablename__ = "dashboard_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"),
+                                        index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
 class File(Base):
     __tablename__ = "files"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

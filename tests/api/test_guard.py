@@ -111,7 +111,7 @@ def test_keys_stay_out_of_the_log_and_login_needs_the_csrf_token(
     with httpx.Client(base_url=url, follow_redirects=False) as browser:
         # A cross-site form post has no token: no session is set up.
         forged = browser.post("/ui/login", data={"key": key, "next": "/"})
-        assert forged.status_code == 303 and "nightowl_key" not in forged.headers.get(
+        assert forged.status_code == 303 and "nightowl_session" not in forged.headers.get(
             "set-cookie", "")
         page = browser.get("/ui/login")
         assert "default-src 'self'" in page.headers["content-security-policy"]
@@ -126,8 +126,24 @@ def test_keys_stay_out_of_the_log_and_login_needs_the_csrf_token(
         assert token is not None
         ok = browser.post("/ui/login", data={"key": key, "next": "/",
                                              "csrf": token.group(1)})
-        assert ok.status_code == 303 and "nightowl_key" in ok.headers["set-cookie"]
+        # The cookie holds a session id: the key itself never reaches the browser's storage.
+        assert ok.status_code == 303 and "nightowl_session" in ok.headers["set-cookie"]
+        assert key not in ok.headers["set-cookie"]
+        home = browser.get("/")
+        assert home.status_code == 200
+        # Logout is a POST with the page's token: a GET or a forged post leaves it logged in.
+        assert browser.get("/ui/logout").status_code == 405
+        assert browser.post("/ui/logout", data={"csrf": "forged"}).status_code == 303
         assert browser.get("/").status_code == 200
+        logout = re.search(r'name="csrf" value="([^"]+)"', home.text)
+        assert logout is not None
+        out = browser.post("/ui/logout", data={"csrf": logout.group(1)})
+        assert out.headers["location"] == "/ui/login"
+        assert browser.get("/").status_code == 303  # the session is gone, not just the cookie
+    # The access log's other spellings of a key in the URL: %-escaped name, a leading space.
+    for query in (f"k%65y={key}", f"key=+{key}", f"KEY={key}"):
+        assert httpx.get(f"{url}/v1/jobs?limit=2&{query}",
+                         headers={"Authorization": f"Bearer {key}"}).status_code == 200
     time.sleep(0.5)
     logged = log.read_text(errors="replace")
     assert "GET /? HTTP" in logged or "GET / HTTP" in logged  # the request was logged...

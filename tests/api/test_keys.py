@@ -23,13 +23,16 @@ OPEN_PATHS = {"/healthz", "/metrics", app.openapi_url, "/docs", "/docs/oauth2-re
               "/redoc", "/ui/login", "/ui/logout"}
 
 
-def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
-    """Every APIRoute, also inside included routers (which FastAPI keeps as wrappers)."""
+def _api_routes(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, APIRoute]]:
+    """(full path, route) of every APIRoute, also inside included routers (which FastAPI
+    keeps as wrappers; a route's own path has its router's prefix, not the parents')."""
     for route in routes:
         if isinstance(route, APIRoute):
-            yield route
+            yield prefix + route.path, route
         elif (inner := getattr(route, "original_router", None)) is not None:
-            yield from _api_routes(inner.routes)
+            # The include's context holds the whole prefix above the router (/v1 here).
+            context = getattr(route, "include_context", None)
+            yield from _api_routes(inner.routes, getattr(context, "prefix", "") or prefix)
 
 
 def test_keys_create_prints_the_key_once_and_stores_only_its_hash(
@@ -77,20 +80,21 @@ def test_requests_without_a_valid_key_get_an_openai_shaped_401(
 
 
 def test_every_route_but_the_open_ones_refuses_anonymous_callers(migrated: Settings) -> None:
-    routes = [r for r in _api_routes(app.routes) if r.path not in OPEN_PATHS]
+    routes = [(full, r) for full, r in _api_routes(app.routes) if full not in OPEN_PATHS]
     assert len(routes) >= 12  # jobs, files, batches, models at least
+    assert {"/v1/jobs", "/v1/files", "/v1/chat/completions"} <= {full for full, _ in routes}
     with TestClient(app, follow_redirects=False) as c:
-        for route in routes:
-            path = route.path
+        for full, route in routes:
+            path = full
             for name in route.param_convertors:
                 path = path.replace(f"{{{name}}}", "x" if name != "path" else "x/y")
             for method in route.methods - {"HEAD"}:
                 r = c.request(method, path)
-                if route.path == "/" or route.path.startswith("/ui"):
+                if full == "/" or full.startswith("/ui"):
                     # The dashboard sends a browser to its login page instead.
-                    assert r.status_code in (401, 303, 307), (method, route.path, r.status_code)
+                    assert r.status_code in (401, 303, 307), (method, full, r.status_code)
                 else:
-                    assert r.status_code == 401, (method, route.path, r.status_code)
+                    assert r.status_code == 401, (method, full, r.status_code)
 
 
 def test_a_key_authenticates_as_its_own_tenant(

@@ -133,3 +133,15 @@ def test_a_schedule_template_is_held_to_the_same_rules(models: Settings, tmp_pat
                                           "0 2 * * *", "--job", str(spec)])
         assert result.exit_code != 0 and words in result.output, result.output
     assert count_rows(session, Schedule) == before
+
+
+@pytest.mark.parametrize("endpoint", ["/v1/chat/completions", "/v1/completions"])
+def test_an_openai_temperature_too_small_to_sample_with_decodes_greedily(endpoint: str) -> None:
+    # OpenAI takes 0..2; under the sampler's floor it means what 0 means, not a torch error.
+    from nightowl.openai.lines import parse_body
+
+    body: dict[str, Any] = {"model": GEN, "temperature": 1e-320}
+    body.update({"messages": [{"role": "user", "content": "hi"}]}
+                if "chat" in endpoint else {"prompt": "hi"})
+    params = parse_body(body, endpoint).params
+    assert params.get("do_sample") is False and "temperature" not in params

@@ -254,6 +254,8 @@ def request_input(request: Request, kind: TaskKind, version: ModelVersion,
         data["params"] = dict(request.params)
     if request.encoding_format is not None:
         data["encoding_format"] = request.encoding_format
+    if request.copies > 1:
+        data["copies"] = request.copies
     return data
 
 

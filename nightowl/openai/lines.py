@@ -46,6 +46,11 @@ ACCEPTED: dict[str, frozenset[str]] = {
 }
 # Completions' logprobs is a count of alternatives (0-5); chat's is a flag plus top_logprobs.
 MAX_COMPLETION_LOGPROBS = 5
+# OpenAI samples unless told otherwise: temperature 1 over the whole distribution (top_p 1, and
+# no top-k cut, which transformers would otherwise apply at 50). nightowl's own `submit
+# generate` keeps its greedy default; only requests that came in OpenAI's shape get these.
+OPENAI_SAMPLING: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 1.0,
+                                   "top_k": 0}
 
 
 class LineProblem(Exception):
@@ -70,6 +75,9 @@ class Request:
     # How an embedding is written out (float or base64); not a runner parameter.
     encoding_format: str | None = None
     max_tokens: int | None = None  # as asked, before any clamp to the model's context
+    # n choices of a greedy request: one decode, its text given n times (greedy decoding gives
+    # the same text every time, and transformers refuses n sequences without sampling).
+    copies: int = 1
 
 
 @dataclass
@@ -274,19 +282,21 @@ def _generation_params(body: dict[str, Any], request: Request, *, chat: bool) ->
     params = request.params
     _max_tokens(body, request)
     temperature = _number(body, "temperature", 0, 2)
-    if temperature is not None:
-        if temperature == 0:
-            params["do_sample"] = False
-        else:
-            params["temperature"], params["do_sample"] = float(temperature), True
-    if body.get("top_p") != 0:  # OpenAI's top_p=0 means no nucleus cut; nightowl leaves it out
+    greedy = temperature == 0
+    if greedy:
+        params["do_sample"] = False
+    else:
+        params.update(OPENAI_SAMPLING)
+        if temperature is not None:
+            params["temperature"] = float(temperature)
+    if body.get("top_p") != 0:  # OpenAI's top_p=0 means no nucleus cut: the default 1
         _same_name(body, params, "top_p")
     _same_name(body, params, "top_k")
     if (n := _number(body, "n", 1, P.MAX_RETURN_SEQUENCES, integer=True)) is not None and n > 1:
-        if params.get("do_sample") is False:
-            raise _invalid(f"n={n} needs temperature > 0: greedy decoding gives the same text "
-                           "every time", "n")
-        params["num_return_sequences"] = n
+        if greedy:
+            request.copies = n
+        else:
+            params["num_return_sequences"] = n
     _same_name(body, params, "seed")
     for key in ("presence_penalty", "frequency_penalty"):
         if (value := _number(body, key, *P.PENALTY_RANGE)) is not None and value:

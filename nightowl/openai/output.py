@@ -176,8 +176,14 @@ def _finish_reasons(output: dict[str, Any], item: JobItem, n: int) -> list[str]:
     return ["length" if limit and per_choice >= limit else "stop"] * n
 
 
+def _copies(item: JobItem) -> int:
+    """How many times the item's one (greedy) text stands for n choices."""
+    return int((item.input or {}).get("copies") or 1)
+
+
 def _usage(item: JobItem) -> dict[str, int]:
-    prompt, completion = item.tokens_in or 0, item.tokens_out or 0
+    # n greedy choices are billed as n completions, as OpenAI counts them.
+    prompt, completion = item.tokens_in or 0, (item.tokens_out or 0) * _copies(item)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}
 
@@ -202,6 +208,8 @@ def response_body(endpoint: str, item: JobItem, model: str, rid: str) -> dict[st
     texts = _texts(output)
     reasons = _finish_reasons(output, item, len(texts))
     logprobs = _logprobs(output, len(texts))
+    if (copies := _copies(item)) > 1 and len(texts) == 1:
+        texts, reasons, logprobs = texts * copies, reasons * copies, logprobs * copies
     if endpoint == "/v1/chat/completions":
         choices: list[dict[str, Any]] = [
             {"index": i, "message": {"role": "assistant", "content": text, "refusal": None},

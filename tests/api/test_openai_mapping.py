@@ -20,21 +20,40 @@ def _parse(body: dict[str, Any], url: str = "/v1/completions") -> Any:
     return parse_line(raw, 7, url)
 
 
+SAMPLED = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
+
+
 @pytest.mark.parametrize(("body", "params"), [
-    ({"max_tokens": 12}, {"max_new_tokens": 12}),
-    ({"max_completion_tokens": 9, "seed": 3}, {"max_new_tokens": 9, "seed": 3}),
+    ({"max_tokens": 12}, {**SAMPLED, "max_new_tokens": 12}),
+    ({"max_completion_tokens": 9, "seed": 3}, {**SAMPLED, "max_new_tokens": 9, "seed": 3}),
     ({"temperature": 0}, {"do_sample": False}),
-    ({"temperature": 0.7, "top_p": 0.9}, {"temperature": 0.7, "do_sample": True, "top_p": 0.9}),
-    ({"n": 3, "stop": "\n"}, {"num_return_sequences": 3, "stop": ["\n"]}),
-    ({"n": 1, "stop": ["a", "b"], "user": "kept by nobody"}, {"stop": ["a", "b"]}),
-    ({"logprobs": 2, "presence_penalty": 0.5, "frequency_penalty": -1},
-     {"logprobs": True, "top_logprobs": 2, "presence_penalty": 0.5, "frequency_penalty": -1.0}),
+    ({"temperature": 0.7, "top_p": 0.9}, {**SAMPLED, "temperature": 0.7, "top_p": 0.9}),
+    ({"top_k": 5, "top_p": 0}, {**SAMPLED, "top_k": 5}),
+    ({"n": 3, "stop": "\n"}, {**SAMPLED, "num_return_sequences": 3, "stop": ["\n"]}),
+    ({"n": 1, "stop": ["a", "b"], "user": "kept by nobody"}, {**SAMPLED, "stop": ["a", "b"]}),
+    ({"logprobs": 2, "presence_penalty": 0.5, "frequency_penalty": -1, "temperature": 0},
+     {"do_sample": False, "logprobs": True, "top_logprobs": 2, "presence_penalty": 0.5,
+      "frequency_penalty": -1.0}),
 ])
 def test_generation_params_map_onto_the_runners_names(body: dict[str, Any],
                                                       params: dict[str, Any]) -> None:
+    """OpenAI's sampling defaults (temperature 1, top_p 1, no top-k) unless the body says."""
     line = _parse({"model": "m", "prompt": "hi", **body})
     assert line.problem is None and line.request is not None
     assert (line.request.text, line.request.params) == ("hi", params)
+
+
+def test_n_greedy_choices_are_one_decode_given_n_times() -> None:
+    line = _parse({"model": "m", "prompt": "hi", "temperature": 0, "n": 3})
+    assert line.problem is None and line.request is not None
+    assert line.request.copies == 3 and "num_return_sequences" not in line.request.params
+    item = JobItem(job_id="batch_x", idx=0, custom_id="x", status=ItemStatus.SUCCEEDED,
+                   input={"prompt": "hi", "copies": 3}, output={"text": " there"},
+                   tokens_in=2, tokens_out=4, finished_at=utcnow())
+    body = output_line("batch_x", item, "/v1/completions", "m")["response"]["body"]
+    assert [c["text"] for c in body["choices"]] == [" there"] * 3
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 12, "total_tokens": 14}
 
 
 @pytest.mark.parametrize(("body", "code", "param"), [

@@ -33,6 +33,7 @@ from nightowl_api.routes import (
     models,
     openai_direct,
     query,
+    responses,
     schedules,
     workers,
 )
@@ -55,6 +56,7 @@ app.include_router(jobs.router, dependencies=[require_key], responses=ERROR_RESP
 app.include_router(query.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(models.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(openai_direct.router, dependencies=[require_key], responses=ERROR_RESPONSES)
+app.include_router(responses.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(files.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(batches.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(finetunes.router, dependencies=[require_key], responses=ERROR_RESPONSES)

@@ -15,14 +15,17 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from nightowl.common import chat
 from nightowl.common.config import Settings
 from nightowl.common.enums import ErrorCode, JobStatus, Queue, TaskKind
 from nightowl.common.errors import Conflict, InvalidInput, NightowlError, NotFound
 from nightowl.common.tokens import context_of, hidden_size, input_room, shares_context
+from nightowl.common.values import metadata_problem
 from nightowl.jobs.inputs import ParsedLine
 from nightowl.jobs.service import JobSpec, cancel_job, get_job, submit_job
-from nightowl.openai import chat
-from nightowl.openai.lines import ENDPOINTS, BatchLine, LineProblem, Request, read_lines
+from nightowl.openai import responses
+from nightowl.openai.lines import ENDPOINTS, BatchLine, Request, read_lines
+from nightowl.openai.problems import LineProblem
 from nightowl.platform.orm import File, Job, ModelVersion, new_id, utcnow
 from nightowl.registry import versions as registry
 from nightowl.storage.files import get_file, local_path
@@ -30,8 +33,6 @@ from nightowl.storage.files import get_file, local_path
 ID_PREFIX = "batch"
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
 MAX_LISTED_ERRORS = 1000
-# OpenAI's metadata limits: 16 pairs, keys up to 64 characters, values up to 512.
-MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 # Our own metadata key that picks the worker queue (OpenAI has no such notion).
 QUEUE_KEY = "nightowl_queue"
 OUTPUT, ERRORS = "output", "errors"
@@ -66,16 +67,8 @@ def check_request(endpoint: str, completion_window: str,
                            f"{', '.join(map(repr, COMPLETION_WINDOWS))}", param="completion_window")
     if metadata is None:
         return
-    if len(metadata) > MAX_METADATA_PAIRS:
-        raise InvalidInput(f"metadata has {len(metadata)} pairs; at most {MAX_METADATA_PAIRS}",
-                           param="metadata")
-    for key, value in metadata.items():
-        if len(key) > MAX_METADATA_KEY or not isinstance(value, str) or (
-            len(value) > MAX_METADATA_VALUE
-        ):
-            raise InvalidInput(f"metadata[{key!r:.70}] must be a string of at most "
-                               f"{MAX_METADATA_VALUE} characters under a key of at most "
-                               f"{MAX_METADATA_KEY}", param="metadata")
+    if (problem := metadata_problem(metadata)) is not None:
+        raise InvalidInput(problem, param="metadata")
     if QUEUE_KEY in metadata and metadata[QUEUE_KEY] not in (Queue.CPU.value, Queue.GPU.value):
         raise InvalidInput(f"metadata[{QUEUE_KEY!r}] must be cpu or gpu", param="metadata")
 
@@ -215,6 +208,14 @@ def request_input(request: Request, kind: TaskKind, version: ModelVersion,
                   template: chat.ChatTemplate | None) -> dict[str, Any]:
     """A checked request as a job item's input, or LineProblem when it cannot fit the model:
     prompt plus max_tokens past the context, or more dimensions than the encoder has."""
+    try:
+        return _request_input(request, kind, version, template)
+    except LineProblem as p:
+        raise p if request.echo is None else responses.renamed(p) from None
+
+
+def _request_input(request: Request, kind: TaskKind, version: ModelVersion,
+                   template: chat.ChatTemplate | None) -> dict[str, Any]:
     if request.messages is not None:
         try:
             text = chat.render(request.messages, template)
@@ -256,6 +257,8 @@ def request_input(request: Request, kind: TaskKind, version: ModelVersion,
         data["encoding_format"] = request.encoding_format
     if request.copies > 1:
         data["copies"] = request.copies
+    if request.echo is not None:
+        data["response"] = request.echo
     return data
 
 

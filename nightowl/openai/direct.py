@@ -15,15 +15,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nightowl.common import chat
 from nightowl.common.config import Settings
 from nightowl.common.enums import ErrorCode, JobStatus, Queue
 from nightowl.common.errors import ModelNotFound, NightowlError, RequestRefused
 from nightowl.common.values import PRIORITY_INTERACTIVE
 from nightowl.jobs.inputs import ParsedLine
 from nightowl.jobs.service import JobSpec, cancel_job, submit_job
-from nightowl.openai import chat
+from nightowl.openai import responses
 from nightowl.openai.batches import request_input
-from nightowl.openai.lines import EMBEDDINGS, ENDPOINTS, LineProblem, Request, parse_body
+from nightowl.openai.lines import CHAT, EMBEDDINGS, ENDPOINTS, LineProblem, Request, parse_body
 from nightowl.openai.output import output_line
 from nightowl.platform.orm import Job, JobItem
 from nightowl.registry import versions as registry
@@ -40,6 +41,9 @@ class Direct:
     model: str
     stream: bool
     include_usage: bool = False
+    # A /v1/responses request streamed: it runs and streams as chat, and the route translates
+    # the chat chunks into Responses events with this (id, model, created, echo).
+    responses_head: dict[str, Any] | None = None
 
 
 def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpoint: str,
@@ -75,7 +79,12 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
     job = submit_one(session=session, settings=settings, spec=spec, lines=lines)
     options = body.get("stream_options")
     usage = isinstance(options, dict) and bool(options.get("include_usage"))
-    return Direct(job.id, endpoint, request.model, bool(body.get("stream")), usage)
+    stream = bool(body.get("stream"))
+    if endpoint == responses.RESPONSES and stream:
+        head = {"rid": responses.response_id(job.id, 0), "model": request.model,
+                "created": job.created_at.timestamp(), "echo": request.echo or {}}
+        return Direct(job.id, CHAT, request.model, stream, True, head)
+    return Direct(job.id, endpoint, request.model, stream, usage)
 
 
 def _each_input(body: dict[str, Any], endpoint: str, request: Request) -> list[Request]:

@@ -17,16 +17,20 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from nightowl.common import specs as P
+from nightowl.common.chat import ROLES, message_text
 from nightowl.common.enums import ErrorCode, TaskKind
 from nightowl.common.errors import InvalidInput
 from nightowl.common.values import check_json
 from nightowl.jobs.inputs import MAX_CUSTOM_ID, _decode, _read_lines
-from nightowl.openai.chat import ROLES, message_text
+from nightowl.openai import responses
+from nightowl.openai.problems import LineProblem
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
+RESPONSES = responses.RESPONSES
 ENDPOINTS: dict[str, TaskKind] = {
     COMPLETIONS: TaskKind.GENERATE,
     CHAT: TaskKind.GENERATE,
+    RESPONSES: TaskKind.GENERATE,
     EMBEDDINGS: TaskKind.EMBED,
     "/v1/translations": TaskKind.TRANSLATE,
     "/v1/classifications": TaskKind.SENTIMENT,
@@ -39,6 +43,7 @@ _GENERATION = ("model", "max_tokens", "max_completion_tokens", "temperature", "t
 ACCEPTED: dict[str, frozenset[str]] = {
     CHAT: frozenset((*_GENERATION, "messages", "top_logprobs")),
     COMPLETIONS: frozenset((*_GENERATION, "prompt")),
+    RESPONSES: responses.ACCEPTED,
     EMBEDDINGS: frozenset(("model", "input", "dimensions", "encoding_format", "user")),
     "/v1/translations": frozenset(("model", "input", "max_tokens", "max_completion_tokens",
                                    "num_beams", "user")),
@@ -51,17 +56,6 @@ MAX_COMPLETION_LOGPROBS = 5
 # generate` keeps its greedy default; only requests that came in OpenAI's shape get these.
 OPENAI_SAMPLING: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 1.0,
                                    "top_k": 0}
-
-
-class LineProblem(Exception):
-    """One bad request: an OpenAI error object {code, message, param}."""
-
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
-
-    def as_error(self, line_no: int) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "line": line_no, "param": self.param}
 
 
 @dataclass
@@ -78,6 +72,8 @@ class Request:
     # n choices of a greedy request: one decode, its text given n times (greedy decoding gives
     # the same text every time, and transformers refuses n sequences without sampling).
     copies: int = 1
+    # A /v1/responses request: what its response object echoes (instructions, metadata...).
+    echo: dict[str, Any] | None = None
 
 
 @dataclass
@@ -152,6 +148,14 @@ def parse_line(raw: bytes, line_no: int, endpoint: str) -> BatchLine:
 def parse_body(body: dict[str, Any], url: str, *, batch: bool = False) -> Request:
     """A request body as nightowl's input and runner params, or LineProblem saying why not."""
     kind = ENDPOINTS[url]
+    if url == RESPONSES:
+        try:
+            chat, echo = responses.to_chat(body)
+            request = parse_body(chat, CHAT, batch=batch)
+        except LineProblem as p:
+            raise responses.renamed(p) from None
+        request.echo = echo
+        return request
     for key in body:
         if key not in ACCEPTED[url]:
             raise LineProblem(ErrorCode.UNSUPPORTED_PARAMETER.value,

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from nightowl.common.enums import ErrorCode, ItemStatus, JobStatus
 from nightowl.common.errors import NotFound
 from nightowl.jobs.service import iter_items
+from nightowl.openai import responses
 from nightowl.openai.batches import ERRORS, ID_PREFIX, OUTPUT, file_ids, get_batch
 from nightowl.platform.orm import Job, JobItem
 
@@ -124,6 +125,9 @@ def output_line(job_id: str, item: JobItem, endpoint: str, model: str) -> dict[s
     line: dict[str, Any] = {"id": f"batch_req_{rid}", "custom_id": item.custom_id}
     if item.status == ItemStatus.SUCCEEDED:
         body = response_body(endpoint, item, model, rid)
+        if endpoint == responses.RESPONSES:
+            body = responses.from_chat(body, rid=responses.response_id(job_id, item.idx),
+                                       echo=(item.input or {}).get("response") or {})
         line["response"] = {"status_code": 200, "request_id": f"req_{rid}", "body": body}
         line["error"] = None
     elif item.status in (ItemStatus.CANCELLED, ItemStatus.EXPIRED):
@@ -210,7 +214,7 @@ def response_body(endpoint: str, item: JobItem, model: str, rid: str) -> dict[st
     logprobs = _logprobs(output, len(texts))
     if (copies := _copies(item)) > 1 and len(texts) == 1:
         texts, reasons, logprobs = texts * copies, reasons * copies, logprobs * copies
-    if endpoint == "/v1/chat/completions":
+    if endpoint in ("/v1/chat/completions", responses.RESPONSES):
         choices: list[dict[str, Any]] = [
             {"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
              "logprobs": None if lp is None else {"content": lp, "refusal": None},

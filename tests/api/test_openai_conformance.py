@@ -371,3 +371,106 @@ def test_a_large_batch_is_validating_then_in_progress_then_completed(
     failed = _wait(client, bad.id, worker)
     assert failed.status == "failed" and failed.errors and failed.errors.data
     assert [(e.line, e.code) for e in failed.errors.data] == [(2, "invalid_json_line")]
+
+
+def test_openai_sampling_defaults(api_server: str, key: str, worker: Worker) -> None:
+    """No temperature samples (temperature 1, as OpenAI); a seed repeats; n greedy choices."""
+    client = _client(api_server, key)
+    hello: Any = [{"role": "user", "content": "the cat"}]
+    free = {client.chat.completions.create(model=GEN, messages=hello, max_tokens=12)
+            .choices[0].message.content for _ in range(4)}
+    assert len(free) > 1, free
+    seeded = {client.chat.completions.create(model=GEN, messages=hello, max_tokens=12, seed=11)
+              .choices[0].message.content for _ in range(3)}
+    assert len(seeded) == 1, seeded
+    greedy = client.completions.create(model=GEN, prompt="Once upon", max_tokens=6,
+                                       temperature=0, n=3)
+    assert [c.index for c in greedy.choices] == [0, 1, 2]
+    assert len({c.text for c in greedy.choices}) == 1
+    assert greedy.usage is not None and greedy.usage.completion_tokens % 3 == 0
+
+
+def test_responses_create_retrieve_stream_and_batch(
+        api_server: str, key: str, worker: Worker,
+        make_api_key: Callable[[str], str]) -> None:
+    from openai.types.responses import Response, ResponseCompletedEvent, ResponseTextDeltaEvent
+
+    client = _client(api_server, key)
+    made = client.responses.create(model=GEN, input="the dog", max_output_tokens=6,
+                                   temperature=0, metadata={"team": "owls"})
+    assert isinstance(made, Response) and made.status in ("completed", "incomplete")
+    assert made.output_text and made.metadata == {"team": "owls"}
+    assert made.usage is not None and made.usage.output_tokens >= 1
+    assert made.usage.total_tokens == made.usage.input_tokens + made.usage.output_tokens
+    again = client.responses.retrieve(made.id)
+    assert isinstance(again, Response) and again.output_text == made.output_text
+    # Every field the SDK's type requires, not just what its lenient parse fills in.
+    Response.model_validate(json.loads(client.responses.with_raw_response.retrieve(made.id).text))
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve("resp_nothing_0")
+    stranger = _client(api_server, make_api_key(f"other-{uuid.uuid4().hex[:6]}"))
+    with pytest.raises(openai.NotFoundError):  # another tenant's response is not there
+        stranger.responses.retrieve(made.id)
+
+    chat_like = client.responses.create(
+        model=GEN, instructions="answer briefly", temperature=0, max_output_tokens=6,
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "the dog"}]}])
+    assert chat_like.instructions == "answer briefly" and chat_like.output_text
+
+    events = list(client.responses.create(model=GEN, input="the dog", max_output_tokens=6,
+                                          temperature=0, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if isinstance(e, ResponseTextDeltaEvent))
+    assert text == made.output_text
+    last = events[-1]
+    assert isinstance(last, ResponseCompletedEvent) or last.type == "response.incomplete"
+    assert last.response.output_text == text and last.response.usage is not None
+    assert client.responses.retrieve(last.response.id).output_text == text
+
+    for extra, param in (({"tools": [{"type": "web_search"}]}, "tools"),
+                         ({"background": True}, "background"),
+                         ({"previous_response_id": made.id}, "previous_response_id"),
+                         ({"input": [{"type": "function_call_output", "call_id": "c",
+                                      "output": "x"}]}, "input[0]")):
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.responses.create(**{"model": GEN, "input": "hi", **extra})
+        assert bad.value.param == param, bad.value.body
+    with pytest.raises(openai.BadRequestError) as big:
+        client.responses.create(model=GEN, input="hi", max_output_tokens=10**6)
+    assert (big.value.code, big.value.param) == ("context_length_exceeded", "max_output_tokens")
+
+    url: Final = "/v1/responses"
+    upload = _upload(client, [_line("r0", url, {"model": GEN, "input": "the owl",
+                                                 "max_output_tokens": 4, "temperature": 0}),
+                              _line("r1", url, {"model": GEN, "input": "hi", "tools": []})])
+    batch = _wait(client, client.batches.create(input_file_id=upload.id, endpoint=url,
+                                                completion_window="24h").id, worker)
+    assert batch.status == "completed" and batch.output_file_id and batch.error_file_id
+    row = json.loads(client.files.content(batch.output_file_id).text)
+    line = Response.model_validate(row["response"]["body"])
+    assert row["custom_id"] == "r0" and line.output_text
+    assert client.responses.retrieve(line.id).output_text == line.output_text
+    refused = json.loads(client.files.content(batch.error_file_id).text)
+    assert refused["response"]["body"]["error"]["param"] == "tools"
+
+
+def test_responses_async(api_server: str, key: str, worker: Worker) -> None:
+    from openai.types.responses import Response
+
+    async def drive() -> None:
+        client = openai.AsyncOpenAI(base_url=f"{api_server}/v1", api_key=key, max_retries=0,
+                                    timeout=120)
+        made = await client.responses.create(model=GEN, input="the cat", temperature=0,
+                                             max_output_tokens=4)
+        assert isinstance(made, Response) and made.output_text
+        stream = await client.responses.create(model=GEN, input="the cat", temperature=0,
+                                               max_output_tokens=4, stream=True)
+        kinds = [e.type async for e in stream]
+        assert "response.output_text.delta" in kinds and kinds[-1] in (
+            "response.completed", "response.incomplete")
+        await client.close()
+
+    asyncio.run(drive())

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from nightowl.common import chat
 from nightowl.common.enums import ItemStatus
-from nightowl.openai import chat
 from nightowl.openai.lines import LineProblem, parse_line
 from nightowl.openai.output import output_line
 from nightowl.platform.orm import JobItem, utcnow
@@ -163,3 +163,60 @@ def test_output_lines_are_shaped_like_openais() -> None:
     expired = output_line("batch_1", _item(ItemStatus.EXPIRED, error_code="expired"),
                           "/v1/completions", "tiny")
     assert expired["response"] is None and expired["error"]["code"] == "batch_expired"
+
+
+def test_a_responses_body_is_a_chat_request_in_other_words() -> None:
+    line = _parse({"model": "m", "instructions": "be brief", "max_output_tokens": 7,
+                   "metadata": {"k": "v"}, "input": [
+                       {"role": "developer", "content": "terse"},
+                       {"type": "message", "role": "user",
+                        "content": [{"type": "input_text", "text": "hi"}]}]}, "/v1/responses")
+    assert line.problem is None and line.request is not None
+    assert line.request.messages == [{"role": "system", "content": "be brief"},
+                                     {"role": "system", "content": "terse"},
+                                     {"role": "user", "content": "hi"}]
+    assert line.request.params["max_new_tokens"] == 7
+    assert line.request.echo is not None and line.request.echo["metadata"] == {"k": "v"}
+    for body, param in (({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+                        ({"input": "hi", "reasoning": {}}, "reasoning"),
+                        ({"input": [{"role": "user", "content": [{"type": "input_image"}]}]},
+                         "input[0].content"),
+                        ({"input": "hi", "stream": True}, "stream"),
+                        ({"input": "hi", "metadata": {"k": 1}}, "metadata"),
+                        ({}, "input")):
+        refused = _parse({"model": "m", **body}, "/v1/responses")
+        assert refused.problem is not None and refused.problem.param == param, refused.problem
+
+
+def test_chat_chunks_become_the_responses_stream_the_sdk_parses() -> None:
+    import asyncio
+
+    from openai.types.responses import ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    from nightowl.openai import responses
+
+    chat_sse = [f"data: {json.dumps(c)}\n\n" for c in (
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"index": 0, "delta": {"content": "the "}}]},
+        {"choices": [{"index": 0, "delta": {"content": "owl"}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})] + [
+        "data: [DONE]\n\n"]
+
+    async def collect() -> list[str]:
+        return [e async for e in responses.stream_events(
+            responses.chat_chunks(chat_sse), rid="resp_req_x_0", model="m", created=1.0,
+            echo={"metadata": {"k": "v"}})]
+
+    adapter: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+    events = [adapter.validate_python(json.loads(e.split("data: ", 1)[1]))
+              for e in asyncio.run(collect())]
+    assert [e.type for e in events] == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        "response.content_part.added", "response.output_text.delta",
+        "response.output_text.delta", "response.output_text.done", "response.content_part.done",
+        "response.output_item.done", "response.completed"]
+    done = events[-1].response
+    assert done.output_text == "the owl" and done.metadata == {"k": "v"}
+    assert done.usage.total_tokens == 5 and done.id == "resp_req_x_0"

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings, get_settings
+from nightowl.jobs import quotas
 from nightowl.platform import auth
 from nightowl.platform.db import session_factory
 
@@ -58,3 +59,14 @@ def _tenant(
 TenantDep = Annotated[str, Depends(_tenant)]
 # For routers whose handlers do not need the tenant but must still refuse anonymous callers.
 require_key = Depends(_tenant)
+
+
+def _quota_headers(request: Request, session: SessionDep, tenant: TenantDep) -> None:
+    """x-ratelimit-* headers for a request that queues work under a quota, counted before it
+    runs; api/quota_headers.py puts them on its answer, a 429 included."""
+    request.state.quota_headers = quotas.rate_headers(session, tenant)
+    session.commit()
+
+
+# On routes that queue work (direct requests, batches, jobs): where a tenant's quota applies.
+quota_headers = Depends(_quota_headers)

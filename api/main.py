@@ -24,10 +24,12 @@ from nightowl.common.errors import (
 from nightowl_api import dashboard, dashboard_ops, metrics, ops
 from nightowl_api.deps import require_key
 from nightowl_api.guard import GuardMiddleware
+from nightowl_api.quota_headers import QuotaHeadersMiddleware
 from nightowl_api.request_ids import RequestIdMiddleware
 from nightowl_api.routes import (
     batches,
     files,
+    fine_tuning,
     finetunes,
     jobs,
     models,
@@ -50,7 +52,6 @@ app = FastAPI(
 )
 ops.install(app)
 # Every router needs a key; only /healthz and /metrics answer anonymous callers.
-app.add_middleware(RequestIdMiddleware)
 app.include_router(jobs.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 # Before /v1/models/{id}, which would otherwise take /v1/models/compare for a model id.
 app.include_router(query.router, dependencies=[require_key], responses=ERROR_RESPONSES)
@@ -60,14 +61,18 @@ app.include_router(responses.router, dependencies=[require_key], responses=ERROR
 app.include_router(files.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(batches.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(finetunes.router, dependencies=[require_key], responses=ERROR_RESPONSES)
+app.include_router(fine_tuning.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(schedules.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 app.include_router(workers.router, dependencies=[require_key], responses=ERROR_RESPONSES)
 # Open like /healthz: Prometheus scrapes without a key, and it shows no tenant's data.
 app.include_router(metrics.router)
 # The web dashboard at / (its pages take the key from a cookie; see api/dashboard_auth.py).
 dashboard.install(app)
-# Outermost: the key and the body size are checked before anything reads the body.
+app.add_middleware(QuotaHeadersMiddleware)
+# The key and the body size are checked before anything reads the body.
 app.add_middleware(GuardMiddleware)
+# Outside the guard, so its 401 and 413 carry an x-request-id like every other answer.
+app.add_middleware(RequestIdMiddleware)
 
 _STATUS = {NotFound: 404, InvalidInput: 400, ModelLoadError: 400, Conflict: 409,
            Unauthorized: 401, RateLimited: 429}

@@ -18,9 +18,9 @@ from nightowl.common.config import Settings
 from nightowl.common.errors import RateLimited
 from nightowl.openai import direct, responses
 from nightowl.platform.db import session_factory
-from nightowl_api.deps import SettingsDep, TenantDep
+from nightowl_api.deps import SettingsDep, TenantDep, quota_headers
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], dependencies=[quota_headers])
 # Requests each tenant has running in this API process (the limit is per process).
 _in_flight: Counter[str] = Counter()
 _POLL_S = 0.05

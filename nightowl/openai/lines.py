@@ -72,6 +72,8 @@ class Request:
     # n choices of a greedy request: one decode, its text given n times (greedy decoding gives
     # the same text every time, and transformers refuses n sequences without sampling).
     copies: int = 1
+    # The prompt or input as token ids of the model's vocabulary (decoded against the model).
+    token_ids: list[int] | None = None
     # A /v1/responses request: what its response object echoes (instructions, metadata...).
     echo: dict[str, Any] | None = None
 
@@ -171,10 +173,14 @@ def parse_body(body: dict[str, Any], url: str, *, batch: bool = False) -> Reques
     request = Request(model.strip())
     if url == CHAT:
         request.messages = _messages(body.get("messages"))
-    elif url == COMPLETIONS:
-        request.text = _prompt(body.get("prompt"))
     else:
-        request.text = _input(body.get("input"))
+        param = "prompt" if url == COMPLETIONS else "input"
+        given = _one_text(body.get(param), param, "prompt" if url == COMPLETIONS else "text",
+                          ids_ok=url in (COMPLETIONS, EMBEDDINGS))
+        if isinstance(given, list):
+            request.text, request.token_ids = "", given
+        else:
+            request.text = given
     if kind == TaskKind.SENTIMENT:
         if body.get("all_scores") is not None:
             if not isinstance(body["all_scores"], bool):
@@ -208,21 +214,28 @@ def _invalid(message: str, param: str) -> LineProblem:
     return LineProblem(ErrorCode.INVALID_REQUEST.value, message, param)
 
 
-def _prompt(prompt: Any) -> str:
-    return _one_text(prompt, "prompt", "prompt")
+def token_ids(value: Any) -> list[int] | None:
+    """`value` as token ids (a non-empty list of non-negative integers), or None if it is not."""
+    if isinstance(value, list) and value and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        return value
+    return None
 
 
-def _input(value: Any) -> str:
-    return _one_text(value, "input", "text")
-
-
-def _one_text(value: Any, param: str, what: str) -> str:
-    """One text per request, as OpenAI's single-item form; a one-element list is the same."""
+def _one_text(value: Any, param: str, what: str, *, ids_ok: bool = False
+              ) -> str | list[int]:
+    """One text (or, where OpenAI takes them, one list of token ids) per request, as OpenAI's
+    single-item form; a one-element list is the same."""
+    if ids_ok and (ids := token_ids(value)) is not None:
+        return ids
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
+        if ids_ok and (ids := token_ids(value)) is not None:
+            return ids
     if isinstance(value, list):
-        raise _invalid(f"{param} may hold one {what} per request; send each {what} as its own "
-                       "request (or batch line)", param)
+        raise _invalid(f"{param} may hold one {what} per request here; send each {what} as its "
+                       "own request (or batch line)", param)
     return _required_text(value, param)
 
 
@@ -246,6 +259,10 @@ def _messages(messages: Any) -> list[dict[str, str]]:
         where = f"messages[{i}]"
         if not isinstance(m, dict) or m.get("role") not in ROLES:
             raise _invalid(f"{where}.role must be one of {', '.join(ROLES)}", f"{where}.role")
+        if m["role"] == "tool" and not (isinstance(m.get("tool_call_id"), str)
+                                        and m["tool_call_id"]):
+            raise _invalid(f"{where} has role tool but no tool_call_id; a tool message answers "
+                           "the assistant's tool call of that id", f"{where}.tool_call_id")
         text = message_text(m.get("content"))
         if text is None:
             raise _invalid(f"{where}.content must be a string or a list of text parts (nightowl "

@@ -21,7 +21,14 @@ from nightowl.common.enums import ErrorCode, ItemStatus, JobStatus
 from nightowl.common.errors import NotFound
 from nightowl.jobs.service import iter_items
 from nightowl.openai import responses
-from nightowl.openai.batches import ERRORS, ID_PREFIX, OUTPUT, file_ids, get_batch
+from nightowl.openai.batches import (
+    ID_PREFIX,
+    OUTPUT,
+    batch_file_id,
+    file_ids,
+    get_batch,
+    parse_batch_file_id,
+)
 from nightowl.platform.orm import Job, JobItem
 
 ERROR_STATUSES = [ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.EXPIRED]
@@ -40,23 +47,22 @@ class BatchFile:
 
     @property
     def id(self) -> str:
-        return f"{self.job.id}_{self.which}"
+        return batch_file_id(self.job.id, self.which)
 
 
 def get_batch_file(session: Session, file_id: str, *, tenant_id: str | None) -> BatchFile | None:
     """The batch file with this id; None if the id is not a batch file's; NotFound if it is one
     that does not exist (yet), belongs to another tenant, or was deleted."""
-    if not file_id.startswith(ID_PREFIX + "_"):
+    parsed = parse_batch_file_id(file_id)
+    if parsed is None:
         return None
-    batch_id, _, which = file_id.rpartition("_")
-    if which not in (OUTPUT, ERRORS):
-        return None
+    batch_id, which = parsed
     try:
         job = get_batch(session, batch_id, tenant_id=tenant_id)
     except NotFound:
         raise NotFound(f"no file {file_id!r}") from None
     deleted = (job.metadata_.get("openai") or {}).get("deleted_files") or []
-    if file_ids(job)[which] != file_id or which in deleted:
+    if file_ids(job)[which] is None or which in deleted:
         raise NotFound(f"no file {file_id!r}")
     return BatchFile(job, which)
 

@@ -223,8 +223,9 @@ def test_batches_fail_only_bad_lines_and_list_their_files(api_server: str, key: 
     assert isinstance(upload, FileObject) and upload.id.startswith("file-")
     created = client.batches.create(input_file_id=upload.id, endpoint=chat,
                                     completion_window="24h")
-    assert isinstance(created, Batch)
+    assert isinstance(created, Batch) and created.status == "validating"  # as OpenAI answers
     batch = _wait(client, created.id, worker)
+    assert batch.output_file_id and batch.output_file_id.startswith("file-")
     assert batch.status == "completed", batch.errors
     counts = batch.request_counts
     assert counts is not None and (counts.total, counts.completed, counts.failed) == (7, 2, 5)
@@ -233,6 +234,11 @@ def test_batches_fail_only_bad_lines_and_list_their_files(api_server: str, key: 
     assert [d["custom_id"] for d in done] == ["ok-1", "ok-2"]
     for d in done:
         ChatCompletion.model_validate(d["response"]["body"])
+    assert batch.usage is not None  # summed from the rows: the lines that ran
+    assert batch.usage.total_tokens == sum(d["response"]["body"]["usage"]["total_tokens"]
+                                           for d in done) > 0
+    assert batch.usage.output_tokens == sum(
+        d["response"]["body"]["usage"]["completion_tokens"] for d in done)
     errors = {(e := json.loads(x))["custom_id"]: e["response"]
               for x in client.files.content(batch.error_file_id).text.splitlines()}
     assert {cid: (r["status_code"], r["body"]["error"]["code"], r["body"]["error"]["param"])
@@ -474,3 +480,106 @@ def test_responses_async(api_server: str, key: str, worker: Worker) -> None:
         await client.close()
 
     asyncio.run(drive())
+
+
+def test_fine_tuning_job_runs_to_a_model_that_answers(
+        api_server: str, key: str, worker: Worker, stack_env: dict[str, str],
+        tmp_path: Path) -> None:
+    from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+    from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+
+    client = _client(api_server, key)
+    chats = [{"messages": [{"role": "system", "content": "you finish stories"},
+                           {"role": "user", "content": f"the {animal}"},
+                           {"role": "assistant", "content": f"the {animal} sat on the mat"}]}
+             for animal in ("cat", "dog", "owl", "bird", "fish") * 4]
+    data = "".join(json.dumps(c) + "\n" for c in chats).encode()
+    training = client.files.create(file=("chats.jsonl", io.BytesIO(data)), purpose="fine-tune")
+    wrong = client.files.create(file=("b.jsonl", io.BytesIO(data)), purpose="batch")
+    for extra, param in (({"training_file": wrong.id}, "training_file"),
+                         ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
+                         ({"method": {"type": "dpo"}}, "method"),
+                         ({"integrations": []}, "integrations")):
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.fine_tuning.jobs.create(**{"model": GEN, "training_file": training.id,
+                                              **extra})
+        assert bad.value.param == param, bad.value.body
+
+    job = client.fine_tuning.jobs.create(
+        model=GEN, training_file=training.id, suffix="owls", seed=7,
+        hyperparameters={"n_epochs": 2, "batch_size": "auto"}, metadata={"team": "owls"})
+    assert isinstance(job, FineTuningJob) and job.status == "queued" and job.seed == 7
+    hyper = job.hyperparameters
+    assert (hyper.n_epochs, hyper.batch_size, hyper.learning_rate_multiplier) == (2, 2, 1.0)
+    assert job.id in {j.id for j in client.fine_tuning.jobs.list()}
+    trainer = Worker(stack_env, ["-Q", "train", "-c", "1"], tmp_path / "train.log")
+    try:
+        deadline = time.monotonic() + 240
+        while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in (
+                "succeeded", "failed", "cancelled"):
+            assert time.monotonic() < deadline, trainer.output()[-2000:]
+            time.sleep(0.5)
+    finally:
+        trainer.stop()
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model and job.finished_at and job.metadata == {"team": "owls"}
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    assert all(isinstance(e, FineTuningJobEvent) for e in events)
+    losses = [e for e in events if e.type == "metrics"]
+    assert [e.data["step"] for e in reversed(losses)] == list(  # type: ignore[index]
+        range(1, len(losses) + 1)) and len(losses) >= 2
+    assert "training loss=" in losses[0].message
+    assert any(job.fine_tuned_model in e.message for e in events)
+    checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
+    assert all(isinstance(c, FineTuningJobCheckpoint) for c in checkpoints)
+    assert checkpoints[0].fine_tuned_model_checkpoint == job.fine_tuned_model
+
+    answer = client.chat.completions.create(
+        model=job.fine_tuned_model, temperature=0, max_tokens=8,
+        messages=[{"role": "system", "content": "you finish stories"},
+                  {"role": "user", "content": "the cat"}])
+    assert isinstance(answer, ChatCompletion) and answer.choices[0].message.content
+    with pytest.raises(openai.APIStatusError):  # already finished: nothing to cancel
+        client.fine_tuning.jobs.cancel(job.id)
+
+
+def test_token_ids_and_lists_where_openai_takes_them(api_server: str, key: str,
+                                                     worker: Worker, minilm: Path) -> None:
+    from tokenizers import Tokenizer
+
+    from nightowl.common.config import get_settings
+    from nightowl.platform.db import session_scope as scope
+    from nightowl.registry import versions as registry
+
+    client = _client(api_server, key)
+    with scope(get_settings()) as s:
+        gen_dir = registry.resolve(s, GEN).source
+    ids = Tokenizer.from_file(f"{gen_dir}/tokenizer.json").encode("Once upon").ids
+    as_text = client.completions.create(model=GEN, prompt="Once upon", max_tokens=4,
+                                        temperature=0)
+    as_ids = client.completions.create(model=GEN, prompt=ids, max_tokens=4, temperature=0)
+    assert as_ids.choices[0].text == as_text.choices[0].text
+    several = client.completions.create(model=GEN, prompt=["Once upon", ids, "the cat"],
+                                        max_tokens=4, temperature=0, n=2)
+    assert isinstance(several, Completion) and [c.index for c in several.choices] == list(
+        range(6))
+    assert several.choices[0].text == several.choices[2].text == as_text.choices[0].text
+    assert several.usage is not None and several.usage.prompt_tokens > 2 * len(ids)
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.completions.create(model=GEN, prompt=[10**9], max_tokens=4)
+    assert bad.value.param == "prompt" and "vocabulary" in bad.value.message
+
+    text = "red apples"
+    mini = Tokenizer.from_file(str(minilm / "tokenizer.json"))
+    mini.no_padding()
+    word_ids = [i for i, t in zip(mini.encode(text).ids, mini.encode(text).tokens, strict=True)
+                if t not in ("[CLS]", "[SEP]")]
+    by_text = client.embeddings.create(model=EMBED, input=text, encoding_format="float")
+    by_ids = client.embeddings.create(model=EMBED, input=[word_ids, word_ids],
+                                      encoding_format="float")
+    assert [d.index for d in by_ids.data] == [0, 1]
+    assert max(abs(a - b) for a, b in zip(by_ids.data[1].embedding, by_text.data[0].embedding,
+                                          strict=True)) < 1e-5
+    with pytest.raises(openai.BadRequestError) as long:
+        client.embeddings.create(model=EMBED, input="word " * 2000)
+    assert long.value.param == "input" and "Shorten the input" in long.value.message

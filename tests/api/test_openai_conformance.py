@@ -417,6 +417,10 @@ def test_responses_create_retrieve_stream_and_batch(
     Response.model_validate(json.loads(client.responses.with_raw_response.retrieve(made.id).text))
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve("resp_nothing_0")
+    unstored = client.responses.create(model=GEN, input="the dog", max_output_tokens=2,
+                                       store=False)
+    with pytest.raises(openai.NotFoundError):  # as OpenAI: not kept for reading back
+        client.responses.retrieve(unstored.id)
     stranger = _client(api_server, make_api_key(f"other-{uuid.uuid4().hex[:6]}"))
     with pytest.raises(openai.NotFoundError):  # another tenant's response is not there
         stranger.responses.retrieve(made.id)

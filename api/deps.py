@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings, get_settings
 from nightowl.common.values import check_text
+from nightowl.jobs import quotas
 from nightowl.platform import auth
 from nightowl.platform.db import session_factory
 
@@ -74,3 +75,14 @@ async def _storable_body(request: Request) -> None:
 
 
 storable_body = Depends(_storable_body)
+
+
+def _quota_headers(request: Request, session: SessionDep, tenant: TenantDep) -> None:
+    """x-ratelimit-* headers for a request that queues work under a quota, counted before it
+    runs; api/quota_headers.py puts them on its answer, a 429 included."""
+    request.state.quota_headers = quotas.rate_headers(session, tenant)
+    session.commit()
+
+
+# On routes that queue work (direct requests, batches, jobs): where a tenant's quota applies.
+quota_headers = Depends(_quota_headers)

@@ -33,7 +33,7 @@ _OPENAI_TYPE = {401: "authentication_error", 404: "invalid_request_error",
                 429: "rate_limit_error", 500: "server_error", 504: "server_error"}
 # Routes whose malformed bodies answer 400 as OpenAI's do (FastAPI's own 422 elsewhere).
 _OPENAI_PATHS = ("/v1/files", "/v1/batches", "/v1/models", "/v1/chat", "/v1/completions",
-                 "/v1/embeddings")
+                 "/v1/embeddings", "/v1/responses", "/v1/fine_tuning")
 
 
 def error_content(status: int, message: str, *, code: str | None, param: str | None = None,

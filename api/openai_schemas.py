@@ -64,6 +64,22 @@ class RequestCounts(BaseModel):
     expired: int = Field(0, description="nightowl: requests the deadline stopped before they ran")
 
 
+class InputTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class BatchUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
+    total_tokens: int
+
+
 class Batch(BaseModel):
     id: str
     object: Literal["batch"] = "batch"
@@ -87,6 +103,8 @@ class Batch(BaseModel):
     cancelled_at: int | None = None
     request_counts: RequestCounts
     metadata: dict[str, Any] | None = None
+    usage: BatchUsage | None = Field(None, description="Tokens of the requests that ran, summed "
+                                     "from their rows (null before any has run)")
 
 
 class BatchList(BaseModel):

@@ -19,7 +19,7 @@ from nightowl.jobs.results import iter_rows, jsonl_lines
 from nightowl.platform.db import session_factory
 from nightowl.platform.orm import Job, ModelVersion
 from nightowl.query.query import IDX_CURSOR, parse_cursor
-from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
+from nightowl_api.deps import SessionDep, SettingsDep, TenantDep, quota_headers
 from nightowl_api.schemas import JobCreate, JobHealth, JobList, JobOut, ResultPage, ResultRow
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -39,7 +39,7 @@ def job_out(session: Session, job: Job) -> JobOut:
     )
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, dependencies=[quota_headers])
 def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
                tenant: TenantDep) -> JobOut:
     """Submit a bulk job: items inline or a file id; the model is pinned now."""

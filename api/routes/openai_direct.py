@@ -16,12 +16,12 @@ from starlette.concurrency import run_in_threadpool
 
 from nightowl.common.config import Settings
 from nightowl.common.errors import RateLimited
-from nightowl.openai import direct
+from nightowl.openai import direct, responses
 from nightowl.platform.db import session_factory
-from nightowl_api.deps import SettingsDep, TenantDep
+from nightowl_api.deps import SettingsDep, TenantDep, quota_headers
 from nightowl_api.errors import error_response
 
-router = APIRouter(tags=["openai"])
+router = APIRouter(tags=["openai"], dependencies=[quota_headers])
 # Requests each tenant has running in this API process (the limit is per process).
 _in_flight: Counter[str] = Counter()
 _POLL_S = 0.05
@@ -73,8 +73,11 @@ async def _run(endpoint: str, body: dict[str, Any], request: Request, settings: 
                             headers={"x-should-retry": "false"} if status < 500 else {})
     answer = line["response"]["body"]
     if queued.stream:
-        return StreamingResponse(direct.sse_events(answer, queued),
-                                 media_type="text/event-stream")
+        events: Any = direct.sse_events(answer, queued)
+        if queued.responses_head is not None:
+            events = responses.stream_events(responses.chat_chunks(events),
+                                             **queued.responses_head)
+        return StreamingResponse(events, media_type="text/event-stream")
     return answer
 
 
@@ -100,3 +103,11 @@ async def embeddings(request: Request, settings: SettingsDep, tenant: TenantDep,
                      body: dict[str, Any] = _BODY) -> Any:
     """OpenAI embeddings: mean-pooled, normalised vectors from an embed model."""
     return await _serve("/v1/embeddings", body, request, settings, tenant)
+
+
+@router.post("/responses")
+async def create_response(request: Request, settings: SettingsDep, tenant: TenantDep,
+                          body: dict[str, Any] = _BODY) -> Any:
+    """OpenAI Responses: text in (a string or messages, plus instructions), a response out
+    (stream=true answers as Responses stream events)."""
+    return await _serve(responses.RESPONSES, body, request, settings, tenant)

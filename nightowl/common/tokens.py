@@ -155,6 +155,20 @@ def context_of(source: str) -> tuple[Callable[[str], int], int] | None:
     return model.count, model.limit
 
 
+def token_decoder(source: str) -> tuple[Callable[[list[int]], str], int] | None:
+    """(token ids -> the text they spell, the vocabulary size) for a local model, or None. A
+    request given as token ids runs as that text, which the worker's tokenizer reads back."""
+    model = _local(source)
+    if model is None:
+        return None
+    tokenizer = model.tokenizer
+
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=False)
+
+    return decode, tokenizer.get_vocab_size(with_added_tokens=True)
+
+
 @lru_cache(maxsize=8)
 def hidden_size(source: str) -> int | None:
     """The width of a local model's hidden states (an embedding's full size), or None."""

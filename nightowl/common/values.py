@@ -239,3 +239,22 @@ PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = -100, 100, 0
 # What interactive one-item requests should use, so they pass bulk work already queued.
 PRIORITY_INTERACTIVE = 50
 
+
+# OpenAI's metadata limits (batches, responses, fine-tuning jobs): 16 pairs, keys up to 64
+# characters, values up to 512.
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+
+
+def metadata_problem(metadata: Any) -> str | None:
+    """Why `metadata` is not an OpenAI metadata map, or None when it is one."""
+    if not isinstance(metadata, dict):
+        return "metadata must be an object of string keys to string values"
+    if len(metadata) > MAX_METADATA_PAIRS:
+        return f"metadata has {len(metadata)} pairs; at most {MAX_METADATA_PAIRS}"
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY or not isinstance(value, str) or (
+            len(value) > MAX_METADATA_VALUE
+        ):
+            return (f"metadata[{key!r:.70}] must be a string of at most {MAX_METADATA_VALUE} "
+                    f"characters under a key of at most {MAX_METADATA_KEY}")
+    return None

@@ -92,6 +92,25 @@ def admit(session: Session, tenant_id: str | None, *,
     return Admission(tenant_id, items_left, tokens_left)
 
 
+def rate_headers(session: Session, tenant_id: str | None) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for a tenant under a quota (none without one): queued
+    items as its requests, queued input tokens as its tokens. A reset is when queued work
+    usually drains (RETRY_AFTER_S), a hint as Retry-After is."""
+    quota = session.get(TenantQuota, tenant_id) if tenant_id is not None else None
+    if quota is None or (quota.max_queued_items is None and quota.max_queued_tokens is None):
+        return {}
+    assert tenant_id is not None
+    used = usage(session, tenant_id)
+    out = {}
+    for name, limit, queued in (("requests", quota.max_queued_items, used.queued_items),
+                                ("tokens", quota.max_queued_tokens, used.queued_tokens)):
+        if limit is not None:
+            out[f"x-ratelimit-limit-{name}"] = str(limit)
+            out[f"x-ratelimit-remaining-{name}"] = str(max(0, limit - queued))
+            out[f"x-ratelimit-reset-{name}"] = f"{RETRY_AFTER_S}s" if queued else "0s"
+    return out
+
+
 def check_streaming(session: Session, admission: Admission, items_so_far: int, *,
                     more_may_follow: bool, tokens_so_far: int = 0) -> None:
     """While the input streams: stop reading as soon as this job cannot fit."""

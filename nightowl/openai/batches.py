@@ -7,31 +7,32 @@ with status "failed" and line-numbered errors, as OpenAI does; a bad create requ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from nightowl.common import chat
 from nightowl.common.config import Settings
 from nightowl.common.enums import ErrorCode, JobStatus, Queue, TaskKind
 from nightowl.common.errors import Conflict, InvalidInput, NightowlError, NotFound
-from nightowl.common.tokens import context_of, hidden_size, input_room, shares_context
+from nightowl.common.values import metadata_problem
 from nightowl.jobs.inputs import ParsedLine
 from nightowl.jobs.service import JobSpec, cancel_job, get_job, submit_job
-from nightowl.openai import chat
-from nightowl.openai.lines import ENDPOINTS, BatchLine, LineProblem, Request, read_lines
-from nightowl.platform.orm import File, Job, ModelVersion, new_id, utcnow
+from nightowl.openai.item_input import request_input
+from nightowl.openai.lines import ENDPOINTS, BatchLine, read_lines
+from nightowl.openai.problems import LineProblem
+from nightowl.platform.orm import File, Job, JobItem, ModelVersion, new_id, utcnow
 from nightowl.registry import versions as registry
 from nightowl.storage.files import get_file, local_path
 
 ID_PREFIX = "batch"
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
 MAX_LISTED_ERRORS = 1000
-# OpenAI's metadata limits: 16 pairs, keys up to 64 characters, values up to 512.
-MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 # Our own metadata key that picks the worker queue (OpenAI has no such notion).
 QUEUE_KEY = "nightowl_queue"
 OUTPUT, ERRORS = "output", "errors"
@@ -66,16 +67,8 @@ def check_request(endpoint: str, completion_window: str,
                            f"{', '.join(map(repr, COMPLETION_WINDOWS))}", param="completion_window")
     if metadata is None:
         return
-    if len(metadata) > MAX_METADATA_PAIRS:
-        raise InvalidInput(f"metadata has {len(metadata)} pairs; at most {MAX_METADATA_PAIRS}",
-                           param="metadata")
-    for key, value in metadata.items():
-        if len(key) > MAX_METADATA_KEY or not isinstance(value, str) or (
-            len(value) > MAX_METADATA_VALUE
-        ):
-            raise InvalidInput(f"metadata[{key!r:.70}] must be a string of at most "
-                               f"{MAX_METADATA_VALUE} characters under a key of at most "
-                               f"{MAX_METADATA_KEY}", param="metadata")
+    if (problem := metadata_problem(metadata)) is not None:
+        raise InvalidInput(problem, param="metadata")
     if QUEUE_KEY in metadata and metadata[QUEUE_KEY] not in (Queue.CPU.value, Queue.GPU.value):
         raise InvalidInput(f"metadata[{QUEUE_KEY!r}] must be cpu or gpu", param="metadata")
 
@@ -211,52 +204,6 @@ def _parsed_line(line: BatchLine, check: _Validation, kind: TaskKind) -> ParsedL
     return ParsedLine(line.line_no, line.custom_id, data)
 
 
-def request_input(request: Request, kind: TaskKind, version: ModelVersion,
-                  template: chat.ChatTemplate | None) -> dict[str, Any]:
-    """A checked request as a job item's input, or LineProblem when it cannot fit the model:
-    prompt plus max_tokens past the context, or more dimensions than the encoder has."""
-    if request.messages is not None:
-        try:
-            text = chat.render(request.messages, template)
-        except ValueError as e:
-            raise LineProblem(ErrorCode.INVALID_REQUEST.value, str(e), "messages") from e
-    else:
-        assert request.text is not None
-        text = request.text
-    data: dict[str, Any] = {kind.input_field: text}
-    context = context_of(version.source)
-    if context is not None:
-        count, limit = context
-        # The worker's rule (nightowl.common.tokens): a decoder's reply shares the prompt's
-        # positions and gets at least one; a translator's output and an encoder's label have
-        # their own.
-        # OpenAI's is stricter only in refusing a max_tokens the context cannot hold.
-        asked = request.max_tokens or 0
-        reply = max(asked, 1) if shares_context(kind) else 0
-        # Bytes bound tokens from above: most lines are settled without tokenizing them.
-        prompt = count(text) if len(text.encode("utf-8")) + 4 + reply > limit else 0
-        if prompt > input_room(kind, limit) or prompt + reply > limit:
-            what = "messages" if request.messages is not None else "prompt"
-            room = "" if not shares_context(kind) else (
-                f" ({prompt} in the {what}, {'' if asked else 'at least '}{reply} in the "
-                "completion)")
-            raise LineProblem(ErrorCode.CONTEXT_LENGTH_EXCEEDED.value,
-                              f"This model's maximum context length is {limit} tokens; the "
-                              f"request needs {prompt + reply}{room}. Shorten the {what}"
-                              + (" or lower max_tokens." if asked else "."),
-                              "max_tokens" if asked and prompt < limit else what)
-    dims = request.params.get("dimensions")
-    width = hidden_size(version.source)
-    if dims is not None and width is not None and dims > width:
-        raise LineProblem(ErrorCode.INVALID_REQUEST.value, f"dimensions={dims} is more than "
-                          f"the model's {width}; ask for {width} or fewer", "dimensions")
-    if request.params:
-        data["params"] = dict(request.params)
-    if request.encoding_format is not None:
-        data["encoding_format"] = request.encoding_format
-    return data
-
-
 def _failed_batch(session: Session, settings: Settings, check: _Validation, kind: TaskKind,
                   tenant_id: str | None, input_file_id: str, openai: dict[str, Any], *,
                   job_id: str | None = None) -> Job:
@@ -346,13 +293,63 @@ def file_ids(job: Job) -> dict[str, str | None]:
     finished = job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.EXPIRED)
     failed = job.failed_items + job.cancelled_items + job.expired_items
     return {
-        OUTPUT: f"{job.id}_{OUTPUT}" if finished and job.succeeded_items else None,
-        ERRORS: f"{job.id}_{ERRORS}" if finished and failed else None,
+        OUTPUT: batch_file_id(job.id, OUTPUT) if finished and job.succeeded_items else None,
+        ERRORS: batch_file_id(job.id, ERRORS) if finished and failed else None,
     }
 
 
-def batch_object(job: Job) -> dict[str, Any]:
-    """The batch as OpenAI's API shows it."""
+# A batch's files are named like uploads (file-...), their batch's id inside: file-<hex>out.
+_FILE_SUFFIX = {OUTPUT: "out", ERRORS: "err"}
+_BATCH_FILE = re.compile(r"^file-([0-9a-f]+)(out|err)$")
+
+
+def batch_file_id(job_id: str, which: str) -> str:
+    return f"file-{job_id.removeprefix(ID_PREFIX + '_')}{_FILE_SUFFIX[which]}"
+
+
+def parse_batch_file_id(file_id: str) -> tuple[str, str] | None:
+    """(batch id, OUTPUT or ERRORS) of a batch file's id, in today's form (file-<hex>out) or
+    the older one (batch_<hex>_output), which stored references may still hold."""
+    if (m := _BATCH_FILE.match(file_id)) is not None:
+        which = OUTPUT if m.group(2) == "out" else ERRORS
+        return f"{ID_PREFIX}_{m.group(1)}", which
+    if file_id.startswith(ID_PREFIX + "_"):
+        batch_id, _, which = file_id.rpartition("_")
+        if which in (OUTPUT, ERRORS):
+            return batch_id, which
+    return None
+
+
+def usage(session: Session, job: Job) -> dict[str, Any] | None:
+    """Tokens of the batch's requests that ran, summed from their rows; a finished batch's
+    sum is kept on the row when its files are written (see finalize), so it is read once."""
+    kept = (job.metadata_.get("openai") or {}).get("usage")
+    if kept is not None:
+        return dict(kept)
+    tokens_in, tokens_out = session.execute(
+        select(func.sum(JobItem.tokens_in), func.sum(JobItem.tokens_out))
+        .where(JobItem.job_id == job.id)).one()
+    if tokens_in is None and tokens_out is None:
+        return None
+    return usage_object(int(tokens_in or 0), int(tokens_out or 0))
+
+
+def usage_object(tokens_in: int, tokens_out: int) -> dict[str, Any]:
+    return {"input_tokens": tokens_in, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": tokens_out, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": tokens_in + tokens_out}
+
+
+def as_created(shown: dict[str, Any]) -> dict[str, Any]:
+    """The create call's answer: "validating", as OpenAI answers every create, even when a
+    small file was checked before the answer (a retrieve then shows where it went)."""
+    later = ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
+             "cancelling_at", "cancelled_at", "output_file_id", "error_file_id")
+    return {**shown, "status": "validating", "errors": None, **dict.fromkeys(later)}
+
+
+def batch_object(job: Job, session: Session | None = None) -> dict[str, Any]:
+    """The batch as OpenAI's API shows it (with its token usage when given a session)."""
     meta = job.metadata_.get("openai") or {}
     # A queued job has passed validation and waits for a worker: OpenAI calls that in_progress.
     status = "in_progress" if job.status == JobStatus.QUEUED else job.status.value
@@ -393,5 +390,6 @@ def batch_object(job: Job) -> dict[str, Any]:
             "expired": job.expired_items,
         },
         "metadata": meta.get("metadata"),
+        "usage": usage(session, job) if session is not None else None,
     }
 

@@ -15,22 +15,34 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nightowl.common import chat
 from nightowl.common.config import Settings
 from nightowl.common.enums import ErrorCode, JobStatus, Queue
 from nightowl.common.errors import ModelNotFound, NightowlError, RequestRefused
 from nightowl.common.values import PRIORITY_INTERACTIVE
 from nightowl.jobs.inputs import ParsedLine
 from nightowl.jobs.service import JobSpec, cancel_job, submit_job
-from nightowl.openai import chat
-from nightowl.openai.batches import request_input
-from nightowl.openai.lines import EMBEDDINGS, ENDPOINTS, LineProblem, Request, parse_body
+from nightowl.openai import responses
+from nightowl.openai.item_input import request_input
+from nightowl.openai.lines import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    ENDPOINTS,
+    Request,
+    parse_body,
+    token_ids,
+)
 from nightowl.openai.output import output_line
+from nightowl.openai.problems import LineProblem
 from nightowl.platform.orm import Job, JobItem
 from nightowl.registry import versions as registry
 
 ID_PREFIX = "req"
-# OpenAI's own cap on inputs in one embeddings request.
-MAX_EMBEDDING_INPUTS = 2048
+# OpenAI's own cap on inputs in one embeddings request (prompts in a completions request too).
+MAX_INPUTS = 2048
+# The field that may list several inputs, each its own item of the request's job.
+LIST_FIELDS = {EMBEDDINGS: "input", COMPLETIONS: "prompt"}
 
 
 @dataclass
@@ -40,16 +52,21 @@ class Direct:
     model: str
     stream: bool
     include_usage: bool = False
+    # A /v1/responses request streamed: it runs and streams as chat, and the route translates
+    # the chat chunks into Responses events with this (id, model, created, echo).
+    responses_head: dict[str, Any] | None = None
 
 
 def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpoint: str,
            body: dict[str, Any]) -> Direct:
     """Check the body as OpenAI would and queue it as one job (one item per input)."""
     kind = ENDPOINTS[endpoint]
-    texts = body.get("input")
-    several = endpoint == EMBEDDINGS and isinstance(texts, list) and len(texts) > 1
+    field = LIST_FIELDS.get(endpoint, "")
+    texts = body.get(field)
+    several = bool(field) and isinstance(texts, list) and len(texts) > 1 and (
+        token_ids(texts) is None)
     try:
-        request = parse_body({**body, "input": texts[0]} if several and texts else body, endpoint)
+        request = parse_body({**body, field: texts[0]} if several and texts else body, endpoint)
     except LineProblem as p:
         raise RequestRefused(p.message, code=p.code, param=p.param) from None
     try:
@@ -65,7 +82,7 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
         try:
             data = request_input(one, kind, version, template)
         except LineProblem as p:
-            param = f"input[{n}]" if p.param == "input" and several else p.param
+            param = f"{field}[{n}]" if p.param == field and several else p.param
             raise RequestRefused(p.message, code=p.code, param=param) from None
         lines.append(ParsedLine(n + 1, str(n), data))
     spec = JobSpec(kind=kind, model=request.model, tenant_id=tenant_id, id_prefix=ID_PREFIX,
@@ -75,25 +92,32 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
     job = submit_one(session=session, settings=settings, spec=spec, lines=lines)
     options = body.get("stream_options")
     usage = isinstance(options, dict) and bool(options.get("include_usage"))
-    return Direct(job.id, endpoint, request.model, bool(body.get("stream")), usage)
+    stream = bool(body.get("stream"))
+    if endpoint == responses.RESPONSES and stream:
+        head = {"rid": responses.response_id(job.id, 0), "model": request.model,
+                "created": job.created_at.timestamp(), "echo": request.echo or {}}
+        return Direct(job.id, CHAT, request.model, stream, True, head)
+    return Direct(job.id, endpoint, request.model, stream, usage)
 
 
 def _each_input(body: dict[str, Any], endpoint: str, request: Request) -> list[Request]:
-    """One request per text: an embeddings request may carry a list of inputs, as OpenAI's
-    does; each becomes an item of the same job."""
-    texts = body.get("input")
-    if endpoint != EMBEDDINGS or not isinstance(texts, list) or len(texts) < 2:
+    """One request per text: an embeddings request may carry a list of inputs, and a
+    completions request a list of prompts (texts or token-id lists), as OpenAI's do; each
+    becomes an item of the same job."""
+    field = LIST_FIELDS.get(endpoint, "")
+    texts = body.get(field)
+    if not isinstance(texts, list) or len(texts) < 2 or token_ids(texts) is not None:
         return [request]
-    if len(texts) > MAX_EMBEDDING_INPUTS:
-        raise RequestRefused(f"input has {len(texts)} texts; at most {MAX_EMBEDDING_INPUTS} per "
+    if len(texts) > MAX_INPUTS:
+        raise RequestRefused(f"{field} has {len(texts)} entries; at most {MAX_INPUTS} per "
                              "request (send more as a batch)", code="invalid_request",
-                             param="input")
+                             param=field)
     out = []
     for n, text in enumerate(texts):
         try:
-            out.append(parse_body({**body, "input": text}, endpoint))
+            out.append(parse_body({**body, field: text}, endpoint))
         except LineProblem as p:
-            raise RequestRefused(p.message, code=p.code, param=f"input[{n}]") from None
+            raise RequestRefused(p.message, code=p.code, param=f"{field}[{n}]") from None
     return out
 
 
@@ -107,7 +131,7 @@ def submit_one(*, session: Session, settings: Settings, spec: JobSpec,
 
 def poll(session: Session, direct: Direct) -> dict[str, Any] | None:
     """The finished request's output line (OpenAI's batch line shape), or None while it runs.
-    Several embedding inputs come back as one response listing each vector."""
+    Several inputs come back as one response: each vector, or each prompt's choices."""
     session.expire_all()
     job = session.get(Job, direct.job_id)
     if job is None or not job.status.terminal:
@@ -118,11 +142,25 @@ def poll(session: Session, direct: Direct) -> dict[str, Any] | None:
     if len(lines) == 1 or any(error_of(line) for line in lines):
         return next((line for line in lines if error_of(line)), lines[0])
     first = lines[0]
-    body = first["response"]["body"]
-    data = [{**line["response"]["body"]["data"][0], "index": n} for n, line in enumerate(lines)]
-    tokens = sum(line["response"]["body"]["usage"]["prompt_tokens"] for line in lines)
-    merged = {**body, "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    bodies = [line["response"]["body"] for line in lines]
+    if direct.endpoint == COMPLETIONS:
+        merged = _merged_completions(bodies)
+    else:
+        data = [{**b["data"][0], "index": n} for n, b in enumerate(bodies)]
+        tokens = sum(b["usage"]["prompt_tokens"] for b in bodies)
+        merged = {**bodies[0], "data": data,
+                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
     return {**first, "response": {**first["response"], "body": merged}}
+
+
+def _merged_completions(bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several prompts' completions as one response: prompt i's choice j at index i*n+j, as
+    OpenAI orders them, and the usage summed."""
+    choices = [{**c, "index": n}
+               for n, c in enumerate(c for b in bodies for c in b["choices"])]
+    usage = {k: sum(b["usage"][k] for b in bodies)
+             for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return {**bodies[0], "choices": choices, "usage": usage}
 
 
 def abandon(session: Session, direct: Direct) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.enums import JobStatus
 from nightowl.jobs.service import set_status
+from nightowl.openai import batches
 from nightowl.openai.batches import ERRORS, ID_PREFIX, OUTPUT
 from nightowl.openai.output import BatchFile, iter_lines
 from nightowl.platform.orm import Job
@@ -50,6 +51,7 @@ def finish(session: Session, job_id: str) -> bool:
              for which, count in ((OUTPUT, job.succeeded_items), (ERRORS, failed)) if count}
     meta = dict(job.metadata_.get("openai") or {})
     meta["file_bytes"] = sizes
+    meta["usage"] = batches.usage(session, job)
     job.metadata_ = {**job.metadata_, "openai": meta}
     set_status(job, JobStatus.EXPIRED if job.expired_items else JobStatus.COMPLETED)
     session.commit()

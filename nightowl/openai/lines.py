@@ -17,16 +17,20 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from nightowl.common import specs as P
+from nightowl.common.chat import ROLES, message_text
 from nightowl.common.enums import ErrorCode, TaskKind
 from nightowl.common.errors import InvalidInput
 from nightowl.common.values import check_json
 from nightowl.jobs.inputs import MAX_CUSTOM_ID, _decode, _read_lines
-from nightowl.openai.chat import ROLES, message_text
+from nightowl.openai import responses
+from nightowl.openai.problems import LineProblem
 
 CHAT, COMPLETIONS, EMBEDDINGS = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
+RESPONSES = responses.RESPONSES
 ENDPOINTS: dict[str, TaskKind] = {
     COMPLETIONS: TaskKind.GENERATE,
     CHAT: TaskKind.GENERATE,
+    RESPONSES: TaskKind.GENERATE,
     EMBEDDINGS: TaskKind.EMBED,
     "/v1/translations": TaskKind.TRANSLATE,
     "/v1/classifications": TaskKind.SENTIMENT,
@@ -39,6 +43,7 @@ _GENERATION = ("model", "max_tokens", "max_completion_tokens", "temperature", "t
 ACCEPTED: dict[str, frozenset[str]] = {
     CHAT: frozenset((*_GENERATION, "messages", "top_logprobs")),
     COMPLETIONS: frozenset((*_GENERATION, "prompt")),
+    RESPONSES: responses.ACCEPTED,
     EMBEDDINGS: frozenset(("model", "input", "dimensions", "encoding_format", "user")),
     "/v1/translations": frozenset(("model", "input", "max_tokens", "max_completion_tokens",
                                    "num_beams", "user")),
@@ -46,17 +51,11 @@ ACCEPTED: dict[str, frozenset[str]] = {
 }
 # Completions' logprobs is a count of alternatives (0-5); chat's is a flag plus top_logprobs.
 MAX_COMPLETION_LOGPROBS = 5
-
-
-class LineProblem(Exception):
-    """One bad request: an OpenAI error object {code, message, param}."""
-
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
-
-    def as_error(self, line_no: int) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "line": line_no, "param": self.param}
+# OpenAI samples unless told otherwise: temperature 1 over the whole distribution (top_p 1, and
+# no top-k cut, which transformers would otherwise apply at 50). nightowl's own `submit
+# generate` keeps its greedy default; only requests that came in OpenAI's shape get these.
+OPENAI_SAMPLING: dict[str, Any] = {"do_sample": True, "temperature": 1.0, "top_p": 1.0,
+                                   "top_k": 0}
 
 
 @dataclass
@@ -70,6 +69,13 @@ class Request:
     # How an embedding is written out (float or base64); not a runner parameter.
     encoding_format: str | None = None
     max_tokens: int | None = None  # as asked, before any clamp to the model's context
+    # n choices of a greedy request: one decode, its text given n times (greedy decoding gives
+    # the same text every time, and transformers refuses n sequences without sampling).
+    copies: int = 1
+    # The prompt or input as token ids of the model's vocabulary (decoded against the model).
+    token_ids: list[int] | None = None
+    # A /v1/responses request: what its response object echoes (instructions, metadata...).
+    echo: dict[str, Any] | None = None
 
 
 @dataclass
@@ -144,6 +150,14 @@ def parse_line(raw: bytes, line_no: int, endpoint: str) -> BatchLine:
 def parse_body(body: dict[str, Any], url: str, *, batch: bool = False) -> Request:
     """A request body as nightowl's input and runner params, or LineProblem saying why not."""
     kind = ENDPOINTS[url]
+    if url == RESPONSES:
+        try:
+            chat, echo = responses.to_chat(body)
+            request = parse_body(chat, CHAT, batch=batch)
+        except LineProblem as p:
+            raise responses.renamed(p) from None
+        request.echo = echo
+        return request
     for key in body:
         if key not in ACCEPTED[url]:
             raise LineProblem(ErrorCode.UNSUPPORTED_PARAMETER.value,
@@ -159,10 +173,14 @@ def parse_body(body: dict[str, Any], url: str, *, batch: bool = False) -> Reques
     request = Request(model.strip())
     if url == CHAT:
         request.messages = _messages(body.get("messages"))
-    elif url == COMPLETIONS:
-        request.text = _prompt(body.get("prompt"))
     else:
-        request.text = _input(body.get("input"))
+        param = "prompt" if url == COMPLETIONS else "input"
+        given = _one_text(body.get(param), param, "prompt" if url == COMPLETIONS else "text",
+                          ids_ok=url in (COMPLETIONS, EMBEDDINGS))
+        if isinstance(given, list):
+            request.text, request.token_ids = "", given
+        else:
+            request.text = given
     if kind == TaskKind.SENTIMENT:
         if body.get("all_scores") is not None:
             if not isinstance(body["all_scores"], bool):
@@ -196,21 +214,28 @@ def _invalid(message: str, param: str) -> LineProblem:
     return LineProblem(ErrorCode.INVALID_REQUEST.value, message, param)
 
 
-def _prompt(prompt: Any) -> str:
-    return _one_text(prompt, "prompt", "prompt")
+def token_ids(value: Any) -> list[int] | None:
+    """`value` as token ids (a non-empty list of non-negative integers), or None if it is not."""
+    if isinstance(value, list) and value and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        return value
+    return None
 
 
-def _input(value: Any) -> str:
-    return _one_text(value, "input", "text")
-
-
-def _one_text(value: Any, param: str, what: str) -> str:
-    """One text per request, as OpenAI's single-item form; a one-element list is the same."""
+def _one_text(value: Any, param: str, what: str, *, ids_ok: bool = False
+              ) -> str | list[int]:
+    """One text (or, where OpenAI takes them, one list of token ids) per request, as OpenAI's
+    single-item form; a one-element list is the same."""
+    if ids_ok and (ids := token_ids(value)) is not None:
+        return ids
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
+        if ids_ok and (ids := token_ids(value)) is not None:
+            return ids
     if isinstance(value, list):
-        raise _invalid(f"{param} may hold one {what} per request; send each {what} as its own "
-                       "request (or batch line)", param)
+        raise _invalid(f"{param} may hold one {what} per request here; send each {what} as its "
+                       "own request (or batch line)", param)
     return _required_text(value, param)
 
 
@@ -234,6 +259,10 @@ def _messages(messages: Any) -> list[dict[str, str]]:
         where = f"messages[{i}]"
         if not isinstance(m, dict) or m.get("role") not in ROLES:
             raise _invalid(f"{where}.role must be one of {', '.join(ROLES)}", f"{where}.role")
+        if m["role"] == "tool" and not (isinstance(m.get("tool_call_id"), str)
+                                        and m["tool_call_id"]):
+            raise _invalid(f"{where} has role tool but no tool_call_id; a tool message answers "
+                           "the assistant's tool call of that id", f"{where}.tool_call_id")
         text = message_text(m.get("content"))
         if text is None:
             raise _invalid(f"{where}.content must be a string or a list of text parts (nightowl "
@@ -274,19 +303,22 @@ def _generation_params(body: dict[str, Any], request: Request, *, chat: bool) ->
     params = request.params
     _max_tokens(body, request)
     temperature = _number(body, "temperature", 0, 2)
-    if temperature is not None:
-        if temperature < P.MIN_TEMPERATURE:
-            params["do_sample"] = False  # as cold as sampling goes: OpenAI's 0, greedy
-        else:
-            params["temperature"], params["do_sample"] = float(temperature), True
-    if body.get("top_p") != 0:  # OpenAI's top_p=0 means no nucleus cut; nightowl leaves it out
+    # Under the sampler's floor is as cold as sampling goes: OpenAI's 0, greedy.
+    greedy = temperature is not None and temperature < P.MIN_TEMPERATURE
+    if greedy:
+        params["do_sample"] = False
+    else:
+        params.update(OPENAI_SAMPLING)
+        if temperature is not None:
+            params["temperature"] = float(temperature)
+    if body.get("top_p") != 0:  # OpenAI's top_p=0 means no nucleus cut: the default 1
         _same_name(body, params, "top_p")
     _same_name(body, params, "top_k")
     if (n := _number(body, "n", 1, P.MAX_RETURN_SEQUENCES, integer=True)) is not None and n > 1:
-        if params.get("do_sample") is False:
-            raise _invalid(f"n={n} needs temperature > 0: greedy decoding gives the same text "
-                           "every time", "n")
-        params["num_return_sequences"] = n
+        if greedy:
+            request.copies = n
+        else:
+            params["num_return_sequences"] = n
     _same_name(body, params, "seed")
     for key in ("presence_penalty", "frequency_penalty"):
         if (value := _number(body, key, *P.PENALTY_RANGE)) is not None and value:

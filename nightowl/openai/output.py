@@ -20,7 +20,15 @@ from sqlalchemy.orm import Session
 from nightowl.common.enums import ErrorCode, ItemStatus, JobStatus
 from nightowl.common.errors import NotFound
 from nightowl.jobs.service import iter_items
-from nightowl.openai.batches import ERRORS, ID_PREFIX, OUTPUT, file_ids, get_batch
+from nightowl.openai import responses
+from nightowl.openai.batches import (
+    ID_PREFIX,
+    OUTPUT,
+    batch_file_id,
+    file_ids,
+    get_batch,
+    parse_batch_file_id,
+)
 from nightowl.platform.orm import Job, JobItem
 
 ERROR_STATUSES = [ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.EXPIRED]
@@ -39,23 +47,22 @@ class BatchFile:
 
     @property
     def id(self) -> str:
-        return f"{self.job.id}_{self.which}"
+        return batch_file_id(self.job.id, self.which)
 
 
 def get_batch_file(session: Session, file_id: str, *, tenant_id: str | None) -> BatchFile | None:
     """The batch file with this id; None if the id is not a batch file's; NotFound if it is one
     that does not exist (yet), belongs to another tenant, or was deleted."""
-    if not file_id.startswith(ID_PREFIX + "_"):
+    parsed = parse_batch_file_id(file_id)
+    if parsed is None:
         return None
-    batch_id, _, which = file_id.rpartition("_")
-    if which not in (OUTPUT, ERRORS):
-        return None
+    batch_id, which = parsed
     try:
         job = get_batch(session, batch_id, tenant_id=tenant_id)
     except NotFound:
         raise NotFound(f"no file {file_id!r}") from None
     deleted = (job.metadata_.get("openai") or {}).get("deleted_files") or []
-    if file_ids(job)[which] != file_id or which in deleted:
+    if file_ids(job)[which] is None or which in deleted:
         raise NotFound(f"no file {file_id!r}")
     return BatchFile(job, which)
 
@@ -124,6 +131,9 @@ def output_line(job_id: str, item: JobItem, endpoint: str, model: str) -> dict[s
     line: dict[str, Any] = {"id": f"batch_req_{rid}", "custom_id": item.custom_id}
     if item.status == ItemStatus.SUCCEEDED:
         body = response_body(endpoint, item, model, rid)
+        if endpoint == responses.RESPONSES:
+            body = responses.from_chat(body, rid=responses.response_id(job_id, item.idx),
+                                       echo=(item.input or {}).get("response") or {})
         line["response"] = {"status_code": 200, "request_id": f"req_{rid}", "body": body}
         line["error"] = None
     elif item.status in (ItemStatus.CANCELLED, ItemStatus.EXPIRED):
@@ -176,8 +186,14 @@ def _finish_reasons(output: dict[str, Any], item: JobItem, n: int) -> list[str]:
     return ["length" if limit and per_choice >= limit else "stop"] * n
 
 
+def _copies(item: JobItem) -> int:
+    """How many times the item's one (greedy) text stands for n choices."""
+    return int((item.input or {}).get("copies") or 1)
+
+
 def _usage(item: JobItem) -> dict[str, int]:
-    prompt, completion = item.tokens_in or 0, item.tokens_out or 0
+    # n greedy choices are billed as n completions, as OpenAI counts them.
+    prompt, completion = item.tokens_in or 0, (item.tokens_out or 0) * _copies(item)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}
 
@@ -202,7 +218,9 @@ def response_body(endpoint: str, item: JobItem, model: str, rid: str) -> dict[st
     texts = _texts(output)
     reasons = _finish_reasons(output, item, len(texts))
     logprobs = _logprobs(output, len(texts))
-    if endpoint == "/v1/chat/completions":
+    if (copies := _copies(item)) > 1 and len(texts) == 1:
+        texts, reasons, logprobs = texts * copies, reasons * copies, logprobs * copies
+    if endpoint in ("/v1/chat/completions", responses.RESPONSES):
         choices: list[dict[str, Any]] = [
             {"index": i, "message": {"role": "assistant", "content": text, "refusal": None},
              "logprobs": None if lp is None else {"content": lp, "refusal": None},

@@ -126,7 +126,8 @@ def test_cancel_list_and_pages(two_tenants: tuple[Any, Any]) -> None:
     made = [a.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
                              completion_window="24h", metadata={**GPU, "n": str(i)})
             for i in range(3)]
-    assert made[0].status == "in_progress" and made[0].metadata == {**GPU, "n": "0"}
+    assert made[0].status == "validating" and made[0].metadata == {**GPU, "n": "0"}
+    assert a.batches.retrieve(made[0].id).status == "in_progress"  # checked before the answer
     assert made[0].request_counts.total == 2 and made[0].expires_at > made[0].created_at
 
     newest_first = [m.id for m in reversed(made)]

@@ -65,6 +65,7 @@ def test_no_body_is_read_before_the_key_is_checked(small_api: tuple[str, Path],
                                  f"Content-Length: 600000000\r\n\r\n")
         assert status == 401, text
         assert "x-frame-options: deny" in text.lower()
+        assert "x-request-id: req_" in text.lower()  # what a user quotes, on a 401 too
     after = set(uploads.iterdir()) if uploads.exists() else set()
     assert after == before  # nothing was spooled
 
@@ -88,6 +89,7 @@ def test_a_body_over_the_limit_gets_413_before_it_is_read(
                                    "Content-Type": "application/json"})
     assert response.status_code == 413, response.text
     assert response.json()["error"]["code"] == "request_too_large"
+    assert response.headers["x-request-id"].startswith("req_")
     big = httpx.post(f"{url}/v1/files", headers={"Authorization": f"Bearer {key}"},
                      files={"file": ("a.jsonl", b"x" * (UPLOAD_LIMIT + 100_000))},
                      data={"purpose": "batch"}, timeout=10)

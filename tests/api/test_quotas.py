@@ -48,11 +48,17 @@ def test_over_a_quota_the_api_answers_429_and_stores_nothing(
     set_ = _cli("quota", "set", tenant, "--max-queued-items", "100", "--max-running-jobs", "1")
     assert set_.exit_code == 0, set_.output
     with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
-        assert _job(client, 60).status_code == 201
+        first = _job(client, 60)
+        assert first.status_code == 201
+        # OpenAI's rate-limit headers, counted before the job was queued.
+        assert (first.headers["x-ratelimit-limit-requests"],
+                first.headers["x-ratelimit-remaining-requests"]) == ("100", "100")
+        assert "x-ratelimit-limit-tokens" not in first.headers  # no token quota here
         before = _rows(session)
 
         r = _job(client, 10)
         assert r.status_code == 429
+        assert r.headers["x-ratelimit-remaining-requests"] == "40"
         assert r.headers["Retry-After"].isdigit() and int(r.headers["Retry-After"]) > 0
         error = r.json()["error"]
         assert set(error) >= {"message", "type", "param", "code"}

@@ -95,6 +95,8 @@ def _http(case: dict[str, Any], path: Path, client: Any) -> tuple[int, str]:
     else:
         response = client.post("/v1/batches", json={
             "input_file_id": file_id, "endpoint": case["endpoint"], "completion_window": "24h"})
+        if response.status_code == 200:  # created "validating"; its errors show when read back
+            response = client.get(f"/v1/batches/{response.json()['id']}")
     return response.status_code, _render(response.json())
 
 

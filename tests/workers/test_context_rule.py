@@ -63,16 +63,16 @@ def test_an_openai_batch_line_without_max_tokens_gets_the_workers_verdict(
     worker would run passes, one it would refuse is context_length_exceeded."""
     from types import SimpleNamespace
 
-    from nightowl.openai.batches import request_input
-    from nightowl.openai.lines import LineProblem
+    from nightowl.openai.item_input import request_input
+    from nightowl.openai.lines import Request
+    from nightowl.openai.problems import LineProblem
 
     runner = tiny_runners[TaskKind.GENERATE]
     version = SimpleNamespace(source=str(tiny_models[TaskKind.GENERATE]))
     at, over = _text_of(runner, 255), _text_of(runner, 256)
 
-    def line(text: str, max_tokens: int | None = None) -> object:
-        return SimpleNamespace(messages=None, text=text, max_tokens=max_tokens, params={},
-                               encoding_format=None)
+    def line(text: str, max_tokens: int | None = None) -> Request:
+        return Request("m", text=text, max_tokens=max_tokens)
 
     assert request_input(line(at), TaskKind.GENERATE, version, None)  # type: ignore[arg-type]
     with pytest.raises(LineProblem) as refused:

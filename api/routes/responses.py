@@ -1,0 +1,19 @@
+"""/v1/responses/{id}: a response read back (created by POST /v1/responses or a batch line)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from nightowl.openai import stored_responses
+from nightowl_api.deps import SessionDep, TenantDep
+
+router = APIRouter(prefix="/responses", tags=["openai"])
+
+
+@router.get("/{response_id}")
+def retrieve_response(response_id: str, session: SessionDep, tenant: TenantDep
+                      ) -> dict[str, Any]:
+    """One response: completed, incomplete, failed, or in_progress while it runs."""
+    return stored_responses.retrieve(session, response_id, tenant_id=tenant)

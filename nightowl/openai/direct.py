@@ -26,9 +26,10 @@ from nightowl.openai.batches import request_input
 from nightowl.openai.lines import EMBEDDINGS, ENDPOINTS, LineProblem, Request, parse_body
 from nightowl.openai.output import output_line
 from nightowl.platform.orm import Job, JobItem
+from nightowl.platform.partitions import REQUEST_PREFIX
 from nightowl.registry import versions as registry
 
-ID_PREFIX = "req"
+ID_PREFIX = REQUEST_PREFIX
 # OpenAI's own cap on inputs in one embeddings request.
 MAX_EMBEDDING_INPUTS = 2048
 

@@ -8,7 +8,10 @@ from rich.table import Table
 
 from nightowl.cli.backend import local_only
 from nightowl.cli.common import db_session
+from nightowl.common.errors import InvalidInput
+from nightowl.common.timespec import parse_span
 from nightowl.jobs import quotas
+from nightowl.platform.retention import KEEP
 
 
 class _Limit(click.ParamType[int]):
@@ -32,6 +35,25 @@ class _Limit(click.ParamType[int]):
         return number
 
 
+class _Retention(click.ParamType[int]):
+    """A span (30d, 12h, seconds), 'forever', or 'default' (the operator's setting)."""
+
+    name = "SPAN|forever|default"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        if text == "default":
+            return quotas.UNLIMITED
+        try:
+            seconds = parse_span(text, what="--retention")
+        except InvalidInput as e:
+            self.fail(str(e), param, ctx)
+        return KEEP if seconds is None else seconds
+
+
 @click.group()
 def quota() -> None:
     """Per-tenant limits: over one, a submit is refused (HTTP 429) and nothing is stored."""
@@ -46,19 +68,26 @@ def quota() -> None:
                    "model's tokenizer at submit ('none': no limit).")
 @click.option("--max-running-jobs", type=_Limit(),
               help="Jobs not yet finished at once ('none': no limit).")
+@click.option("--retention", type=_Retention(),
+              help="How long the tenant's finished jobs' results and its uploads are kept "
+                   "(30d, 12h, seconds; 'forever'; 'default' follows NIGHTOWL_RETENTION). "
+                   "Applies to jobs and files made from now on.")
 def set_(tenant: str, max_queued_items: int | None, max_queued_tokens: int | None,
-         max_running_jobs: int | None) -> None:
+         max_running_jobs: int | None, retention: int | None) -> None:
     """Set TENANT's limits (by name or id); options left out keep their value."""
-    if max_queued_items is None and max_queued_tokens is None and max_running_jobs is None:
+    if (max_queued_items is None and max_queued_tokens is None and max_running_jobs is None
+            and retention is None):
         raise click.UsageError(
-            "give at least one of --max-queued-items, --max-queued-tokens, --max-running-jobs")
+            "give at least one of --max-queued-items, --max-queued-tokens, --max-running-jobs, "
+            "--retention")
     with db_session() as session:
         row = quotas.set_quota(session, tenant, max_queued_items=max_queued_items,
                                max_queued_tokens=max_queued_tokens,
-                               max_running_jobs=max_running_jobs)
+                               max_running_jobs=max_running_jobs, retention_seconds=retention)
         click.echo(f"tenant {tenant}: max_queued_items={_shown(row.max_queued_items)} "
                    f"max_queued_tokens={_shown(row.max_queued_tokens)} "
-                   f"max_running_jobs={_shown(row.max_running_jobs)}")
+                   f"max_running_jobs={_shown(row.max_running_jobs)} "
+                   f"retention={_retention_shown(row.retention_seconds)}")
 
 
 @quota.command()
@@ -72,17 +101,24 @@ def show(tenant: str | None) -> None:
                    "--max-queued-items N --max-running-jobs N`")
         return
     table = Table("tenant", "queued items", "max queued items", "queued tokens",
-                  "max queued tokens", "unfinished jobs", "max running jobs")
+                  "max queued tokens", "unfinished jobs", "max running jobs", "retention")
     for t, q, used in rows:
         table.add_row(t.name, f"{used.queued_items:,}",
                       _shown(q.max_queued_items if q else None), f"{used.queued_tokens:,}",
                       _shown(q.max_queued_tokens if q else None), str(used.running_jobs),
-                      _shown(q.max_running_jobs if q else None))
+                      _shown(q.max_running_jobs if q else None),
+                      _retention_shown(q.retention_seconds if q else None))
     Console(width=160).print(table)
 
 
 def _shown(value: int | None) -> str:
     return "none" if value is None else f"{value:,}"
+
+
+def _retention_shown(value: int | None) -> str:
+    if value is None:
+        return "default"
+    return "forever" if value == KEEP else f"{value}s"
 
 
 local_only("manages tenants' limits on the database as the operator; the HTTP API has no route "

@@ -107,6 +107,12 @@ def ensure(session: Session, *, window_seconds: int, at_ms: int | None = None) -
     return made
 
 
+def create_window(session: Session, prefix: str, lo_ms: int, hi_ms: int) -> str:
+    """One window's partition, [lo_ms, hi_ms) of `prefix`'s ids; its name."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": DDL_LOCK})
+    return _create(session, prefix, lo_ms, hi_ms)
+
+
 def _create(session: Session, prefix: str, lo_ms: int, hi_ms: int) -> str:
     name, lo, hi = window_name(prefix, lo_ms), bound(prefix, lo_ms), bound(prefix, hi_ms)
     strays = session.scalar(text(

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 # Jobs per transaction: short transactions, and a pass that cannot run for ever.
 BATCH = 500
 MAX_BATCHES = 20
-# A window is closed this long after its end: ids come from each host's clock.
+# A window is closed this long after its end (or one window length, if shorter): ids come from
+# each host's clock. A host running late past it only costs speed: its items land in the
+# default partition and go by row.
 CLOCK_GRACE = timedelta(minutes=5)
 
 
@@ -64,7 +66,8 @@ def purge(session: Session, settings: Settings, *, now: datetime | None = None,
     if partitioned and not dry_run:
         partitions.ensure(session, window_seconds=settings.partition_seconds)
     if partitioned:
-        _drop_windows(session, now, report, dry_run)
+        grace = min(CLOCK_GRACE, timedelta(seconds=settings.partition_seconds))
+        _drop_windows(session, now, grace, report, dry_run)
     _purge_jobs(session, now, report, dry_run)
     _purge_files(session, settings, now, report, dry_run)
     if not report.nothing:
@@ -79,10 +82,11 @@ def _expired(now: datetime) -> list[ColumnElement[bool]]:
             Job.status.in_(TERMINAL_JOB_STATUSES)]
 
 
-def _drop_windows(session: Session, now: datetime, report: PurgeReport, dry_run: bool) -> None:
+def _drop_windows(session: Session, now: datetime, grace: timedelta, report: PurgeReport,
+                  dry_run: bool) -> None:
     # A window is over by the real clock too: a `now` in the future (a test, an operator's
     # what-if) must never drop the window that today's jobs are being written to.
-    closed_by = int((min(now, utcnow()) - CLOCK_GRACE).timestamp() * 1000)
+    closed_by = int((min(now, utcnow()) - grace).timestamp() * 1000)
     for window in partitions.windows(session):
         if window.hi_ms > closed_by:
             continue

@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 
 ALIVE, STOPPED, DEAD = "alive", "stopped", "dead"
 MAINTENANCE = "maintenance"
-# Longer than any pass takes (the purge works in bounded batches); how long a holder that died
-# mid-pass keeps the others waiting.
-MAINTENANCE_LEASE = timedelta(minutes=2)
 
 
 @dataclass
@@ -196,11 +193,14 @@ def release_dead(session: Session, settings: Settings, now: datetime | None = No
 
 
 @contextmanager
-def maintenance_lock(session: Session, holder: str | None = None) -> Iterator[bool]:
+def maintenance_lock(session: Session, lease: timedelta, holder: str | None = None
+                     ) -> Iterator[bool]:
     """True if this process may run the pass now. PostgreSQL: one pass at a time across the
     fleet (the others skip theirs), held as a lease row so that it works through PgBouncer's
-    transaction pooling; a holder that dies frees it after MAINTENANCE_LEASE. SQLite: always,
-    its updates being idempotent and its writers one at a time anyway."""
+    transaction pooling. A holder that dies mid-pass frees it after `lease` (the fleet's
+    dead-after: recovery waits on it no longer than on the dead worker itself); a pass that
+    outlasts it may overlap the next, which its idempotent steps allow. SQLite: always, its
+    updates being idempotent and its writers one at a time anyway."""
     if session.get_bind().dialect.name != "postgresql":
         yield True
         return
@@ -212,7 +212,7 @@ def maintenance_lock(session: Session, holder: str | None = None) -> Iterator[bo
         .where(FleetLock.name == MAINTENANCE,
                or_(FleetLock.expires_at.is_(None), FleetLock.expires_at < now,
                    FleetLock.holder == me))
-        .values(holder=me, expires_at=now + MAINTENANCE_LEASE)
+        .values(holder=me, expires_at=now + lease)
         .execution_options(synchronize_session=False)
     ).rowcount)  # type: ignore[attr-defined]
     session.commit()
@@ -235,7 +235,7 @@ def maintenance_pass(session: Session, settings: Settings, reap: Callable[[Sessi
                      *, full: bool) -> Released | None:
     """Free dead workers' leases; run the full reaper pass (which re-sends what was freed)
     when `full`, or when a worker was just found dead. None if another pass holds the lock."""
-    with maintenance_lock(session) as got:
+    with maintenance_lock(session, timedelta(seconds=settings.worker_dead_after)) as got:
         if not got:
             return None
         released = release_dead(session, settings)

@@ -193,8 +193,8 @@ def release_dead(session: Session, settings: Settings, now: datetime | None = No
 
 
 @contextmanager
-def maintenance_lock(session: Session, lease: timedelta, holder: str | None = None
-                     ) -> Iterator[bool]:
+def maintenance_lock(session: Session, lease: timedelta, holder: str | None = None,
+                     name: str = MAINTENANCE) -> Iterator[bool]:
     """True if this process may run the pass now. PostgreSQL: one pass at a time across the
     fleet (the others skip theirs), held as a lease row so that it works through PgBouncer's
     transaction pooling. A holder that dies mid-pass frees it after `lease` (the fleet's
@@ -206,10 +206,10 @@ def maintenance_lock(session: Session, lease: timedelta, holder: str | None = No
         return
     me = holder or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
     now = utcnow()
-    insert_ignoring_conflicts(session, FleetLock, [{"name": MAINTENANCE}], ["name"])
+    insert_ignoring_conflicts(session, FleetLock, [{"name": name}], ["name"])
     got = bool(session.execute(
         update(FleetLock)
-        .where(FleetLock.name == MAINTENANCE,
+        .where(FleetLock.name == name,
                or_(FleetLock.expires_at.is_(None), FleetLock.expires_at < now,
                    FleetLock.holder == me))
         .values(holder=me, expires_at=now + lease)
@@ -225,7 +225,7 @@ def maintenance_lock(session: Session, lease: timedelta, holder: str | None = No
         if got:
             session.commit()
             session.execute(update(FleetLock)
-                            .where(FleetLock.name == MAINTENANCE, FleetLock.holder == me)
+                            .where(FleetLock.name == name, FleetLock.holder == me)
                             .values(holder=None, expires_at=None)
                             .execution_options(synchronize_session=False))
             session.commit()

@@ -21,13 +21,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
 from helpers import Worker, api_process
 from nightowl.platform.db import session_scope
+from nightowl.platform.orm import FleetLock, utcnow
 from nightowl.platform.orm import Worker as WorkerRow
-from nightowl.platform.orm import utcnow
 
 PG_URL = os.environ.get("NIGHTOWL_TEST_DATABASE_URL", "")
 SERVER_POOL = 3
@@ -137,3 +137,31 @@ def test_api_and_worker_run_a_job_through_pgbouncer_transaction_pooling(
     assert len(app_clients) > SERVER_POOL >= len(servers), (clients, servers)
     log = worker.output()
     assert "prepared statement" not in log and "maintenance pass failed" not in log
+
+
+def test_one_maintenance_pass_at_a_time_and_a_dead_holder_frees_it(migrated: Any) -> None:
+    """The pass's lease row: a second process skips its pass while one runs; one that died
+    mid-pass (never released) holds the others up only for the lease."""
+    if not PG_URL:
+        pytest.skip("SQLite runs every pass (its writers are one at a time anyway)")
+    from nightowl.fleet.heartbeats import maintenance_lock
+
+    lease, name = timedelta(seconds=30), f"test-{os.getpid()}-{time.monotonic_ns()}"
+    mine = FleetLock.name == name  # not the fleet's own row: live workers may hold that
+    with session_scope() as first, session_scope() as second:
+        with maintenance_lock(first, lease, holder="a", name=name) as got_a:
+            assert got_a
+            with maintenance_lock(second, lease, holder="b", name=name) as got_b:
+                assert not got_b
+        with maintenance_lock(second, lease, holder="b", name=name) as got_b:
+            assert got_b  # released when a's pass ended
+            second.execute(update(FleetLock).where(mine)
+                           .values(holder="dead", expires_at=utcnow() + lease))
+            second.commit()
+        with maintenance_lock(first, lease, holder="a", name=name) as got_a:
+            assert not got_a  # "dead" holds it, until its lease runs out
+        first.execute(update(FleetLock).where(mine)
+                      .values(expires_at=utcnow() - timedelta(seconds=1)))
+        first.commit()
+        with maintenance_lock(first, lease, holder="a", name=name) as got_a:
+            assert got_a

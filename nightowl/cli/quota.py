@@ -50,7 +50,7 @@ class _Retention(click.ParamType[int]):
         try:
             seconds = parse_span(text, what="--retention")
         except InvalidInput as e:
-            self.fail(str(e), param, ctx)
+            self.fail(f"{e}, or 'default' to follow NIGHTOWL_RETENTION", param, ctx)
         return KEEP if seconds is None else seconds
 
 
@@ -118,7 +118,12 @@ def _shown(value: int | None) -> str:
 def _retention_shown(value: int | None) -> str:
     if value is None:
         return "default"
-    return "forever" if value == KEEP else f"{value}s"
+    if value == KEEP:
+        return "forever"
+    for unit, seconds in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value % seconds == 0:
+            return f"{value // seconds}{unit}"
+    return f"{value}s"
 
 
 local_only("manages tenants' limits on the database as the operator; the HTTP API has no route "

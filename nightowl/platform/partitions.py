@@ -87,20 +87,26 @@ def windows(session: Session) -> list[Window]:
 
 
 def ensure(session: Session, *, window_seconds: int, at_ms: int | None = None) -> list[str]:
-    """Make every window from now to AHEAD_WINDOWS ahead that is missing; their names. Windows
-    follow on from the last one made, so a changed window length never overlaps."""
+    """Make every window from now to AHEAD_WINDOWS ahead that is missing; their names. A new
+    window ends at the next multiple of the window length or where an existing one begins, so a
+    changed length, or a window some host made early, never overlaps."""
     if not is_partitioned(session):
         return []
     session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": DDL_LOCK})
     step = window_seconds * 1000
     at = now_ms() if at_ms is None else at_ms
     horizon = at + AHEAD_WINDOWS * step
-    last = {w.prefix: w.hi_ms for w in windows(session)}
+    existing = windows(session)
     made = []
     for prefix in PREFIXES:
-        cursor = max(last.get(prefix, 0), at - at % step)
+        mine = [(w.lo_ms, w.hi_ms) for w in existing if w.prefix == prefix]
+        cursor = at - at % step
         while cursor < horizon:
-            hi = cursor - cursor % step + step
+            covering = next((hi for lo, hi in mine if lo <= cursor < hi), None)
+            if covering is not None:
+                cursor = covering
+                continue
+            hi = min([cursor - cursor % step + step, *(lo for lo, _ in mine if lo > cursor)])
             made.append(_create(session, prefix, cursor, hi))
             cursor = hi
     session.commit()

@@ -283,3 +283,56 @@ def test_postgresql_purge_drops_a_window_once_every_job_in_it_expired(
     # Today's window is not over, whatever time the purge is told: its rows went by job.
     assert _items(migrated, today) == 0
     assert any(t.startswith("job_items_job_") for t in tables())
+
+
+def test_postgresql_items_made_before_their_window_move_into_it(
+        migrated: Settings, sentiment_model: str) -> None:
+    """No pass ran for days (no worker up): a job's items went to the default partition; the
+    window made later takes them, and nothing is lost."""
+    with session_scope(migrated) as s:
+        if not partitions.is_partitioned(s):
+            pytest.skip("job_items is partitioned on PostgreSQL only (CI runs it)")
+        version = registry.list_versions(s, sentiment_model)[0].id
+    lo = partitions.now_ms() + 30 * 86_400_000  # a month ahead: no window exists there yet
+    lo -= lo % 60_000
+    early = _job_at(migrated, version, lo + 5, None, items=4)
+
+    def home() -> set[str]:
+        with session_scope(migrated) as s:
+            return set(s.scalars(text("SELECT DISTINCT tableoid::regclass::text FROM job_items "
+                                      "WHERE job_id = :j"), {"j": early}))
+
+    window = partitions.window_name("job", lo)
+    try:
+        assert home() == {partitions.DEFAULT}
+        with session_scope(migrated) as s:
+            assert partitions.create_window(s, "job", lo, lo + 60_000) == window
+        assert home() == {window} and _items(migrated, early) == 4
+    finally:
+        with session_scope(migrated) as s:  # the month-ahead window goes with its job
+            s.execute(text(f"DROP TABLE IF EXISTS {window}"))
+            s.execute(text("DELETE FROM jobs WHERE id = :j"), {"j": early})
+
+
+def test_postgresql_windows_are_made_ahead_around_what_exists(migrated: Settings) -> None:
+    """The pass makes the missing windows up to two ahead, ending where a window someone
+    made already begins, so none overlap (PostgreSQL would refuse an overlap anyway)."""
+    with session_scope(migrated) as s:
+        if not partitions.is_partitioned(s):
+            pytest.skip("job_items is partitioned on PostgreSQL only (CI runs it)")
+        step = 60_000
+        at = partitions.now_ms() + 60 * 86_400_000  # two months on: a clean stretch
+        at -= at % step
+        try:
+            early = partitions.create_window(s, "batch", at + 30_000, at + 90_000)
+            made = partitions.ensure(s, window_seconds=60, at_ms=at)
+            spans = sorted((w.lo_ms - at, w.hi_ms - at) for w in partitions.windows(s)
+                           if w.prefix == "batch" and at <= w.lo_ms < at + 3 * step)
+            assert spans == [(0, 30_000), (30_000, 90_000), (90_000, 120_000)]
+            assert early not in made and len(made) == 2 * len(partitions.PREFIXES)
+        finally:
+            s.rollback()
+            for w in partitions.windows(s):
+                if w.lo_ms >= at - step:
+                    s.execute(text(f"DROP TABLE {w.name}"))
+            s.commit()

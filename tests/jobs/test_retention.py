@@ -9,7 +9,7 @@ import io
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,9 @@ def test_jobs_purge_lists_then_purges_what_expired(migrated: Settings,
         s.execute(update(Job).where(Job.id == expired)
                   .values(expires_at=utcnow() - timedelta(seconds=5)))
     runner = CliRunner()
+    shown = json.loads(runner.invoke(cli, ["jobs", "show", kept]).output)
+    assert (datetime.fromisoformat(shown["results_expire_at"])
+            - datetime.fromisoformat(shown["completed_at"])) == timedelta(hours=1)
     dry = runner.invoke(cli, ["jobs", "purge", "--dry-run", "--list"], catch_exceptions=False)
     assert dry.exit_code == 0, dry.output
     assert "would purge" in dry.output and f"job {expired}" in dry.output

@@ -41,7 +41,8 @@ class BatchCreate(BaseModel):
     metadata: dict[str, Any] | None = Field(
         default=None, description="Up to 16 string pairs; nightowl_queue=gpu picks the GPU queue")
     output_expires_after: dict[str, Any] | None = Field(
-        default=None, description="Accepted and ignored: nightowl keeps outputs with the batch")
+        default=None, description="{anchor: created_at, seconds: 3600..2592000}: the output "
+        "and error files (and the batch's results) are deleted that long after they are made")
 
 
 class BatchError(BaseModel):

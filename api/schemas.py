@@ -62,6 +62,8 @@ class JobOut(BaseModel):
     cancelled_at: datetime | None
     expired_at: datetime | None
     deadline_at: datetime | None
+    # When the maintenance pass purges its results (set once it finishes; null: kept).
+    results_expire_at: datetime | None = None
 
 
 class JobHealth(BaseModel):

@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 
 from nightowl.platform.db import make_engine
 from nightowl.platform.orm import Base
+from nightowl.platform.partitions import not_a_partition
 
 config = context.config
 target_metadata = Base.metadata
@@ -19,6 +20,7 @@ def _run(connection: Connection) -> None:
         # SQLite cannot ALTER most things in place; batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=not_a_partition,
     )
     with context.begin_transaction():
         context.run_migrations()

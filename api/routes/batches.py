@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 
 from nightowl.openai import batches as service
 from nightowl.openai import validation as batch_async
+from nightowl.platform import retention
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep, quota_headers
 from nightowl_api.openai_schemas import Batch, BatchCreate, BatchList
 
@@ -22,6 +23,8 @@ def create_batch(body: BatchCreate, session: SessionDep, settings: SettingsDep,
         session=session, settings=settings, tenant_id=tenant, input_file_id=body.input_file_id,
         endpoint=body.endpoint, completion_window=body.completion_window,
         metadata=body.metadata,
+        output_expires_after=retention.expires_after_seconds(
+            body.output_expires_after, param="output_expires_after"),
     )
     return Batch(**service.as_created(service.batch_object(job, session)))
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.errors import InvalidInput
 from nightowl.openai import output as batch_output
+from nightowl.platform import retention
 from nightowl.platform.db import session_factory
 from nightowl.platform.orm import File
 from nightowl.storage import files as service
@@ -26,19 +27,28 @@ BATCH_OUTPUT = "batch_output"
 
 def file_out(row: File) -> FileObject:
     return FileObject(id=row.id, bytes=row.bytes, created_at=int(row.created_at.timestamp()),
-                      filename=row.filename, purpose=row.purpose)
+                      filename=row.filename, purpose=row.purpose,
+                      expires_at=int(row.expires_at.timestamp()) if row.expires_at else None)
 
 
 @router.post("")
-def upload_file(file: UploadFile, purpose: Annotated[str, Form()], session: SessionDep,
-                settings: SettingsDep, tenant: TenantDep) -> FileObject:
-    """Upload a file (multipart: file, purpose=batch for batch input)."""
+def upload_file(
+    file: UploadFile, purpose: Annotated[str, Form()], session: SessionDep,
+    settings: SettingsDep, tenant: TenantDep,
+    anchor: Annotated[str | None, Form(alias="expires_after[anchor]")] = None,
+    seconds: Annotated[str | None, Form(alias="expires_after[seconds]")] = None,
+) -> FileObject:
+    """Upload a file (multipart: file, purpose=batch for batch input; optional
+    expires_after[anchor]=created_at and expires_after[seconds], as the openai SDK sends)."""
     if purpose not in PURPOSES:
         raise InvalidInput(f"purpose {purpose!r} is not supported; use one of "
                            f"{', '.join(PURPOSES)}", param="purpose")
+    given = None if anchor is None and seconds is None else {"anchor": anchor,
+                                                              "seconds": seconds}
+    expires_after = retention.expires_after_seconds(given, param="expires_after")
     row = service.create_file(session, settings, stream=file.file,
                               filename=file.filename or "upload.jsonl", purpose=purpose,
-                              tenant_id=tenant)
+                              tenant_id=tenant, expires_after=expires_after)
     session.commit()
     return file_out(row)
 

@@ -35,7 +35,7 @@ def job_out(session: Session, job: Job) -> JobOut:
         metadata=job.metadata_, parent_job_id=job.parent_job_id, errors=job.errors[:100],
         created_at=job.created_at, queued_at=job.queued_at, in_progress_at=job.in_progress_at,
         completed_at=job.completed_at, cancelled_at=job.cancelled_at, expired_at=job.expired_at,
-        deadline_at=job.deadline_at,
+        deadline_at=job.deadline_at, results_expire_at=job.expires_at,
     )
 
 

@@ -1,4 +1,4 @@
-"""`nightowl jobs`: list, show, watch, cancel, retry."""
+"""`nightowl jobs`: list, show, watch, cancel, retry, stats, purge."""
 
 from __future__ import annotations
 
@@ -78,9 +78,11 @@ def retry(job_id: str) -> None:
 
 
 def _add_stats() -> None:
+    from nightowl.cli.purge import purge
     from nightowl.cli.stats import stats
 
     jobs.add_command(stats)
+    jobs.add_command(purge)
 
 
 _add_stats()

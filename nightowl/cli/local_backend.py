@@ -35,6 +35,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "cancelled": job.cancelled_items, "expired": job.expired_items,
         "params": job.params, "metadata": job.metadata_, "parent_job_id": job.parent_job_id,
         "queue": job.queue, "deadline_at": job.deadline_at,
+        "results_expire_at": job.expires_at,
         **{f"{s.value}_at": getattr(job, f"{s.value}_at") for s in JobStatus},
         "errors": job.errors[:20],
     }

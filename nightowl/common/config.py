@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from nightowl.common.errors import ConfigError
+from nightowl.common.errors import ConfigError, InvalidInput
+from nightowl.common.timespec import parse_span
 
 EMBEDDED = "embedded"
 _REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://", "valkey://")
@@ -67,6 +68,18 @@ class Settings(BaseSettings):
     # older ones are dropped and recorded as missed.
     schedule_max_catchup: int = Field(default=10, ge=1, le=10_000)
 
+    # How long finished jobs' results, batch outputs and uploaded files are kept before the
+    # maintenance pass purges them ("30d", "12h", seconds; empty or "forever" keeps them).
+    # Fixed on each job or file when it is made, so a later change never cuts short what a
+    # user was promised; a tenant's own setting (`nightowl quota set --retention`) wins.
+    retention: int | None = None
+    # PostgreSQL: job_items is partitioned by the time in job ids, one partition per this many
+    # seconds, so a purge drops whole partitions; shorter windows free space sooner.
+    partition_seconds: int = Field(default=86_400, ge=1)
+    # Connections go through PgBouncer in transaction pooling (or a like pooler): no
+    # server-side prepared statements, no session state kept between transactions.
+    database_pooler: bool = False
+
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     max_items_per_job: int = Field(default=5_000_000, ge=1)
     max_line_bytes: int = Field(default=1024 * 1024, ge=16)
@@ -106,6 +119,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part for part in value.replace(",", ":").split(":") if part]
         return value
+
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _parse_retention(cls, value: object) -> object:
+        if value is None or isinstance(value, int):
+            return value
+        try:
+            return parse_span(str(value), what="NIGHTOWL_RETENTION")
+        except InvalidInput as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("database_url")
     @classmethod

@@ -10,6 +10,8 @@ from nightowl.common.errors import InvalidInput
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)(?:\s+ago)?$")
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DAY_WORD = re.compile(r"^(today|yesterday)(?:[ T](\d{1,2}):(\d{2}))?$")
+FOREVER_WORDS = ("", "forever", "never", "none")
+SPAN_HELP = "a span such as 3600, 90s, 30m, 12h, 30d, 1w, or 'forever'"
 HELP = ("an ISO time (2025-01-31T18:00, 2025-01-31), a span ago (90s, 30m, 12h, 2d, 1w), "
         "'now', 'today', 'yesterday', or 'yesterday 18:00'")
 
@@ -42,3 +44,21 @@ def parse_when(text: str, *, now: datetime | None = None, tz: tzinfo | None = No
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone)
     return parsed.astimezone(UTC)
+
+
+def parse_span(text: str | int | float, *, what: str) -> int | None:
+    """Whole seconds from "3600", "90s", "30m", "12h", "30d" or "1w"; None for "forever".
+    `what` names the setting or option in the error."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        spec = str(text).strip().lower()
+        if spec in FOREVER_WORDS:
+            return None
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?", spec)
+        if m is None:
+            raise InvalidInput(f"{what} {text!r} is not understood; use {SPAN_HELP}")
+        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    if seconds < 1:
+        raise InvalidInput(f"{what} {text!r} must be at least one second, or 'forever'")
+    return int(seconds)

@@ -2,31 +2,34 @@
 of one that stopped beating, so nothing waits on a single reaper or on lease expiry.
 
 Lease owners start with the worker's id (`w_.../host:pid:tag`), so a dead worker's chunks and
-runs are found by prefix. Every step is an idempotent UPDATE; on PostgreSQL a session advisory
-lock also keeps concurrent passes from doing the same work twice.
+runs are found by prefix. Every step is an idempotent UPDATE; on PostgreSQL a lease row
+(fleet_locks) also keeps concurrent passes from doing the same work twice.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
 from nightowl.common.enums import ChunkStatus, RunStatus
-from nightowl.platform.orm import Job, JobChunk, TrainingRun, Worker, utcnow
+from nightowl.platform.db import insert_ignoring_conflicts
+from nightowl.platform.orm import FleetLock, Job, JobChunk, TrainingRun, Worker, utcnow
 
 log = logging.getLogger(__name__)
 
 ALIVE, STOPPED, DEAD = "alive", "stopped", "dead"
-# Any fixed 64-bit number, the same in every process: the key of the maintenance lock.
-MAINTENANCE_LOCK = 0x6E6F776C_6D61696E
+MAINTENANCE = "maintenance"
 
 
 @dataclass
@@ -191,20 +194,41 @@ def release_dead(session: Session, settings: Settings, now: datetime | None = No
 
 
 @contextmanager
-def maintenance_lock(session: Session) -> Iterator[bool]:
+def maintenance_lock(session: Session, lease: timedelta, holder: str | None = None,
+                     name: str = MAINTENANCE) -> Iterator[bool]:
     """True if this process may run the pass now. PostgreSQL: one pass at a time across the
-    fleet (the others skip theirs); SQLite: always, its updates being idempotent."""
+    fleet (the others skip theirs), held as a lease row so that it works through PgBouncer's
+    transaction pooling. A holder that dies mid-pass frees it after `lease` (the fleet's
+    dead-after: recovery waits on it no longer than on the dead worker itself); a pass that
+    outlasts it may overlap the next, which its idempotent steps allow. SQLite: always, its
+    updates being idempotent and its writers one at a time anyway."""
     if session.get_bind().dialect.name != "postgresql":
         yield True
         return
-    got = bool(session.scalar(text("SELECT pg_try_advisory_lock(:k)"),
-                              {"k": MAINTENANCE_LOCK}))
+    me = holder or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    now = utcnow()
+    insert_ignoring_conflicts(session, FleetLock, [{"name": name}], ["name"])
+    got = bool(session.execute(
+        update(FleetLock)
+        .where(FleetLock.name == name,
+               or_(FleetLock.expires_at.is_(None), FleetLock.expires_at < now,
+                   FleetLock.holder == me))
+        .values(holder=me, expires_at=now + lease)
+        .execution_options(synchronize_session=False)
+    ).rowcount)  # type: ignore[attr-defined]
     session.commit()
     try:
         yield got
+    except BaseException:
+        session.rollback()  # a pass that failed mid-transaction must not block the release
+        raise
     finally:
         if got:
-            session.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MAINTENANCE_LOCK})
+            session.commit()
+            session.execute(update(FleetLock)
+                            .where(FleetLock.name == name, FleetLock.holder == me)
+                            .values(holder=None, expires_at=None)
+                            .execution_options(synchronize_session=False))
             session.commit()
 
 
@@ -212,7 +236,7 @@ def maintenance_pass(session: Session, settings: Settings, reap: Callable[[Sessi
                      *, full: bool) -> Released | None:
     """Free dead workers' leases; run the full reaper pass (which re-sends what was freed)
     when `full`, or when a worker was just found dead. None if another pass holds the lock."""
-    with maintenance_lock(session) as got:
+    with maintenance_lock(session, timedelta(seconds=settings.worker_dead_after)) as got:
         if not got:
             return None
         released = release_dead(session, settings)

@@ -13,6 +13,7 @@ from nightowl.common.config import Settings
 from nightowl.common.enums import TERMINAL_JOB_STATUSES, ChunkStatus, JobStatus, Queue, RunStatus
 from nightowl.finetune.service import enqueue, mark_cancelled
 from nightowl.fleet import heartbeats as fleet
+from nightowl.fleet import retention
 from nightowl.jobs import dispatch
 from nightowl.jobs.service import stop_pending_chunks, try_finalize
 from nightowl.openai import finalize as batch_finalize
@@ -32,6 +33,9 @@ class ReapReport:
     dead_workers: int = 0
     batches_resent: int = 0
     batches_finalized: int = 0
+    jobs_purged: int = 0
+    partitions_dropped: int = 0
+    files_purged: int = 0
 
 
 def reap(
@@ -83,6 +87,10 @@ def reap(
     # Batches left validating by a lost message or a worker that died while checking them.
     report.batches_resent = batch_async.resend_stuck(
         session, now=now, grace=SEND_GRACE, stale=stale, queue_depth=queue_depth)
+    # Last: what expired goes, and job_items' next time windows are made ahead.
+    purged = retention.purge(session, settings)
+    report.jobs_purged, report.files_purged = purged.jobs, purged.files
+    report.partitions_dropped = len(purged.partitions_dropped)
     return report
 
 

@@ -165,7 +165,9 @@ def complete(
             update(JobItem).execution_options(synchronize_session=False),
             [
                 {
+                    # Both halves of the key: PostgreSQL prunes the update to one partition.
                     "id": o.key,
+                    "job_id": claimed.job.id,
                     "status": o.status,
                     "output": o.output,
                     # A str enum, or its value from callers that wrote it as text.

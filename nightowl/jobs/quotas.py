@@ -258,7 +258,11 @@ UNLIMITED = -1
 
 def set_quota(session: Session, tenant_ref: str, *, max_queued_items: int | None = None,
               max_queued_tokens: int | None = None, max_running_jobs: int | None = None,
-              max_stored_bytes: int | None = None) -> TenantQuota:
+              max_stored_bytes: int | None = None,
+              retention_seconds: int | None = None) -> TenantQuota:
+    """Set the given limits; None leaves one as it is, UNLIMITED removes it. A retention of
+    UNLIMITED follows the operator's NIGHTOWL_RETENTION again, retention.KEEP keeps results
+    and files until deleted."""
     tenant = find_tenant(session, tenant_ref)
     quota = session.get(TenantQuota, tenant.id) or TenantQuota(tenant_id=tenant.id)
     for name, value in (("max_queued_items", max_queued_items),
@@ -271,6 +275,11 @@ def set_quota(session: Session, tenant_ref: str, *, max_queued_items: int | None
             raise InvalidInput(f"--{name.replace('_', '-')} must be at least 1, or 'none' to "
                                f"remove the limit; got {value}", param=name)
         setattr(quota, name, None if value == UNLIMITED else value)
+    if retention_seconds is not None:
+        if retention_seconds < UNLIMITED:
+            raise InvalidInput(f"--retention must be a span, 'forever' or 'default'; got "
+                               f"{retention_seconds}", param="retention")
+        quota.retention_seconds = None if retention_seconds == UNLIMITED else retention_seconds
     session.add(quota)
     session.flush()
     return quota

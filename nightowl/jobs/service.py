@@ -22,8 +22,9 @@ from nightowl.common.values import PRIORITY_DEFAULT, check_json
 from nightowl.jobs import quotas
 from nightowl.jobs.dispatch import top_up
 from nightowl.jobs.inputs import ParsedLine
+from nightowl.platform import retention
 from nightowl.platform.db import insert_ignoring_conflicts
-from nightowl.platform.orm import Job, JobChunk, JobItem, ModelVersion, new_id, utcnow
+from nightowl.platform.orm import Job, JobChunk, JobItem, ModelVersion, new_job_id, utcnow
 from nightowl.registry import versions as registry
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ class JobSpec:
     # A batch row already committed as validating (its input checked in the background):
     # the checked items go into it instead of a new row.
     job_id: str | None = None
+    # Seconds its results are kept once it finishes, when the request said (a batch's
+    # output_expires_after); else the tenant's or the operator's retention.
+    retain_seconds: int | None = None
 
     def request(self) -> dict[str, Any]:
         """The fields of a nightowl.common.specs.JobRequest (an HTTP body) this spec carries."""
@@ -65,8 +69,13 @@ class JobSpec:
 
 
 def set_status(job: Job, status: JobStatus) -> None:
+    now = utcnow()
     job.status = status
-    setattr(job, f"{status.value}_at", utcnow())
+    setattr(job, f"{status.value}_at", now)
+    if status.terminal:
+        # Its results' lifetime runs from now (OpenAI anchors a batch output's expiry at the
+        # output file's creation, which is this moment).
+        job.expires_at = retention.expiry(now, job.retain_seconds)
 
 
 def get_job(session: Session, job_id: str, *, tenant_id: str | None = None) -> Job:
@@ -140,7 +149,7 @@ def submit_job(
     chunk_size = spec.chunk_size or settings.chunk_size
     now = utcnow()
     job = Job(
-        id=new_id(spec.id_prefix),
+        id=new_job_id(spec.id_prefix),
         tenant_id=spec.tenant_id,
         kind=spec.kind,
         model_ref=spec.model,
@@ -156,6 +165,7 @@ def submit_job(
         parent_job_id=spec.parent_job_id,
         input_file_id=spec.input_file_id,
         priority=spec.priority,
+        retain_seconds=retention.resolve(session, settings, spec.tenant_id, spec.retain_seconds),
     )
     if spec.job_id is None:
         session.add(job)

@@ -26,11 +26,13 @@ from nightowl.jobs.service import JobSpec, cancel_job, get_job, submit_job
 from nightowl.openai.item_input import request_input
 from nightowl.openai.lines import ENDPOINTS, BatchLine, read_lines
 from nightowl.openai.problems import LineProblem
-from nightowl.platform.orm import File, Job, JobItem, ModelVersion, new_id, utcnow
+from nightowl.platform import retention
+from nightowl.platform.orm import File, Job, JobItem, ModelVersion, new_job_id, utcnow
+from nightowl.platform.partitions import BATCH_PREFIX
 from nightowl.registry import versions as registry
 from nightowl.storage.files import get_file, local_path
 
-ID_PREFIX = "batch"
+ID_PREFIX = BATCH_PREFIX
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
 MAX_LISTED_ERRORS = 1000
 # Our own metadata key that picks the worker queue (OpenAI has no such notion).
@@ -76,13 +78,14 @@ def check_request(endpoint: str, completion_window: str,
 def create_batch(
     *, session: Session, settings: Settings, tenant_id: str | None, input_file_id: str,
     endpoint: str, completion_window: str, metadata: dict[str, Any] | None = None,
+    output_expires_after: int | None = None,
 ) -> Job:
     """Check every line now and store the batch (queued, or failed naming its bad lines)."""
     check_request(endpoint, completion_window, metadata)
     row = input_file(session, input_file_id, tenant_id=tenant_id)
     return check_and_submit(session=session, settings=settings, tenant_id=tenant_id, row=row,
                             endpoint=endpoint, completion_window=completion_window,
-                            metadata=metadata)
+                            metadata=metadata, output_expires_after=output_expires_after)
 
 
 def input_file(session: Session, input_file_id: str, *, tenant_id: str | None) -> File:
@@ -96,6 +99,7 @@ def input_file(session: Session, input_file_id: str, *, tenant_id: str | None) -
 def check_and_submit(
     *, session: Session, settings: Settings, tenant_id: str | None, row: File, endpoint: str,
     completion_window: str, metadata: dict[str, Any] | None, job_id: str | None = None,
+    output_expires_after: int | None = None,
 ) -> Job:
     """Read the file's lines and store them as the batch's items; `job_id` is a batch row
     already shown as validating (checked in the background), else a new row is made."""
@@ -112,7 +116,7 @@ def check_and_submit(
               "metadata": metadata or None, "model": check.model}
     if check.error_count:
         return _failed_batch(session, settings, check, kind, tenant_id, input_file_id, openai,
-                             job_id=job_id)
+                             job_id=job_id, output_expires_after=output_expires_after)
     model = check.model
     if check.version is None:
         # Every line was refused on its own: the batch still "runs" (to nothing) and its error
@@ -134,6 +138,7 @@ def check_and_submit(
         metadata={"openai": openai}, on_invalid="skip", tenant_id=tenant_id,
         input_file_id=input_file_id, id_prefix=ID_PREFIX,
         queue=(metadata or {}).get(QUEUE_KEY, Queue.CPU.value), job_id=job_id,
+        retain_seconds=output_expires_after,
     )
     return submit_job(session=session, settings=settings, spec=spec, lines=lines(),
                       version=check.version)
@@ -206,19 +211,20 @@ def _parsed_line(line: BatchLine, check: _Validation, kind: TaskKind) -> ParsedL
 
 def _failed_batch(session: Session, settings: Settings, check: _Validation, kind: TaskKind,
                   tenant_id: str | None, input_file_id: str, openai: dict[str, Any], *,
-                  job_id: str | None = None) -> Job:
+                  job_id: str | None = None, output_expires_after: int | None = None) -> Job:
     # A job row needs a model version even when none could be resolved; it never runs, so any
     # version does, and the batch object reports the model name the lines gave.
     if job_id is not None:
         return fail_validating(session, job_id, check.errors, openai=openai)
     version = check.version or placeholder_version(session, kind)
     now = utcnow()
+    retain = retention.resolve(session, settings, tenant_id, output_expires_after)
     job = Job(
-        id=new_id(ID_PREFIX), tenant_id=tenant_id, kind=kind, model_ref=check.model or "",
+        id=new_job_id(ID_PREFIX), tenant_id=tenant_id, kind=kind, model_ref=check.model or "",
         model_version_id=version.id, params={}, status=JobStatus.FAILED, validating_at=now,
         failed_at=now, chunk_size=settings.chunk_size, queue=Queue.CPU.value,
         metadata_={"openai": openai}, input_file_id=input_file_id, errors=check.errors,
-        total_items=0,
+        total_items=0, retain_seconds=retain, expires_at=retention.expiry(now, retain),
     )
     session.add(job)
     session.commit()
@@ -231,6 +237,7 @@ def fail_validating(session: Session, job_id: str, errors: list[dict[str, Any]],
     job = session.get(Job, job_id)
     assert job is not None  # the caller holds the row
     job.status, job.failed_at, job.errors = JobStatus.FAILED, utcnow(), errors
+    job.expires_at = retention.expiry(job.failed_at, job.retain_seconds)
     if openai is not None:
         job.metadata_ = {**job.metadata_, "openai": {**job.metadata_.get("openai", {}), **openai}}
     session.commit()

@@ -36,9 +36,10 @@ from nightowl.openai.lines import (
 from nightowl.openai.output import output_line
 from nightowl.openai.problems import LineProblem
 from nightowl.platform.orm import Job, JobItem
+from nightowl.platform.partitions import REQUEST_PREFIX
 from nightowl.registry import versions as registry
 
-ID_PREFIX = "req"
+ID_PREFIX = REQUEST_PREFIX
 # OpenAI's own cap on inputs in one embeddings request (prompts in a completions request too).
 MAX_INPUTS = 2048
 # The field that may list several inputs, each its own item of the request's job.

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from nightowl.common.enums import ErrorCode, ItemStatus, JobStatus
@@ -29,7 +29,7 @@ from nightowl.openai.batches import (
     get_batch,
     parse_batch_file_id,
 )
-from nightowl.platform.orm import Job, JobItem
+from nightowl.platform.orm import Job, JobItem, utcnow
 
 ERROR_STATUSES = [ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.EXPIRED]
 _CLIENT_ERRORS = {c.value for c in (
@@ -62,7 +62,9 @@ def get_batch_file(session: Session, file_id: str, *, tenant_id: str | None) -> 
     except NotFound:
         raise NotFound(f"no file {file_id!r}") from None
     deleted = (job.metadata_.get("openai") or {}).get("deleted_files") or []
-    if file_ids(job)[which] is None or which in deleted:
+    # Past its expiry it is gone, though the pass that purges the batch may not have run yet.
+    expired = job.expires_at is not None and job.expires_at <= utcnow()
+    if file_ids(job)[which] is None or which in deleted or expired:
         raise NotFound(f"no file {file_id!r}")
     return BatchFile(job, which)
 
@@ -73,7 +75,8 @@ def list_batch_files(session: Session, *, tenant_id: str | None,
     shows them with purpose batch_output."""
     finished = [JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.EXPIRED]
     stmt = (select(Job).where(Job.id.startswith(ID_PREFIX + "_", autoescape=True),
-                              Job.status.in_(finished))
+                              Job.status.in_(finished),
+                              or_(Job.expires_at.is_(None), Job.expires_at > utcnow()))
             .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit))
     if tenant_id is not None:
         stmt = stmt.where(Job.tenant_id == tenant_id)
@@ -118,7 +121,8 @@ def file_object(bf: BatchFile, size: int) -> dict[str, Any]:
     finished = job.completed_at or job.cancelled_at or job.expired_at or job.created_at
     return {"id": bf.id, "object": "file", "bytes": size, "created_at": int(finished.timestamp()),
             "filename": f"{bf.id}.jsonl", "purpose": "batch_output", "status": "processed",
-            "expires_at": None, "status_details": None}
+            "expires_at": int(job.expires_at.timestamp()) if job.expires_at else None,
+            "status_details": None}
 
 
 def _request_id(job_id: str, idx: int) -> str:

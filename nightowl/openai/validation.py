@@ -29,8 +29,9 @@ from nightowl.jobs import quotas
 from nightowl.openai import batches
 from nightowl.openai import finalize as batch_finalize
 from nightowl.openai.lines import ENDPOINTS
+from nightowl.platform import retention
 from nightowl.platform.celery_app import send
-from nightowl.platform.orm import Job, new_id, utcnow
+from nightowl.platform.orm import Job, new_job_id, utcnow
 from nightowl.storage.files import get_file
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 def create_batch(
     *, session: Session, settings: Settings, tenant_id: str | None, input_file_id: str,
     endpoint: str, completion_window: str, metadata: dict[str, Any] | None = None,
+    output_expires_after: int | None = None,
 ) -> Job:
     """A batch: checked now when its file is small, else stored as validating and checked by
     a worker. Either way a bad request (endpoint, window, metadata, file) raises here."""
@@ -47,7 +49,8 @@ def create_batch(
     if row.bytes <= settings.batch_inline_check_bytes:
         job = batches.check_and_submit(
             session=session, settings=settings, tenant_id=tenant_id, row=row, endpoint=endpoint,
-            completion_window=completion_window, metadata=metadata)
+            completion_window=completion_window, metadata=metadata,
+            output_expires_after=output_expires_after)
         return _finished_if_all_refused(session, job)
     # A tenant already at a limit is told now (429); one whose file turns out to hold more
     # items than its quota allows learns it from the failed batch's errors.
@@ -55,7 +58,7 @@ def create_batch(
     kind = ENDPOINTS[endpoint]
     now = utcnow()
     job = Job(
-        id=new_id(batches.ID_PREFIX), tenant_id=tenant_id, kind=kind, model_ref="",
+        id=new_job_id(batches.ID_PREFIX), tenant_id=tenant_id, kind=kind, model_ref="",
         # Replaced by the model the lines name once they are read.
         model_version_id=batches.placeholder_version(session, kind).id, params={},
         status=JobStatus.VALIDATING, validating_at=now, chunk_size=settings.chunk_size,
@@ -64,6 +67,7 @@ def create_batch(
         metadata_={"openai": {"endpoint": endpoint, "completion_window": completion_window,
                               "metadata": metadata or None, "model": None}},
         input_file_id=row.id, total_items=0,
+        retain_seconds=retention.resolve(session, settings, tenant_id, output_expires_after),
     )
     session.add(job)
     session.commit()

@@ -17,11 +17,15 @@ from nightowl.common.config import Settings, get_settings
 from nightowl.common.private import private_file
 
 
-def make_engine(url: str, *, sqlite_autocommit: bool = False, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, sqlite_autocommit: bool = False, pooler: bool = False,
+                **kwargs: Any) -> Engine:
     """An engine. On SQLite every transaction takes the write lock up front (BEGIN IMMEDIATE):
     a reader that later writes would otherwise fail at once instead of waiting its turn.
     `sqlite_autocommit` opens no transaction at all, each statement standing alone: for
-    observers that poll and must neither hold the lock nor keep reading an old snapshot."""
+    observers that poll and must neither hold the lock nor keep reading an old snapshot.
+    `pooler`: PostgreSQL is reached through PgBouncer in transaction pooling, where each
+    transaction may run on another server connection, so psycopg must not prepare statements
+    on the server (they would be missing, or another client's, on the next connection)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -54,21 +58,24 @@ def make_engine(url: str, *, sqlite_autocommit: bool = False, **kwargs: Any) -> 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 5)
+    if pooler and parsed.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "prepare_threshold": None}
     return create_engine(url, **kwargs)
 
 
 _ENGINES: dict[str, Engine] = {}
 
 
-def _engine_for(url: str) -> Engine:
+def _engine_for(url: str, pooler: bool = False) -> Engine:
     engine = _ENGINES.get(url)
     if engine is None:
-        engine = _ENGINES[url] = make_engine(url)
+        engine = _ENGINES[url] = make_engine(url, pooler=pooler)
     return engine
 
 
 def get_engine(settings: Settings | None = None) -> Engine:
-    return _engine_for((settings or get_settings()).sqlalchemy_url)
+    settings = settings or get_settings()
+    return _engine_for(settings.sqlalchemy_url, settings.database_pooler)
 
 
 def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:

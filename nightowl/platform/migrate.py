@@ -29,8 +29,13 @@ def upgrade(settings: Settings, revision: str = "head") -> None:
     command.upgrade(alembic_config(settings), revision)
     if revision == "head" and settings.sqlalchemy_url.startswith("postgresql"):
         from nightowl.platform.analyst_role import ensure_role_quietly
+        from nightowl.platform.db import session_scope
+        from nightowl.platform.partitions import ensure
 
         ensure_role_quietly(settings)
+        # Today's and the next windows of job_items, before any job can be made in them.
+        with session_scope(settings) as session:
+            ensure(session, window_seconds=settings.partition_seconds)
 
 
 def downgrade(settings: Settings, revision: str = "-1") -> None:

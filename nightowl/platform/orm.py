@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +43,18 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+# After a job id's prefix, "t" and the creation time: ids sort by time within each prefix, which
+# is what lets PostgreSQL partition job_items by range of job_id (nightowl.platform.partitions).
+# The "t" sorts after every hex digit, so ids of the older all-hex form never fall in a window.
+TIME_MARK = "t"
+
+
+def new_job_id(prefix: str, *, at_ms: int | None = None) -> str:
+    """`prefix_t` + 12 hex digits of milliseconds since the epoch + 11 random hex digits."""
+    ms = int(time.time() * 1000) if at_ms is None else at_ms
+    return f"{prefix}_{TIME_MARK}{ms:012x}{secrets.token_hex(6)[:11]}"
 
 
 def _enum(cls: type, name: str) -> SAEnum:
@@ -125,6 +139,9 @@ class File(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
+    # When the maintenance pass deletes it (OpenAI's expires_after, else the retention policy
+    # in force at upload); NULL keeps it until deleted by hand.
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class AnalystRole(Base):
@@ -207,6 +224,11 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(default=0, server_default="0")
     input_file_id: Mapped[str | None] = mapped_column(ForeignKey("files.id"))
     errors: Mapped[list[Any]] = mapped_column(default=list)
+    # How long its results (items, a batch's output and error files) are kept once it has
+    # finished: fixed at submit (a batch's output_expires_after, else the tenant's or the
+    # operator's retention); NULL keeps them. expires_at is set when it finishes.
+    retain_seconds: Mapped[int | None] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     validating_at: Mapped[datetime | None]
     queued_at: Mapped[datetime | None]
@@ -224,14 +246,21 @@ class Job(Base):
 
 
 class JobItem(Base):
+    """One item of a job. On PostgreSQL the table is partitioned by range of job_id (migration
+    0011, nightowl.platform.partitions): its primary key there is (job_id, id), so the ORM
+    names both, and every update by key can be pruned to one partition."""
+
     __tablename__ = "job_items"
     __table_args__ = (
         UniqueConstraint("job_id", "custom_id"),
         Index("ix_job_items_job_id_idx", "job_id", "idx", unique=True),
         Index("ix_job_items_finished_at", "finished_at"),
+        # Keyset reads across jobs (nightowl.query) go by id; PostgreSQL's key leads with job_id.
+        Index("ix_job_items_id", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    __mapper_args__ = {"primary_key": [id, job_id]}
     idx: Mapped[int]
     line_no: Mapped[int | None]
     custom_id: Mapped[str] = mapped_column(String(200))
@@ -315,6 +344,9 @@ class TenantQuota(Base):
     max_running_jobs: Mapped[int | None]
     # Bytes kept for the tenant: files (uploads, batch outputs), fine-tune data, versions.
     max_stored_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # This tenant's retention of results and files, in seconds, instead of the operator's
+    # NIGHTOWL_RETENTION: NULL follows that default, 0 keeps them until deleted.
+    retention_seconds: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -392,3 +424,14 @@ class Worker(Base):
     current: Mapped[dict[str, Any]] = mapped_column(default=dict)
     items_done: Mapped[int] = mapped_column(BigInteger, default=0)
     items_per_s: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class FleetLock(Base):
+    """A named lease one process of the fleet holds at a time (the maintenance pass). A row,
+    not a session advisory lock: behind PgBouncer's transaction pooling a session lock taken
+    in one transaction may be released on another server connection, or never."""
+
+    __tablename__ = "fleet_locks"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    expires_at: Mapped[datetime | None]

@@ -9,13 +9,14 @@ import uuid
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings, get_settings
 from nightowl.common.errors import ArtifactError, InvalidInput, NotFound
 from nightowl.common.private import private_dir, private_file
 from nightowl.common.values import check_text
+from nightowl.platform import retention
 from nightowl.platform.orm import File, new_id, utcnow
 from nightowl.storage import usage
 from nightowl.storage.artifacts import get_store, is_store_uri, sha256_file
@@ -31,7 +32,10 @@ def create_file(
     filename: str,
     purpose: str,
     tenant_id: str | None = None,
+    expires_after: int | None = None,
 ) -> File:
+    """Store an upload. `expires_after`: seconds from now until the maintenance pass deletes
+    it (OpenAI's expires_after); else the tenant's or the operator's retention applies."""
     check_text("filename", filename)
     # OpenAI's form (file-...); ids of the older file_... form still name their files.
     file_id = new_id("file").replace("_", "-", 1)
@@ -69,8 +73,11 @@ def create_file(
             raise
         stored = store.uri(f"files/{file_id}")
     usage.check(session, tenant_id, size)  # what other uploads stored meanwhile counts too
+    now = utcnow()
     row = File(id=file_id, tenant_id=tenant_id, filename=filename, purpose=purpose, bytes=size,
-               path=stored, sha256=digest.hexdigest())
+               path=stored, sha256=digest.hexdigest(), created_at=now,
+               expires_at=retention.expiry(
+                   now, retention.resolve(session, settings, tenant_id, expires_after)))
     session.add(row)
     session.flush()
     return row
@@ -78,7 +85,8 @@ def create_file(
 
 def get_file(session: Session, file_id: str, *, tenant_id: str | None = None) -> File:
     row = session.get(File, file_id)
-    if row is None or row.deleted_at is not None or (
+    # Past its expiry it is gone, though the pass that deletes its bytes may not have run yet.
+    if row is None or row.deleted_at is not None or _expired(row) or (
         tenant_id is not None and row.tenant_id != tenant_id
     ):
         raise NotFound(f"no file {file_id!r}")
@@ -87,8 +95,8 @@ def get_file(session: Session, file_id: str, *, tenant_id: str | None = None) ->
 
 def list_files(session: Session, *, tenant_id: str | None, purpose: str | None = None,
                limit: int = 100) -> list[File]:
-    stmt = select(File).where(File.deleted_at.is_(None)).order_by(File.created_at.desc()).limit(
-        limit)
+    stmt = select(File).where(File.deleted_at.is_(None), _live()).order_by(
+        File.created_at.desc()).limit(limit)
     if tenant_id is not None:
         stmt = stmt.where(File.tenant_id == tenant_id)
     if purpose is not None:
@@ -101,7 +109,7 @@ def list_files_page(session: Session, *, tenant_id: str | None, purpose: str | N
                     ascending: bool = False) -> tuple[list[File], bool]:
     """One page by keyset: `after` is the last id of the previous page. Returns (page, more)."""
     created, ident = File.created_at, File.id
-    stmt = (select(File).where(File.deleted_at.is_(None)).limit(limit + 1)
+    stmt = (select(File).where(File.deleted_at.is_(None), _live()).limit(limit + 1)
             .order_by(*((created, ident) if ascending else (created.desc(), ident.desc()))))
     if tenant_id is not None:
         stmt = stmt.where(File.tenant_id == tenant_id)
@@ -121,6 +129,14 @@ def list_files_page(session: Session, *, tenant_id: str | None, purpose: str | N
     rows = list(session.scalars(stmt))
     return rows[:limit], len(rows) > limit
 
+def _expired(row: File) -> bool:
+    return row.expires_at is not None and row.expires_at <= utcnow()
+
+
+def _live() -> ColumnElement[bool]:
+    return or_(File.expires_at.is_(None), File.expires_at > utcnow())
+
+
 def delete_file(session: Session, file_id: str, *, tenant_id: str | None = None,
                 settings: Settings | None = None) -> File:
     row = get_file(session, file_id, tenant_id=tenant_id)
@@ -128,13 +144,17 @@ def delete_file(session: Session, file_id: str, *, tenant_id: str | None = None,
     # The row says "deleted" before the bytes go: a reader in between gets a 404, never a live
     # row whose bytes are missing.
     session.commit()
-    if is_store_uri(row.path):
-        settings = settings or get_settings()
-        get_store(settings).delete_prefix(f"files/{row.id}")
-        (settings.home / "files" / row.id).unlink(missing_ok=True)
-    else:
-        Path(row.path).unlink(missing_ok=True)
+    remove_bytes(row.id, row.path, settings or get_settings())
     return row
+
+
+def remove_bytes(file_id: str, path: str, settings: Settings) -> None:
+    """A deleted file's bytes: from the artifact store and this host, or its local path."""
+    if is_store_uri(path):
+        get_store(settings).delete_prefix(f"files/{file_id}")
+        (settings.home / "files" / file_id).unlink(missing_ok=True)
+    else:
+        Path(path).unlink(missing_ok=True)
 
 
 def local_path(row: File, settings: Settings) -> Path:

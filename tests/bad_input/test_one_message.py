@@ -26,7 +26,7 @@ JOB_VALUES = [
     ({"top_k": -5}, "top_k must be between 0 and 1000000, got -5", True),
     ({"max_new_tokens": 1e9},
      "max_new_tokens must be an integer between 1 and 65536, got 1000000000.0", False),
-    ({"temperature": 0}, "temperature must be a number > 0, got 0", False),
+    ({"temperature": 0}, "temperature must be a number >= 0.01, got 0", False),
     ({"top_p": 1.5}, "top_p must be a number in (0, 1], got 1.5", True),
     ({"seed": -1}, "seed must be between 0 and 9223372036854775807, got -1", True),
 ]

@@ -236,7 +236,7 @@ def test_engine_reports_every_item_once_with_errors_as_rows(
         assert results[key].error_code is None and results[key].output is not None
         assert results[key].tokens_in > 0 and results[key].tokens_out > 0
     assert results[100].error_code is ErrorCode.INVALID_INPUT
-    assert "temperature must be a number > 0" in (results[100].error_message or "")
+    assert "temperature must be a number >= 0.01" in (results[100].error_message or "")
     assert results[101].error_code is ErrorCode.INVALID_INPUT
     assert "'colour'" in (results[101].error_message or "")
     assert results[102].error_code is ErrorCode.INVALID_INPUT

@@ -17,6 +17,8 @@ from nightowl.common.specs import (
     MAX_RETURN_SEQUENCES,
     MAX_TOP_K,
     MAX_TOP_LOGPROBS,
+    MIN_REPETITION_PENALTY,
+    MIN_TEMPERATURE,
     PENALTY_RANGE,
     SAMPLING_PARAMS,
     SEED_RANGE,
@@ -62,9 +64,10 @@ class GenerationRunner(Runner):
             "max_new_tokens": param_int(
                 params, "max_new_tokens", min(DEFAULT_MAX_NEW_TOKENS, limit), 1, limit
             ),
+            # The spec's floors: under them the sampler divides into infinities.
             "temperature": param_float(
-                params, "temperature", low=0, high=math.inf, low_open=True,
-                describe="a number > 0",
+                params, "temperature", low=MIN_TEMPERATURE, high=math.inf, low_open=False,
+                describe=f"a number >= {MIN_TEMPERATURE}",
             ),
             "top_p": param_float(
                 params, "top_p", low=0, high=1, low_open=True, describe="a number in (0, 1]"
@@ -76,8 +79,8 @@ class GenerationRunner(Runner):
             "logprobs": param_bool(params, "logprobs", False),
             "top_logprobs": param_int(params, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS),
             "repetition_penalty": param_float(
-                params, "repetition_penalty", low=0, high=math.inf, low_open=True,
-                describe="a number > 0",
+                params, "repetition_penalty", low=MIN_REPETITION_PENALTY, high=math.inf,
+                low_open=False, describe=f"a number >= {MIN_REPETITION_PENALTY}",
             ),
         }
         for name in ("presence_penalty", "frequency_penalty"):

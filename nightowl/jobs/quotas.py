@@ -67,15 +67,19 @@ def usage(session: Session, tenant_id: str, *, exclude_job: str | None = None) -
 
 
 def admit(session: Session, tenant_id: str | None, *,
-          exclude_job: str | None = None) -> Admission:
+          exclude_job: str | None = None, unrecorded: int = 0) -> Admission:
     """Before any input is read: refuse a tenant already at a limit. `exclude_job` is the
-    job being filled (a batch validated in the background), not counted against itself."""
+    job being filled (a batch validated in the background), not counted against itself;
+    `unrecorded` counts the tenant's direct requests running on the serving lane, which SQL
+    only records once they are answered (each one job of one item)."""
     if tenant_id is None:  # the operator has no quota
         return Admission(None)
     quota = session.get(TenantQuota, tenant_id)
     if quota is None:
         return Admission(tenant_id)
     used = usage(session, tenant_id, exclude_job=exclude_job)
+    used.running_jobs += unrecorded
+    used.queued_items += unrecorded
     _check(session, quota, used, new_items=1, new_tokens=0)
     items_left = (None if quota.max_queued_items is None
                   else quota.max_queued_items - used.queued_items)

@@ -7,7 +7,6 @@ so a direct response and a batch response for the same request are shaped identi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,7 +24,8 @@ from nightowl.openai import chat
 from nightowl.openai.batches import request_input
 from nightowl.openai.lines import EMBEDDINGS, ENDPOINTS, LineProblem, Request, parse_body
 from nightowl.openai.output import output_line
-from nightowl.platform.orm import Job, JobItem
+from nightowl.openai.streaming import ChunkWriter
+from nightowl.platform.orm import Job, JobItem, ModelVersion
 from nightowl.registry import versions as registry
 
 ID_PREFIX = "req"
@@ -42,9 +42,27 @@ class Direct:
     include_usage: bool = False
 
 
+@dataclass
+class Checked:
+    """A direct request checked as OpenAI would, its model resolved, not yet queued."""
+
+    direct: Direct
+    spec: JobSpec
+    lines: list[ParsedLine]
+    version: ModelVersion
+
+
 def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpoint: str,
            body: dict[str, Any]) -> Direct:
     """Check the body as OpenAI would and queue it as one job (one item per input)."""
+    checked = check(session=session, tenant_id=tenant_id, endpoint=endpoint, body=body)
+    job = submit_one(session=session, settings=settings, spec=checked.spec, lines=checked.lines)
+    return replace(checked.direct, job_id=job.id)
+
+
+def check(*, session: Session, tenant_id: str | None, endpoint: str,
+          body: dict[str, Any]) -> Checked:
+    """The body checked as OpenAI would and its model resolved; nothing is stored."""
     kind = ENDPOINTS[endpoint]
     texts = body.get("input")
     several = endpoint == EMBEDDINGS and isinstance(texts, list) and len(texts) > 1
@@ -71,11 +89,11 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
     spec = JobSpec(kind=kind, model=request.model, tenant_id=tenant_id, id_prefix=ID_PREFIX,
                    metadata={"openai": {"endpoint": endpoint, "model": request.model,
                                         "direct": True}},
-                   queue=Queue.CPU.value)
-    job = submit_one(session=session, settings=settings, spec=spec, lines=lines)
+                   queue=Queue.CPU.value, priority=PRIORITY_INTERACTIVE)
     options = body.get("stream_options")
     usage = isinstance(options, dict) and bool(options.get("include_usage"))
-    return Direct(job.id, endpoint, request.model, bool(body.get("stream")), usage)
+    direct = Direct("", endpoint, request.model, bool(body.get("stream")), usage)
+    return Checked(direct, spec, lines, version)
 
 
 def _each_input(body: dict[str, Any], endpoint: str, request: Request) -> list[Request]:
@@ -106,15 +124,20 @@ def submit_one(*, session: Session, settings: Settings, spec: JobSpec,
 
 
 def poll(session: Session, direct: Direct) -> dict[str, Any] | None:
-    """The finished request's output line (OpenAI's batch line shape), or None while it runs.
-    Several embedding inputs come back as one response listing each vector."""
+    """The finished request's output line (OpenAI's batch line shape), or None while it runs."""
     session.expire_all()
     job = session.get(Job, direct.job_id)
     if job is None or not job.status.terminal:
         return None
     items = session.scalars(select(JobItem).where(JobItem.job_id == job.id)
                             .order_by(JobItem.idx)).all()
-    lines = [output_line(job.id, item, direct.endpoint, direct.model) for item in items]
+    return answer(job.id, list(items), direct)
+
+
+def answer(job_id: str, items: list[JobItem], direct: Direct) -> dict[str, Any]:
+    """The output line of a request's finished items (rows, or rows not stored yet). Several
+    embedding inputs come back as one response listing each vector."""
+    lines = [output_line(job_id, item, direct.endpoint, direct.model) for item in items]
     if len(lines) == 1 or any(error_of(line) for line in lines):
         return next((line for line in lines if error_of(line)), lines[0])
     first = lines[0]
@@ -148,27 +171,8 @@ def error_of(line: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
 
 
 def sse_events(body: dict[str, Any], direct: Direct) -> Iterator[str]:
-    """A finished completion as OpenAI's stream: chunks, then [DONE]. Each choice's text comes
-    in one delta, because the worker hands back whole results."""
-    chat_endpoint = direct.endpoint == "/v1/chat/completions"
-    base = {"id": body["id"], "created": body["created"], "model": body["model"],
-            "object": "chat.completion.chunk" if chat_endpoint else "text_completion"}
-    for choice in body["choices"]:
-        i = choice["index"]
-        if chat_endpoint:
-            deltas: list[dict[str, Any]] = [
-                {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                 "finish_reason": None},
-                {"index": i, "delta": {"content": choice["message"]["content"]},
-                 "logprobs": choice["logprobs"], "finish_reason": None},
-                {"index": i, "delta": {}, "logprobs": None,
-                 "finish_reason": choice["finish_reason"]},
-            ]
-        else:
-            deltas = [{"index": i, "text": choice["text"], "logprobs": choice["logprobs"],
-                       "finish_reason": choice["finish_reason"]}]
-        for delta in deltas:
-            yield f"data: {json.dumps({**base, 'choices': [delta]}, ensure_ascii=False)}\n\n"
-    if direct.include_usage:
-        yield f"data: {json.dumps({**base, 'choices': [], 'usage': body['usage']})}\n\n"
-    yield "data: [DONE]\n\n"
+    """A finished completion as OpenAI's stream: chunks, then [DONE]."""
+    writer = ChunkWriter(endpoint=direct.endpoint, response_id=body["id"],
+                         created=body["created"], model=body["model"],
+                         include_usage=direct.include_usage)
+    yield from writer.finish(body)

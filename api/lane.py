@@ -95,7 +95,7 @@ async def serve_in_lane(endpoint: str, body: dict[str, Any], request: Request,
         with factory() as session:
             checked = direct.check(session=session, tenant_id=tenant, endpoint=endpoint,
                                    body=body)
-            quotas.admit(session, tenant, unrecorded=unrecorded)
+            quotas.admit_direct(session, tenant, unrecorded=unrecorded)
             return checked
 
     checked = await run_in_threadpool(check)

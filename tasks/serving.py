@@ -24,6 +24,7 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 
 import redis
+import torch
 
 from nightowl.common.config import Settings, get_settings
 from nightowl.common.enums import ErrorCode, ItemStatus, Queue, TaskKind
@@ -139,7 +140,7 @@ class LaneLoop:
     def __init__(self, settings: Settings, queues: list[str], name: str) -> None:
         self.settings, self.queues, self.name = settings, queues, name
         self.id = lane.new_worker_id()
-        self.device = choose_device(settings.device)
+        self.device = torch.device("cpu")
 
     def start(self) -> None:
         for target, what in ((self._alive, "alive"), (self._loop, "loop")):
@@ -155,6 +156,8 @@ class LaneLoop:
             time.sleep(lane.ALIVE_EVERY_S)
 
     def _loop(self) -> None:
+        # Here, not in the fork hook: that hook must return within 4 s.
+        self.device = choose_device(self.settings.device)
         r = lane.worker_client(self.settings)
         while True:
             try:

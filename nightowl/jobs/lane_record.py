@@ -8,6 +8,7 @@ flush instead of a dozen round trips per request.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -103,9 +104,12 @@ def write(session: Session, records: list[LaneRecord]) -> None:
             "started_at": _at(started), "finished_at": end, "batches": 1,
             "device_seconds": done.seconds,
         })
-    # Each statement with its own column set: a job's *_at columns differ by its status.
+    # One executemany per column set: a job's *_at column differs by its status.
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in jobs:
-        session.execute(insert(Job).values(**row))
+        shapes.setdefault(tuple(sorted(row)), []).append(row)
+    for rows in shapes.values():
+        session.execute(insert(Job), rows)
     session.execute(insert(JobItem), items)
     session.execute(insert(JobChunk), chunks)
     session.commit()
@@ -121,6 +125,8 @@ class Recorder:
         self._queue: queue.Queue[LaneRecord] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # A stopping API process writes what it answered last (its thread is a daemon).
+        atexit.register(self.flush)
 
     def add(self, record: LaneRecord) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ limit; a job's queued tokens shrink in proportion to its unfinished items.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -86,6 +87,29 @@ def admit(session: Session, tenant_id: str | None, *,
     tokens_left = (None if quota.max_queued_tokens is None
                    else quota.max_queued_tokens - used.queued_tokens)
     return Admission(tenant_id, items_left, tokens_left)
+
+
+# tenant -> (when it was looked up, whether it has a quota row), for admit_direct.
+_has_quota: dict[str, tuple[float, bool]] = {}
+QUOTA_KNOWN_S = 2.0
+
+
+def admit_direct(session: Session, tenant_id: str | None, *, unrecorded: int) -> None:
+    """`admit` for a direct request on the serving lane, without reading SQL for a tenant
+    known (within QUOTA_KNOWN_S) to have no quota: most tenants, on every request. A quota
+    the operator sets applies to direct requests within that time."""
+    if tenant_id is None:
+        return
+    known = _has_quota.get(tenant_id)
+    now = time.monotonic()
+    if known is not None and now - known[0] < QUOTA_KNOWN_S and not known[1]:
+        return
+    has = session.get(TenantQuota, tenant_id) is not None
+    if len(_has_quota) > 100_000:
+        _has_quota.clear()
+    _has_quota[tenant_id] = (now, has)
+    if has:
+        admit(session, tenant_id, unrecorded=unrecorded)
 
 
 def check_streaming(session: Session, admission: Admission, items_so_far: int, *,

@@ -71,7 +71,7 @@ def check(*, session: Session, tenant_id: str | None, endpoint: str,
     except LineProblem as p:
         raise RequestRefused(p.message, code=p.code, param=p.param) from None
     try:
-        version = registry.resolve(session, request.model, tenant_id=tenant_id)
+        version = registry.resolve_recent(session, request.model, tenant_id=tenant_id)
     except NightowlError as e:
         raise ModelNotFound(f"{e} (see GET /v1/models)") from None
     if version.kind != kind:

@@ -102,15 +102,32 @@ class _CancelWatch:
         return request_id in self.gone
 
 
-class _Publisher:
-    """A streamed request's listener: each settled piece of text goes on its event stream."""
+class _Deltas:
+    """The text a generation step produced for a group's streamed requests, sent together."""
 
-    def __init__(self, r: redis.Redis, req: lane.LaneRequest, item: int,
+    def __init__(self, r: redis.Redis) -> None:
+        self.r = r
+        self.pending: list[tuple[lane.LaneRequest, int, int, str]] = []
+
+    def flush(self) -> None:
+        if self.pending:
+            pending, self.pending = self.pending, []
+            lane.publish_deltas(self.r, pending)
+
+
+class _Publisher:
+    """A streamed request's listener: its settled text goes on its event stream, each step's
+    with the group's others."""
+
+    def __init__(self, deltas: _Deltas, req: lane.LaneRequest, item: int,
                  watch: _CancelWatch) -> None:
-        self.r, self.req, self.item, self.watch = r, req, item, watch
+        self.deltas, self.req, self.item, self.watch = deltas, req, item, watch
 
     def text(self, choice: int, delta: str) -> None:
-        lane.publish_delta(self.r, self.req, self.item, choice, delta)
+        self.deltas.pending.append((self.req, self.item, choice, delta))
+
+    def step(self) -> None:
+        self.deltas.flush()
 
     def stopped(self) -> bool:
         return self.watch.stopped(self.req.id)
@@ -213,12 +230,13 @@ class LaneLoop:
                                                   ErrorCode.MODEL_ERROR.value, str(e)))
             return
         watch = _CancelWatch(r, [req.id for req in group if req.stream])
+        deltas = _Deltas(r)
         work: list[WorkItem] = []
         owner: dict[int, tuple[lane.LaneRequest, int]] = {}
         for req in group:
             for i, item in enumerate(req.items):
                 follows = req.stream and kind is TaskKind.GENERATE
-                listener = _Publisher(r, req, i, watch) if follows else None
+                listener = _Publisher(deltas, req, i, watch) if follows else None
                 owner[len(work)] = (req, i)
                 work.append(WorkItem(key=len(work), text=item.text, params=item.params,
                                      listener=listener))
@@ -227,18 +245,21 @@ class LaneLoop:
         started = time.perf_counter()
         for outcomes in run_batched(runner, work, max_batch_tokens=self.settings.max_batch_tokens,
                                     max_batch_size=self.settings.max_batch_size, truncate=False):
+            deltas.flush()  # text held back to the end goes before the answer
             touched: dict[str, lane.LaneRequest] = {}
             for o in outcomes:
                 req, i = owner[o.key]
                 results[req.id][i] = _outcome(o)
                 touched[req.id] = req
             # Each request is answered as soon as its last item is done, not with the group.
+            answers = []
             for req in touched.values():
                 done = results[req.id]
                 if all(x is not None for x in done):
-                    lane.publish_done(r, req, lane.Done(
+                    answers.append((req, lane.Done(
                         [x for x in done if x is not None], worker=self.name,
-                        device=str(self.device), seconds=time.perf_counter() - started))
+                        device=str(self.device), seconds=time.perf_counter() - started)))
+            lane.publish_dones(r, answers)
 
 
 def lane_queues() -> list[str]:

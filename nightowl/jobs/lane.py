@@ -181,15 +181,27 @@ def cancelled(r: redis.Redis, ids: list[str]) -> set[str]:
     return {i for i, flag in zip(ids, pipe.execute(), strict=True) if flag}
 
 
-def publish_delta(r: redis.Redis, req: LaneRequest, item: int, choice: int, text: str) -> None:
+def publish_deltas(r: redis.Redis, deltas: list[tuple[LaneRequest, int, int, str]]) -> None:
+    """Text of one generation step, for every streamed request of it, in one round trip."""
+    if not deltas:
+        return
     pipe = r.pipeline(transaction=False)
-    _xadd(pipe, req, "delta", {"item": item, "choice": choice, "text": text})
+    for req, item, choice, text in deltas:
+        _xadd(pipe, req, "delta", {"item": item, "choice": choice, "text": text})
     pipe.execute()
 
 
 def publish_done(r: redis.Redis, req: LaneRequest, done: Done) -> None:
+    publish_dones(r, [(req, done)])
+
+
+def publish_dones(r: redis.Redis, answers: list[tuple[LaneRequest, Done]]) -> None:
+    """Requests' outcomes, in one round trip."""
+    if not answers:
+        return
     pipe = r.pipeline(transaction=False)
-    _xadd(pipe, req, "done", done.dumps())
+    for req, done in answers:
+        _xadd(pipe, req, "done", done.dumps())
     pipe.execute()
 
 

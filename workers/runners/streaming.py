@@ -25,6 +25,9 @@ class TextListener(Protocol):
     def stopped(self) -> bool:
         """Whether nobody wants the rest of this answer."""
 
+    def step(self) -> None:
+        """One generation step is over: what it produced may go out together."""
+
 
 class RowStreamer(BaseStreamer):
     """Per-row incremental text for a generate() over prompts x choices rows."""
@@ -57,6 +60,8 @@ class RowStreamer(BaseStreamer):
                 continue
             self.ids[row].append(token)
             self._emit(row, listener)
+        for listener in {id(x): x for x in self.listeners if x is not None}.values():
+            listener.step()
 
     def _emit(self, row: int, listener: TextListener) -> None:
         text = self.decode(self.ids[row])

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
+from functools import partial
 
 import redis
 import torch
@@ -102,17 +104,38 @@ class _CancelWatch:
         return request_id in self.gone
 
 
-class _Deltas:
-    """The text a generation step produced for a group's streamed requests, sent together."""
+class _Outbox:
+    """Publishes on its own thread, in order: generation never waits on a Redis round trip,
+    and a request's answer still follows all of its text."""
 
     def __init__(self, r: redis.Redis) -> None:
         self.r = r
+        self.queue: queue.Queue[Callable[[redis.Redis], None]] = queue.Queue()
+        threading.Thread(target=self._run, name="nightowl-lane-publish", daemon=True).start()
+
+    def send(self, publish: Callable[[redis.Redis], None]) -> None:
+        self.queue.put(publish)
+
+    def _run(self) -> None:
+        while True:
+            publish = self.queue.get()
+            try:
+                publish(self.r)
+            except redis.RedisError:
+                log.warning("publishing a lane event failed", exc_info=True)
+
+
+class _Deltas:
+    """The text a generation step produced for a group's streamed requests, sent together."""
+
+    def __init__(self, outbox: _Outbox) -> None:
+        self.outbox = outbox
         self.pending: list[tuple[lane.LaneRequest, int, int, str]] = []
 
     def flush(self) -> None:
         if self.pending:
             pending, self.pending = self.pending, []
-            lane.publish_deltas(self.r, pending)
+            self.outbox.send(partial(lane.publish_deltas, deltas=pending))
 
 
 class _Publisher:
@@ -158,6 +181,7 @@ class LaneLoop:
         self.settings, self.queues, self.name = settings, queues, name
         self.id = lane.new_worker_id()
         self.device = torch.device("cpu")
+        self.outbox = _Outbox(lane.worker_client(settings))
 
     def start(self) -> None:
         for target, what in ((self._alive, "alive"), (self._loop, "loop")):
@@ -230,7 +254,7 @@ class LaneLoop:
                                                   ErrorCode.MODEL_ERROR.value, str(e)))
             return
         watch = _CancelWatch(r, [req.id for req in group if req.stream])
-        deltas = _Deltas(r)
+        deltas = _Deltas(self.outbox)
         work: list[WorkItem] = []
         owner: dict[int, tuple[lane.LaneRequest, int]] = {}
         for req in group:
@@ -259,7 +283,7 @@ class LaneLoop:
                     answers.append((req, lane.Done(
                         [x for x in done if x is not None], worker=self.name,
                         device=str(self.device), seconds=time.perf_counter() - started)))
-            lane.publish_dones(r, answers)
+            self.outbox.send(partial(lane.publish_dones, answers=answers))
 
 
 def lane_queues() -> list[str]:

@@ -86,8 +86,9 @@ class LaneRequest:
     # Epoch seconds after which nobody waits for the answer.
     deadline: float
     queue: str
+    # Whether the worker publishes the text as it is generated.
     stream: bool = False
-    # Streamed answers need the model's text as it is produced; logprobs come whole at the end.
+    # Times it went back to the lane because the worker holding it died.
     attempts: int = 0
     enqueued: float = field(default_factory=time.time)
 

@@ -15,6 +15,7 @@ from nightowl.fleet.heartbeats import owner_prefix
 from nightowl.platform.celery_app import get_celery
 from nightowl.platform.db import dispose_engines
 from nightowl_tasks.heartbeat import WORKER_ID, Heartbeat
+from nightowl_tasks.serving import start_lane
 
 log = logging.getLogger(__name__)
 app = get_celery()
@@ -24,8 +25,9 @@ offline_hub()
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     # Pooled SQL connections must not cross a fork; models load lazily on first use because
-    # this hook is killed after 4 s.
+    # this hook is killed after 4 s (starting the lane's thread is instant; it loads lazily).
     dispose_engines()
+    start_lane(worker_name())
 
 
 _heartbeat: Heartbeat | None = None
@@ -41,6 +43,9 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     concurrency = int(os.environ.get("NIGHTOWL_WORKER_CONCURRENCY", "1"))
     _heartbeat = Heartbeat(name, queues, concurrency)
     _heartbeat.start()
+    if os.environ.get("NIGHTOWL_WORKER_POOL") == "solo":
+        # One process runs the tasks (a GPU worker): the lane runs beside them here.
+        start_lane(worker_name())
 
 
 @worker_shutdown.connect

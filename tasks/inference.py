@@ -21,6 +21,7 @@ from nightowl.storage.cache import local_dir
 from nightowl_tasks.app import app, lease_owner, worker_name
 from nightowl_tasks.heartbeat import count_items
 from nightowl_tasks.retry import with_db_retry
+from nightowl_tasks.serving import GATE
 from nightowl_workers.cache import get_runner
 from nightowl_workers.device import choose_device
 from nightowl_workers.engine import WorkItem, run_batched
@@ -103,17 +104,20 @@ def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
             )
             for item in claimed.items
         ]
-        for results in run_batched(
-            runner,
-            work,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_batch_size=settings.max_batch_size,
-            truncate=claimed.job.truncate,
-            should_stop=_StopChecker(session, settings, claimed, owner),
-        ):
-            outcomes.extend(results)
-            # The last list of a stopped chunk holds the items that never ran: no batch.
-            batches += int(results[0].status not in STOPS)
+        try:
+            for results in run_batched(
+                runner,
+                work,
+                max_batch_tokens=settings.max_batch_tokens,
+                max_batch_size=settings.max_batch_size,
+                truncate=claimed.job.truncate,
+                should_stop=_StopChecker(session, settings, claimed, owner),
+            ):
+                outcomes.extend(results)
+                # The last list of a stopped chunk holds the items that never ran: no batch.
+                batches += int(results[0].status not in STOPS)
+        finally:
+            GATE.bulk_done()
     elapsed = time.perf_counter() - started
     committed = with_db_retry(
         lambda: chunks.complete(
@@ -151,6 +155,8 @@ class _StopChecker:
         self.deadline: datetime | None = claimed.job.deadline_at
 
     def __call__(self) -> ItemStatus | None:
+        # Direct requests waiting in this process's lane run first (between micro-batches).
+        GATE.bulk_step()
         if self.deadline is not None and utcnow() >= self.deadline:
             return ItemStatus.EXPIRED
         if time.monotonic() - self.last < CHECK_EVERY_S:

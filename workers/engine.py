@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,6 +27,9 @@ from nightowl_workers.batching import plan_micro_batches
 from nightowl_workers.runners import Runner
 from nightowl_workers.runners.base import Encoded, Prepared
 
+if TYPE_CHECKING:
+    from nightowl_workers.runners.streaming import TextListener
+
 log = logging.getLogger(__name__)
 
 
@@ -36,6 +39,8 @@ class WorkItem:
     text: str
     # Job params merged with the item's own.
     params: dict[str, Any]
+    # Told the item's text as it is generated (a streamed direct request); None: nobody is.
+    listener: TextListener | None = None
 
 
 @dataclass
@@ -243,12 +248,13 @@ def _run_batch(
     prepared: Future[Prepared] | None = None,
 ) -> list[ItemOutcome]:
     try:
-        if prepared is not None:
-            # A failure while preparing surfaces here, handled as if run() had raised it.
-            outputs = runner.complete(prepared.result())
-        else:
-            outputs = runner.run([item.text for item, _, _ in batch], params, truncate,
-                                 encoded=[encoded for _, _, encoded in batch])
+        with runner.listening([item.listener for item, _, _ in batch]):
+            if prepared is not None:
+                # A failure while preparing surfaces here, handled as if run() had raised it.
+                outputs = runner.complete(prepared.result())
+            else:
+                outputs = runner.run([item.text for item, _, _ in batch], params, truncate,
+                                     encoded=[encoded for _, _, encoded in batch])
     except Exception as e:
         if _is_oom(e):
             _release_memory(runner)

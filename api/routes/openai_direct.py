@@ -1,7 +1,10 @@
 """/v1/chat/completions, /v1/completions, /v1/embeddings: one request, answered directly.
 
-Each request is a one-item job on the same workers as batches; the handler waits for its row
-without holding a thread, and stops the work if the caller hangs up.
+Each request goes through the serving lane (nightowl.jobs.lane): checked here, pushed to the
+workers through Redis, batched there with other concurrent requests, answered (streamed text
+relayed as it is generated) and recorded in SQL afterwards. With NIGHTOWL_DIRECT_LANE=false
+each is a one-item job on the bulk path instead, whose row the handler polls. Either way the
+handler holds no thread while it waits, and a caller that hangs up stops the work.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from nightowl.openai import direct, responses
 from nightowl.platform.db import session_factory
 from nightowl_api.deps import SettingsDep, TenantDep, quota_headers
 from nightowl_api.errors import error_response
+from nightowl_api.lane import serve_in_lane
 
 router = APIRouter(tags=["openai"], dependencies=[quota_headers])
 # Requests each tenant has running in this API process (the limit is per process).
@@ -42,6 +46,9 @@ async def _serve(endpoint: str, body: dict[str, Any], request: Request, settings
 
 async def _run(endpoint: str, body: dict[str, Any], request: Request, settings: Settings,
                tenant: str) -> Any:
+    if settings.direct_lane:
+        return await serve_in_lane(endpoint, body, request, settings, tenant,
+                                   unrecorded=_in_flight[tenant] - 1)
     factory = session_factory(settings)
 
     def submit() -> direct.Direct:

@@ -85,6 +85,8 @@ def worker(queues: str, device: str | None, gpus: int | None, concurrency: int |
         "NIGHTOWL_WORKER_ID": new_id("w")[:26],
         "NIGHTOWL_WORKER_QUEUES": ",".join(names),
         "NIGHTOWL_WORKER_CONCURRENCY": str(procs),
+        # The lane's thread starts where tasks run: each prefork child, or the solo process.
+        "NIGHTOWL_WORKER_POOL": pool,
     }
     if hostname:
         # Results name the worker by this, so two workers on one machine stay apart.

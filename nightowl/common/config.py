@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # and how long one may take before it is given up.
     max_direct_in_flight: int = Field(default=32, ge=1)
     direct_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Direct requests through the serving lane (Redis, batched across requests, recorded in
+    # SQL afterwards); off, each is a one-item job on the bulk path.
+    direct_lane: bool = True
     # Any other request body (inline job items, a fine-tune): refused with 413 past this.
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Operator bounds on what one fine-tune may ask for (checked at submit, from every door).

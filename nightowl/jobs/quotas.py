@@ -13,6 +13,7 @@ limit; a job's queued tokens shrink in proportion to its unfinished items.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -75,15 +76,19 @@ def usage(session: Session, tenant_id: str, *, exclude_job: str | None = None) -
 
 
 def admit(session: Session, tenant_id: str | None, *,
-          exclude_job: str | None = None) -> Admission:
+          exclude_job: str | None = None, unrecorded: int = 0) -> Admission:
     """Before any input is read: refuse a tenant already at a limit. `exclude_job` is the
-    job being filled (a batch validated in the background), not counted against itself."""
+    job being filled (a batch validated in the background), not counted against itself;
+    `unrecorded` counts the tenant's direct requests running on the serving lane, which SQL
+    only records once they are answered (each one job of one item)."""
     if tenant_id is None:  # the operator has no quota
         return Admission(None)
     quota = session.get(TenantQuota, tenant_id)
     if quota is None:
         return Admission(tenant_id)
     used = usage(session, tenant_id, exclude_job=exclude_job)
+    used.running_jobs += unrecorded
+    used.queued_items += unrecorded
     _check(session, quota, used, new_items=1, new_tokens=0)
     items_left = (None if quota.max_queued_items is None
                   else quota.max_queued_items - used.queued_items)
@@ -109,6 +114,29 @@ def rate_headers(session: Session, tenant_id: str | None) -> dict[str, str]:
             out[f"x-ratelimit-remaining-{name}"] = str(max(0, limit - queued))
             out[f"x-ratelimit-reset-{name}"] = f"{RETRY_AFTER_S}s" if queued else "0s"
     return out
+
+
+# tenant -> (when it was looked up, whether it has a quota row), for admit_direct.
+_has_quota: dict[str, tuple[float, bool]] = {}
+QUOTA_KNOWN_S = 2.0
+
+
+def admit_direct(session: Session, tenant_id: str | None, *, unrecorded: int) -> None:
+    """`admit` for a direct request on the serving lane, without reading SQL for a tenant
+    known (within QUOTA_KNOWN_S) to have no quota: most tenants, on every request. A quota
+    the operator sets applies to direct requests within that time."""
+    if tenant_id is None:
+        return
+    known = _has_quota.get(tenant_id)
+    now = time.monotonic()
+    if known is not None and now - known[0] < QUOTA_KNOWN_S and not known[1]:
+        return
+    has = session.get(TenantQuota, tenant_id) is not None
+    if len(_has_quota) > 100_000:
+        _has_quota.clear()
+    _has_quota[tenant_id] = (now, has)
+    if has:
+        admit(session, tenant_id, unrecorded=unrecorded)
 
 
 def check_streaming(session: Session, admission: Admission, items_so_far: int, *,

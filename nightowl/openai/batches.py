@@ -305,9 +305,10 @@ def file_ids(job: Job) -> dict[str, str | None]:
     }
 
 
-# A batch's files are named like uploads (file-...), their batch's id inside: file-<hex>out.
+# A batch's files are named like uploads (file-...), their batch's id inside: file-<id>out, the
+# id being what follows "batch_" (a time mark "t" and hex, or hex alone in older batches).
 _FILE_SUFFIX = {OUTPUT: "out", ERRORS: "err"}
-_BATCH_FILE = re.compile(r"^file-([0-9a-f]+)(out|err)$")
+_BATCH_FILE = re.compile(r"^file-(t?[0-9a-f]+)(out|err)$")
 
 
 def batch_file_id(job_id: str, which: str) -> str:

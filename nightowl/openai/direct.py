@@ -7,9 +7,9 @@ so a direct response and a batch response for the same request are shaped identi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -35,7 +35,8 @@ from nightowl.openai.lines import (
 )
 from nightowl.openai.output import output_line
 from nightowl.openai.problems import LineProblem
-from nightowl.platform.orm import Job, JobItem
+from nightowl.openai.streaming import ChunkWriter
+from nightowl.platform.orm import Job, JobItem, ModelVersion
 from nightowl.platform.partitions import REQUEST_PREFIX
 from nightowl.registry import versions as registry
 
@@ -58,9 +59,28 @@ class Direct:
     responses_head: dict[str, Any] | None = None
 
 
+@dataclass
+class Checked:
+    """A direct request checked as OpenAI would, its model resolved, not yet queued."""
+
+    direct: Direct
+    spec: JobSpec
+    lines: list[ParsedLine]
+    version: ModelVersion
+
+
 def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpoint: str,
            body: dict[str, Any]) -> Direct:
     """Check the body as OpenAI would and queue it as one job (one item per input)."""
+    checked = check(session=session, tenant_id=tenant_id, endpoint=endpoint, body=body)
+    job = submit_one(session=session, settings=settings, spec=checked.spec, lines=checked.lines)
+    return replace(checked.direct, job_id=job.id,
+                   responses_head=with_response_id(checked.direct, job.id, job.created_at))
+
+
+def check(*, session: Session, tenant_id: str | None, endpoint: str,
+          body: dict[str, Any]) -> Checked:
+    """The body checked as OpenAI would and its model resolved; nothing is stored."""
     kind = ENDPOINTS[endpoint]
     field = LIST_FIELDS.get(endpoint, "")
     texts = body.get(field)
@@ -71,7 +91,7 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
     except LineProblem as p:
         raise RequestRefused(p.message, code=p.code, param=p.param) from None
     try:
-        version = registry.resolve(session, request.model, tenant_id=tenant_id)
+        version = registry.resolve_recent(session, request.model, tenant_id=tenant_id)
     except NightowlError as e:
         raise ModelNotFound(f"{e} (see GET /v1/models)") from None
     if version.kind != kind:
@@ -89,16 +109,27 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
     spec = JobSpec(kind=kind, model=request.model, tenant_id=tenant_id, id_prefix=ID_PREFIX,
                    metadata={"openai": {"endpoint": endpoint, "model": request.model,
                                         "direct": True}},
-                   queue=Queue.CPU.value)
-    job = submit_one(session=session, settings=settings, spec=spec, lines=lines)
+                   queue=Queue.CPU.value, priority=PRIORITY_INTERACTIVE)
     options = body.get("stream_options")
     usage = isinstance(options, dict) and bool(options.get("include_usage"))
     stream = bool(body.get("stream"))
     if endpoint == responses.RESPONSES and stream:
-        head = {"rid": responses.response_id(job.id, 0), "model": request.model,
-                "created": job.created_at.timestamp(), "echo": request.echo or {}}
-        return Direct(job.id, CHAT, request.model, stream, True, head)
-    return Direct(job.id, endpoint, request.model, stream, usage)
+        # Streamed Responses run and stream as chat; the route translates the chat chunks into
+        # Responses events with this head (its id and time are the stored request's).
+        direct = Direct("", CHAT, request.model, stream, True,
+                        {"model": request.model, "echo": request.echo or {}})
+    else:
+        direct = Direct("", endpoint, request.model, stream, usage)
+    return Checked(direct, spec, lines, version)
+
+
+def with_response_id(direct: Direct, job_id: str,
+                     created: datetime) -> dict[str, Any] | None:
+    """A streamed Responses request's head, completed with the id and time of its job."""
+    if direct.responses_head is None:
+        return None
+    return {**direct.responses_head, "rid": responses.response_id(job_id, 0),
+            "created": created.timestamp()}
 
 
 def _each_input(body: dict[str, Any], endpoint: str, request: Request) -> list[Request]:
@@ -139,7 +170,13 @@ def poll(session: Session, direct: Direct) -> dict[str, Any] | None:
         return None
     items = session.scalars(select(JobItem).where(JobItem.job_id == job.id)
                             .order_by(JobItem.idx)).all()
-    lines = [output_line(job.id, item, direct.endpoint, direct.model) for item in items]
+    return answer(job.id, list(items), direct)
+
+
+def answer(job_id: str, items: list[JobItem], direct: Direct) -> dict[str, Any]:
+    """The output line of a request's finished items (rows, or rows not stored yet). Several
+    embedding inputs come back as one response listing each vector."""
+    lines = [output_line(job_id, item, direct.endpoint, direct.model) for item in items]
     if len(lines) == 1 or any(error_of(line) for line in lines):
         return next((line for line in lines if error_of(line)), lines[0])
     first = lines[0]
@@ -187,27 +224,8 @@ def error_of(line: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
 
 
 def sse_events(body: dict[str, Any], direct: Direct) -> Iterator[str]:
-    """A finished completion as OpenAI's stream: chunks, then [DONE]. Each choice's text comes
-    in one delta, because the worker hands back whole results."""
-    chat_endpoint = direct.endpoint == "/v1/chat/completions"
-    base = {"id": body["id"], "created": body["created"], "model": body["model"],
-            "object": "chat.completion.chunk" if chat_endpoint else "text_completion"}
-    for choice in body["choices"]:
-        i = choice["index"]
-        if chat_endpoint:
-            deltas: list[dict[str, Any]] = [
-                {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                 "finish_reason": None},
-                {"index": i, "delta": {"content": choice["message"]["content"]},
-                 "logprobs": choice["logprobs"], "finish_reason": None},
-                {"index": i, "delta": {}, "logprobs": None,
-                 "finish_reason": choice["finish_reason"]},
-            ]
-        else:
-            deltas = [{"index": i, "text": choice["text"], "logprobs": choice["logprobs"],
-                       "finish_reason": choice["finish_reason"]}]
-        for delta in deltas:
-            yield f"data: {json.dumps({**base, 'choices': [delta]}, ensure_ascii=False)}\n\n"
-    if direct.include_usage:
-        yield f"data: {json.dumps({**base, 'choices': [], 'usage': body['usage']})}\n\n"
-    yield "data: [DONE]\n\n"
+    """A finished completion as OpenAI's stream: chunks, then [DONE]."""
+    writer = ChunkWriter(endpoint=direct.endpoint, response_id=body["id"],
+                         created=body["created"], model=body["model"],
+                         include_usage=direct.include_usage)
+    yield from writer.finish(body)

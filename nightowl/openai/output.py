@@ -130,6 +130,13 @@ def _request_id(job_id: str, idx: int) -> str:
     return hashlib.sha256(f"{job_id}:{idx}".encode()).hexdigest()[:24]
 
 
+def response_id(endpoint: str, job_id: str, idx: int) -> str:
+    """The id of the response body output_line gives this item (known before it runs)."""
+    prefix = {"/v1/chat/completions": "chatcmpl", "/v1/classifications": "clf",
+              "/v1/translations": "trl"}.get(endpoint, "cmpl")
+    return f"{prefix}-{_request_id(job_id, idx)}"
+
+
 def output_line(job_id: str, item: JobItem, endpoint: str, model: str) -> dict[str, Any]:
     rid = _request_id(job_id, item.idx)
     line: dict[str, Any] = {"id": f"batch_req_{rid}", "custom_id": item.custom_id}

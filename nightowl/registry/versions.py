@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +97,32 @@ def resolve(session: Session, ref: str, *, tenant_id: str | None = None) -> Mode
         version = session.get(ModelVersion, row.version_id) if row is not None else None
     if version is None:
         raise NotFound(_missing(session, parsed, ref, tenant_id))
+    return version
+
+
+# resolve_recent: (ref, tenant) -> (when it was resolved, the version, detached).
+_recent: dict[tuple[str, str | None], tuple[float, ModelVersion]] = {}
+_recent_lock = threading.Lock()
+RECENT_S = 2.0
+
+
+def resolve_recent(session: Session, ref: str, *, tenant_id: str | None = None) -> ModelVersion:
+    """`resolve`, reusing an answer up to RECENT_S old: for the direct-request path, which
+    would otherwise read the registry on every request. An alias moved meanwhile reaches
+    direct requests within that time; queued work is pinned at submit as always. The version
+    returned is detached (read-only, shared between callers)."""
+    key = (ref, tenant_id)
+    now = time.monotonic()
+    with _recent_lock:
+        found = _recent.get(key)
+    if found is not None and now - found[0] < RECENT_S:
+        return found[1]
+    version = resolve(session, ref, tenant_id=tenant_id)
+    session.expunge(version)
+    with _recent_lock:
+        if len(_recent) > 10_000:
+            _recent.clear()
+        _recent[key] = (now, version)
     return version
 
 

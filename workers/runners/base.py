@@ -7,8 +7,10 @@ micro-batch that shares one parameter set; batching across items is the engine's
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,8 +29,12 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
     from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
+    from nightowl_workers.runners.streaming import TextListener
+
 # A text's token ids and token type ids, special tokens included.
 Encoded = tuple[list[int], list[int]]
+# Per thread: the listeners of the micro-batch this thread is running (Runner.listening).
+_listening = threading.local()
 
 
 class Runner(ABC):
@@ -112,6 +118,25 @@ class Runner(ABC):
     @property
     def max_input_tokens(self) -> int:
         return input_room(self.kind, self.position_limit())
+
+    # --- text as it is generated --------------------------------------------------------
+
+    @contextmanager
+    def listening(self, listeners: Sequence[TextListener | None]) -> Iterator[None]:
+        """Within: the rows of this thread's next forward tell these listeners (one per text,
+        None for a text nobody follows) their text as it is generated. Runners that generate
+        nothing ignore them."""
+        saved = getattr(_listening, "value", None)
+        _listening.value = listeners if any(x is not None for x in listeners) else None
+        try:
+            yield
+        finally:
+            _listening.value = saved
+
+    @staticmethod
+    def listeners() -> Sequence[TextListener | None] | None:
+        found: Sequence[TextListener | None] | None = getattr(_listening, "value", None)
+        return found
 
     # --- the four steps -----------------------------------------------------------------
 

@@ -130,8 +130,17 @@ class GenerationRunner(Runner):
             kwargs["logits_processor"] = LogitsProcessorList([_OpenAIPenalties(
                 width, params.get("presence_penalty") or 0.0,
                 params.get("frequency_penalty") or 0.0)])
-        if continuous.wanted(self.batching or get_settings().generation_batching,
-                             self.device, params):
+        listeners = self.listeners()
+        if listeners is not None:
+            from nightowl_workers.runners.streaming import RowStreamer, StopWhenGone
+
+            n = params["num_return_sequences"]
+            pad = self._pad_id()
+            ends = self._eos_ids() | ({pad} if pad is not None else set())
+            kwargs["streamer"] = RowStreamer(listeners, n, self.decode, ends, params["stop"])
+            kwargs["stopping_criteria"] = StopWhenGone.as_list(listeners, n)
+        elif continuous.wanted(self.batching or get_settings().generation_batching,
+                               self.device, params):
             return Generated(
                 rows=continuous.generate(self.model, inputs, max_new, self._pad_id()),
                 per_prompt=1, max_new_tokens=max_new)

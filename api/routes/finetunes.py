@@ -85,10 +85,7 @@ def create_finetune(body: FinetuneCreate, session: SessionDep, settings: Setting
                     tenant: TenantDep) -> FinetuneOut:
     """Queue a fine-tune from uploaded training (and optional validation) files."""
     # The request's values before its files are read, as from the CLI.
-    finetunes.check_request(
-        settings, kind=body.kind, base=body.base, hyperparams=body.hyperparameters,
-        register_as=body.register_as, promote_to=body.promote_to, gate=body.gate,
-        priority=body.priority, eval_split=body.eval_split)
+    finetunes.check_request(settings, body)
     train = get_file(session, body.training_file, tenant_id=tenant)
     rows = finetune_data.read_rows(local_path(train, settings), body.kind)
     eval_rows = None
@@ -98,10 +95,8 @@ def create_finetune(body: FinetuneCreate, session: SessionDep, settings: Setting
                                             what="validation file")
     run = finetunes.submit_finetune(session=session, settings=settings, spec=(
         finetunes.FinetuneSpec(
-            kind=body.kind, base=body.base, train_rows=rows, eval_rows=eval_rows,
-            eval_split=body.eval_split, hyperparams=body.hyperparameters,
-            register_as=body.register_as, promote_to=body.promote_to, gate=body.gate,
-            tenant_id=tenant, priority=body.priority,
+            **body.model_dump(include=set(FinetuneRequest.model_fields)), train_rows=rows,
+            eval_rows=eval_rows, tenant_id=tenant,
             dataset_info={"training_file": body.training_file,
                           "validation_file": body.validation_file},
         )))

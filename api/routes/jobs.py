@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.enums import JobStatus
 from nightowl.common.errors import InvalidInput
-from nightowl.common.values import deadline
+from nightowl.common.specs import JobRequest
 from nightowl.fleet.liveness import queue_health
 from nightowl.jobs import intake
 from nightowl.jobs import service as service
@@ -44,12 +44,8 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
     """Submit a bulk job: items inline or a file id; the model is pinned now."""
     if (body.items is None) == (body.file_id is None):
         raise InvalidInput("give exactly one of `items` (inline) or `file_id`")
-    spec = service.JobSpec(
-        kind=body.kind, model=body.model, params=body.params, chunk_size=body.chunk_size,
-        deadline=deadline(body.deadline_seconds),
-        metadata=body.metadata, on_invalid=body.on_invalid, truncate=body.truncate,
-        queue=body.queue, tenant_id=tenant, priority=body.priority,
-    )
+    spec = service.JobSpec(**body.model_dump(include=set(JobRequest.model_fields)),
+                           tenant_id=tenant)
     source: intake.Source
     if body.file_id is not None:
         source = intake.FromFile(body.file_id, body.input_format, body.column, body.id_column)

@@ -25,28 +25,12 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from nightowl.common.specs import FinetuneRequest
     from nightowl.jobs.service import JobSpec
     from nightowl.query.query import ResultFilter
 
 Row = tuple[int, dict[str, Any]]
 C = TypeVar("C", bound=click.Command)
-
-
-@dataclass
-class FinetuneRequest:
-    """A fine-tune as the command line gives it: files by path, hyperparameters left unset
-    where the option was not given."""
-
-    kind: str  # a TaskKind value
-    base: str
-    train_file: Path
-    eval_file: Path | None
-    eval_split: float
-    hyperparams: dict[str, Any]
-    register_as: str | None
-    promote_to: str | None
-    gate: str | None
-    priority: int
 
 
 @dataclass
@@ -92,8 +76,9 @@ class Backend(Protocol):
     def compare_models(self, a: str, b: str) -> dict[str, Any]: ...
 
     # -- fine-tunes -----------------------------------------------------------------------
-    def submit_finetune(self, request: FinetuneRequest) -> dict[str, Any]:
-        """{id, train_rows, eval_rows}."""
+    def submit_finetune(self, request: FinetuneRequest, *, train_file: Path,
+                        eval_file: Path | None) -> dict[str, Any]:
+        """Read (or upload) the files and queue the run; {id, train_rows, eval_rows}."""
     def run_progress(self, run_id: str) -> tuple[str, tuple[int, float] | None]:
         """The run's status and its last train/loss (step, value), if any."""
     def run_outcome_line(self, run_id: str) -> str: ...

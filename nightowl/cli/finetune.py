@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl.cli.backend import FinetuneRequest, current
+from nightowl.cli.backend import current
 from nightowl.cli.common import priority_option
 from nightowl.common.enums import KIND_ALIASES, RunStatus
 
@@ -86,10 +86,13 @@ def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_
            gate: str | None, priority: int, wait: bool, **hyperparameters: float | None) -> None:
     """Queue a fine-tune on the train queue; the run id is the last line printed."""
     hyper: dict[str, Any] = {**hyperparameters, "lora": parse_lora(lora)}
-    run = current().submit_finetune(FinetuneRequest(
-        kind=KIND_ALIASES[kind], base=base, train_file=train_file, eval_file=eval_file,
-        eval_split=eval_split, hyperparams={k: v for k, v in hyper.items() if v is not None},
-        register_as=register_as, promote_to=promote_to, gate=gate, priority=priority))
+    from nightowl.common.specs import check_finetune_request
+
+    request = check_finetune_request(
+        kind=KIND_ALIASES[kind], base=base, eval_split=eval_split,
+        hyperparameters={k: v for k, v in hyper.items() if v is not None},
+        register_as=register_as, promote_to=promote_to, gate=gate, priority=priority)
+    run = current().submit_finetune(request, train_file=train_file, eval_file=eval_file)
     click.echo(f"queued fine-tune of {base} on {run['train_rows']} rows "
                f"(eval {run['eval_rows']})", err=True)
     if wait:

@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nightowl.cli.backend import FinetuneRequest, Row, ScheduleChange
+from nightowl.cli.backend import Row, ScheduleChange
 from nightowl.cli.common import db_session, settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from nightowl.common.specs import FinetuneRequest
     from nightowl.jobs.service import JobSpec
     from nightowl.platform.orm import Job, Schedule
     from nightowl.query.query import ResultFilter
@@ -165,31 +166,23 @@ class LocalBackend:
             return compare_models(session, a, b)
 
     # -- fine-tunes -----------------------------------------------------------------------
-    def submit_finetune(self, request: FinetuneRequest) -> dict[str, Any]:
-        from nightowl.common.enums import TaskKind
+    def submit_finetune(self, request: FinetuneRequest, *, train_file: Path,
+                        eval_file: Path | None) -> dict[str, Any]:
         from nightowl.finetune import data as finetune_data
         from nightowl.finetune import service as finetunes
         from nightowl.platform.auth import operator_tenant_id
 
-        kind = TaskKind(request.kind)
-        finetunes.check_request(
-            settings(), kind=kind, base=request.base, hyperparams=request.hyperparams,
-            register_as=request.register_as, promote_to=request.promote_to, gate=request.gate,
-            priority=request.priority, eval_split=request.eval_split)
-        train_rows = finetune_data.read_rows(request.train_file, kind)
-        eval_rows = (finetune_data.read_rows(request.eval_file, kind, what="eval file")
-                     if request.eval_file else None)
+        finetunes.check_request(settings(), request)
+        train_rows = finetune_data.read_rows(train_file, request.kind)
+        eval_rows = (finetune_data.read_rows(eval_file, request.kind, what="eval file")
+                     if eval_file else None)
         with db_session() as session:
             run = finetunes.submit_finetune(session=session, settings=settings(), spec=(
                 finetunes.FinetuneSpec(
-                    kind=kind, base=request.base, train_rows=train_rows, eval_rows=eval_rows,
-                    eval_split=request.eval_split, hyperparams=request.hyperparams,
-                    register_as=request.register_as, promote_to=request.promote_to,
-                    gate=request.gate, priority=request.priority,
+                    **request.model_dump(), train_rows=train_rows, eval_rows=eval_rows,
                     tenant_id=operator_tenant_id(session),
-                    dataset_info={"train_file": str(request.train_file),
-                                  "eval_file": (str(request.eval_file) if request.eval_file
-                                                else None)},
+                    dataset_info={"train_file": str(train_file),
+                                  "eval_file": str(eval_file) if eval_file else None},
                 )))
             return {"id": run.id, "train_rows": run.dataset["train_rows"],
                     "eval_rows": run.dataset["eval_rows"]}

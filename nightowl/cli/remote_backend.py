@@ -16,7 +16,6 @@ import click
 
 from nightowl.cli.api_client import ApiClient
 from nightowl.cli.backend import (
-    FinetuneRequest,
     Row,
     ScheduleChange,
     jsonl_bytes,
@@ -24,6 +23,7 @@ from nightowl.cli.backend import (
 )
 
 if TYPE_CHECKING:
+    from nightowl.common.specs import FinetuneRequest
     from nightowl.jobs.service import JobSpec
     from nightowl.query.query import ResultFilter
 
@@ -40,12 +40,9 @@ class RemoteBackend:
     # -- jobs and results -----------------------------------------------------------------
     def submit_job(self, *, spec: JobSpec, file: str, fmt: str | None, column: str | None,
                    id_column: str | None) -> dict[str, Any]:
-        from nightowl.common.specs import check_job_request, check_params
-
+        # The spec's values were checked when it was built, before its file is read and
+        # uploaded, by the server's rules.
         body = spec.request()
-        # The request's values before its file is read and uploaded, by the server's rules.
-        check_job_request(**body)
-        check_params(spec.kind, spec.params)
         body.update(input_format=fmt, column=column, id_column=id_column)
         stream, name = open_input(file)
         with stream:
@@ -153,20 +150,18 @@ class RemoteBackend:
         with stream:
             return self.api.upload(stream=stream, filename=path.name, purpose="fine-tune")
 
-    def submit_finetune(self, request: FinetuneRequest) -> dict[str, Any]:
-        from nightowl.common.specs import check_finetune_request, check_hyperparams
+    def submit_finetune(self, request: FinetuneRequest, *, train_file: Path,
+                        eval_file: Path | None) -> dict[str, Any]:
+        from nightowl.common.specs import check_hyperparams
 
-        body = {"kind": request.kind, "base": request.base, "eval_split": request.eval_split,
-                "hyperparameters": request.hyperparams, "register_as": request.register_as,
-                "promote_to": request.promote_to, "gate": request.gate,
-                "priority": request.priority}
-        # The request's values before any file is uploaded; the operator's training-budget
-        # bounds are the server's to check.
-        check_finetune_request(**body)
-        check_hyperparams(request.hyperparams, None)
-        train = self._upload_training(request.train_file, request.kind, "training file")
-        val = (self._upload_training(request.eval_file, request.kind, "eval file")
-               if request.eval_file else None)
+        body = request.model_dump(mode="json")
+        # The request's values were checked when it was built and its hyperparameters are
+        # checked now, before any file is uploaded; the operator's training-budget bounds are
+        # the server's to check.
+        check_hyperparams(request.hyperparameters, None)
+        train = self._upload_training(train_file, request.kind, "training file")
+        val = (self._upload_training(eval_file, request.kind, "eval file")
+               if eval_file else None)
         run = self.api.post("/v1/finetunes",
                             {**body, "training_file": train, "validation_file": val})
         return {"id": run["id"], "train_rows": run["dataset"]["train_rows"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 
 import click
 
@@ -44,8 +43,8 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
     """
     spec = JobSpec(
         kind=TaskKind(kind), model=model, params=parse_pairs(params, "--param"),
-        chunk_size=chunk_size, deadline=_deadline(deadline),
-        metadata=parse_pairs(metadata, "--metadata"), on_invalid=on_invalid,
+        chunk_size=chunk_size, deadline_seconds=_deadline(deadline),
+        metadata=parse_pairs(metadata, "--metadata"), on_invalid=on_invalid,  # type: ignore[arg-type]
         truncate=truncate, queue=queue, priority=priority,
     )
     job = current().submit_job(spec=spec, file=file, fmt=fmt, column=column,
@@ -67,9 +66,12 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
     sys.exit(0 if final["status"] == "completed" else 1)
 
 
-def _deadline(text: str | None) -> timedelta | None:
+def _deadline(text: str | None) -> float | None:
     span = parse_duration(text)
+    if span is None:
+        return None
     try:
-        return values.deadline(span.total_seconds()) if span is not None else None
+        values.deadline(span.total_seconds())
     except NightowlError as e:
         raise click.BadParameter(str(e), param_hint="--deadline") from e
+    return span.total_seconds()

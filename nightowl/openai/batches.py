@@ -137,7 +137,7 @@ def check_and_submit(
 
     spec = JobSpec(
         kind=kind, model=model or check.version.ref,
-        deadline=COMPLETION_WINDOWS[completion_window],
+        deadline_seconds=COMPLETION_WINDOWS[completion_window].total_seconds(),
         metadata={"openai": openai}, on_invalid="skip", tenant_id=tenant_id,
         input_file_id=input_file_id, id_prefix=ID_PREFIX,
         queue=(metadata or {}).get(QUEUE_KEY, Queue.CPU.value), job_id=job_id,

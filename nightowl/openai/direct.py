@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -101,7 +101,7 @@ def submit_one(*, session: Session, settings: Settings, spec: JobSpec,
                lines: list[ParsedLine]) -> Job:
     """The one place a direct request becomes work. Interactive requests must not wait behind
     bulk chunks, so they go ahead of the default priority (see nightowl.jobs.dispatch)."""
-    spec = replace(spec, priority=max(spec.priority, PRIORITY_INTERACTIVE))
+    spec = spec.model_copy(update={"priority": max(spec.priority, PRIORITY_INTERACTIVE)})
     return submit_job(session=session, settings=settings, spec=spec, lines=lines)
 
 

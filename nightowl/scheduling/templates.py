@@ -23,7 +23,7 @@ from nightowl.common.config import Settings, get_settings
 from nightowl.common.enums import KIND_ALIASES, FiringStatus, ItemStatus, TaskKind
 from nightowl.common.errors import InvalidInput, NotFound
 from nightowl.common.specs import FinetuneRequest, JobRequest, check_hyperparams
-from nightowl.common.values import PRIORITY_DEFAULT, deadline, invalid
+from nightowl.common.values import PRIORITY_DEFAULT, invalid
 from nightowl.finetune import data as finetune_data
 from nightowl.finetune import service as finetunes
 from nightowl.jobs import intake
@@ -36,8 +36,10 @@ from nightowl.storage.files import get_file, local_path
 log = logging.getLogger(__name__)
 
 TARGETS = ("job", "finetune")
-FINETUNE_KEYS = ("kind", "base", "train", "eval", "hyperparameters", "register_as",
-                 "promote_to", "gate")
+# The request's fields, with its data named as a file, an uploaded file or a query (train) and
+# a file or a split (eval).
+FINETUNE_KEYS = (*(k for k in FinetuneRequest.model_fields if k != "eval_split"),
+                 "train", "eval")
 LAST_SUCCESS = "last_success"
 # A job's input is re-read in full at every firing; at save time a sample catches a wrong file
 # without reading millions of lines.
@@ -163,12 +165,8 @@ def _job_spec(session: Session, settings: Settings, spec: dict[str, Any],
 
 def _job(spec: dict[str, Any], tenant_id: str | None, *, metadata: dict[str, Any]) -> JobSpec:
     """A stored job template as the job service's spec."""
-    return JobSpec(
-        kind=TaskKind(spec["kind"]), model=spec["model"], params=spec.get("params") or {},
-        chunk_size=spec.get("chunk_size"), on_invalid=spec.get("on_invalid", "reject"),
-        truncate=bool(spec.get("truncate")), queue=spec.get("queue"), tenant_id=tenant_id,
-        deadline=deadline(spec.get("deadline_seconds")),
-        priority=spec.get("priority", PRIORITY_DEFAULT), metadata=metadata)
+    request = {k: v for k, v in spec.items() if k in JobRequest.model_fields and v is not None}
+    return JobSpec(**{**request, "metadata": metadata}, tenant_id=tenant_id)
 
 
 def _source(spec: dict[str, Any]) -> intake.Source:
@@ -213,7 +211,7 @@ def _finetune_spec(session: Session, spec: dict[str, Any], tenant_id: str | None
         if stray:
             raise _bad("eval", f"eval labels {stray} never appear in the training data")
     out["hyperparameters"] = _hyperparameters(spec.get("hyperparameters", {}))
-    named = {k: spec[k] for k in ("register_as", "promote_to", "gate") if k in spec}
+    named = {k: spec[k] for k in ("register_as", "promote_to", "gate", "priority") if k in spec}
     try:
         request = FinetuneRequest.model_validate({
             "kind": kind.value, "base": spec["base"], **named,
@@ -221,7 +219,8 @@ def _finetune_spec(session: Session, spec: dict[str, Any], tenant_id: str | None
             **({"eval_split": out["eval"]["split"]} if "split" in out["eval"] else {})})
     except ValidationError as e:
         raise invalid(e, prefix="spec.") from None
-    out.update(register_as=request.register_as, promote_to=request.promote_to, gate=request.gate)
+    out.update(register_as=request.register_as, promote_to=request.promote_to, gate=request.gate,
+               priority=request.priority)
     if out["register_as"] is not None:
         parsed = registry.ModelRef.parse(out["register_as"])
         if parsed.selector is not None:
@@ -332,9 +331,11 @@ def _submit_finetune(session: Session, settings: Settings, schedule: Schedule,
     run = finetunes.submit_finetune(session=session, settings=settings, spec=(
         finetunes.FinetuneSpec(
             kind=kind, base=spec["base"], train_rows=train_rows, eval_rows=eval_rows,
-            eval_split=ev.get("split"), hyperparams=spec.get("hyperparameters") or {},
+            hyperparameters=spec.get("hyperparameters") or {},
             register_as=spec.get("register_as"), promote_to=spec.get("promote_to"),
-            gate=spec.get("gate"), tenant_id=schedule.tenant_id,
+            gate=spec.get("gate"), priority=spec.get("priority", PRIORITY_DEFAULT),
+            **({"eval_split": ev["split"]} if "split" in ev else {}),
+            tenant_id=schedule.tenant_id,
             dataset_info={**info, "schedule": schedule.name}, schedule_run_id=firing.id,
         )))
     return Submitted(FiringStatus.SUBMITTED, run_id=run.id, outcome={"dataset": info})

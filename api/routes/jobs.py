@@ -7,7 +7,6 @@ from typing import Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
 from nightowl.common.enums import JobStatus
 from nightowl.common.errors import InvalidInput
@@ -16,31 +15,17 @@ from nightowl.fleet.liveness import queue_health
 from nightowl.jobs import intake
 from nightowl.jobs import service as service
 from nightowl.jobs.results import iter_rows, jsonl_lines
+from nightowl.jobs.views import JobView, job_view, job_views
 from nightowl.platform.db import session_factory
-from nightowl.platform.orm import Job, ModelVersion
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
-from nightowl_api.schemas import JobCreate, JobHealth, JobList, JobOut, ResultPage, ResultRow
+from nightowl_api.schemas import JobCreate, JobHealth, JobList, ResultPage, ResultRow
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def job_out(session: Session, job: Job) -> JobOut:
-    version = session.get(ModelVersion, job.model_version_id)
-    return JobOut(
-        id=job.id, kind=job.kind, model=job.model_ref,
-        model_version=version.ref if version else "", status=job.status, priority=job.priority,
-        total=job.total_items, succeeded=job.succeeded_items, failed=job.failed_items,
-        cancelled=job.cancelled_items, expired=job.expired_items, params=job.params,
-        metadata=job.metadata_, parent_job_id=job.parent_job_id, errors=job.errors[:100],
-        created_at=job.created_at, queued_at=job.queued_at, in_progress_at=job.in_progress_at,
-        completed_at=job.completed_at, cancelled_at=job.cancelled_at, expired_at=job.expired_at,
-        deadline_at=job.deadline_at,
-    )
-
-
 @router.post("", status_code=201)
 def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
-               tenant: TenantDep) -> JobOut:
+               tenant: TenantDep) -> JobView:
     """Submit a bulk job: items inline or a file id; the model is pinned now."""
     if (body.items is None) == (body.file_id is None):
         raise InvalidInput("give exactly one of `items` (inline) or `file_id`")
@@ -58,7 +43,7 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
                                    "`file_id`", param=field)
         source = intake.Inline([item.model_dump(exclude_none=True) for item in body.items])
     job = intake.submit(session=session, settings=settings, spec=spec, source=source)
-    return job_out(session, job)
+    return job_view(session, job)
 
 
 @router.get("")
@@ -66,13 +51,13 @@ def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None =
               limit: int = Query(20, ge=1, le=1000)) -> JobList:
     """List jobs, newest first."""
     rows = service.list_jobs(session, tenant_id=tenant, status=status, limit=limit + 1)
-    return JobList(data=[job_out(session, j) for j in rows[:limit]], has_more=len(rows) > limit)
+    return JobList(data=job_views(session, rows[:limit]), has_more=len(rows) > limit)
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobView:
     """One job with its counts and status timestamps."""
-    return job_out(session, service.get_job(session, job_id, tenant_id=tenant))
+    return job_view(session, service.get_job(session, job_id, tenant_id=tenant))
 
 
 @router.get("/{job_id}/health")
@@ -86,18 +71,18 @@ def job_health(job_id: str, session: SessionDep, settings: SettingsDep,
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobView:
     """Cancel: running chunks stop at their next micro-batch; finished rows are kept."""
-    return job_out(session, service.cancel_job(session, job_id, tenant_id=tenant))
+    return job_view(session, service.cancel_job(session, job_id, tenant_id=tenant))
 
 
 @router.post("/{job_id}/retry", status_code=201)
 def retry_job(job_id: str, session: SessionDep, settings: SettingsDep,
-              tenant: TenantDep) -> JobOut:
+              tenant: TenantDep) -> JobView:
     """A child job of the failed, cancelled and expired items."""
     child = service.retry_job(session=session, settings=settings, job_id=job_id,
                               tenant_id=tenant)
-    return job_out(session, child)
+    return job_view(session, child)
 
 
 @router.get("/{job_id}/results", response_model=None, responses={200: {

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from nightowl.fleet import heartbeats as fleet
+from nightowl.fleet.views import WorkerView
 from nightowl_api.deps import SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1/workers", tags=["ops"])
 
 
 @router.get("")
-def list_workers(session: SessionDep, settings: SettingsDep) -> list[dict[str, Any]]:
+def list_workers(session: SessionDep, settings: SettingsDep) -> list[WorkerView]:
     """Live and recently dead workers: host, queues, device, current jobs, items/s, last seen."""
     return fleet.describe(session, settings)

@@ -93,13 +93,13 @@ def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_
         hyperparameters={k: v for k, v in hyper.items() if v is not None},
         register_as=register_as, promote_to=promote_to, gate=gate, priority=priority)
     run = current().submit_finetune(request, train_file=train_file, eval_file=eval_file)
-    click.echo(f"queued fine-tune of {base} on {run['train_rows']} rows "
-               f"(eval {run['eval_rows']})", err=True)
+    click.echo(f"queued fine-tune of {base} on {run.dataset['train_rows']} rows "
+               f"(eval {run.dataset['eval_rows']})", err=True)
     if wait:
-        final = wait_run(run["id"])
-        click.echo(run["id"])
+        final = wait_run(run.id)
+        click.echo(run.id)
         sys.exit(0 if final == RunStatus.SUCCEEDED.value else 1)
-    click.echo(run["id"])
+    click.echo(run.id)
 
 
 def wait_run(run_id: str, interval: float = 1.0) -> str:
@@ -131,10 +131,9 @@ def list_(limit: int) -> None:
     """Recent fine-tune runs."""
     table = Table("id", "kind", "status", "base", "result", "promotion", "created")
     for r in current().list_runs(limit):
-        table.add_row(r["id"], r["kind"], r["status"], r["base_version"] or "",
-                      r["result_version"] or (f"({r['register_as']})" if r["register_as"]
-                                              else ""),
-                      r["promotion_summary"], r["created_at"][:19].replace("T", " "))
+        table.add_row(r.id, r.kind.value, r.status.value, r.base_version or "",
+                      r.result_version or (f"({r.register_as})" if r.register_as else ""),
+                      r.promotion_summary, r.created_at[:19].replace("T", " "))
     Console(width=200).print(table)
 
 
@@ -142,7 +141,10 @@ def list_(limit: int) -> None:
 @click.argument("run_id")
 def show(run_id: str) -> None:
     """One run as JSON: settings, dataset, result version, promotion decision, events."""
-    click.echo(json.dumps(current().get_run(run_id), indent=2, default=str))
+    backend = current()
+    run = {**backend.get_run(run_id).model_dump(mode="json"),
+           "events": [e.model_dump(mode="json") for e in backend.run_events(run_id)]}
+    click.echo(json.dumps(run, indent=2))
 
 
 @runs.command()
@@ -150,7 +152,7 @@ def show(run_id: str) -> None:
 def cancel(run_id: str) -> None:
     """Cancel a run; a running one checkpoints and stops at its next step."""
     run = current().cancel_run(run_id)
-    click.echo(f"{run['id']} {run['status']}")
+    click.echo(f"{run.id} {run.status.value}")
 
 
 @runs.command()
@@ -160,7 +162,8 @@ def cancel(run_id: str) -> None:
               show_default=True, help="Output format; csv columns are step,key,value,ts.")
 def metrics(run_id: str, keys: tuple[str, ...], fmt: str) -> None:
     """Print a run's metric series."""
-    rows = [m for m in current().run_metrics(run_id) if not keys or m["key"] in keys]
+    rows = [m.model_dump(mode="json") for m in current().run_metrics(run_id)
+            if not keys or m.key in keys]
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(["step", "key", "value", "ts"])
@@ -186,14 +189,14 @@ def plot(run_id: str, keys: tuple[str, ...], output: Path) -> None:
     """Draw a run's curves to a PNG (headless), every panel on the training step axis."""
     series: dict[str, tuple[list[int], list[float]]] = {}
     for m in current().run_metrics(run_id):
-        key = m["key"]
+        key = m.key
         if keys and key not in keys:
             continue
         if not keys and not (key == "train/loss" or key.startswith("eval/")):
             continue
         xs, ys = series.setdefault(key, ([], []))
-        xs.append(m["step"])
-        ys.append(m["value"])
+        xs.append(m.step)
+        ys.append(m.value)
     if not series:
         wanted = f" for {', '.join(keys)}" if keys else ""
         raise click.ClickException(f"run {run_id} has no metrics{wanted}")

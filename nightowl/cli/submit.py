@@ -9,7 +9,7 @@ import click
 from nightowl.cli.backend import current
 from nightowl.cli.common import parse_duration, parse_pairs, priority_option
 from nightowl.common import values
-from nightowl.common.enums import TaskKind
+from nightowl.common.enums import JobStatus, TaskKind
 from nightowl.common.errors import NightowlError
 from nightowl.jobs.service import JobSpec
 
@@ -49,21 +49,21 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
     )
     job = current().submit_job(spec=spec, file=file, fmt=fmt, column=column,
                                id_column=id_column)
-    click.echo(f"queued {job['total']} items ({job['failed']} invalid) on "
-               f"{job['model_version']}", err=True)
+    click.echo(f"queued {job.total} items ({job.failed} invalid) on {job.model_version}",
+               err=True)
     if not wait:
-        click.echo(job["id"])
+        click.echo(job.id)
         return
     from nightowl.cli.watch import left_running
 
     try:
         # The id first (echo flushes): a user who stops watching still has it. Inside the
         # try, so a Ctrl-C right after the id appears still says the job goes on.
-        click.echo(job["id"])
-        final = current().watch_job(job["id"])
+        click.echo(job.id)
+        final = current().watch_job(job.id)
     except KeyboardInterrupt:
-        left_running(job["id"])
-    sys.exit(0 if final["status"] == "completed" else 1)
+        left_running(job.id)
+    sys.exit(0 if final.status == JobStatus.COMPLETED else 1)
 
 
 def _deadline(text: str | None) -> float | None:

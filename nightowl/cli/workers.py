@@ -17,7 +17,7 @@ from nightowl.fleet import heartbeats as fleet
 @click.option("--alive", "only_alive", is_flag=True, help="Only live workers.")
 def workers(as_json: bool, only_alive: bool) -> None:
     """Live and recently dead workers: host, queues, device, current job, items/s, last seen."""
-    rows = current().list_workers()
+    rows = [w.model_dump(mode="json") for w in current().list_workers()]
     if only_alive:
         rows = [r for r in rows if r["status"] == fleet.ALIVE]
     if as_json:

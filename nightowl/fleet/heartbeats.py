@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
 from nightowl.common.enums import ChunkStatus, RunStatus
+from nightowl.fleet.views import WorkerView
 from nightowl.platform.orm import JobChunk, TrainingRun, Worker, utcnow
 
 log = logging.getLogger(__name__)
@@ -235,8 +236,8 @@ def alive_count(session: Session) -> int:
                               .where(Worker.status == ALIVE)) or 0)
 
 
-def describe(session: Session, settings: Settings) -> list[dict[str, Any]]:
-    """One dict per worker, as the CLI, the API and the dashboard show it. A worker past its
+def describe(session: Session, settings: Settings) -> list[WorkerView]:
+    """Each worker as the CLI, the API and the dashboard show it. A worker past its
     dead-after whose death no pass has recorded yet already shows as dead."""
     now = utcnow()
     out = []
@@ -245,13 +246,13 @@ def describe(session: Session, settings: Settings) -> list[dict[str, Any]]:
         status = DEAD if w.status == ALIVE and age > settings.worker_dead_after else w.status
         chunks = list(w.current.get("chunks", [])) if status == ALIVE else []
         runs = list(w.current.get("runs", [])) if status == ALIVE else []
-        out.append({
-            "id": w.id, "name": w.name, "host": w.host, "pid": w.pid, "queues": w.queues,
-            "device": w.device, "concurrency": w.concurrency, "status": status,
-            "current_jobs": sorted({c.split("#")[0] for c in chunks}), "current_chunks": chunks,
-            "current_runs": runs, "items_done": w.items_done,
-            "items_per_s": round(w.items_per_s, 2) if status == ALIVE else 0.0,
-            "started_at": w.started_at.isoformat(), "last_seen_at": w.last_seen_at.isoformat(),
-            "last_seen_s_ago": round(age, 1),
-        })
+        out.append(WorkerView(
+            id=w.id, name=w.name, host=w.host, pid=w.pid, queues=w.queues,
+            device=w.device, concurrency=w.concurrency, status=status,
+            current_jobs=sorted({c.split("#")[0] for c in chunks}), current_chunks=chunks,
+            current_runs=runs, items_done=w.items_done,
+            items_per_s=round(w.items_per_s, 2) if status == ALIVE else 0.0,
+            started_at=w.started_at.isoformat(), last_seen_at=w.last_seen_at.isoformat(),
+            last_seen_s_ago=round(age, 1),
+        ))
     return out

@@ -23,6 +23,7 @@ from nightowl.common.errors import Conflict, InvalidInput, NightowlError, NotFou
 from nightowl.platform.orm import Job, Schedule, ScheduleRun, Tenant, TrainingRun, utcnow
 from nightowl.scheduling import templates as schedule_specs
 from nightowl.scheduling.cron import check_cron, check_timezone, iter_slots
+from nightowl.scheduling.views import FiringView, ScheduleView
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +318,7 @@ def next_wakeup(session: Session, now: datetime) -> datetime | None:
 # --- reading ----------------------------------------------------------------------------------
 
 def history(session: Session, name: str, *, tenant_id: str | None = None,
-            limit: int = 50) -> list[dict[str, Any]]:
+            limit: int = 50) -> list[FiringView]:
     """Each firing, newest first, with what it created, how that ended and the gate's verdict."""
     schedule = get_schedule(session, name, tenant_id=tenant_id)
     rows = session.execute(
@@ -332,22 +333,22 @@ def history(session: Session, name: str, *, tenant_id: str | None = None,
 
 
 def firing_view(firing: ScheduleRun, job: Job | None = None,
-                run: TrainingRun | None = None) -> dict[str, Any]:
+                run: TrainingRun | None = None) -> FiringView:
     outcome = firing.outcome or {}
-    view: dict[str, Any] = {
-        "id": firing.id, "scheduled_for": firing.scheduled_for.isoformat(),
-        "fired_at": firing.fired_at.isoformat(), "fired_by": firing.fired_by,
-        "status": FiringStatus(firing.status).value, "job_id": firing.job_id,
-        "training_run_id": firing.training_run_id, "outcome": outcome,
-        "run_status": None, "promotion": None, "version": outcome.get("version"),
-    }
+    view = FiringView(
+        id=firing.id, scheduled_for=firing.scheduled_for.isoformat(),
+        fired_at=firing.fired_at.isoformat(), fired_by=firing.fired_by,
+        status=FiringStatus(firing.status), job_id=firing.job_id,
+        training_run_id=firing.training_run_id, outcome=outcome,
+        run_status=None, promotion=None, version=outcome.get("version"),
+    )
     if job is not None:
-        view["run_status"] = job.status.value
-        view["outcome"] = {**outcome, "succeeded_items": job.succeeded_items,
-                           "failed_items": job.failed_items}
+        view.run_status = job.status.value
+        view.outcome = {**outcome, "succeeded_items": job.succeeded_items,
+                        "failed_items": job.failed_items}
     if run is not None:
-        view["run_status"] = run.status.value
-        view["promotion"] = run.promotion
+        view.run_status = run.status.value
+        view.promotion = run.promotion
     return view
 
 
@@ -357,18 +358,18 @@ def last_firing(session: Session, schedule_id: int) -> ScheduleRun | None:
         .order_by(ScheduleRun.fired_at.desc()).limit(1)).first()
 
 
-def describe(session: Session, schedule: Schedule, now: datetime) -> dict[str, Any]:
+def describe(session: Session, schedule: Schedule, now: datetime) -> ScheduleView:
     last = last_firing(session, schedule.id)
-    return {
-        "name": schedule.name, "cron": schedule.cron, "timezone": schedule.timezone,
-        "target": schedule.target, "spec": schedule.spec, "enabled": schedule.enabled,
-        "catchup": schedule.catchup,
-        "next_fire": next_fire(schedule, now).isoformat() if schedule.enabled else None,
+    return ScheduleView(
+        name=schedule.name, cron=schedule.cron, timezone=schedule.timezone,
+        target=schedule.target, spec=schedule.spec, enabled=schedule.enabled,
+        catchup=schedule.catchup,
+        next_fire=next_fire(schedule, now).isoformat() if schedule.enabled else None,
         # The slot of the last real firing; the anchor below also moves on edit and resume,
         # so reporting it as a firing would name a time nothing fired for.
-        "last_fired_for": last.scheduled_for.isoformat() if last else None,
-        "slots_due_after": anchor(schedule).isoformat(),
-        "last_firing": firing_view(last) if last else None,
-        "created_at": schedule.created_at.isoformat(),
-        "updated_at": schedule.updated_at.isoformat(),
-    }
+        last_fired_for=last.scheduled_for.isoformat() if last else None,
+        slots_due_after=anchor(schedule).isoformat(),
+        last_firing=firing_view(last) if last else None,
+        created_at=schedule.created_at.isoformat(),
+        updated_at=schedule.updated_at.isoformat(),
+    )

@@ -283,6 +283,65 @@ def test_finetune_wait_and_a_finetune_schedule_through_the_api(
         assert set(stored.spec["train"]) == {"file_id"}  # uploaded, no server path
 
 
+def test_show_prints_the_same_fields_locally_and_through_the_api(
+        sent_model: str, api_server: str, tenant: tuple[str, str], migrated: Settings,
+        files: dict[str, str]) -> None:
+    """jobs, runs and schedule show print one view of the resource whichever backend answers;
+    a model's versions differ only in what the API never shows (the server's paths)."""
+    from nightowl.cli.local_backend import LocalBackend
+    from nightowl.cli.remote_backend import RemoteBackend
+    from nightowl.finetune import service as finetunes
+
+    key, _ = tenant
+
+    def both(*args: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        local, remote = _invoke(*args), _invoke("--api", api_server, "--key", key, *args)
+        for result in (local, remote):
+            _no_traceback(result)
+            assert result.exit_code == 0, (args, result.output)
+        return json.loads(local.stdout), json.loads(remote.stdout)
+
+    def same(local: dict[str, Any], remote: dict[str, Any]) -> None:
+        assert sorted(local) == sorted(remote)
+        for k in local:
+            assert local[k] == remote[k], k
+
+    api = ("--api", api_server, "--key", key)
+    job_id = _invoke(*api, "submit", "sentiment", files["in"], "--model", SENT, "--queue",
+                     "gpu", "--priority", "7").stdout.strip()
+    local, remote = both("jobs", "show", job_id)
+    same(local, remote)
+    assert local["priority"] == 7 and local["model_version"] == f"{SENT}@v1"
+    _invoke(*api, "jobs", "cancel", job_id)
+
+    run_id = _invoke(*api, "finetune", "submit", "--kind", "sentiment", "--base", SENT,
+                     "--train", files["train"]).stdout.strip()
+    with session_scope(migrated) as s:
+        finetunes.cancel_run(s, run_id)  # no worker reads the train queue
+    local, remote = both("runs", "show", run_id)
+    same(local, remote)
+    assert local["status"] == "cancelled" and local["events"][0]["kind"] == "queued"
+
+    name = f"clitest-{uuid.uuid4().hex[:6]}"
+    assert _invoke(*api, "schedule", "add", name, "--cron", "0 2 * * *", "--job",
+                   files["jobspec"]).exit_code == 0
+    local, remote = both("schedule", "show", name)
+    same(local, remote)
+    assert local["cron"] == "0 2 * * *" and "input_file_id" in local["spec"]
+    _invoke(*api, "schedule", "remove", name)
+
+    operator_only = {"source", "revision", "sha256"}
+    (mine,) = LocalBackend().list_versions(SENT)
+    (theirs,) = RemoteBackend(api_server, key).list_versions(SENT)
+    # /v1/models gives OpenAI's `created`, in whole seconds (what `models show` prints).
+    assert mine.created_at.replace(microsecond=0) == theirs.created_at
+    theirs.created_at = mine.created_at
+    local, remote = mine.model_dump(mode="json"), theirs.model_dump(mode="json")
+    assert sorted(local) == sorted(remote) and local["source"] and remote["source"] is None
+    same({k: v for k, v in local.items() if k not in operator_only},
+         {k: v for k, v in remote.items() if k not in operator_only})
+
+
 def test_a_csv_submits_the_same_through_the_api_as_locally(
         sent_model: str, api_server: str, tenant: tuple[str, str], session: Session,
         tmp_path: Path) -> None:

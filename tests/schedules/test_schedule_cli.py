@@ -139,10 +139,10 @@ def test_finished_run_records_the_gate_decision_on_its_firing(
     finetunes.finish_run(session, run_id, model_path=str(tmp_path), sha256="0" * 64,
                          metrics={"eval/accuracy": 0.9}, incumbent_metrics=None)
     (view,) = schedules.history(session, name)
-    assert view["status"] == "succeeded" and view["run_status"] == "succeeded"
-    assert view["version"] == f"{fake_sentiment}-nightly@v1"
-    assert view["promotion"]["promoted"] is True
-    assert view["outcome"]["metrics"] == {"eval/accuracy": 0.9}
+    assert view.status == FiringStatus.SUCCEEDED and view.run_status == "succeeded"
+    assert view.version == f"{fake_sentiment}-nightly@v1"
+    assert view.promotion is not None and view.promotion["promoted"] is True
+    assert view.outcome["metrics"] == {"eval/accuracy": 0.9}
     session.commit()
     assert "promoted" in nightowl("schedule", "history", name)
 

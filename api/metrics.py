@@ -31,7 +31,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings, get_settings
-from nightowl.common.enums import TERMINAL_JOB_STATUSES, ChunkStatus, JobStatus, Queue
+from nightowl.common.enums import (
+    TERMINAL_JOB_STATUSES,
+    ChunkStatus,
+    JobStatus,
+    Queue,
+    WorkerStatus,
+)
 from nightowl.fleet import heartbeats as fleet
 from nightowl.fleet.views import WorkerView
 from nightowl.jobs.stats import seconds_between
@@ -239,7 +245,7 @@ def worker_families(workers: list[WorkerView]) -> list[Metric]:
                              "Chunks the worker holds now", labels=labels)
     for w in workers:
         values = [w.name, w.host, w.queues, w.device]
-        up.add_metric(values, 1.0 if w.status == fleet.ALIVE else 0.0)
+        up.add_metric(values, 1.0 if w.status == WorkerStatus.ALIVE else 0.0)
         rate.add_metric(values, w.items_per_s)
         seen.add_metric(values, w.last_seen_s_ago)
         done.add_metric(values, float(w.items_done))

@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from nightowl.common.enums import Catchup, ScheduleTarget
 from nightowl.platform.orm import utcnow
 from nightowl.scheduling import schedules
 from nightowl.scheduling.views import FiringView, ScheduleView
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
-Catchup = Literal["once", "all", "none"]
 
 
 class ScheduleCreate(BaseModel):
     name: str = Field(description="Unique name, e.g. nightly-sentiment")
     cron: str = Field(description="'0 2 * * *'; 6 fields with seconds first also accepted")
     timezone: str = Field(default="UTC", description="IANA zone the cron is read in")
-    target: Literal["job", "finetune"]
+    target: ScheduleTarget
     spec: dict[str, Any] = Field(description="Job or fine-tune template; files by file id "
                                              "(input_file_id, train.file_id, eval.file_id)")
-    catchup: Catchup = "once"
+    catchup: Catchup = Catchup.ONCE
     enabled: bool = True
 
 
 class ScheduleEdit(BaseModel):
     cron: str | None = None
     timezone: str | None = None
-    target: Literal["job", "finetune"] | None = None
+    target: ScheduleTarget | None = None
     spec: dict[str, Any] | None = None
     catchup: Catchup | None = None
     enabled: bool | None = None

@@ -16,8 +16,7 @@ from rich.table import Table
 from nightowl.cli.backend import current
 from nightowl.cli.common import priority_option
 from nightowl.common.enums import KIND_ALIASES, RunStatus
-
-TERMINAL = tuple(s.value for s in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED))
+from nightowl.common.specs import DEFAULT_EVAL_SPLIT, check_finetune_request, is_eval_metric
 
 
 def parse_lora(text: str | None) -> dict[str, float] | None:
@@ -72,7 +71,7 @@ def finetune() -> None:
               help="Training data: JSONL ({text,label} / {source,target} / {text}) or .txt.")
 @click.option("--eval", "eval_file", type=click.Path(path_type=Path),
               help="Evaluation data, same format (default: split off the training data).")
-@click.option("--eval-split", type=float, default=0.1, show_default=True,
+@click.option("--eval-split", type=float, default=DEFAULT_EVAL_SPLIT, show_default=True,
               help="Share of the training rows held out when no --eval is given.")
 @_hyperparameter_options
 @click.option("--lora", help="Train LoRA adapters, e.g. r=8,alpha=16 (merged when saved).")
@@ -86,8 +85,6 @@ def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_
            gate: str | None, priority: int, wait: bool, **hyperparameters: float | None) -> None:
     """Queue a fine-tune on the train queue; the run id is the last line printed."""
     hyper: dict[str, Any] = {**hyperparameters, "lora": parse_lora(lora)}
-    from nightowl.common.specs import check_finetune_request
-
     request = check_finetune_request(
         kind=KIND_ALIASES[kind], base=base, eval_split=eval_split,
         hyperparameters={k: v for k, v in hyper.items() if v is not None},
@@ -113,7 +110,7 @@ def wait_run(run_id: str, interval: float = 1.0) -> str:
         if loss is not None and loss[0] != last_step:
             last_step = loss[0]
             click.echo(f"{status} step {last_step} train/loss {loss[1]:.4f}", err=True)
-        if status in TERMINAL:
+        if RunStatus(status).terminal:
             click.echo(backend.run_outcome_line(run_id), err=True)
             return status
         time.sleep(interval)
@@ -192,7 +189,7 @@ def plot(run_id: str, keys: tuple[str, ...], output: Path) -> None:
         key = m.key
         if keys and key not in keys:
             continue
-        if not keys and not (key == "train/loss" or key.startswith("eval/")):
+        if not keys and not (key == "train/loss" or is_eval_metric(key)):
             continue
         xs, ys = series.setdefault(key, ([], []))
         xs.append(m.step)
@@ -219,7 +216,7 @@ def metric_figure(series: dict[str, tuple[list[int], list[float]]]) -> Any:
                              sharex=True)
     ordered = sorted(series.items(), key=lambda kv: (not kv[0].startswith("train/"), kv[0]))
     for ax, (key, (xs, ys)) in zip(axes[:, 0], ordered, strict=True):
-        sparse = key.startswith("eval/") or len(xs) < 50
+        sparse = is_eval_metric(key) or len(xs) < 50
         ax.plot(xs, ys, marker="o" if sparse else None, markersize=5)
         ax.set_title(key)
         # A little room past the last step: the final eval's marker must not sit on the edge.

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl.cli.backend import ScheduleChange, current
-from nightowl.scheduling import schedules
+from nightowl.common.enums import Catchup
 from nightowl.scheduling.cron import check_timezone
 
 SPEC_HELP = "JSON file with the template; relative paths in it are read from its folder."
@@ -83,7 +83,7 @@ def schedule() -> None:
               help="IANA timezone the cron is read in, e.g. Europe/Berlin.")
 @_SPEC_OPTS[0]
 @_SPEC_OPTS[1]
-@click.option("--catchup", type=click.Choice(schedules.CATCHUP), default="once",
+@click.option("--catchup", type=click.Choice([c.value for c in Catchup]), default="once",
               show_default=True,
               help="Slots missed while beat was down: fire once, fire all, or none.")
 @click.option("--paused", is_flag=True, help="Create it paused.")
@@ -107,7 +107,8 @@ def add(name: str, cron: str, timezone: str, finetune_spec: Path | None,
 @click.option("--tz", "timezone", help="New timezone.")
 @_SPEC_OPTS[0]
 @_SPEC_OPTS[1]
-@click.option("--catchup", type=click.Choice(schedules.CATCHUP), help="New catch-up policy.")
+@click.option("--catchup", type=click.Choice([c.value for c in Catchup]),
+              help="New catch-up policy.")
 def edit(name: str, cron: str | None, timezone: str | None, finetune_spec: Path | None,
          job_spec: Path | None, catchup: str | None) -> None:
     """Change NAME in place; a running beat picks it up within seconds."""

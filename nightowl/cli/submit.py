@@ -9,7 +9,7 @@ import click
 from nightowl.cli.backend import current
 from nightowl.cli.common import parse_duration, parse_pairs, priority_option
 from nightowl.common import values
-from nightowl.common.enums import JobStatus, TaskKind
+from nightowl.common.enums import JobStatus, OnInvalid, TaskKind
 from nightowl.common.errors import NightowlError
 from nightowl.jobs.service import JobSpec
 
@@ -22,7 +22,7 @@ from nightowl.jobs.service import JobSpec
 @click.option("--chunk-size", type=int, help="Items per chunk (default NIGHTOWL_CHUNK_SIZE).")
 @click.option("--deadline", help="Expire what is unfinished after this long (30m, 24h).")
 @click.option("--metadata", "metadata", multiple=True, help="Metadata k=v kept on the job.")
-@click.option("--on-invalid", type=click.Choice(["reject", "skip"]), default="reject",
+@click.option("--on-invalid", type=click.Choice([o.value for o in OnInvalid]), default="reject",
               show_default=True, help="reject: queue nothing if a line is bad; skip: run the rest.")
 @click.option("--truncate", is_flag=True, help="Truncate texts longer than the model accepts.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]),
@@ -44,7 +44,7 @@ def submit(kind: str, file: str, model: str, params: tuple[str, ...], chunk_size
     spec = JobSpec(
         kind=TaskKind(kind), model=model, params=parse_pairs(params, "--param"),
         chunk_size=chunk_size, deadline_seconds=_deadline(deadline),
-        metadata=parse_pairs(metadata, "--metadata"), on_invalid=on_invalid,  # type: ignore[arg-type]
+        metadata=parse_pairs(metadata, "--metadata"), on_invalid=OnInvalid(on_invalid),
         truncate=truncate, queue=queue, priority=priority,
     )
     job = current().submit_job(spec=spec, file=file, fmt=fmt, column=column,

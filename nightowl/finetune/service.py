@@ -20,7 +20,12 @@ from sqlalchemy.orm import Session
 from nightowl.common.config import Settings
 from nightowl.common.enums import FiringStatus, Queue, RunStatus, TaskKind, TaskName
 from nightowl.common.errors import Conflict, InvalidInput, NotFound
-from nightowl.common.specs import FinetuneRequest, check_hyperparams
+from nightowl.common.specs import (
+    DEFAULT_GATE,
+    LOWER_IS_BETTER,
+    FinetuneRequest,
+    check_hyperparams,
+)
 from nightowl.common.values import invalid
 from nightowl.finetune import data as finetune_data
 from nightowl.platform.celery_app import send
@@ -39,13 +44,6 @@ from nightowl.storage import run_artifacts
 
 log = logging.getLogger(__name__)
 
-# Which eval metric decides a promotion, and whether higher is better.
-DEFAULT_GATE = {
-    TaskKind.SENTIMENT: "eval/accuracy",
-    TaskKind.TRANSLATE: "eval/bleu",
-    TaskKind.GENERATE: "eval/perplexity",
-}
-LOWER_IS_BETTER = {"eval/loss", "eval/perplexity"}
 
 
 class FinetuneSpec(FinetuneRequest):
@@ -87,6 +85,8 @@ def check_request(settings: Settings, request: FinetuneRequest) -> None:
     bounds. Called before its data is read or its base looked up, so a bad value is named
     first whichever door it came through."""
     check_hyperparams(request.hyperparameters, settings)
+    if request.promote_to is not None:
+        registry.check_alias(request.promote_to)
 
 
 def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec) -> TrainingRun:
@@ -99,9 +99,6 @@ def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec)
     register_as = spec.register_as or base.name
     registry.check_name(session, register_as, spec.kind, tenant_id=spec.tenant_id)
     gate = spec.gate or DEFAULT_GATE[spec.kind]
-    if not gate.startswith("eval/"):
-        raise InvalidInput(
-            f"--gate {gate!r} must be an eval metric such as {DEFAULT_GATE[spec.kind]}")
     seed = int(spec.hyperparameters.get("seed", 0))
     train_rows, eval_rows = spec.train_rows, spec.eval_rows
     if eval_rows is None:
@@ -109,9 +106,7 @@ def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec)
     labels = None
     if spec.kind == TaskKind.SENTIMENT:
         labels = sorted({r["label"] for r in train_rows})
-        stray = sorted({r["label"] for r in eval_rows} - set(labels))
-        if stray:
-            raise InvalidInput(f"eval labels {stray} never appear in the training data")
+        finetune_data.check_eval_labels(train_rows, eval_rows)
     run = TrainingRun(
         id=new_id("run"),
         tenant_id=spec.tenant_id,
@@ -204,7 +199,7 @@ def record_metrics(session: Session, run_id: str, step: int, values: dict[str, f
 
 def cancel_run(session: Session, run_id: str, *, tenant_id: str | None = None) -> TrainingRun:
     run = get_run(session, run_id, tenant_id=tenant_id)
-    if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
+    if run.status.terminal:
         raise Conflict(f"run {run_id} is already {run.status.value}")
     if run.status == RunStatus.QUEUED:
         run.status, run.finished_at = RunStatus.CANCELLED, utcnow()

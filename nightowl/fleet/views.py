@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from nightowl.common.enums import WorkerStatus
+
 
 class WorkerView(BaseModel):
     id: str
@@ -14,7 +16,7 @@ class WorkerView(BaseModel):
     queues: str
     device: str
     concurrency: int
-    status: str = Field(description="alive, stopped, or dead (no heartbeat past its "
+    status: WorkerStatus = Field(description="alive, stopped, or dead (no heartbeat past its "
                                     "dead-after, recorded or not yet)")
     current_jobs: list[str]
     current_chunks: list[str]

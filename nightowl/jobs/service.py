@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common import values
 from nightowl.common.config import Settings
-from nightowl.common.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, Queue
+from nightowl.common.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, OnInvalid, Queue
 from nightowl.common.errors import Conflict, InvalidInput, NotFound
 from nightowl.common.items import STOPS
 from nightowl.common.specs import JobRequest, check_params
@@ -175,7 +175,7 @@ def submit_job(
         total += len(batch)
     if total == 0:
         raise InvalidInput("the input is empty: no items to run")
-    if failed and spec.on_invalid == "reject":
+    if failed and spec.on_invalid == OnInvalid.REJECT:
         raise InvalidInput(
             f"{failed} of {total} lines are invalid; nothing was queued "
             "(fix them, or pass --on-invalid skip to run the valid lines)",
@@ -424,7 +424,7 @@ def retry_job(
         params=parent.params,
         chunk_size=parent.chunk_size,
         metadata={**parent.metadata_, "retry_of": parent.id},
-        on_invalid="skip",
+        on_invalid=OnInvalid.SKIP,
         truncate=parent.truncate,
         queue=parent.queue,
         tenant_id=parent.tenant_id,

@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
-from nightowl.common.enums import ErrorCode, JobStatus, Queue, TaskKind
+from nightowl.common.enums import ErrorCode, JobStatus, OnInvalid, Queue, TaskKind
 from nightowl.common.errors import Conflict, InvalidInput, NightowlError, NotFound
 from nightowl.common.tokens import context_of, hidden_size, input_room, shares_context
 from nightowl.jobs.inputs import ParsedLine
@@ -138,7 +138,7 @@ def check_and_submit(
     spec = JobSpec(
         kind=kind, model=model or check.version.ref,
         deadline_seconds=COMPLETION_WINDOWS[completion_window].total_seconds(),
-        metadata={"openai": openai}, on_invalid="skip", tenant_id=tenant_id,
+        metadata={"openai": openai}, on_invalid=OnInvalid.SKIP, tenant_id=tenant_id,
         input_file_id=input_file_id, id_prefix=ID_PREFIX,
         queue=(metadata or {}).get(QUEUE_KEY, Queue.CPU.value), job_id=job_id,
     )

@@ -24,7 +24,14 @@ from sqlalchemy import (
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from nightowl.common.enums import ChunkStatus, ItemStatus, JobStatus, RunStatus, TaskKind
+from nightowl.common.enums import (
+    ChunkStatus,
+    FiringStatus,
+    ItemStatus,
+    JobStatus,
+    RunStatus,
+    TaskKind,
+)
 from nightowl.common.items import utcnow as utcnow  # re-exported: the ORM's default and its callers
 
 NAMING = {
@@ -351,7 +358,7 @@ class ScheduleRun(Base):
     fired_at: Mapped[datetime] = mapped_column(default=utcnow)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"))
     training_run_id: Mapped[str | None] = mapped_column(ForeignKey("training_runs.id"))
-    status: Mapped[str] = mapped_column(String(20), default="fired")
+    status: Mapped[str] = mapped_column(String(20), default=FiringStatus.FIRING.value)
     outcome: Mapped[dict[str, Any] | None]
     fired_by: Mapped[str | None] = mapped_column(String(200))
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
-from nightowl.common.enums import FiringStatus
+from nightowl.common.enums import Catchup, FiringStatus, ScheduleTarget
 from nightowl.common.errors import Conflict, InvalidInput, NightowlError, NotFound
 from nightowl.platform.orm import Job, Schedule, ScheduleRun, Tenant, TrainingRun, utcnow
 from nightowl.scheduling import templates as schedule_specs
@@ -27,7 +27,6 @@ from nightowl.scheduling.views import FiringView, ScheduleView
 
 log = logging.getLogger(__name__)
 
-CATCHUP = ("once", "all", "none")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 # catchup=all fires at most this many missed slots per poll; the next poll goes on from there.
 MAX_CATCHUP_BATCH = 100
@@ -60,7 +59,7 @@ def due_firings(schedule: Schedule, now: datetime) -> Due:
     after = anchor(schedule)
     if not schedule.enabled or after >= now:
         return Due([])
-    if schedule.catchup == "all":
+    if schedule.catchup == Catchup.ALL:
         slots: list[datetime] = []
         for slot in iter_slots(schedule.cron, check_timezone(schedule.timezone), after):
             if slot > now or len(slots) >= MAX_CATCHUP_BATCH:
@@ -75,7 +74,7 @@ def due_firings(schedule: Schedule, now: datetime) -> Due:
         if slot >= latest or missed >= 10_000:
             break
         missed += 1
-    if schedule.catchup == "none" and now - latest > MISFIRE_GRACE:
+    if schedule.catchup == Catchup.NONE and now - latest > MISFIRE_GRACE:
         return Due([], missed=missed + 1, advance_to=latest)
     return Due([latest], missed=missed)
 
@@ -111,15 +110,17 @@ def list_schedules(session: Session, *, tenant_id: str | None = None) -> list[Sc
 
 
 def _check_catchup(catchup: str) -> str:
-    if catchup not in CATCHUP:
-        raise InvalidInput(f"catchup {catchup!r} must be once, all or none", param="catchup")
-    return catchup
+    try:
+        return Catchup(catchup).value
+    except ValueError:
+        raise InvalidInput(f"catchup {catchup!r} must be one of "
+                           f"{', '.join(c.value for c in Catchup)}", param="catchup") from None
 
 
 def add_schedule(*, session: Session, settings: Settings, name: str, cron: str,
-                 timezone: str = "UTC", target: str, spec: object, catchup: str = "once",
-                 enabled: bool = True, tenant_id: str | None = None,
-                 allow_paths: bool = True) -> Schedule:
+                 timezone: str = "UTC", target: str, spec: object,
+                 catchup: str = Catchup.ONCE.value, enabled: bool = True,
+                 tenant_id: str | None = None, allow_paths: bool = True) -> Schedule:
     if not _NAME.match(name):
         raise InvalidInput(f"schedule name {name!r} must be letters, digits and . _ - "
                            "(at most 200)", param="name")
@@ -362,8 +363,8 @@ def describe(session: Session, schedule: Schedule, now: datetime) -> ScheduleVie
     last = last_firing(session, schedule.id)
     return ScheduleView(
         name=schedule.name, cron=schedule.cron, timezone=schedule.timezone,
-        target=schedule.target, spec=schedule.spec, enabled=schedule.enabled,
-        catchup=schedule.catchup,
+        target=ScheduleTarget(schedule.target), spec=schedule.spec, enabled=schedule.enabled,
+        catchup=Catchup(schedule.catchup),
         next_fire=next_fire(schedule, now).isoformat() if schedule.enabled else None,
         # The slot of the last real firing; the anchor below also moves on edit and resume,
         # so reporting it as a firing would name a time nothing fired for.

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from nightowl.common.enums import FiringStatus
+from nightowl.common.enums import Catchup, FiringStatus, ScheduleTarget
 
 
 class FiringView(BaseModel):
@@ -28,10 +28,10 @@ class ScheduleView(BaseModel):
     name: str
     cron: str
     timezone: str
-    target: str
+    target: ScheduleTarget
     spec: dict[str, Any]
     enabled: bool
-    catchup: str
+    catchup: Catchup
     next_fire: str | None
     last_fired_for: str | None = Field(description="The slot the last firing was for")
     slots_due_after: str = Field(description="Slots after this instant are due (moves on each "

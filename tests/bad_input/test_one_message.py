@@ -120,6 +120,37 @@ def test_a_bad_hyperparameter_reads_the_same_from_every_door(
     assert (count_rows(session, TrainingRun), count_rows(session, Schedule)) == before
 
 
+@pytest.mark.parametrize(("option", "field", "value", "problem"), [
+    ("--gate", "gate", "accuracy", "'accuracy' must be an eval metric such as eval/accuracy"),
+    # Refused at submit, not after training when the promotion would move it.
+    ("--promote-to", "promote_to", "v2", "alias 'v2' is reserved or malformed"),
+])
+def test_a_bad_finetune_option_reads_the_same_from_every_door(
+        option: str, field: str, value: str, problem: str, models: Settings, client: Any,
+        session: Session, tmp_path: Path) -> None:
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(json.dumps({"text": f"t{i}", "label": "pos" if i % 2 else "neg"})
+                               for i in range(20)))
+    before = (count_rows(session, TrainingRun), count_rows(session, Schedule))
+    cli_text = _cli(["finetune", "submit", "--kind", "sentiment", "--base", SENT,
+                     "--train", str(train), option, value])
+    upload = client.post("/v1/files", data={"purpose": "fine-tune"},
+                         files={"file": ("train.jsonl", train.read_bytes())})
+    response = client.post("/v1/finetunes", json={
+        "kind": "sentiment", "base": SENT, "training_file": upload.json()["id"], field: value})
+    # A value the body's schema refuses is a 422 before any handler runs; the rest a 400.
+    assert response.status_code in (400, 422), response.text
+    http_text = str(response.json()["error"])
+    template = tmp_path / "finetune.json"
+    template.write_text(json.dumps({"kind": "sentiment", "base": SENT,
+                                    "train": {"file": str(train)}, field: value}))
+    schedule_text = _cli(["schedule", "add", "bad-option", "--cron", "0 2 * * *",
+                          "--finetune", str(template)])
+    for door, text in (("cli", cli_text), ("http", http_text), ("schedule", schedule_text)):
+        assert problem in text, (door, text)
+    assert (count_rows(session, TrainingRun), count_rows(session, Schedule)) == before
+
+
 @pytest.mark.parametrize(("option", "field", "value", "message"), [
     ("--priority", "priority", 101, "priority: Input should be less than or equal to 100"),
     ("--chunk-size", "chunk_size", 0, "chunk_size: Input should be greater than or equal to 1"),

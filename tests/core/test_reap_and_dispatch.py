@@ -8,7 +8,7 @@ from core_support import Core
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from nightowl.common.enums import ChunkStatus, ItemStatus, JobStatus
+from nightowl.common.enums import ChunkStatus, ItemStatus, JobStatus, WorkerStatus
 from nightowl.fleet import heartbeats as fleet
 from nightowl.platform import broker
 from nightowl.platform.db import session_scope
@@ -93,7 +93,7 @@ def test_a_dead_workers_chunk_is_freed_by_the_fleet_heartbeat_not_at_lease_expir
                   .values(last_seen_at=core.ago(settings.worker_dead_after + 1)))
     report = core.reap()
     assert report.dead_workers >= 1
-    assert session.scalar(select(Worker.status).where(Worker.id == dead)) == fleet.DEAD
+    assert session.scalar(select(Worker.status).where(Worker.id == dead)) == WorkerStatus.DEAD
     assert _chunk_status(session, job_id, a[1]) is ChunkStatus.PENDING
     assert sorted(core.messages()) == [a, b]
     assert sorted(core.run_all()) == [(job_id, 0), (job_id, 1)]

@@ -60,7 +60,7 @@ def _hyperparameter_options(command: Callable[..., None]) -> Callable[..., None]
 
 @click.group()
 def finetune() -> None:
-    """Submit fine-tunes."""
+    """Submit a fine-tune (metrics, checkpoints, registry, promotion gate)."""
 
 
 @finetune.command()

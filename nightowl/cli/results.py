@@ -19,7 +19,7 @@ FORMATS = ["jsonl", "csv", "parquet"]
 
 @click.group()
 def results() -> None:
-    """Export results."""
+    """Export a job's results; query results across jobs."""
 
 
 @results.command()

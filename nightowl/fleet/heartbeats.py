@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
@@ -228,11 +228,6 @@ def list_workers(session: Session, *, include_gone_for: timedelta = timedelta(da
         select(Worker).where((Worker.status == WorkerStatus.ALIVE) | (Worker.last_seen_at >= since))
         .order_by(Worker.status, Worker.host, Worker.started_at)
     ))
-
-
-def alive_count(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(Worker)
-                              .where(Worker.status == WorkerStatus.ALIVE)) or 0)
 
 
 def describe(session: Session, settings: Settings) -> list[WorkerView]:

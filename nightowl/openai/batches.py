@@ -80,18 +80,6 @@ def check_request(endpoint: str, completion_window: str,
         raise InvalidInput(f"metadata[{QUEUE_KEY!r}] must be cpu or gpu", param="metadata")
 
 
-def create_batch(
-    *, session: Session, settings: Settings, tenant_id: str | None, input_file_id: str,
-    endpoint: str, completion_window: str, metadata: dict[str, Any] | None = None,
-) -> Job:
-    """Check every line now and store the batch (queued, or failed naming its bad lines)."""
-    check_request(endpoint, completion_window, metadata)
-    row = input_file(session, input_file_id, tenant_id=tenant_id)
-    return check_and_submit(session=session, settings=settings, tenant_id=tenant_id, row=row,
-                            endpoint=endpoint, completion_window=completion_window,
-                            metadata=metadata)
-
-
 def input_file(session: Session, input_file_id: str, *, tenant_id: str | None) -> File:
     row = get_file(session, input_file_id, tenant_id=tenant_id)
     if row.purpose != "batch":

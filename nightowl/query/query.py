@@ -51,10 +51,6 @@ def output_label() -> ColumnElement[Any]:
     return cast(ColumnElement[Any], JobItem.output["label"].as_string())
 
 
-def output_score() -> ColumnElement[Any]:
-    return cast(ColumnElement[Any], JobItem.output["score"].as_float())
-
-
 def _model_condition(session: Session, ref: str, tenant: str | None) -> ColumnElement[bool]:
     parsed = ModelRef.parse(ref)
     if parsed.selector is None:

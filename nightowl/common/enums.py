@@ -50,6 +50,19 @@ class OnInvalid(str, Enum):
     SKIP = "skip"  # bad lines become failed items; the rest runs
 
 
+class JobOrigin(str, Enum):
+    """Which door a job came through, fixed at creation (`jobs.origin`)."""
+
+    JOB = "job"  # a bulk job: CLI, /v1/jobs, a schedule
+    BATCH = "batch"  # an OpenAI batch (/v1/batches)
+    DIRECT = "direct"  # one OpenAI request served on the workers (/v1/chat/completions, ...)
+
+    @property
+    def id_prefix(self) -> str:
+        # What OpenAI's clients expect an id to start with; never read back to tell origins.
+        return {"job": "job", "batch": "batch", "direct": "req"}[self.value]
+
+
 class ItemStatus(str, Enum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"

@@ -13,7 +13,15 @@ from sqlalchemy.orm import Session
 
 from nightowl.common import values
 from nightowl.common.config import Settings
-from nightowl.common.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, OnInvalid, Queue
+from nightowl.common.enums import (
+    ChunkStatus,
+    ErrorCode,
+    ItemStatus,
+    JobOrigin,
+    JobStatus,
+    OnInvalid,
+    Queue,
+)
 from nightowl.common.errors import Conflict, InvalidInput, NotFound
 from nightowl.common.items import STOPS
 from nightowl.common.specs import JobRequest, check_params
@@ -43,8 +51,7 @@ class JobSpec(JobRequest):
     tenant_id: str | None = None
     parent_job_id: str | None = None
     input_file_id: str | None = None
-    # Batches from the OpenAI-compatible API are ids batch_...; plain jobs job_....
-    id_prefix: str = "job"
+    origin: JobOrigin = JobOrigin.JOB
     # A batch row already committed as validating (its input checked in the background):
     # the checked items go into it instead of a new row.
     job_id: str | None = None
@@ -139,7 +146,8 @@ def submit_job(
     chunk_size = spec.chunk_size or settings.chunk_size
     now = utcnow()
     job = Job(
-        id=new_id(spec.id_prefix),
+        id=new_id(spec.origin.id_prefix),
+        origin=spec.origin,
         tenant_id=spec.tenant_id,
         kind=spec.kind,
         model_ref=spec.model,
@@ -360,7 +368,7 @@ def try_finalize(session: Session, job_id: str) -> bool:
                           .execution_options(populate_existing=True)).one()
     # A batch that was not cancelled stays finalizing while its output and error files are
     # written up (nightowl.openai.finalize finishes it); a plain job finishes here.
-    writes_files = job.id.startswith("batch_") and job.cancelling_at is None
+    writes_files = job.origin == JobOrigin.BATCH and job.cancelling_at is None
     if job.status.terminal or (writes_files and job.status == JobStatus.FINALIZING):
         return False
     set_status(job, JobStatus.FINALIZING)

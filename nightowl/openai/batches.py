@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
-from nightowl.common.enums import ErrorCode, JobStatus, OnInvalid, Queue, TaskKind
+from nightowl.common.enums import ErrorCode, JobOrigin, JobStatus, OnInvalid, Queue, TaskKind
 from nightowl.common.errors import Conflict, InvalidInput, NightowlError, NotFound
 from nightowl.common.tokens import context_of, hidden_size, input_room, shares_context
 from nightowl.jobs.inputs import ParsedLine
@@ -27,7 +27,6 @@ from nightowl.platform.orm import File, Job, ModelVersion, new_id, utcnow
 from nightowl.registry import versions as registry
 from nightowl.storage.files import get_file, local_path
 
-ID_PREFIX = "batch"
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
 MAX_LISTED_ERRORS = 1000
 # OpenAI's metadata limits: 16 pairs, keys up to 64 characters, values up to 512.
@@ -127,7 +126,7 @@ def check_and_submit(
         kind=kind, model=model or check.version.ref,
         deadline_seconds=COMPLETION_WINDOWS[completion_window].total_seconds(),
         metadata={"openai": openai}, on_invalid=OnInvalid.SKIP, tenant_id=tenant_id,
-        input_file_id=input_file_id, id_prefix=ID_PREFIX,
+        input_file_id=input_file_id, origin=JobOrigin.BATCH,
         queue=(metadata or {}).get(QUEUE_KEY, Queue.CPU.value), job_id=job_id,
     )
     return submit_job(session=session, settings=settings, spec=spec, lines=lines(),
@@ -255,7 +254,8 @@ def _failed_batch(session: Session, settings: Settings, check: _Validation, kind
     version = check.version or placeholder_version(session, kind)
     now = utcnow()
     job = Job(
-        id=new_id(ID_PREFIX), tenant_id=tenant_id, kind=kind, model_ref=check.model or "",
+        id=new_id(JobOrigin.BATCH.id_prefix), origin=JobOrigin.BATCH, tenant_id=tenant_id,
+        kind=kind, model_ref=check.model or "",
         model_version_id=version.id, params={}, status=JobStatus.FAILED, validating_at=now,
         failed_at=now, chunk_size=settings.chunk_size, queue=Queue.CPU.value,
         metadata_={"openai": openai}, input_file_id=input_file_id, errors=check.errors,
@@ -290,18 +290,19 @@ def placeholder_version(session: Session, kind: TaskKind) -> ModelVersion:
 
 
 def get_batch(session: Session, batch_id: str, *, tenant_id: str | None) -> Job:
-    if not batch_id.startswith(ID_PREFIX + "_"):
-        raise NotFound(f"no batch {batch_id!r}")
     try:
-        return get_job(session, batch_id, tenant_id=tenant_id)
+        job = get_job(session, batch_id, tenant_id=tenant_id)
     except NotFound:
         raise NotFound(f"no batch {batch_id!r}") from None
+    if job.origin != JobOrigin.BATCH:
+        raise NotFound(f"no batch {batch_id!r}")
+    return job
 
 
 def list_batches(session: Session, *, tenant_id: str | None, after: str | None = None,
                  limit: int = 20) -> tuple[list[Job], bool]:
     """Newest first; `after` is the last id of the previous page. Returns (page, has_more)."""
-    stmt = (select(Job).where(Job.id.startswith(ID_PREFIX + "_", autoescape=True))
+    stmt = (select(Job).where(Job.origin == JobOrigin.BATCH)
             .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
     if tenant_id is not None:
         stmt = stmt.where(Job.tenant_id == tenant_id)

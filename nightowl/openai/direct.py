@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
-from nightowl.common.enums import ErrorCode, JobStatus, Queue
+from nightowl.common.enums import ErrorCode, JobOrigin, JobStatus, Queue
 from nightowl.common.errors import ModelNotFound, NightowlError, RequestRefused
 from nightowl.common.values import PRIORITY_INTERACTIVE
 from nightowl.jobs.inputs import ParsedLine
@@ -28,7 +28,6 @@ from nightowl.openai.output import output_line
 from nightowl.platform.orm import Job, JobItem
 from nightowl.registry import versions as registry
 
-ID_PREFIX = "req"
 # OpenAI's own cap on inputs in one embeddings request.
 MAX_EMBEDDING_INPUTS = 2048
 
@@ -68,7 +67,7 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
             param = f"input[{n}]" if p.param == "input" and several else p.param
             raise RequestRefused(p.message, code=p.code, param=param) from None
         lines.append(ParsedLine(n + 1, str(n), data))
-    spec = JobSpec(kind=kind, model=request.model, tenant_id=tenant_id, id_prefix=ID_PREFIX,
+    spec = JobSpec(kind=kind, model=request.model, tenant_id=tenant_id, origin=JobOrigin.DIRECT,
                    metadata={"openai": {"endpoint": endpoint, "model": request.model,
                                         "direct": True}},
                    queue=Queue.CPU.value)

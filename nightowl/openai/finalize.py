@@ -19,9 +19,9 @@ import logging
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nightowl.common.enums import JobStatus
+from nightowl.common.enums import JobOrigin, JobStatus
 from nightowl.jobs.service import set_status
-from nightowl.openai.batches import ERRORS, ID_PREFIX, OUTPUT
+from nightowl.openai.batches import ERRORS, OUTPUT
 from nightowl.openai.output import BatchFile, iter_lines
 from nightowl.platform.orm import Job
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def finish(session: Session, job_id: str) -> bool:
     """Write up a finalizing batch and complete it; False if it is not finalizing (a plain
     job, not yet done, or already finished by another process)."""
-    if not job_id.startswith(ID_PREFIX + "_"):
+    if session.scalar(select(Job.origin).where(Job.id == job_id)) != JobOrigin.BATCH:
         return False
     # The claim takes the row lock (PostgreSQL) or the write lock (SQLite) first, so a second
     # finisher waits here and then matches nothing.
@@ -61,7 +61,7 @@ def finish_all(session: Session) -> int:
     session.commit()  # the caller's work is its own
     ids = session.scalars(select(Job.id).where(
         Job.status == JobStatus.FINALIZING,
-        Job.id.startswith(ID_PREFIX + "_", autoescape=True))).all()
+        Job.origin == JobOrigin.BATCH)).all()
     session.rollback()
     return sum(finish(session, job_id) for job_id in ids)
 

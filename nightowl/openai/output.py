@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nightowl.common.enums import ErrorCode, ItemStatus, JobStatus
+from nightowl.common.enums import ErrorCode, ItemStatus, JobOrigin, JobStatus
 from nightowl.common.errors import NotFound
 from nightowl.jobs.service import iter_items
-from nightowl.openai.batches import ERRORS, ID_PREFIX, OUTPUT, file_ids, get_batch
+from nightowl.openai.batches import ERRORS, OUTPUT, file_ids, get_batch
 from nightowl.platform.orm import Job, JobItem
 
 ERROR_STATUSES = [ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.EXPIRED]
@@ -45,10 +45,8 @@ class BatchFile:
 def get_batch_file(session: Session, file_id: str, *, tenant_id: str | None) -> BatchFile | None:
     """The batch file with this id; None if the id is not a batch file's; NotFound if it is one
     that does not exist (yet), belongs to another tenant, or was deleted."""
-    if not file_id.startswith(ID_PREFIX + "_"):
-        return None
     batch_id, _, which = file_id.rpartition("_")
-    if which not in (OUTPUT, ERRORS):
+    if which not in (OUTPUT, ERRORS) or session.get(Job, batch_id) is None:
         return None
     try:
         job = get_batch(session, batch_id, tenant_id=tenant_id)
@@ -65,7 +63,7 @@ def list_batch_files(session: Session, *, tenant_id: str | None,
     """The output and error files of finished batches (newest batches first), as files.list
     shows them with purpose batch_output."""
     finished = [JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.EXPIRED]
-    stmt = (select(Job).where(Job.id.startswith(ID_PREFIX + "_", autoescape=True),
+    stmt = (select(Job).where(Job.origin == JobOrigin.BATCH,
                               Job.status.in_(finished))
             .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit))
     if tenant_id is not None:

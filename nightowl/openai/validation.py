@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
-from nightowl.common.enums import JobStatus, Queue, TaskName
+from nightowl.common.enums import JobOrigin, JobStatus, Queue, TaskName
 from nightowl.common.errors import ArtifactError, Conflict, NightowlError, NotFound, QuotaExceeded
 from nightowl.jobs import quotas
 from nightowl.openai import batches
@@ -55,7 +55,8 @@ def create_batch(
     kind = ENDPOINTS[endpoint]
     now = utcnow()
     job = Job(
-        id=new_id(batches.ID_PREFIX), tenant_id=tenant_id, kind=kind, model_ref="",
+        id=new_id(JobOrigin.BATCH.id_prefix), origin=JobOrigin.BATCH, tenant_id=tenant_id,
+        kind=kind, model_ref="",
         # Replaced by the model the lines name once they are read.
         model_version_id=batches.placeholder_version(session, kind).id, params={},
         status=JobStatus.VALIDATING, validating_at=now, chunk_size=settings.chunk_size,
@@ -142,7 +143,7 @@ def resend_stuck(session: Session, *, now: datetime, grace: timedelta, stale: da
     session.commit()  # the caller's work is its own: only the probe below is rolled back
     ids = session.scalars(
         select(Job.id).where(Job.status == JobStatus.VALIDATING,
-                             Job.id.startswith(batches.ID_PREFIX + "_", autoescape=True),
+                             Job.origin == JobOrigin.BATCH,
                              Job.validating_at < now - grace)
         .order_by(Job.validating_at).with_for_update(skip_locked=True)
     ).all()

@@ -28,6 +28,7 @@ from nightowl.common.enums import (
     ChunkStatus,
     FiringStatus,
     ItemStatus,
+    JobOrigin,
     JobStatus,
     RunStatus,
     TaskKind,
@@ -181,6 +182,9 @@ class Job(Base):
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), index=True)
+    origin: Mapped[JobOrigin] = mapped_column(_enum(JobOrigin, "job_origin"), index=True,
+                                              default=JobOrigin.JOB,
+                                              server_default=JobOrigin.JOB.value)
     truncate: Mapped[bool] = mapped_column(Boolean, default=False)
     chunk_size: Mapped[int]
     total_items: Mapped[int] = mapped_column(default=0)

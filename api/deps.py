@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings, get_settings
 from nightowl.platform import auth
-from nightowl.platform.db import session_factory
+from nightowl.platform.db import session_scope
 
 
 def _settings() -> Settings:
@@ -22,15 +22,8 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def _session(settings: SettingsDep) -> Iterator[Session]:
-    session = session_factory(settings)()
-    try:
+    with session_scope(settings) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(_session)]

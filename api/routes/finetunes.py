@@ -12,8 +12,8 @@ from nightowl.finetune.views import (
     EventView,
     MetricView,
     RunView,
-    event_views,
-    metric_views,
+    run_events,
+    run_metrics,
     run_view,
     run_views,
 )
@@ -76,12 +76,10 @@ def cancel_finetune(run_id: str, session: SessionDep, tenant: TenantDep) -> RunV
 def finetune_metrics(run_id: str, session: SessionDep, tenant: TenantDep,
                      key: str | None = None) -> list[MetricView]:
     """The run's metric series (train/loss, lr, grad_norm, eval/...), by step."""
-    finetunes.get_run(session, run_id, tenant_id=tenant)
-    return metric_views(finetunes.metrics_of(session, run_id, key))
+    return run_metrics(session, run_id, key, tenant_id=tenant)
 
 
 @router.get("/{run_id}/events")
 def finetune_events(run_id: str, session: SessionDep, tenant: TenantDep) -> list[EventView]:
     """The run's event log: queued, started, eval, checkpoint, promotion, finished, error."""
-    finetunes.get_run(session, run_id, tenant_id=tenant)
-    return event_views(finetunes.events_of(session, run_id))
+    return run_events(session, run_id, tenant_id=tenant)

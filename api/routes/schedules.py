@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from nightowl.common.enums import Catchup, ScheduleTarget
 from nightowl.platform.orm import utcnow
 from nightowl.scheduling import schedules
-from nightowl.scheduling.views import FiringView, ScheduleView
+from nightowl.scheduling.views import FiringView, ScheduleEdit, ScheduleView
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
@@ -25,15 +25,6 @@ class ScheduleCreate(BaseModel):
                                              "(input_file_id, train.file_id, eval.file_id)")
     catchup: Catchup = Catchup.ONCE
     enabled: bool = True
-
-
-class ScheduleEdit(BaseModel):
-    cron: str | None = None
-    timezone: str | None = None
-    target: ScheduleTarget | None = None
-    spec: dict[str, Any] | None = None
-    catchup: Catchup | None = None
-    enabled: bool | None = None
 
 
 def _out(session: SessionDep, name: str, tenant: str) -> ScheduleView:

@@ -18,7 +18,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -32,22 +31,10 @@ if TYPE_CHECKING:
     from nightowl.jobs.views import JobView
     from nightowl.query.query import ResultFilter
     from nightowl.registry.views import VersionView
-    from nightowl.scheduling.views import FiringView, ScheduleView
+    from nightowl.scheduling.views import FiringView, ScheduleEdit, ScheduleView
 
 Row = tuple[int, dict[str, Any]]
 C = TypeVar("C", bound=click.Command)
-
-
-@dataclass
-class ScheduleChange:
-    """`schedule add` / `schedule edit`: what to set (None keeps the stored value)."""
-
-    cron: str | None = None
-    timezone: str | None = None
-    target: str | None = None
-    spec: dict[str, Any] | None = None
-    catchup: str | None = None
-    enabled: bool | None = None
 
 
 class Backend(Protocol):
@@ -96,8 +83,8 @@ class Backend(Protocol):
         """The metric points by step."""
 
     # -- schedules ------------------------------------------------------------------------
-    def add_schedule(self, name: str, change: ScheduleChange) -> ScheduleView: ...
-    def edit_schedule(self, name: str, change: ScheduleChange) -> ScheduleView: ...
+    def add_schedule(self, name: str, change: ScheduleEdit) -> ScheduleView: ...
+    def edit_schedule(self, name: str, change: ScheduleEdit) -> ScheduleView: ...
     def list_schedules(self) -> list[ScheduleView]: ...
     def get_schedule(self, name: str) -> ScheduleView: ...
     def set_schedule_enabled(self, name: str, enabled: bool) -> ScheduleView: ...

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nightowl.cli.backend import Row, ScheduleChange
+from nightowl.cli.backend import Row
 from nightowl.cli.common import db_session, settings
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from nightowl.platform.orm import Schedule
     from nightowl.query.query import ResultFilter
     from nightowl.registry.views import VersionView
-    from nightowl.scheduling.views import FiringView, ScheduleView
+    from nightowl.scheduling.views import FiringView, ScheduleEdit, ScheduleView
 
 # The core is imported inside the methods: the root group builds this backend before any
 # command runs, and `nightowl jobs --help` should not pay for Celery and every ORM module.
@@ -179,12 +179,10 @@ class LocalBackend:
             return run_view(session, finetunes.get_run(session, run_id))
 
     def run_events(self, run_id: str) -> list[EventView]:
-        from nightowl.finetune import service as finetunes
-        from nightowl.finetune.views import event_views
+        from nightowl.finetune.views import run_events
 
         with db_session() as session:
-            finetunes.get_run(session, run_id)
-            return event_views(finetunes.events_of(session, run_id))
+            return run_events(session, run_id)
 
     def cancel_run(self, run_id: str) -> RunView:
         from nightowl.finetune import service as finetunes
@@ -194,12 +192,10 @@ class LocalBackend:
             return run_view(session, finetunes.cancel_run(session, run_id))
 
     def run_metrics(self, run_id: str) -> list[MetricView]:
-        from nightowl.finetune import service as finetunes
-        from nightowl.finetune.views import metric_views
+        from nightowl.finetune.views import run_metrics
 
         with db_session() as session:
-            finetunes.get_run(session, run_id)
-            return metric_views(finetunes.metrics_of(session, run_id))
+            return run_metrics(session, run_id)
 
     # -- schedules ------------------------------------------------------------------------
     @staticmethod
@@ -212,7 +208,8 @@ class LocalBackend:
         return schedules.describe(session, row, now).model_copy(
             update={"next_fire": schedules.next_fire(row, now).isoformat()})
 
-    def add_schedule(self, name: str, change: ScheduleChange) -> ScheduleView:
+    def add_schedule(self, name: str, change: ScheduleEdit) -> ScheduleView:
+        from nightowl.common.enums import Catchup
         from nightowl.platform.auth import operator_tenant_id
         from nightowl.scheduling import schedules
 
@@ -221,11 +218,11 @@ class LocalBackend:
             row = schedules.add_schedule(
                 session=session, settings=settings(), name=name, cron=change.cron,
                 timezone=change.timezone or "UTC", target=change.target, spec=change.spec,
-                catchup=change.catchup or "once", enabled=change.enabled is not False,
+                catchup=change.catchup or Catchup.ONCE, enabled=change.enabled is not False,
                 tenant_id=operator_tenant_id(session))
             return self._view(session, row)
 
-    def edit_schedule(self, name: str, change: ScheduleChange) -> ScheduleView:
+    def edit_schedule(self, name: str, change: ScheduleEdit) -> ScheduleView:
         from nightowl.scheduling import schedules
 
         with db_session() as session:

@@ -17,7 +17,6 @@ import click
 from nightowl.cli.api_client import ApiClient
 from nightowl.cli.backend import (
     Row,
-    ScheduleChange,
     jsonl_bytes,
     open_input,
 )
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from nightowl.jobs.views import JobView
     from nightowl.query.query import ResultFilter
     from nightowl.registry.views import VersionView
-    from nightowl.scheduling.views import FiringView, ScheduleView
+    from nightowl.scheduling.views import FiringView, ScheduleEdit, ScheduleView
 
 class RemoteBackend:
     def __init__(self, url: str, key: str | None) -> None:
@@ -237,14 +236,14 @@ class RemoteBackend:
                     spec[part] = ref
         return spec
 
-    def add_schedule(self, name: str, change: ScheduleChange) -> ScheduleView:
+    def add_schedule(self, name: str, change: ScheduleEdit) -> ScheduleView:
         body = {"name": name, "cron": change.cron, "timezone": change.timezone or "UTC",
                 "target": change.target,
                 "spec": self._upload_spec_files(change.target, change.spec),
                 "catchup": change.catchup or "once", "enabled": change.enabled is not False}
         return self._schedule(self.api.post("/v1/schedules", body))
 
-    def edit_schedule(self, name: str, change: ScheduleChange) -> ScheduleView:
+    def edit_schedule(self, name: str, change: ScheduleEdit) -> ScheduleView:
         body = {"cron": change.cron, "timezone": change.timezone, "target": change.target,
                 "spec": self._upload_spec_files(change.target, change.spec),
                 "catchup": change.catchup}

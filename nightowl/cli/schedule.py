@@ -12,9 +12,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl.cli.backend import ScheduleChange, current
-from nightowl.common.enums import Catchup
+from nightowl.cli.backend import current
+from nightowl.common.enums import Catchup, ScheduleTarget
 from nightowl.scheduling.cron import check_timezone
+from nightowl.scheduling.views import ScheduleEdit
 
 SPEC_HELP = "JSON file with the template; relative paths in it are read from its folder."
 
@@ -93,9 +94,9 @@ def add(name: str, cron: str, timezone: str, finetune_spec: Path | None,
     found = _target(finetune_spec, job_spec, required=True)
     assert found is not None
     target, spec = found
-    row = current().add_schedule(name, ScheduleChange(
-        cron=cron, timezone=timezone, target=target, spec=spec, catchup=catchup,
-        enabled=not paused)).model_dump(mode="json")
+    row = current().add_schedule(name, ScheduleEdit(
+        cron=cron, timezone=timezone, target=ScheduleTarget(target), spec=spec,
+        catchup=Catchup(catchup), enabled=not paused)).model_dump(mode="json")
     click.echo(f"schedule {row['name']}: {target} at '{row['cron']}' {row['timezone']}; "
                f"next {_when(row['next_fire'], row['timezone'])}"
                + (" (paused)" if paused else ""))
@@ -113,9 +114,10 @@ def edit(name: str, cron: str | None, timezone: str | None, finetune_spec: Path 
          job_spec: Path | None, catchup: str | None) -> None:
     """Change NAME in place; a running beat picks it up within seconds."""
     found = _target(finetune_spec, job_spec, required=False)
-    row = current().edit_schedule(name, ScheduleChange(
-        cron=cron, timezone=timezone, target=found[0] if found else None,
-        spec=found[1] if found else None, catchup=catchup)).model_dump(mode="json")
+    row = current().edit_schedule(name, ScheduleEdit(
+        cron=cron, timezone=timezone, target=ScheduleTarget(found[0]) if found else None,
+        spec=found[1] if found else None,
+        catchup=Catchup(catchup) if catchup else None)).model_dump(mode="json")
     click.echo(f"schedule {row['name']} updated; next "
                f"{_when(row['next_fire'], row['timezone'])}")
 

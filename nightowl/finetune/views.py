@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from nightowl.common.enums import RunStatus, TaskKind
-from nightowl.platform.orm import TrainingEvent, TrainingMetric, TrainingRun
+from nightowl.finetune import service as finetunes
+from nightowl.platform.orm import TrainingRun
 from nightowl.registry.outcome import run_outcome, version_refs
 
 
@@ -70,10 +71,17 @@ def run_view(session: Session, run: TrainingRun) -> RunView:
     return run_views(session, [run])[0]
 
 
-def metric_views(metrics: Sequence[TrainingMetric]) -> list[MetricView]:
+def run_metrics(session: Session, run_id: str, key: str | None = None, *,
+                tenant_id: str | None = None) -> list[MetricView]:
+    """The run's metric points by step (only `key`'s, if given); NotFound for another tenant's."""
+    finetunes.get_run(session, run_id, tenant_id=tenant_id)
     return [MetricView(step=m.step, key=m.key, value=m.value, ts=m.ts.isoformat())
-            for m in metrics]
+            for m in finetunes.metrics_of(session, run_id, key)]
 
 
-def event_views(events: Sequence[TrainingEvent]) -> list[EventView]:
-    return [EventView(kind=e.kind, details=e.details, ts=e.ts.isoformat()) for e in events]
+def run_events(session: Session, run_id: str, *,
+               tenant_id: str | None = None) -> list[EventView]:
+    """The run's event log; NotFound for another tenant's run."""
+    finetunes.get_run(session, run_id, tenant_id=tenant_id)
+    return [EventView(kind=e.kind, details=e.details, ts=e.ts.isoformat())
+            for e in finetunes.events_of(session, run_id)]

@@ -20,24 +20,13 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
 from nightowl.common.enums import ChunkStatus, RunStatus, WorkerStatus
-from nightowl.fleet.views import WorkerView
+from nightowl.fleet.views import WorkerInfo, WorkerView
 from nightowl.platform.orm import JobChunk, TrainingRun, Worker, utcnow
 
 log = logging.getLogger(__name__)
 
 # Any fixed 64-bit number, the same in every process: the key of the maintenance lock.
 MAINTENANCE_LOCK = 0x6E6F776C_6D61696E
-
-
-@dataclass
-class WorkerInfo:
-    id: str
-    name: str
-    host: str
-    pid: int
-    queues: str
-    device: str
-    concurrency: int
 
 
 def owner_prefix(worker_id: str) -> str:

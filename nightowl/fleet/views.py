@@ -1,5 +1,5 @@
-"""What a worker looks like to the operator: one model for the HTTP API, the command line, the
-dashboard and the metrics."""
+"""What a worker says of itself, and what it looks like to the operator: one model for the
+HTTP API, the command line, the dashboard and the metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pydantic import BaseModel, Field
 from nightowl.common.enums import WorkerStatus
 
 
-class WorkerView(BaseModel):
+class WorkerInfo(BaseModel):
+    """What a worker process says of itself when it starts."""
+
     id: str
     name: str
     host: str
@@ -16,6 +18,11 @@ class WorkerView(BaseModel):
     queues: str
     device: str
     concurrency: int
+
+
+class WorkerView(WorkerInfo):
+    """A worker as its heartbeats show it now."""
+
     status: WorkerStatus = Field(description="alive, stopped, or dead (no heartbeat past its "
                                     "dead-after, recorded or not yet)")
     current_jobs: list[str]

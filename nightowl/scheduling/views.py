@@ -24,6 +24,18 @@ class FiringView(BaseModel):
     outcome: dict[str, Any]
 
 
+class ScheduleEdit(BaseModel):
+    """What to change on a schedule (None keeps the stored value): `schedule add` and `edit`,
+    and PATCH /v1/schedules/{name}."""
+
+    cron: str | None = None
+    timezone: str | None = None
+    target: ScheduleTarget | None = None
+    spec: dict[str, Any] | None = None
+    catchup: Catchup | None = None
+    enabled: bool | None = None
+
+
 class ScheduleView(BaseModel):
     name: str
     cron: str

@@ -106,32 +106,34 @@ def _no_traceback(result: Result) -> None:
     assert "Traceback" not in result.output
 
 
+def _refused_by_a_closed_port(session: Session, args: list[str]) -> Result:
+    """One failing run through an API nobody serves; nothing is stored locally either."""
+    before = _counts(session)
+    result = _invoke("--api", CLOSED, "--key", "nk-any", *args)
+    assert result.exit_code == 1, result.output
+    _no_traceback(result)
+    assert _counts(session) == before
+    return result
+
+
 @pytest.mark.parametrize("args", API_COMMANDS, ids=" ".join)
 def test_a_closed_port_is_one_clear_error_and_nothing_is_stored_locally(
         migrated: Settings, session: Session, files: dict[str, str], args: list[str]) -> None:
-    before = _counts(session)
-    result = _invoke("--api", CLOSED, "--key", "nk-any", *_fill(args, files))
-    assert result.exit_code == 1, result.output
-    _no_traceback(result)
+    result = _refused_by_a_closed_port(session, _fill(args, files))
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error) == 1, result.output
     assert f"cannot reach the nightowl API at {CLOSED}" in error[0]
     assert "NIGHTOWL_API_URL" in error[0]
-    assert _counts(session) == before
 
 
 @pytest.mark.parametrize("args", LOCAL_ONLY, ids=" ".join)
 def test_operator_commands_refuse_through_the_api_and_say_what_to_do(
         migrated: Settings, session: Session, files: dict[str, str], args: list[str]) -> None:
-    before = _counts(session)
-    result = _invoke("--api", CLOSED, "--key", "nk-any", *_fill(args, files))
-    assert result.exit_code == 1, result.output
-    _no_traceback(result)
+    result = _refused_by_a_closed_port(session, _fill(args, files))
     command = " ".join(args[:2] if args[0] in GROUPS else args[:1])
     assert f"Error: `nightowl {command}` " in result.output, result.output
     assert f"does not run through the API at {CLOSED}" in result.output
     assert "without --api" in result.output and "NIGHTOWL_API_URL unset" in result.output
-    assert _counts(session) == before
 
 
 def test_api_without_a_key_says_how_to_get_one(migrated: Settings) -> None:

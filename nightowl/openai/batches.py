@@ -22,6 +22,7 @@ from nightowl.common.tokens import context_of, hidden_size, input_room, shares_c
 from nightowl.jobs.inputs import ParsedLine
 from nightowl.jobs.service import JobSpec, cancel_job, get_job, submit_job
 from nightowl.openai import chat
+from nightowl.openai.fields import OpenAIFields, read_openai, write_openai
 from nightowl.openai.lines import ENDPOINTS, BatchLine, LineProblem, Request, read_lines
 from nightowl.platform.orm import File, Job, ModelVersion, new_id, utcnow
 from nightowl.registry import versions as registry
@@ -102,8 +103,8 @@ def check_and_submit(
     if check.lines == 0 and not check.error_count:
         check.add({"code": "empty_file", "message": f"file {input_file_id} has no requests",
                    "line": None, "param": "input_file_id"})
-    openai = {"endpoint": endpoint, "completion_window": completion_window,
-              "metadata": metadata or None, "model": check.model}
+    openai = OpenAIFields(endpoint=endpoint, completion_window=completion_window,
+                          metadata=metadata or None, model=check.model)
     if check.error_count:
         return _failed_batch(session, settings, check, kind, tenant_id, input_file_id, openai,
                              job_id=job_id)
@@ -113,7 +114,7 @@ def check_and_submit(
         # file answers each line, so the job row needs some model of the kind.
         check.version = placeholder_version(session, kind)
         model = check.version.ref
-        openai["model"] = next(iter(check.resolved), model)
+        openai.model = next(iter(check.resolved), model)
 
     def lines() -> Iterator[ParsedLine]:
         with open(local_path(row, settings), "rb") as fh:
@@ -125,7 +126,7 @@ def check_and_submit(
     spec = JobSpec(
         kind=kind, model=model or check.version.ref,
         deadline_seconds=COMPLETION_WINDOWS[completion_window].total_seconds(),
-        metadata={"openai": openai}, on_invalid=OnInvalid.SKIP, tenant_id=tenant_id,
+        metadata=openai.as_metadata(), on_invalid=OnInvalid.SKIP, tenant_id=tenant_id,
         input_file_id=input_file_id, origin=JobOrigin.BATCH,
         queue=(metadata or {}).get(QUEUE_KEY, Queue.CPU.value), job_id=job_id,
     )
@@ -245,7 +246,7 @@ def request_input(request: Request, kind: TaskKind, version: ModelVersion,
 
 
 def _failed_batch(session: Session, settings: Settings, check: _Validation, kind: TaskKind,
-                  tenant_id: str | None, input_file_id: str, openai: dict[str, Any], *,
+                  tenant_id: str | None, input_file_id: str, openai: OpenAIFields, *,
                   job_id: str | None = None) -> Job:
     # A job row needs a model version even when none could be resolved; it never runs, so any
     # version does, and the batch object reports the model name the lines gave.
@@ -258,7 +259,7 @@ def _failed_batch(session: Session, settings: Settings, check: _Validation, kind
         kind=kind, model_ref=check.model or "",
         model_version_id=version.id, params={}, status=JobStatus.FAILED, validating_at=now,
         failed_at=now, chunk_size=settings.chunk_size, queue=Queue.CPU.value,
-        metadata_={"openai": openai}, input_file_id=input_file_id, errors=check.errors,
+        metadata_=openai.as_metadata(), input_file_id=input_file_id, errors=check.errors,
         total_items=0,
     )
     session.add(job)
@@ -267,13 +268,13 @@ def _failed_batch(session: Session, settings: Settings, check: _Validation, kind
 
 
 def fail_validating(session: Session, job_id: str, errors: list[dict[str, Any]], *,
-                    openai: dict[str, Any] | None = None) -> Job:
+                    openai: OpenAIFields | None = None) -> Job:
     """A batch shown as validating that cannot run: failed, its errors naming the lines."""
     job = session.get(Job, job_id)
     assert job is not None  # the caller holds the row
     job.status, job.failed_at, job.errors = JobStatus.FAILED, utcnow(), errors
     if openai is not None:
-        job.metadata_ = {**job.metadata_, "openai": {**job.metadata_.get("openai", {}), **openai}}
+        write_openai(job, **openai.model_dump(exclude_unset=True))
     session.commit()
     return job
 
@@ -342,7 +343,7 @@ def file_ids(job: Job) -> dict[str, str | None]:
 
 def batch_object(job: Job) -> dict[str, Any]:
     """The batch as OpenAI's API shows it."""
-    meta = job.metadata_.get("openai") or {}
+    meta = read_openai(job)
     # A queued job has passed validation and waits for a worker: OpenAI calls that in_progress.
     status = "in_progress" if job.status == JobStatus.QUEUED else job.status.value
     ids = file_ids(job)
@@ -354,11 +355,11 @@ def batch_object(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
         "object": "batch",
-        "endpoint": meta.get("endpoint", ""),
-        "model": meta.get("model") or job.model_ref,
+        "endpoint": meta.endpoint,
+        "model": meta.model or job.model_ref,
         "errors": errors,
         "input_file_id": job.input_file_id or "",
-        "completion_window": meta.get("completion_window", "24h"),
+        "completion_window": meta.completion_window,
         "status": status,
         "output_file_id": ids[OUTPUT],
         "error_file_id": ids[ERRORS],
@@ -381,6 +382,6 @@ def batch_object(job: Job) -> dict[str, Any]:
             "cancelled": job.cancelled_items,
             "expired": job.expired_items,
         },
-        "metadata": meta.get("metadata"),
+        "metadata": meta.metadata,
     }
 

@@ -23,6 +23,7 @@ from nightowl.jobs.inputs import ParsedLine
 from nightowl.jobs.service import JobSpec, cancel_job, submit_job
 from nightowl.openai import chat
 from nightowl.openai.batches import request_input
+from nightowl.openai.fields import OpenAIFields
 from nightowl.openai.lines import EMBEDDINGS, ENDPOINTS, LineProblem, Request, parse_body
 from nightowl.openai.output import output_line
 from nightowl.platform.orm import Job, JobItem
@@ -68,8 +69,8 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
             raise RequestRefused(p.message, code=p.code, param=param) from None
         lines.append(ParsedLine(n + 1, str(n), data))
     spec = JobSpec(kind=kind, model=request.model, tenant_id=tenant_id, origin=JobOrigin.DIRECT,
-                   metadata={"openai": {"endpoint": endpoint, "model": request.model,
-                                        "direct": True}},
+                   metadata=OpenAIFields(endpoint=endpoint, model=request.model,
+                                         direct=True).as_metadata(),
                    queue=Queue.CPU.value)
     job = submit_one(session=session, settings=settings, spec=spec, lines=lines)
     options = body.get("stream_options")

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from nightowl.common.enums import JobOrigin, JobStatus
 from nightowl.jobs.service import set_status
 from nightowl.openai.batches import ERRORS, OUTPUT
+from nightowl.openai.fields import write_openai
 from nightowl.openai.output import BatchFile, iter_lines
 from nightowl.platform.orm import Job
 
@@ -48,9 +49,7 @@ def finish(session: Session, job_id: str) -> bool:
     failed = job.failed_items + job.cancelled_items + job.expired_items
     sizes = {which: _bytes(session, BatchFile(job, which))
              for which, count in ((OUTPUT, job.succeeded_items), (ERRORS, failed)) if count}
-    meta = dict(job.metadata_.get("openai") or {})
-    meta["file_bytes"] = sizes
-    job.metadata_ = {**job.metadata_, "openai": meta}
+    write_openai(job, file_bytes=sizes)
     set_status(job, JobStatus.EXPIRED if job.expired_items else JobStatus.COMPLETED)
     session.commit()
     return True

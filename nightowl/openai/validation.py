@@ -28,6 +28,7 @@ from nightowl.common.errors import ArtifactError, Conflict, NightowlError, NotFo
 from nightowl.jobs import quotas
 from nightowl.openai import batches
 from nightowl.openai import finalize as batch_finalize
+from nightowl.openai.fields import OpenAIFields, read_openai
 from nightowl.openai.lines import ENDPOINTS
 from nightowl.platform.celery_app import send
 from nightowl.platform.orm import Job, new_id, utcnow
@@ -62,8 +63,8 @@ def create_batch(
         status=JobStatus.VALIDATING, validating_at=now, chunk_size=settings.chunk_size,
         queue=(metadata or {}).get(batches.QUEUE_KEY, Queue.CPU.value),
         deadline_at=now + batches.COMPLETION_WINDOWS[completion_window],
-        metadata_={"openai": {"endpoint": endpoint, "completion_window": completion_window,
-                              "metadata": metadata or None, "model": None}},
+        metadata_=OpenAIFields(endpoint=endpoint, completion_window=completion_window,
+                               metadata=metadata or None, model=None).as_metadata(),
         input_file_id=row.id, total_items=0,
     )
     session.add(job)
@@ -94,14 +95,14 @@ def validate(session: Session, settings: Settings, job_id: str) -> str:
         return "not validating"  # cancelled, already checked, or a duplicate message
     job = session.scalars(select(Job).where(Job.id == job_id)
                           .execution_options(populate_existing=True)).one()
-    meta = job.metadata_.get("openai") or {}
+    meta = read_openai(job)
     try:
         assert job.input_file_id is not None
         row = get_file(session, job.input_file_id)
         job = batches.check_and_submit(
             session=session, settings=settings, tenant_id=job.tenant_id, row=row,
-            endpoint=meta["endpoint"], completion_window=meta["completion_window"],
-            metadata=meta.get("metadata"), job_id=job_id)
+            endpoint=meta.endpoint, completion_window=meta.completion_window,
+            metadata=meta.metadata, job_id=job_id)
     except ArtifactError:
         raise  # the store is unreachable: the row stays validating and the reaper retries
     except Conflict:

@@ -156,7 +156,7 @@ def run_json(run: TrainingRun, refs: dict[int, str]) -> dict[str, Any]:
         "promotion": run.promotion, "error": run.error,
         "promotion_summary": run_outcome(run, refs)["promotion_summary"],
         "created_at": run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-        "finished": run.status.value in ("succeeded", "failed", "cancelled"),
+        "finished": run.status.terminal,
     }
 
 

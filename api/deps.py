@@ -13,7 +13,7 @@ from nightowl.common.config import Settings, get_settings
 from nightowl.common.values import check_text
 from nightowl.jobs import quotas
 from nightowl.platform import auth
-from nightowl.platform.db import session_factory
+from nightowl.platform.db import session_scope
 
 
 def _settings() -> Settings:
@@ -24,15 +24,8 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def _session(settings: SettingsDep) -> Iterator[Session]:
-    session = session_factory(settings)()
-    try:
+    with session_scope(settings) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(_session)]

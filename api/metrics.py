@@ -31,8 +31,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings, get_settings
-from nightowl.common.enums import TERMINAL_JOB_STATUSES, ChunkStatus, JobStatus, Queue
+from nightowl.common.enums import (
+    TERMINAL_JOB_STATUSES,
+    ChunkStatus,
+    JobStatus,
+    Queue,
+    WorkerStatus,
+)
 from nightowl.fleet import heartbeats as fleet
+from nightowl.fleet.views import WorkerView
 from nightowl.jobs.stats import seconds_between
 from nightowl.platform.broker import queue_depth
 from nightowl.platform.db import session_factory
@@ -236,7 +243,7 @@ class NightowlCollector(Collector):
                                 value=float(busy or 0))
 
 
-def worker_families(workers: list[dict[str, Any]]) -> list[Metric]:
+def worker_families(workers: list[WorkerView]) -> list[Metric]:
     """Per-worker gauges from the heartbeats, dead ones included until they age out."""
     labels = ["worker", "host", "queues", "device"]
     up = GaugeMetricFamily("nightowl_worker_up", "1 while the worker heartbeats", labels=labels)
@@ -249,12 +256,12 @@ def worker_families(workers: list[dict[str, Any]]) -> list[Metric]:
     busy = GaugeMetricFamily("nightowl_worker_chunks_running",
                              "Chunks the worker holds now", labels=labels)
     for w in workers:
-        values = [w["name"], w["host"], w["queues"], w["device"]]
-        up.add_metric(values, 1.0 if w["status"] == fleet.ALIVE else 0.0)
-        rate.add_metric(values, float(w["items_per_s"]))
-        seen.add_metric(values, float(w["last_seen_s_ago"]))
-        done.add_metric(values, float(w["items_done"]))
-        busy.add_metric(values, float(len(w["current_chunks"])))
+        values = [w.name, w.host, w.queues, w.device]
+        up.add_metric(values, 1.0 if w.status == WorkerStatus.ALIVE else 0.0)
+        rate.add_metric(values, w.items_per_s)
+        seen.add_metric(values, w.last_seen_s_ago)
+        done.add_metric(values, float(w.items_done))
+        busy.add_metric(values, float(len(w.current_chunks)))
     return [up, rate, seen, done, busy]
 
 

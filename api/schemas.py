@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from nightowl.common.enums import JobStatus, TaskKind
 from nightowl.common.specs import JobRequest
 from nightowl.jobs.inputs import MAX_CUSTOM_ID
+from nightowl.jobs.views import JobView
 
 
 class JobItemIn(BaseModel):
@@ -39,33 +38,6 @@ class JobCreate(JobRequest):
                                               "row's line number)")
 
 
-class JobOut(BaseModel):
-    id: str
-    kind: TaskKind
-    model: str
-    model_version: str
-    status: JobStatus
-    priority: int
-    total: int
-    succeeded: int
-    failed: int
-    cancelled: int
-    expired: int
-    params: dict[str, Any]
-    metadata: dict[str, Any]
-    parent_job_id: str | None
-    errors: list[dict[str, Any]]
-    created_at: datetime
-    queued_at: datetime | None
-    in_progress_at: datetime | None
-    completed_at: datetime | None
-    cancelled_at: datetime | None
-    expired_at: datetime | None
-    deadline_at: datetime | None
-    # When the maintenance pass purges its results (set once it finishes; null: kept).
-    results_expire_at: datetime | None = None
-
-
 class JobHealth(BaseModel):
     queue: str
     broker: bool = Field(description="Whether the broker answers a ping")
@@ -75,7 +47,7 @@ class JobHealth(BaseModel):
 
 
 class JobList(BaseModel):
-    data: list[JobOut]
+    data: list[JobView]
     has_more: bool
 
 

@@ -106,7 +106,7 @@ def main() -> None:
                     session=s, settings=_settings(),
                     spec=finetunes.FinetuneSpec(kind=TaskKind.SENTIMENT, base=ref,
                                                 train_rows=train_rows, eval_rows=eval_rows,
-                                                hyperparams=hyper))
+                                                hyperparameters=hyper))
                 run_id = run.id
             t0 = time.perf_counter()
             while True:
@@ -153,7 +153,7 @@ def main() -> None:
                                                 FinetuneSpec(kind=TaskKind.SENTIMENT, base=ref,
                                                              train_rows=train_rows[:20],
                                                              eval_rows=eval_rows[:4],
-                                                             hyperparams={"max_steps": 1}))
+                                                             hyperparameters={"max_steps": 1}))
             values = {"train/loss": 0.69, "lr": 5e-5, "grad_norm": 1.0,
                       "train/tokens_per_s": 1000.0, "epoch": 0.1}
             t0 = time.perf_counter()

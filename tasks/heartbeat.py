@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from nightowl.common.config import Settings, get_settings
 from nightowl.fleet import heartbeats as fleet
 from nightowl.fleet.reaper import reap
+from nightowl.fleet.views import WorkerInfo
 from nightowl.platform import broker
 from nightowl.platform.db import session_factory
 from nightowl.platform.orm import new_id
@@ -79,7 +80,7 @@ class Heartbeat(threading.Thread):
     def __init__(self, name: str, queues: str, concurrency: int) -> None:
         super().__init__(name="nightowl-heartbeat", daemon=True)
         self.settings = get_settings()
-        self.info = fleet.WorkerInfo(
+        self.info = WorkerInfo(
             id=WORKER_ID, name=name, host=socket.gethostname(), pid=os.getpid(),
             queues=queues, device=device_label(self.settings.device), concurrency=concurrency)
         self.stopping = threading.Event()

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
-from helpers import Worker, api_process
+from helpers import Worker, api_process, stopped_after
 from nightowl.common.config import EMBEDDED, Settings, get_settings
 from nightowl.platform.celery_app import get_celery
 from nightowl.platform.db import dispose_engines, make_engine
@@ -106,17 +106,13 @@ def cli_runner(migrated: Settings) -> CliRunner:
 def start_worker(
     models: Settings, stack_env: dict[str, str], tmp_path: Path
 ) -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
+    with stopped_after() as started:
+        def start(*args: str, env: dict[str, str] | None = None) -> Worker:
+            return started(Worker({**stack_env, **(env or {})},
+                                  list(args) or ["-Q", "cpu", "-c", "1"],
+                                  tmp_path / f"worker-{started.count}.log"))
 
-    def start(*args: str, env: dict[str, str] | None = None) -> Worker:
-        w = Worker({**stack_env, **(env or {})}, list(args) or ["-Q", "cpu", "-c", "1"],
-                   tmp_path / f"worker-{len(started)}.log")
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.stop()
+        yield start
 
 
 # -- API keys, an authenticated TestClient, a real API process (tenancy: every /v1 call needs a

@@ -14,18 +14,50 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from nightowl.common.enums import JobStatus, RunStatus
+from nightowl.common.enums import TERMINAL_JOB_STATUSES, TERMINAL_RUN_STATUSES
 from nightowl.platform.db import session_factory
 from nightowl.platform.embedded import stop_group
 from nightowl.platform.orm import Job, TrainingRun
 
-FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED)
-RUN_FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+FINAL = TERMINAL_JOB_STATUSES
+RUN_FINAL = TERMINAL_RUN_STATUSES
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
+class Started:
+    """The processes a fixture started: call it with one to keep it; all stop at teardown."""
+
+    def __init__(self) -> None:
+        self.processes: list[Stoppable] = []
+
+    def __call__(self, process: S) -> S:
+        self.processes.append(process)
+        return process
+
+    @property
+    def count(self) -> int:
+        return len(self.processes)
+
+
+@contextmanager
+def stopped_after() -> Iterator[Started]:
+    started = Started()
+    try:
+        yield started
+    finally:
+        for process in started.processes:
+            process.stop()
 
 
 class Worker:

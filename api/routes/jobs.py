@@ -7,50 +7,31 @@ from typing import Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
 from nightowl.common.enums import JobStatus
 from nightowl.common.errors import InvalidInput
-from nightowl.common.values import deadline
+from nightowl.common.specs import JobRequest
 from nightowl.fleet.liveness import queue_health
 from nightowl.jobs import intake
 from nightowl.jobs import service as service
 from nightowl.jobs.results import iter_rows, jsonl_lines
+from nightowl.jobs.views import JobView, job_view, job_views
 from nightowl.platform.db import session_factory
-from nightowl.platform.orm import Job, ModelVersion
 from nightowl.query.query import IDX_CURSOR, parse_cursor
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep, quota_headers
-from nightowl_api.schemas import JobCreate, JobHealth, JobList, JobOut, ResultPage, ResultRow
+from nightowl_api.schemas import JobCreate, JobHealth, JobList, ResultPage, ResultRow
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def job_out(session: Session, job: Job) -> JobOut:
-    version = session.get(ModelVersion, job.model_version_id)
-    return JobOut(
-        id=job.id, kind=job.kind, model=job.model_ref,
-        model_version=version.ref if version else "", status=job.status, priority=job.priority,
-        total=job.total_items, succeeded=job.succeeded_items, failed=job.failed_items,
-        cancelled=job.cancelled_items, expired=job.expired_items, params=job.params,
-        metadata=job.metadata_, parent_job_id=job.parent_job_id, errors=job.errors[:100],
-        created_at=job.created_at, queued_at=job.queued_at, in_progress_at=job.in_progress_at,
-        completed_at=job.completed_at, cancelled_at=job.cancelled_at, expired_at=job.expired_at,
-        deadline_at=job.deadline_at, results_expire_at=job.expires_at,
-    )
-
-
 @router.post("", status_code=201, dependencies=[quota_headers])
 def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
-               tenant: TenantDep) -> JobOut:
+               tenant: TenantDep) -> JobView:
     """Submit a bulk job: items inline or a file id; the model is pinned now."""
     if (body.items is None) == (body.file_id is None):
         raise InvalidInput("give exactly one of `items` (inline) or `file_id`")
-    spec = service.JobSpec(
-        kind=body.kind, model=body.model, params=body.params, chunk_size=body.chunk_size,
-        deadline=deadline(body.deadline_seconds),
-        metadata=body.metadata, on_invalid=body.on_invalid, truncate=body.truncate,
-        queue=body.queue, tenant_id=tenant, priority=body.priority,
-    )
+    spec = service.JobSpec(**body.model_dump(include=set(JobRequest.model_fields)),
+                           tenant_id=tenant)
     source: intake.Source
     if body.file_id is not None:
         source = intake.FromFile(body.file_id, body.input_format, body.column, body.id_column)
@@ -63,7 +44,7 @@ def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep,
                                    "`file_id`", param=field)
         source = intake.Inline([item.model_dump(exclude_none=True) for item in body.items])
     job = intake.submit(session=session, settings=settings, spec=spec, source=source)
-    return job_out(session, job)
+    return job_view(session, job)
 
 
 @router.get("")
@@ -71,13 +52,13 @@ def list_jobs(session: SessionDep, tenant: TenantDep, status: JobStatus | None =
               limit: int = Query(20, ge=1, le=1000)) -> JobList:
     """List jobs, newest first."""
     rows = service.list_jobs(session, tenant_id=tenant, status=status, limit=limit + 1)
-    return JobList(data=[job_out(session, j) for j in rows[:limit]], has_more=len(rows) > limit)
+    return JobList(data=job_views(session, rows[:limit]), has_more=len(rows) > limit)
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobView:
     """One job with its counts and status timestamps."""
-    return job_out(session, service.get_job(session, job_id, tenant_id=tenant))
+    return job_view(session, service.get_job(session, job_id, tenant_id=tenant))
 
 
 @router.get("/{job_id}/health")
@@ -91,18 +72,18 @@ def job_health(job_id: str, session: SessionDep, settings: SettingsDep,
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobOut:
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobView:
     """Cancel: running chunks stop at their next micro-batch; finished rows are kept."""
-    return job_out(session, service.cancel_job(session, job_id, tenant_id=tenant))
+    return job_view(session, service.cancel_job(session, job_id, tenant_id=tenant))
 
 
 @router.post("/{job_id}/retry", status_code=201)
 def retry_job(job_id: str, session: SessionDep, settings: SettingsDep,
-              tenant: TenantDep) -> JobOut:
+              tenant: TenantDep) -> JobView:
     """A child job of the failed, cancelled and expired items."""
     child = service.retry_job(session=session, settings=settings, job_id=job_id,
                               tenant_id=tenant)
-    return job_out(session, child)
+    return job_view(session, child)
 
 
 @router.get("/{job_id}/results", response_model=None, responses={200: {

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from nightowl.fleet import heartbeats as fleet
+from nightowl.fleet.views import WorkerView
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
 router = APIRouter(prefix="/workers", tags=["ops"])
@@ -14,7 +13,7 @@ router = APIRouter(prefix="/workers", tags=["ops"])
 
 @router.get("")
 def list_workers(session: SessionDep, settings: SettingsDep,
-                 tenant: TenantDep) -> list[dict[str, Any]]:
+                 tenant: TenantDep) -> list[WorkerView]:
     """Live and recently dead workers: host, queues, device, your current jobs, items/s, last
     seen."""
     return fleet.describe(session, settings, tenant_id=tenant)

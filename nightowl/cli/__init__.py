@@ -57,25 +57,30 @@ class LazyGroup(click.Group):
             raise click.ClickException(str(e)) from e
 
 
+# The listing of `nightowl --help`: each command's own one-line help (its docstring's first
+# sentence), kept here so listing the commands imports none of them; a test holds each to its
+# command.
 HELP = {
     "db": "Create or migrate the database schema.",
     "models": "Register, list, bootstrap and promote models.",
-    "submit": "Submit a bulk job from a JSONL or CSV file.",
+    "submit": ("Submit a bulk KIND job (generate, translate, sentiment, embed) from FILE ('-' for "
+               "stdin)."),
     "jobs": "List, show, watch, cancel and retry jobs.",
     "results": "Export a job's results; query results across jobs.",
-    "worker": "Run a Celery worker (CPU or GPU).",
-    "beat": "Run the periodic scheduler (reaper and SQL schedules).",
-    "api": "Serve the HTTP API.",
-    "up": "Run the whole embedded stack in the foreground.",
-    "reap": "Re-send lost chunks and expire overdue jobs once.",
-    "demo": "Run a job of each kind on the embedded stack and summarise.",
+    "worker": "Run a Celery worker; picks a pool that is safe for torch.",
+    "beat": "Run Celery beat: the schedules in the database (re-read every few s).",
+    "api": "Serve the HTTP API with uvicorn.",
+    "up": "Run broker, migrations, a worker and the API in the foreground; Ctrl-C stops it all.",
+    "reap": "Re-send lost chunks, free dead leases and expire overdue jobs, once.",
+    "demo": "Bootstrap models, run a sentiment, translation and generation job, print a summary.",
     "finetune": "Submit a fine-tune (metrics, checkpoints, registry, promotion gate).",
-    "runs": "List, show, cancel fine-tune runs; export and plot metrics.",
-    "keys": "Create, list and revoke tenants' API keys.",
-    "sql": "Run one read-only SQL query (views: v_results, v_label_daily, ...).",
-    "schedule": "Recurring jobs and fine-tunes from the database (add, pause, history).",
-    "workers": "The fleet: live and dead workers, current job, items/s, last seen.",
-    "quota": "Per-tenant limits on queued items and unfinished jobs (set, show).",
+    "runs": "List, inspect and cancel fine-tune runs; export and plot their metrics.",
+    "schedule": "Recurring jobs and fine-tunes: edit, pause or resume them while beat runs.",
+    "keys": "Create, list and revoke tenants' API keys (HTTP API access).",
+    "sql": "Run one read-only SQL STATEMENT and print its rows; writes are refused.",
+    "workers": ("Live and recently dead workers: host, queues, device, current job, items/s, last "
+                "seen."),
+    "quota": "Per-tenant limits: over one, a submit is refused (HTTP 429) and nothing is stored.",
 }
 
 

@@ -18,65 +18,43 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
 if TYPE_CHECKING:
+    from nightowl.common.specs import FinetuneRequest
+    from nightowl.finetune.views import EventView, MetricView, RunView
+    from nightowl.fleet.views import WorkerView
     from nightowl.jobs.service import JobSpec
+    from nightowl.jobs.views import JobView, Submitted
     from nightowl.query.query import ResultFilter
+    from nightowl.registry.views import VersionView
+    from nightowl.scheduling.views import FiringView, ScheduleEdit, ScheduleView
 
 Row = tuple[int, dict[str, Any]]
 C = TypeVar("C", bound=click.Command)
 
 
-@dataclass
-class FinetuneRequest:
-    """A fine-tune as the command line gives it: files by path, hyperparameters left unset
-    where the option was not given."""
-
-    kind: str  # a TaskKind value
-    base: str
-    train_file: Path
-    eval_file: Path | None
-    eval_split: float
-    hyperparams: dict[str, Any]
-    register_as: str | None
-    promote_to: str | None
-    gate: str | None
-    priority: int
-
-
-@dataclass
-class ScheduleChange:
-    """`schedule add` / `schedule edit`: what to set (None keeps the stored value)."""
-
-    cron: str | None = None
-    timezone: str | None = None
-    target: str | None = None
-    spec: dict[str, Any] | None = None
-    catchup: str | None = None
-    enabled: bool | None = None
-
-
 class Backend(Protocol):
-    """What the commands ask for; every answer is plain data, printed by the command."""
+    """What the commands ask for. A resource comes back as the core's view of it (the model the
+    HTTP API answers with), so a command prints the same fields through either backend."""
 
     def require_local(self, command: str, why: str) -> None:
         """Refuse (non-zero exit, one message) where the command cannot run."""
 
     # -- jobs and results -----------------------------------------------------------------
     def submit_job(self, *, spec: JobSpec, file: str, fmt: str | None, column: str | None,
-                   id_column: str | None) -> dict[str, Any]:
-        """Store and queue a job; {id, total, failed, model_version}."""
-    def list_jobs(self, *, status: str | None, limit: int) -> list[dict[str, Any]]: ...
-    def get_job(self, job_id: str) -> dict[str, Any]: ...
-    def watch_job(self, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+                   id_column: str | None) -> Submitted:
+        """Store and queue a job."""
+    def list_jobs(self, *, status: str | None, limit: int) -> list[JobView]: ...
+    def get_job(self, job_id: str) -> JobView: ...
+    def watch_job(self, job_id: str, *, timeout: float | None = None) -> JobView:
         """Follow the job until it is final (bar, stall warning, summary); its last state."""
-    def cancel_job(self, job_id: str) -> dict[str, Any]: ...
-    def retry_job(self, job_id: str) -> dict[str, Any]: ...
+    def cancel_job(self, job_id: str) -> JobView: ...
+    def retry_job(self, job_id: str) -> JobView:
+        """The child job of the parent's failed, cancelled and expired items."""
     def job_stats(self, job_id: str) -> dict[str, Any]: ...
     def job_rows(self, job_id: str, *,
                  errors: bool) -> AbstractContextManager[tuple[str, Iterator[Row]]]:
@@ -85,37 +63,38 @@ class Backend(Protocol):
         ...
 
     # -- models ---------------------------------------------------------------------------
-    def list_models(self, name: str | None) -> list[dict[str, Any]]:
-        """Versions: {model, owner, kind, aliases, source, metrics}."""
-    def model_versions(self, name: str) -> list[dict[str, Any]]:
-        """Every version of NAME, oldest first; keys a backend cannot see are None."""
+    def list_versions(self, name: str | None) -> list[VersionView]:
+        """Every version (of NAME, if given), oldest first per name; what a backend cannot
+        see (the server's paths) is None."""
     def compare_models(self, a: str, b: str) -> dict[str, Any]: ...
 
     # -- fine-tunes -----------------------------------------------------------------------
-    def submit_finetune(self, request: FinetuneRequest) -> dict[str, Any]:
-        """{id, train_rows, eval_rows}."""
+    def submit_finetune(self, request: FinetuneRequest, *, train_file: Path,
+                        eval_file: Path | None) -> RunView:
+        """Read (or upload) the files and queue the run."""
     def run_progress(self, run_id: str) -> tuple[str, tuple[int, float] | None]:
         """The run's status and its last train/loss (step, value), if any."""
     def run_outcome_line(self, run_id: str) -> str: ...
-    def list_runs(self, limit: int) -> list[dict[str, Any]]: ...
-    def get_run(self, run_id: str) -> dict[str, Any]: ...
-    def cancel_run(self, run_id: str) -> dict[str, Any]: ...
-    def run_metrics(self, run_id: str) -> list[dict[str, Any]]:
-        """{step, key, value, ts} by step."""
+    def list_runs(self, limit: int) -> list[RunView]: ...
+    def get_run(self, run_id: str) -> RunView: ...
+    def run_events(self, run_id: str) -> list[EventView]: ...
+    def cancel_run(self, run_id: str) -> RunView: ...
+    def run_metrics(self, run_id: str) -> list[MetricView]:
+        """The metric points by step."""
 
     # -- schedules ------------------------------------------------------------------------
-    def add_schedule(self, name: str, change: ScheduleChange) -> dict[str, Any]: ...
-    def edit_schedule(self, name: str, change: ScheduleChange) -> dict[str, Any]: ...
-    def list_schedules(self) -> list[dict[str, Any]]: ...
-    def get_schedule(self, name: str) -> dict[str, Any]: ...
-    def set_schedule_enabled(self, name: str, enabled: bool) -> dict[str, Any]: ...
+    def add_schedule(self, name: str, change: ScheduleEdit) -> ScheduleView: ...
+    def edit_schedule(self, name: str, change: ScheduleEdit) -> ScheduleView: ...
+    def list_schedules(self) -> list[ScheduleView]: ...
+    def get_schedule(self, name: str) -> ScheduleView: ...
+    def set_schedule_enabled(self, name: str, enabled: bool) -> ScheduleView: ...
     def remove_schedule(self, name: str) -> None: ...
-    def run_schedule(self, name: str) -> dict[str, Any]: ...
-    def schedule_history(self, name: str, limit: int) -> tuple[str, list[dict[str, Any]]]:
+    def run_schedule(self, name: str) -> FiringView: ...
+    def schedule_history(self, name: str, limit: int) -> tuple[str, list[FiringView]]:
         """The schedule's timezone and its firings, newest first."""
 
     # -- the fleet ------------------------------------------------------------------------
-    def list_workers(self) -> list[dict[str, Any]]: ...
+    def list_workers(self) -> list[WorkerView]: ...
 
 
 def make_backend(api_url: str | None, api_key: str | None) -> Backend:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -19,9 +18,6 @@ from nightowl.common.errors import NightowlError
 from nightowl.common.values import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 from nightowl.platform import migrate
 from nightowl.platform.db import session_scope
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def settings() -> Settings:
@@ -55,13 +51,12 @@ priority_option = click.option(
 def parse_duration(text: str | None) -> timedelta | None:
     if text is None:
         return None
-    m = _DURATION.match(text.strip())
-    if not m:
-        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 24h or 2d")
+    from nightowl.common.timespec import parse_span
+
     try:
-        return timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
-    except OverflowError:
-        raise click.BadParameter(f"{text!r} is longer than any duration nightowl takes") from None
+        return parse_span(text)
+    except NightowlError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
@@ -78,5 +73,3 @@ def parse_pairs(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
     return out
 
 
-def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, default=str, ensure_ascii=False))

@@ -112,9 +112,9 @@ def _print_summary(summaries: list[Any]) -> None:
             ok &= job.status.value == "completed"
             seconds = ((job.completed_at - job.in_progress_at).total_seconds()
                        if job.completed_at and job.in_progress_at else 0.0)
-            rate = f"{job.succeeded_items / seconds:7.1f} items/s" if seconds else ""
-            click.echo(f"  {kind.value:<10} {job.status.value:<10} {job.succeeded_items:>5}/"
-                       f"{job.total_items} ok, {job.failed_items} failed, {rate}   "
+            rate = f"{job.succeeded / seconds:7.1f} items/s" if seconds else ""
+            click.echo(f"  {kind.value:<10} {job.status.value:<10} {job.succeeded:>5}/"
+                       f"{job.total} ok, {job.failed} failed, {rate}   "
                        f"(job {job.id})")
             for _, row in iter_rows(session, job.id, limit=2):
                 field = kind.input_field

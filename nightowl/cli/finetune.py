@@ -13,11 +13,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl.cli.backend import FinetuneRequest, current
+from nightowl.cli.backend import current
 from nightowl.cli.common import priority_option
 from nightowl.common.enums import KIND_ALIASES, RunStatus
-
-TERMINAL = tuple(s.value for s in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED))
+from nightowl.common.specs import DEFAULT_EVAL_SPLIT, check_finetune_request, is_eval_metric
 
 
 def parse_lora(text: str | None) -> dict[str, float] | None:
@@ -61,7 +60,7 @@ def _hyperparameter_options(command: Callable[..., None]) -> Callable[..., None]
 
 @click.group()
 def finetune() -> None:
-    """Submit fine-tunes."""
+    """Submit a fine-tune (metrics, checkpoints, registry, promotion gate)."""
 
 
 @finetune.command()
@@ -72,7 +71,7 @@ def finetune() -> None:
               help="Training data: JSONL ({text,label} / {source,target} / {text}) or .txt.")
 @click.option("--eval", "eval_file", type=click.Path(path_type=Path),
               help="Evaluation data, same format (default: split off the training data).")
-@click.option("--eval-split", type=float, default=0.1, show_default=True,
+@click.option("--eval-split", type=float, default=DEFAULT_EVAL_SPLIT, show_default=True,
               help="Share of the training rows held out when no --eval is given.")
 @_hyperparameter_options
 @click.option("--lora", help="Train LoRA adapters, e.g. r=8,alpha=16 (merged when saved).")
@@ -91,17 +90,18 @@ def submit(kind: str, base: str, train_file: Path, eval_file: Path | None, eval_
     """Queue a fine-tune on the train queue; the run id is the last line printed."""
     hyper: dict[str, Any] = {**hyperparameters, "lora": parse_lora(lora),
                              "group_by_length": group_by_length or None}
-    run = current().submit_finetune(FinetuneRequest(
-        kind=KIND_ALIASES[kind], base=base, train_file=train_file, eval_file=eval_file,
-        eval_split=eval_split, hyperparams={k: v for k, v in hyper.items() if v is not None},
-        register_as=register_as, promote_to=promote_to, gate=gate, priority=priority))
-    click.echo(f"queued fine-tune of {base} on {run['train_rows']} rows "
-               f"(eval {run['eval_rows']})", err=True)
+    request = check_finetune_request(
+        kind=KIND_ALIASES[kind], base=base, eval_split=eval_split,
+        hyperparameters={k: v for k, v in hyper.items() if v is not None},
+        register_as=register_as, promote_to=promote_to, gate=gate, priority=priority)
+    run = current().submit_finetune(request, train_file=train_file, eval_file=eval_file)
+    click.echo(f"queued fine-tune of {base} on {run.dataset['train_rows']} rows "
+               f"(eval {run.dataset['eval_rows']})", err=True)
     if wait:
-        final = wait_run(run["id"])
-        click.echo(run["id"])
+        final = wait_run(run.id)
+        click.echo(run.id)
         sys.exit(0 if final == RunStatus.SUCCEEDED.value else 1)
-    click.echo(run["id"])
+    click.echo(run.id)
 
 
 def wait_run(run_id: str, interval: float = 1.0) -> str:
@@ -115,7 +115,7 @@ def wait_run(run_id: str, interval: float = 1.0) -> str:
         if loss is not None and loss[0] != last_step:
             last_step = loss[0]
             click.echo(f"{status} step {last_step} train/loss {loss[1]:.4f}", err=True)
-        if status in TERMINAL:
+        if RunStatus(status).terminal:
             click.echo(backend.run_outcome_line(run_id), err=True)
             return status
         time.sleep(interval)
@@ -133,10 +133,9 @@ def list_(limit: int) -> None:
     """Recent fine-tune runs."""
     table = Table("id", "kind", "status", "base", "result", "promotion", "created (UTC)")
     for r in current().list_runs(limit):
-        table.add_row(r["id"], r["kind"], r["status"], r["base_version"] or "",
-                      r["result_version"] or (f"({r['register_as']})" if r["register_as"]
-                                              else ""),
-                      r["promotion_summary"], r["created_at"][:19].replace("T", " "))
+        table.add_row(r.id, r.kind.value, r.status.value, r.base_version or "",
+                      r.result_version or (f"({r.register_as})" if r.register_as else ""),
+                      r.promotion_summary, r.created_at[:19].replace("T", " "))
     Console(width=200).print(table)
 
 
@@ -144,7 +143,10 @@ def list_(limit: int) -> None:
 @click.argument("run_id")
 def show(run_id: str) -> None:
     """One run as JSON: settings, dataset, result version, promotion decision, events."""
-    click.echo(json.dumps(current().get_run(run_id), indent=2, default=str))
+    backend = current()
+    run = {**backend.get_run(run_id).model_dump(mode="json"),
+           "events": [e.model_dump(mode="json") for e in backend.run_events(run_id)]}
+    click.echo(json.dumps(run, indent=2))
 
 
 @runs.command()
@@ -152,7 +154,7 @@ def show(run_id: str) -> None:
 def cancel(run_id: str) -> None:
     """Cancel a run; a running one checkpoints and stops at its next step."""
     run = current().cancel_run(run_id)
-    click.echo(f"{run['id']} {run['status']}")
+    click.echo(f"{run.id} {run.status.value}")
 
 
 @runs.command()
@@ -162,7 +164,8 @@ def cancel(run_id: str) -> None:
               show_default=True, help="Output format; csv columns are step,key,value,ts.")
 def metrics(run_id: str, keys: tuple[str, ...], fmt: str) -> None:
     """Print a run's metric series."""
-    rows = [m for m in current().run_metrics(run_id) if not keys or m["key"] in keys]
+    rows = [m.model_dump(mode="json") for m in current().run_metrics(run_id)
+            if not keys or m.key in keys]
     if fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(["step", "key", "value", "ts"])
@@ -188,14 +191,14 @@ def plot(run_id: str, keys: tuple[str, ...], output: Path) -> None:
     """Draw a run's curves to a PNG (headless), every panel on the training step axis."""
     series: dict[str, tuple[list[int], list[float]]] = {}
     for m in current().run_metrics(run_id):
-        key = m["key"]
+        key = m.key
         if keys and key not in keys:
             continue
-        if not keys and not (key == "train/loss" or key.startswith("eval/")):
+        if not keys and not (key == "train/loss" or is_eval_metric(key)):
             continue
         xs, ys = series.setdefault(key, ([], []))
-        xs.append(m["step"])
-        ys.append(m["value"])
+        xs.append(m.step)
+        ys.append(m.value)
     if not series:
         wanted = f" for {', '.join(keys)}" if keys else ""
         raise click.ClickException(f"run {run_id} has no metrics{wanted}")
@@ -218,7 +221,7 @@ def metric_figure(series: dict[str, tuple[list[int], list[float]]]) -> Any:
                              sharex=True)
     ordered = sorted(series.items(), key=lambda kv: (not kv[0].startswith("train/"), kv[0]))
     for ax, (key, (xs, ys)) in zip(axes[:, 0], ordered, strict=True):
-        sparse = key.startswith("eval/") or len(xs) < 50
+        sparse = is_eval_metric(key) or len(xs) < 50
         ax.plot(xs, ys, marker="o" if sparse else None, markersize=5)
         ax.set_title(key)
         # A little room past the last step: the final eval's marker must not sit on the edge.

@@ -41,14 +41,14 @@ def print_jobs(rows: list[dict[str, Any]]) -> None:
               help="How many, newest first.")
 def list_(status: str | None, limit: int) -> None:
     """List recent jobs, newest first."""
-    print_jobs(current().list_jobs(status=status, limit=limit))
+    print_jobs([j.model_dump(mode="json") for j in current().list_jobs(status=status, limit=limit)])
 
 
 @jobs.command()
 @click.argument("job_id")
 def show(job_id: str) -> None:
     """Print one job as JSON."""
-    click.echo(json.dumps(current().get_job(job_id), default=str, indent=2))
+    click.echo(json.dumps(current().get_job(job_id).model_dump(mode="json"), indent=2))
 
 
 @jobs.command()
@@ -57,7 +57,7 @@ def show(job_id: str) -> None:
 def watch(job_id: str, timeout: float | None) -> None:
     """Draw a progress bar with items/s and ETA until the job finishes."""
     final = current().watch_job(job_id, timeout=timeout)
-    sys.exit(0 if final["status"] == JobStatus.COMPLETED.value else 1)
+    sys.exit(0 if final.status == JobStatus.COMPLETED else 1)
 
 
 @jobs.command()
@@ -65,7 +65,7 @@ def watch(job_id: str, timeout: float | None) -> None:
 def cancel(job_id: str) -> None:
     """Cancel a job: running chunks stop at the next micro-batch; finished rows are kept."""
     job = current().cancel_job(job_id)
-    click.echo(f"{job['id']} {job['status']}")
+    click.echo(f"{job.id} {job.status.value}")
 
 
 @jobs.command()
@@ -73,8 +73,8 @@ def cancel(job_id: str) -> None:
 def retry(job_id: str) -> None:
     """Make a child job of the failed, cancelled and expired items; prints its id last."""
     child = current().retry_job(job_id)
-    click.echo(f"retrying {child['total']} items of {job_id}", err=True)
-    click.echo(child["id"])
+    click.echo(f"retrying {child.total} items of {job_id}", err=True)
+    click.echo(child.id)
 
 
 def _add_stats() -> None:

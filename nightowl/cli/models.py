@@ -34,16 +34,17 @@ def models() -> None:
 @click.option("--name", help="Only versions of this model.")
 def list_(name: str | None) -> None:
     """Print the registry: every version with its owner, kind, source and aliases."""
-    versions = current().list_models(name)
+    versions = current().list_versions(name)
     if not versions:
         click.echo("no models registered; run `nightowl models bootstrap` or "
                    "`nightowl models add`")
         return
     table = Table("model", "owner", "kind", "aliases", "source", "metrics")
     for v in versions:
-        metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())
+        metrics = ", ".join(f"{k}={val:.4g}" for k, val in sorted(v.metrics.items())
                             if isinstance(val, int | float))
-        table.add_row(v["model"], v["owner"], v["kind"], ",".join(v["aliases"]), v["source"],
+        table.add_row(v.ref, v.owner, v.kind.value, ",".join(a.alias for a in v.aliases),
+                      v.source or "",
                       metrics)
     Console(width=200).print(table)
 
@@ -96,35 +97,32 @@ def add(name: str, kind: str, source: str, revision: str | None, copy_in: bool,
 @click.argument("name")
 def show(name: str) -> None:
     """Show every version of NAME with its lineage, metrics and aliases."""
-    versions = current().model_versions(name)
+    versions = current().list_versions(name.split("@")[0])
     if not versions:
         raise click.ClickException(f"no model named {name!r}; see `nightowl models list`")
     used: list[str] = []
     for v in versions:
-        shown = []
-        for a in v["aliases"]:
-            whose = "shared" if a["owner"] == "shared" else f"{a['owner']}'s own"
-            shown.append(f"@{a['alias']} ({whose}" + ("; your submits use it)" if a["here"]
-                                                      else ")"))
-            if a["here"]:
-                used.append(f"{name.split('@')[0]}@{a['alias']} -> {v['ref']} ({whose})")
-        click.echo(f"{v['ref']}  {v['kind']}  "
+        shown = [a.shown() for a in v.aliases]
+        for a in v.aliases:
+            if a.here:
+                whose = "shared" if a.owner == "shared" else f"{a.owner}'s own"
+                used.append(f"{name.split('@')[0]}@{a.alias} -> {v.ref} ({whose})")
+        click.echo(f"{v.ref}  {v.kind.value}  "
                    + (f"aliases: {', '.join(shown)}" if shown else "no alias"))
         click.echo("  lineage: " + (
-            f"fine-tuned from {v['base_version'] or '?'} by run {v['training_run_id']}"
-            if v["base_version"] or v["training_run_id"] else "registered directly"))
-        click.echo(f"  owner:   {v['owner']}")
-        metrics = ", ".join(f"{k} {val:.4g}" for k, val in sorted((v["metrics"] or {}).items())
+            f"fine-tuned from {v.base_version or '?'} by run {v.training_run_id}"
+            if v.base_version or v.training_run_id else "registered directly"))
+        click.echo(f"  owner:   {v.owner}")
+        metrics = ", ".join(f"{k} {val:.4g}" for k, val in sorted(v.metrics.items())
                             if isinstance(val, int | float))
         if metrics:
             click.echo(f"  metrics: {metrics}")
         # Through the API, a version's server path is not shown (None): left out.
-        if v["source"] is not None:
-            click.echo(f"  source:  {v['source']}"
-                       + (f" @ {v['revision']}" if v["revision"] else ""))
-        if v["sha256"]:
-            click.echo(f"  sha256:  {v['sha256']}")
-        click.echo(f"  created: {v['created_at'].strftime('%Y-%m-%d %H:%M:%S')} UTC")
+        if v.source is not None:
+            click.echo(f"  source:  {v.source}" + (f" @ {v.revision}" if v.revision else ""))
+        if v.sha256:
+            click.echo(f"  sha256:  {v.sha256}")
+        click.echo(f"  created: {v.created_at.strftime('%Y-%m-%d %H:%M:%S')} UTC")
     if used:
         click.echo("your submits resolve: " + "; ".join(used))
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from nightowl.cli.backend import local_only
 from nightowl.cli.common import db_session
 from nightowl.common.errors import InvalidInput
-from nightowl.common.timespec import parse_span
+from nightowl.common.timespec import parse_keep
 from nightowl.jobs import quotas
 from nightowl.platform.retention import KEEP
 
@@ -48,7 +48,7 @@ class _Retention(click.ParamType[int]):
         if text == "default":
             return quotas.UNLIMITED
         try:
-            seconds = parse_span(text, what="--retention")
+            seconds = parse_keep(text, what="--retention")
         except InvalidInput as e:
             self.fail(f"{e}, or 'default' to follow NIGHTOWL_RETENTION", param, ctx)
         return KEEP if seconds is None else seconds

@@ -1,7 +1,7 @@
 """The CLI through the HTTP API (`nightowl --api URL --key KEY ...`), as the key's tenant.
 
-Answers are mapped to the shapes the local backend gives, so a command prints the same either
-way; what the API does not show (registry paths, model metrics) is left empty.
+Answers are read into the core's view models, the ones the local backend gives, so a command
+prints the same either way; what the API does not show (registry paths) is left empty.
 """
 
 from __future__ import annotations
@@ -16,16 +16,20 @@ import click
 
 from nightowl.cli.api_client import ApiClient
 from nightowl.cli.backend import (
-    FinetuneRequest,
     Row,
-    ScheduleChange,
     jsonl_bytes,
     open_input,
 )
 
 if TYPE_CHECKING:
+    from nightowl.common.specs import FinetuneRequest
+    from nightowl.finetune.views import EventView, MetricView, RunView
+    from nightowl.fleet.views import WorkerView
     from nightowl.jobs.service import JobSpec
+    from nightowl.jobs.views import JobView, Submitted
     from nightowl.query.query import ResultFilter
+    from nightowl.registry.views import VersionView
+    from nightowl.scheduling.views import FiringView, ScheduleEdit, ScheduleView
 
 class RemoteBackend:
     def __init__(self, url: str, key: str | None) -> None:
@@ -39,29 +43,30 @@ class RemoteBackend:
 
     # -- jobs and results -----------------------------------------------------------------
     def submit_job(self, *, spec: JobSpec, file: str, fmt: str | None, column: str | None,
-                   id_column: str | None) -> dict[str, Any]:
-        from nightowl.common.specs import check_job_request, check_params
+                   id_column: str | None) -> Submitted:
+        from nightowl.jobs.views import Submitted
 
+        # The spec's values were checked when it was built, before its file is read and
+        # uploaded, by the server's rules.
         body = spec.request()
-        # The request's values before its file is read and uploaded, by the server's rules.
-        check_job_request(**body)
-        check_params(spec.kind, spec.params)
         body.update(input_format=fmt, column=column, id_column=id_column)
         stream, name = open_input(file)
         with stream:
             body["file_id"] = self.api.upload(stream=stream, filename=name, purpose="jobs")
-        job: dict[str, Any] = self.api.post("/v1/jobs", body)
-        return job
+        return Submitted.model_validate(self.api.post("/v1/jobs", body))
 
-    def list_jobs(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
-        data: list[dict[str, Any]] = self.api.get("/v1/jobs", status=status, limit=limit)["data"]
-        return data
+    def list_jobs(self, *, status: str | None, limit: int) -> list[JobView]:
+        from nightowl.jobs.views import JobView
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        job: dict[str, Any] = self.api.get(f"/v1/jobs/{job_id}")
-        return job
+        return [JobView.model_validate(j) for j in
+                self.api.get("/v1/jobs", status=status, limit=limit)["data"]]
 
-    def watch_job(self, job_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+    def get_job(self, job_id: str) -> JobView:
+        from nightowl.jobs.views import JobView
+
+        return JobView.model_validate(self.api.get(f"/v1/jobs/{job_id}"))
+
+    def watch_job(self, job_id: str, *, timeout: float | None = None) -> JobView:
         from nightowl.cli.watch import follow, summary
 
         def health() -> str | None:
@@ -73,13 +78,15 @@ class RemoteBackend:
         summary(final)
         return final
 
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
-        job: dict[str, Any] = self.api.post(f"/v1/jobs/{job_id}/cancel")
-        return job
+    def cancel_job(self, job_id: str) -> JobView:
+        from nightowl.jobs.views import JobView
 
-    def retry_job(self, job_id: str) -> dict[str, Any]:
-        child: dict[str, Any] = self.api.post(f"/v1/jobs/{job_id}/retry")
-        return child
+        return JobView.model_validate(self.api.post(f"/v1/jobs/{job_id}/cancel"))
+
+    def retry_job(self, job_id: str) -> JobView:
+        from nightowl.jobs.views import JobView
+
+        return JobView.model_validate(self.api.post(f"/v1/jobs/{job_id}/retry"))
 
     def job_stats(self, job_id: str) -> dict[str, Any]:
         stats: dict[str, Any] = self.api.get(f"/v1/jobs/{job_id}/stats")
@@ -87,7 +94,7 @@ class RemoteBackend:
 
     @contextmanager
     def job_rows(self, job_id: str, *, errors: bool) -> Iterator[tuple[str, Iterator[Row]]]:
-        kind = self.get_job(job_id)["kind"]
+        kind = self.get_job(job_id).kind.value
         rows = self.api.jsonl(f"/v1/jobs/{job_id}/results", format="jsonl",
                               errors=str(errors).lower())
         yield kind, enumerate(rows)
@@ -103,39 +110,29 @@ class RemoteBackend:
             until=f.until.isoformat() if f.until else None)
 
     # -- models ---------------------------------------------------------------------------
-    def _versions(self, name: str | None) -> list[dict[str, Any]]:
+    def list_versions(self, name: str | None) -> list[VersionView]:
         """/v1/models lists names, NAME@ALIAS and pinned NAME@vN: the pinned ones are the
-        versions, and the alias entries say which version each alias holds."""
+        versions, and the alias entries say which version each alias holds. Where the weights
+        are and their checksum are the operator's: the API does not show them."""
         from nightowl.openai.model_list import OWNER  # how /v1/models names the shared models
+        from nightowl.registry.views import SHARED, AliasView, VersionView
 
         models: list[dict[str, Any]] = self.api.get("/v1/models")["data"]
-        aliases: dict[str, list[dict[str, Any]]] = {}
+        aliases: dict[str, list[AliasView]] = {}
         for m in models:
             if "@" in m["id"] and m["id"] != m["version"]:
                 # /v1/models lists the aliases this tenant's submits resolve to, and no other.
-                aliases.setdefault(m["version"], []).append({
-                    "alias": m["id"].split("@", 1)[1], "here": True,
-                    "owner": "shared" if m["owned_by"] == OWNER else m["owned_by"]})
-        return [{
-            "ref": m["id"], "kind": m["kind"], "aliases": aliases.get(m["id"], []),
-            "owner": "shared" if m["owned_by"] == OWNER else m["owned_by"],
-            "created_at": datetime.fromtimestamp(m["created"], UTC),
-            "metrics": m.get("metrics") or {}, "base_version": m.get("base_version"),
-            "training_run_id": m.get("training_run_id"),
-        } for m in models if m["id"] == m["version"]
+                aliases.setdefault(m["version"], []).append(AliasView(
+                    alias=m["id"].split("@", 1)[1], here=True,
+                    owner=SHARED if m["owned_by"] == OWNER else m["owned_by"]))
+        return [VersionView(
+            ref=m["id"], kind=m["kind"], aliases=aliases.get(m["id"], []),
+            owner=SHARED if m["owned_by"] == OWNER else m["owned_by"],
+            created_at=datetime.fromtimestamp(m["created"], UTC),
+            metrics=m.get("metrics") or {}, base_version=m.get("base_version"),
+            training_run_id=m.get("training_run_id"),
+        ) for m in models if m["id"] == m["version"]
             and (name is None or m["id"].split("@")[0] == name)]
-
-    def list_models(self, name: str | None) -> list[dict[str, Any]]:
-        return [{"model": v["ref"], "owner": v["owner"], "kind": v["kind"],
-                 "aliases": [a["alias"] for a in v["aliases"]], "source": "",
-                 "metrics": v["metrics"]}
-                for v in self._versions(name)]
-
-    def model_versions(self, name: str) -> list[dict[str, Any]]:
-        # Sources (server paths), revisions and checksums are the operator's: the API does
-        # not show them.
-        return [{**v, "source": None, "revision": None, "sha256": None}
-                for v in self._versions(name.split("@")[0])]
 
     def compare_models(self, a: str, b: str) -> dict[str, Any]:
         out: dict[str, Any] = self.api.get("/v1/models/compare", a=a, b=b)
@@ -157,24 +154,22 @@ class RemoteBackend:
         with stream:
             return self.api.upload(stream=stream, filename=path.name, purpose="fine-tune")
 
-    def submit_finetune(self, request: FinetuneRequest) -> dict[str, Any]:
-        from nightowl.common.specs import check_finetune_request, check_hyperparams
+    def submit_finetune(self, request: FinetuneRequest, *, train_file: Path,
+                        eval_file: Path | None) -> RunView:
+        from nightowl.common.specs import check_hyperparams
 
-        body = {"kind": request.kind, "base": request.base, "eval_split": request.eval_split,
-                "hyperparameters": request.hyperparams, "register_as": request.register_as,
-                "promote_to": request.promote_to, "gate": request.gate,
-                "priority": request.priority}
-        # The request's values before any file is uploaded; the operator's training-budget
-        # bounds are the server's to check.
-        check_finetune_request(**body)
-        check_hyperparams(request.hyperparams, None)
-        train = self._upload_training(request.train_file, request.kind, "training file")
-        val = (self._upload_training(request.eval_file, request.kind, "eval file")
-               if request.eval_file else None)
-        run = self.api.post("/v1/finetunes",
-                            {**body, "training_file": train, "validation_file": val})
-        return {"id": run["id"], "train_rows": run["dataset"]["train_rows"],
-                "eval_rows": run["dataset"]["eval_rows"]}
+        body = request.model_dump(mode="json")
+        # The request's values were checked when it was built and its hyperparameters are
+        # checked now, before any file is uploaded; the operator's training-budget bounds are
+        # the server's to check.
+        check_hyperparams(request.hyperparameters, None)
+        train = self._upload_training(train_file, request.kind, "training file")
+        val = (self._upload_training(eval_file, request.kind, "eval file")
+               if eval_file else None)
+        from nightowl.finetune.views import RunView
+
+        return RunView.model_validate(self.api.post(
+            "/v1/finetunes", {**body, "training_file": train, "validation_file": val}))
 
     def run_progress(self, run_id: str) -> tuple[str, tuple[int, float] | None]:
         status: str = self.api.get(f"/v1/finetunes/{run_id}")["status"]
@@ -184,38 +179,39 @@ class RemoteBackend:
     def run_outcome_line(self, run_id: str) -> str:
         from nightowl.registry.outcome import run_line
 
-        run = self.api.get(f"/v1/finetunes/{run_id}")
+        run = self.get_run(run_id)
         # The last value of each eval metric: what the registered version was judged by.
-        metrics = {m["key"]: m["value"] for m in self.run_metrics(run_id)}
-        return run_line(run_id=run["id"], status=run["status"], error=run["error"],
-                        result_version=run["result_version"],
-                        promotion_summary=run["promotion_summary"], metrics=metrics)
+        metrics = {m.key: m.value for m in self.run_metrics(run_id)}
+        return run_line(run_id=run.id, status=run.status.value, error=run.error,
+                        result_version=run.result_version,
+                        promotion_summary=run.promotion_summary, metrics=metrics)
 
-    def list_runs(self, limit: int) -> list[dict[str, Any]]:
-        return [{k: r[k] for k in ("id", "kind", "status", "register_as", "created_at",
-                                   "base_version", "result_version", "promotion_summary")}
-                for r in self.api.get("/v1/finetunes", limit=limit)]
+    def list_runs(self, limit: int) -> list[RunView]:
+        from nightowl.finetune.views import RunView
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        run = self.api.get(f"/v1/finetunes/{run_id}")
-        events = self.api.get(f"/v1/finetunes/{run_id}/events")
-        return {
-            "id": run["id"], "kind": run["kind"], "status": run["status"],
-            "base_version": run["base_version"], "dataset": run["dataset"],
-            "hyperparams": run["hyperparameters"], "register_as": run["register_as"],
-            "promote_to": run["promote_to"], "gate": run["gate"],
-            "result_version": run["result_version"],
-            "promotion_summary": run["promotion_summary"], "promotion": run["promotion"],
-            "attempts": run["attempts"], "error": run["error"], "events": events,
-        }
+        return [RunView.model_validate(r) for r in self.api.get("/v1/finetunes", limit=limit)]
 
-    def cancel_run(self, run_id: str) -> dict[str, Any]:
-        run: dict[str, Any] = self.api.post(f"/v1/finetunes/{run_id}/cancel")
-        return run
+    def get_run(self, run_id: str) -> RunView:
+        from nightowl.finetune.views import RunView
 
-    def run_metrics(self, run_id: str) -> list[dict[str, Any]]:
-        metrics: list[dict[str, Any]] = self.api.get(f"/v1/finetunes/{run_id}/metrics")
-        return metrics
+        return RunView.model_validate(self.api.get(f"/v1/finetunes/{run_id}"))
+
+    def run_events(self, run_id: str) -> list[EventView]:
+        from nightowl.finetune.views import EventView
+
+        return [EventView.model_validate(e)
+                for e in self.api.get(f"/v1/finetunes/{run_id}/events")]
+
+    def cancel_run(self, run_id: str) -> RunView:
+        from nightowl.finetune.views import RunView
+
+        return RunView.model_validate(self.api.post(f"/v1/finetunes/{run_id}/cancel"))
+
+    def run_metrics(self, run_id: str) -> list[MetricView]:
+        from nightowl.finetune.views import MetricView
+
+        return [MetricView.model_validate(m)
+                for m in self.api.get(f"/v1/finetunes/{run_id}/metrics")]
 
     # -- schedules ------------------------------------------------------------------------
     def _upload_spec_files(self, target: str | None,
@@ -243,47 +239,53 @@ class RemoteBackend:
                     spec[part] = ref
         return spec
 
-    def add_schedule(self, name: str, change: ScheduleChange) -> dict[str, Any]:
+    def add_schedule(self, name: str, change: ScheduleEdit) -> ScheduleView:
         body = {"name": name, "cron": change.cron, "timezone": change.timezone or "UTC",
                 "target": change.target,
                 "spec": self._upload_spec_files(change.target, change.spec),
                 "catchup": change.catchup or "once", "enabled": change.enabled is not False}
-        out: dict[str, Any] = self.api.post("/v1/schedules", body)
-        return out
+        return self._schedule(self.api.post("/v1/schedules", body))
 
-    def edit_schedule(self, name: str, change: ScheduleChange) -> dict[str, Any]:
+    def edit_schedule(self, name: str, change: ScheduleEdit) -> ScheduleView:
         body = {"cron": change.cron, "timezone": change.timezone, "target": change.target,
                 "spec": self._upload_spec_files(change.target, change.spec),
                 "catchup": change.catchup}
-        out: dict[str, Any] = self.api.call("PATCH", f"/v1/schedules/{name}", json={
-            k: v for k, v in body.items() if v is not None})
-        return out
+        return self._schedule(self.api.call("PATCH", f"/v1/schedules/{name}", json={
+            k: v for k, v in body.items() if v is not None}))
 
-    def list_schedules(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = self.api.get("/v1/schedules")
-        return out
+    @staticmethod
+    def _schedule(body: Any) -> ScheduleView:
+        from nightowl.scheduling.views import ScheduleView
 
-    def get_schedule(self, name: str) -> dict[str, Any]:
-        out: dict[str, Any] = self.api.get(f"/v1/schedules/{name}")
-        return out
+        return ScheduleView.model_validate(body)
 
-    def set_schedule_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
-        out: dict[str, Any] = self.api.post(
-            f"/v1/schedules/{name}/{'resume' if enabled else 'pause'}")
-        return out
+    def list_schedules(self) -> list[ScheduleView]:
+        return [self._schedule(s) for s in self.api.get("/v1/schedules")]
+
+    def get_schedule(self, name: str) -> ScheduleView:
+        return self._schedule(self.api.get(f"/v1/schedules/{name}"))
+
+    def set_schedule_enabled(self, name: str, enabled: bool) -> ScheduleView:
+        return self._schedule(self.api.post(
+            f"/v1/schedules/{name}/{'resume' if enabled else 'pause'}"))
 
     def remove_schedule(self, name: str) -> None:
         self.api.call("DELETE", f"/v1/schedules/{name}")
 
-    def run_schedule(self, name: str) -> dict[str, Any]:
-        out: dict[str, Any] = self.api.post(f"/v1/schedules/{name}/run")
-        return out
+    def run_schedule(self, name: str) -> FiringView:
+        from nightowl.scheduling.views import FiringView
 
-    def schedule_history(self, name: str, limit: int) -> tuple[str, list[dict[str, Any]]]:
-        tz: str = self.get_schedule(name)["timezone"]
-        return tz, self.api.get(f"/v1/schedules/{name}/history", limit=limit)
+        return FiringView.model_validate(self.api.post(f"/v1/schedules/{name}/run"))
+
+    def schedule_history(self, name: str, limit: int) -> tuple[str, list[FiringView]]:
+        from nightowl.scheduling.views import FiringView
+
+        tz = self.get_schedule(name).timezone
+        return tz, [FiringView.model_validate(f) for f in
+                    self.api.get(f"/v1/schedules/{name}/history", limit=limit)]
 
     # -- the fleet ------------------------------------------------------------------------
-    def list_workers(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = self.api.get("/v1/workers")
-        return out
+    def list_workers(self) -> list[WorkerView]:
+        from nightowl.fleet.views import WorkerView
+
+        return [WorkerView.model_validate(w) for w in self.api.get("/v1/workers")]

@@ -12,9 +12,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from nightowl.cli.backend import ScheduleChange, current
-from nightowl.scheduling import schedules
+from nightowl.cli.backend import current
+from nightowl.common.enums import Catchup, ScheduleTarget
 from nightowl.scheduling.cron import check_timezone
+from nightowl.scheduling.views import ScheduleEdit
 
 SPEC_HELP = "JSON file with the template; relative paths in it are read from its folder."
 
@@ -83,7 +84,7 @@ def schedule() -> None:
               help="IANA timezone the cron is read in, e.g. Europe/Berlin.")
 @_SPEC_OPTS[0]
 @_SPEC_OPTS[1]
-@click.option("--catchup", type=click.Choice(schedules.CATCHUP), default="once",
+@click.option("--catchup", type=click.Choice([c.value for c in Catchup]), default="once",
               show_default=True,
               help="Slots missed while beat was down: fire once, fire all, or none.")
 @click.option("--paused", is_flag=True, help="Create it paused.")
@@ -93,9 +94,9 @@ def add(name: str, cron: str, timezone: str, finetune_spec: Path | None,
     found = _target(finetune_spec, job_spec, required=True)
     assert found is not None
     target, spec = found
-    row = current().add_schedule(name, ScheduleChange(
-        cron=cron, timezone=timezone, target=target, spec=spec, catchup=catchup,
-        enabled=not paused))
+    row = current().add_schedule(name, ScheduleEdit(
+        cron=cron, timezone=timezone, target=ScheduleTarget(target), spec=spec,
+        catchup=Catchup(catchup), enabled=not paused)).model_dump(mode="json")
     click.echo(f"schedule {row['name']}: {target} at '{row['cron']}' {row['timezone']}; "
                f"next {_when(row['next_fire'], row['timezone'])}"
                + (" (paused)" if paused else ""))
@@ -107,14 +108,16 @@ def add(name: str, cron: str, timezone: str, finetune_spec: Path | None,
 @click.option("--tz", "timezone", help="New timezone.")
 @_SPEC_OPTS[0]
 @_SPEC_OPTS[1]
-@click.option("--catchup", type=click.Choice(schedules.CATCHUP), help="New catch-up policy.")
+@click.option("--catchup", type=click.Choice([c.value for c in Catchup]),
+              help="New catch-up policy.")
 def edit(name: str, cron: str | None, timezone: str | None, finetune_spec: Path | None,
          job_spec: Path | None, catchup: str | None) -> None:
     """Change NAME in place; a running beat picks it up within seconds."""
     found = _target(finetune_spec, job_spec, required=False)
-    row = current().edit_schedule(name, ScheduleChange(
-        cron=cron, timezone=timezone, target=found[0] if found else None,
-        spec=found[1] if found else None, catchup=catchup))
+    row = current().edit_schedule(name, ScheduleEdit(
+        cron=cron, timezone=timezone, target=ScheduleTarget(found[0]) if found else None,
+        spec=found[1] if found else None,
+        catchup=Catchup(catchup) if catchup else None)).model_dump(mode="json")
     click.echo(f"schedule {row['name']} updated; next "
                f"{_when(row['next_fire'], row['timezone'])}")
 
@@ -122,7 +125,7 @@ def edit(name: str, cron: str | None, timezone: str | None, finetune_spec: Path 
 @schedule.command("list")
 def list_() -> None:
     """Every schedule with its next fire time and its last firing."""
-    rows = current().list_schedules()
+    rows = [row.model_dump(mode="json") for row in current().list_schedules()]
     table = Table("name", "target", "cron", "timezone", "state", "next fire", "last firing")
     for row in rows:
         last, tz = row["last_firing"], row["timezone"]
@@ -141,7 +144,7 @@ def list_() -> None:
 @click.argument("name")
 def show(name: str) -> None:
     """NAME as JSON: cron, timezone, template, state, next fire, last firing."""
-    click.echo(json.dumps(current().get_schedule(name), indent=2, default=str))
+    click.echo(json.dumps(current().get_schedule(name).model_dump(mode="json"), indent=2))
 
 
 @schedule.command()
@@ -156,7 +159,7 @@ def pause(name: str) -> None:
 @click.argument("name")
 def resume(name: str) -> None:
     """Fire NAME again from its next slot (slots inside the pause are not made up)."""
-    row = current().set_schedule_enabled(name, True)
+    row = current().set_schedule_enabled(name, True).model_dump(mode="json")
     click.echo(f"schedule {name} resumed; next {_when(row['next_fire'], row['timezone'])}")
 
 
@@ -172,7 +175,7 @@ def remove(name: str) -> None:
 @click.argument("name")
 def run_now(name: str) -> None:
     """Fire NAME once now, outside its cron (works while paused); prints the job or run id."""
-    view = current().run_schedule(name)
+    view = current().run_schedule(name).model_dump(mode="json")
     detail = view["outcome"].get("error") or view["outcome"].get("reason") or ""
     click.echo(f"firing {view['id']} {view['status']}" + (f": {detail}" if detail else ""),
                err=True)
@@ -197,10 +200,11 @@ def _verdict(view: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per firing.")
 def history(name: str, limit: int, as_json: bool) -> None:
     """Each firing of NAME: its job or run, how it ended, and the promotion decision."""
-    tz, views = current().schedule_history(name, limit)
+    tz, found = current().schedule_history(name, limit)
+    views = [v.model_dump(mode="json") for v in found]
     if as_json:
         for view in views:
-            click.echo(json.dumps(view, default=str))
+            click.echo(json.dumps(view))
         return
     table = Table("scheduled for", "fired by", "firing", "job / run", "run status", "decision")
     for v in views:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -21,34 +20,19 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from nightowl.platform.orm import Job
+from nightowl.common.enums import JobStatus
+from nightowl.jobs.views import JobView
 from nightowl.registry.outcome import item_counts
 
-Snapshot = dict[str, Any]  # status, total, succeeded, failed, cancelled, expired, *_at
 # How long a job may sit queued with nothing done before we ask whether anything can run it.
 NO_PROGRESS_CHECK_S = 3.0
 # Piped output: one line when the status changes, else at most one line this often.
 LINE_EVERY_S = 5.0
-TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
-def snapshot(job: Job) -> Snapshot:
-    return {
-        "id": job.id, "status": job.status.value, "total": job.total_items,
-        "succeeded": job.succeeded_items, "failed": job.failed_items,
-        "cancelled": job.cancelled_items, "expired": job.expired_items,
-        "in_progress_at": job.in_progress_at, "queued_at": job.queued_at,
-        "end_at": job.completed_at or job.cancelled_at or job.expired_at,
-    }
-
-
-def done(s: Snapshot) -> int:
-    return int(s["succeeded"] + s["failed"] + s["cancelled"] + s["expired"])
-
-
-def follow(job_id: str, fetch: Callable[[], Snapshot], health: Callable[[], str | None], *,
+def follow(job_id: str, fetch: Callable[[], JobView], health: Callable[[], str | None], *,
            interval: float = 0.5, timeout: float | None = None,
-           console: Console | None = None) -> Snapshot:
+           console: Console | None = None) -> JobView:
     """Poll `fetch` until the job is final; returns its last snapshot."""
     console = console or Console(stderr=True)
     try:
@@ -75,8 +59,8 @@ class _Stall:
         self.started = time.monotonic()
         self.asked = False
 
-    def check(self, s: Snapshot) -> None:
-        if self.asked or done(s) or s["status"] not in ("queued", "in_progress"):
+    def check(self, s: JobView) -> None:
+        if self.asked or s.done or s.status not in (JobStatus.QUEUED, JobStatus.IN_PROGRESS):
             return
         if time.monotonic() - self.started < NO_PROGRESS_CHECK_S:
             return
@@ -86,13 +70,13 @@ class _Stall:
             self.say(f"warning: {warning}")
 
 
-def _timed_out(job_id: str, s: Snapshot, started: float, timeout: float | None) -> None:
+def _timed_out(job_id: str, s: JobView, started: float, timeout: float | None) -> None:
     if timeout is not None and time.monotonic() - started > timeout:
-        raise click.ClickException(f"job {job_id} still {s['status']} after {timeout:.0f}s")
+        raise click.ClickException(f"job {job_id} still {s.status.value} after {timeout:.0f}s")
 
 
-def _bar(job_id: str, fetch: Callable[[], Snapshot], health: Callable[[], str | None],
-         interval: float, timeout: float | None, console: Console) -> Snapshot:
+def _bar(job_id: str, fetch: Callable[[], JobView], health: Callable[[], str | None],
+         interval: float, timeout: float | None, console: Console) -> JobView:
     started = time.monotonic()
     with Progress(
         TextColumn("[bold]{task.fields[status]:<11}"),
@@ -111,22 +95,22 @@ def _bar(job_id: str, fetch: Callable[[], Snapshot], health: Callable[[], str | 
         while True:
             s = fetch()
             now = time.monotonic()
-            if first is None and s["status"] != "queued":
-                first = (now, done(s))
+            if first is None and s.status != JobStatus.QUEUED:
+                first = (now, s.done)
             rate = "-"
             if first is not None and now > first[0] + 0.5:
-                rate = f"{(done(s) - first[1]) / (now - first[0]):.1f}"
-            progress.update(task, total=s["total"], completed=done(s), status=s["status"],
+                rate = f"{(s.done - first[1]) / (now - first[0]):.1f}"
+            progress.update(task, total=s.total, completed=s.done, status=s.status.value,
                             rate=rate)
-            if s["status"] in TERMINAL:
+            if s.status.terminal:
                 return s
             stall.check(s)
             _timed_out(job_id, s, started, timeout)
             time.sleep(interval)
 
 
-def _lines(job_id: str, fetch: Callable[[], Snapshot], health: Callable[[], str | None],
-           interval: float, timeout: float | None) -> Snapshot:
+def _lines(job_id: str, fetch: Callable[[], JobView], health: Callable[[], str | None],
+           interval: float, timeout: float | None) -> JobView:
     """Not a terminal (a pipe, a log file, CI): whole lines, never carriage-return frames."""
     started = time.monotonic()
     stall = _Stall(health, lambda text: click.echo(text, err=True))
@@ -135,58 +119,49 @@ def _lines(job_id: str, fetch: Callable[[], Snapshot], health: Callable[[], str 
     while True:
         s = fetch()
         now = time.monotonic()
-        state = (s["status"], done(s))
+        state = (s.status.value, s.done)
         if last is None or state[0] != last[0] or (
                 state[1] != last[1] and now - last_at >= LINE_EVERY_S):
-            click.echo(f"{s['status']} {done(s)}/{s['total']}", err=True)
+            click.echo(f"{s.status.value} {s.done}/{s.total}", err=True)
             last, last_at = state, now
-        if s["status"] in TERMINAL:
+        if s.status.terminal:
             return s
         stall.check(s)
         _timed_out(job_id, s, started, timeout)
         time.sleep(interval)
 
 
-def _when(value: Any) -> datetime | None:
-    """A time from SQL (datetime) or from the API's JSON (ISO text)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return value if isinstance(value, datetime) else None
-
-
-def summary(s: Snapshot) -> None:
+def summary(s: JobView) -> None:
     seconds = None
-    # A local snapshot has end_at; the API's job has the three times it may have ended at.
-    end = _when(s.get("end_at") or s.get("completed_at") or s.get("cancelled_at")
-                or s.get("expired_at"))
-    start = _when(s.get("in_progress_at") or s.get("queued_at"))
+    end, start = s.end_at, s.in_progress_at or s.queued_at
     if end is not None and start is not None:
         seconds = (end - start).total_seconds()
-    rate = f", {s['succeeded'] / seconds:.1f} items/s" if seconds else ""
-    counts = item_counts(succeeded=s["succeeded"], failed=s["failed"],
-                         cancelled=s["cancelled"], expired=s["expired"], total=s["total"])
-    click.echo(f"{s['id']} {s['status']}: {counts}{rate}", err=True)
+    rate = f", {s.succeeded / seconds:.1f} items/s" if seconds else ""
+    counts = item_counts(succeeded=s.succeeded, failed=s.failed, cancelled=s.cancelled,
+                         expired=s.expired, total=s.total)
+    click.echo(f"{s.id} {s.status.value}: {counts}{rate}", err=True)
     sys.stderr.flush()
 
 
-def watch_job(job_id: str, *, interval: float = 0.5, timeout: float | None = None) -> Job:
-    """Watch a job from SQL until it is final; returns its final row."""
+def watch_job(job_id: str, *, interval: float = 0.5, timeout: float | None = None) -> JobView:
+    """Watch a job from SQL until it is final; returns its final state."""
     from nightowl.cli.common import settings
     from nightowl.fleet.liveness import queue_health
     from nightowl.jobs.service import get_job
+    from nightowl.jobs.views import job_view
     from nightowl.platform.db import session_factory
 
     factory = session_factory()
 
-    def row() -> Job:
+    def view() -> JobView:
         with factory() as session:
-            return get_job(session, job_id)
+            return job_view(session, get_job(session, job_id))
 
     def health() -> str | None:
         s = settings()
-        return queue_health(s, row().queue).warning(s)
+        return queue_health(s, view().queue).warning(s)
 
-    follow(job_id, lambda: snapshot(row()), health, interval=interval, timeout=timeout)
-    job = row()
-    summary(snapshot(job))
+    follow(job_id, view, health, interval=interval, timeout=timeout)
+    job = view()
+    summary(job)
     return job

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightowl.cli.backend import current
-from nightowl.fleet import heartbeats as fleet
+from nightowl.common.enums import WorkerStatus
 
 
 @click.command()
@@ -17,9 +17,9 @@ from nightowl.fleet import heartbeats as fleet
 @click.option("--alive", "only_alive", is_flag=True, help="Only live workers.")
 def workers(as_json: bool, only_alive: bool) -> None:
     """Live and recently dead workers: host, queues, device, current job, items/s, last seen."""
-    rows = current().list_workers()
+    rows = [w.model_dump(mode="json") for w in current().list_workers()]
     if only_alive:
-        rows = [r for r in rows if r["status"] == fleet.ALIVE]
+        rows = [r for r in rows if r["status"] == WorkerStatus.ALIVE.value]
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))

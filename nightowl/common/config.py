@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from nightowl.common.errors import ConfigError, InvalidInput
-from nightowl.common.timespec import parse_span
+from nightowl.common.timespec import parse_keep
 
 EMBEDDED = "embedded"
 _REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://", "valkey://")
@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         if value is None or isinstance(value, int):
             return value
         try:
-            return parse_span(str(value), what="NIGHTOWL_RETENTION")
+            return parse_keep(str(value), what="NIGHTOWL_RETENTION")
         except InvalidInput as e:
             raise ValueError(str(e)) from None
 

@@ -48,6 +48,26 @@ TERMINAL_JOB_STATUSES = frozenset(
 )
 
 
+class OnInvalid(str, Enum):
+    """What a job does with input lines it cannot run."""
+
+    REJECT = "reject"  # queue nothing; list every bad line
+    SKIP = "skip"  # bad lines become failed items; the rest runs
+
+
+class JobOrigin(str, Enum):
+    """Which door a job came through, fixed at creation (`jobs.origin`)."""
+
+    JOB = "job"  # a bulk job: CLI, /v1/jobs, a schedule
+    BATCH = "batch"  # an OpenAI batch (/v1/batches)
+    DIRECT = "direct"  # one OpenAI request served on the workers (/v1/chat/completions, ...)
+
+    @property
+    def id_prefix(self) -> str:
+        # What OpenAI's clients expect an id to start with; never read back to tell origins.
+        return {"job": "job", "batch": "batch", "direct": "req"}[self.value]
+
+
 class ItemStatus(str, Enum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
@@ -87,6 +107,13 @@ class RunStatus(str, Enum):
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
 
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_RUN_STATUSES
+
+
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
 
 class Queue(str, Enum):
     CPU = "cpu"
@@ -101,6 +128,29 @@ class TaskName(str, Enum):
     REAP = "nightowl.reap"
     RUN_FINETUNE = "nightowl.run_finetune"
     VALIDATE_BATCH = "nightowl.validate_batch"
+
+
+class WorkerStatus(str, Enum):
+    """A worker process as its heartbeats tell it."""
+
+    ALIVE = "alive"
+    STOPPED = "stopped"  # said goodbye
+    DEAD = "dead"  # stopped heartbeating; its leases were freed
+
+
+class ScheduleTarget(str, Enum):
+    """What a schedule submits when it fires."""
+
+    JOB = "job"
+    FINETUNE = "finetune"
+
+
+class Catchup(str, Enum):
+    """Slots a schedule missed (beat was down): fire the last once, fire each, or none."""
+
+    ONCE = "once"
+    ALL = "all"
+    NONE = "none"
 
 
 class FiringStatus(str, Enum):

@@ -12,11 +12,18 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 
 from nightowl.common.config import Settings
-from nightowl.common.enums import TaskKind
+from nightowl.common.enums import OnInvalid, TaskKind
 from nightowl.common.errors import InvalidInput, InvalidParams
 from nightowl.common.values import (
     PRIORITY_DEFAULT,
@@ -206,9 +213,9 @@ class JobRequest(BaseModel):
     deadline_seconds: float | None = Field(
         default=None, gt=0, description="Expire what is unfinished after this many seconds")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Labels kept on the job")
-    on_invalid: Literal["reject", "skip"] = Field(
-        default="reject", description="reject: queue nothing if an item is bad; skip: run the "
-                                      "rest")
+    on_invalid: OnInvalid = Field(
+        default=OnInvalid.REJECT, description="reject: queue nothing if an item is bad; skip: "
+                                              "run the rest")
     truncate: bool = Field(default=False,
                            description="Truncate texts longer than the model accepts")
     queue: Literal["cpu", "gpu"] = Field(default="cpu", description="Worker queue to run on")
@@ -359,6 +366,21 @@ def _lora_problems(value: object) -> list[tuple[str, str]]:
 
 
 TRAINABLE_KINDS = (TaskKind.SENTIMENT, TaskKind.TRANSLATE, TaskKind.GENERATE)
+# Share of the training rows held out for evaluation when no eval data is given.
+DEFAULT_EVAL_SPLIT = 0.1
+# The trainer's evaluation metrics; only one of them may decide a promotion.
+EVAL_PREFIX = "eval/"
+# Which eval metric decides a promotion when none is named, and whether higher is better.
+DEFAULT_GATE = {
+    TaskKind.SENTIMENT: "eval/accuracy",
+    TaskKind.TRANSLATE: "eval/bleu",
+    TaskKind.GENERATE: "eval/perplexity",
+}
+LOWER_IS_BETTER = {"eval/loss", "eval/perplexity"}
+
+
+def is_eval_metric(key: str) -> bool:
+    return key.startswith(EVAL_PREFIX)
 
 
 class FinetuneRequest(BaseModel):
@@ -367,8 +389,9 @@ class FinetuneRequest(BaseModel):
     kind: TaskKind = Field(description="What the model learns: sentiment, translate or "
                                        "generate")
     base: str = Field(description="Base model: NAME, NAME@ALIAS or NAME@vN")
-    eval_split: float = Field(default=0.1, gt=0, lt=1, description="Share of the training "
-                              "rows held out for evaluation when no eval data is given")
+    eval_split: float = Field(default=DEFAULT_EVAL_SPLIT, gt=0, lt=1,
+                              description="Share of the training rows held out for evaluation "
+                                          "when no eval data is given")
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, json_schema_extra=inline_schema(Hyperparameters),
         description="Training settings; budgets are bounded by the operator's limits")
@@ -392,6 +415,15 @@ class FinetuneRequest(BaseModel):
             raise ValueError(f"{kind.value} models are not fine-tuned here; fine-tune one of "
                              f"{', '.join(k.value for k in TRAINABLE_KINDS)}")
         return kind
+
+    @field_validator("gate")
+    @classmethod
+    def _eval_metric(cls, gate: str | None, info: ValidationInfo) -> str | None:
+        if gate is not None and not is_eval_metric(gate):
+            kind = info.data.get("kind")
+            example = DEFAULT_GATE.get(kind, "eval/accuracy") if kind else "eval/accuracy"
+            raise ValueError(f"{gate!r} must be an eval metric such as {example}")
+        return gate
 
 
 def check_finetune_request(**fields: Any) -> FinetuneRequest:

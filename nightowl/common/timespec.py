@@ -1,4 +1,5 @@
-"""Points in time as people type them: ISO, "12h" ago, "yesterday 18:00", "today", "now"."""
+"""Spans and points in time as people type them: "90s", "1w"; ISO, "12h" ago,
+"yesterday 18:00", "today", "now". One grammar for every span nightowl reads."""
 
 from __future__ import annotations
 
@@ -7,13 +8,31 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 
 from nightowl.common.errors import InvalidInput
 
-_AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)(?:\s+ago)?$")
+_SPAN = r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)"
+_DURATION = re.compile(rf"^{_SPAN}$")
+_AGO = re.compile(rf"^{_SPAN}(?:\s+ago)?$")
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+SPAN_HELP = "90s, 30m, 12h, 2d or 1w"
 _DAY_WORD = re.compile(r"^(today|yesterday)(?:[ T](\d{1,2}):(\d{2}))?$")
 FOREVER_WORDS = ("", "forever", "never", "none")
-SPAN_HELP = "a span such as 3600, 90s, 30m, 12h, 30d, 1w, or 'forever'"
+KEEP_HELP = f"seconds or a span ({SPAN_HELP}), or 'forever'"
 HELP = ("an ISO time (2025-01-31T18:00, 2025-01-31), a span ago (90s, 30m, 12h, 2d, 1w), "
         "'now', 'today', 'yesterday', or 'yesterday 18:00'")
+
+
+def _span(number: str, unit: str, text: str) -> timedelta:
+    try:
+        return timedelta(seconds=float(number) * _UNITS[unit])
+    except OverflowError:
+        raise InvalidInput(f"{text!r} is longer than any duration nightowl takes") from None
+
+
+def parse_span(text: str) -> timedelta:
+    """A length of time: a number and a unit (s, m or min, h, d, w)."""
+    m = _DURATION.match(text.strip().lower())
+    if not m:
+        raise InvalidInput(f"{text!r} is not a duration like {SPAN_HELP}")
+    return _span(m.group(1), m.group(2), text)
 
 
 def local_tz() -> tzinfo:
@@ -30,7 +49,7 @@ def parse_when(text: str, *, now: datetime | None = None, tz: tzinfo | None = No
     if spec == "now":
         return current.astimezone(UTC)
     if m := _AGO.match(spec):
-        return (current - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])).astimezone(UTC)
+        return (current - _span(m.group(1), m.group(2), text)).astimezone(UTC)
     if m := _DAY_WORD.match(spec):
         day = current.date() - timedelta(days=1 if m.group(1) == "yesterday" else 0)
         hour, minute = int(m.group(2) or 0), int(m.group(3) or 0)
@@ -46,19 +65,21 @@ def parse_when(text: str, *, now: datetime | None = None, tz: tzinfo | None = No
     return parsed.astimezone(UTC)
 
 
-def parse_span(text: str | int | float, *, what: str) -> int | None:
-    """Whole seconds from "3600", "90s", "30m", "12h", "30d" or "1w"; None for "forever".
-    `what` names the setting or option in the error."""
+def parse_keep(text: str | int | float, *, what: str) -> int | None:
+    """How long to keep something, in whole seconds: a span in the one grammar above or bare
+    seconds ("3600"); None for "forever". `what` names the setting or option in the error."""
     if isinstance(text, int | float) and not isinstance(text, bool):
         seconds = float(text)
     else:
         spec = str(text).strip().lower()
         if spec in FOREVER_WORDS:
             return None
-        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?", spec)
-        if m is None:
-            raise InvalidInput(f"{what} {text!r} is not understood; use {SPAN_HELP}")
-        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+        if re.fullmatch(r"\d+(?:\.\d+)?", spec):
+            seconds = float(spec)
+        elif _DURATION.match(spec):
+            seconds = parse_span(spec).total_seconds()
+        else:
+            raise InvalidInput(f"{what} {text!r} is not understood; use {KEEP_HELP}")
     if seconds < 1:
         raise InvalidInput(f"{what} {text!r} must be at least one second, or 'forever'")
     return int(seconds)

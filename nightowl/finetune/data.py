@@ -109,3 +109,10 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 def load_rows(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def check_eval_labels(train_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]]) -> None:
+    """A classifier cannot be judged on labels it never saw trained."""
+    stray = sorted({r["label"] for r in eval_rows} - {r["label"] for r in train_rows})
+    if stray:
+        raise InvalidInput(f"eval labels {stray} never appear in the training data", param="eval")

@@ -84,7 +84,7 @@ def create(*, session: Session, settings: Settings, tenant_id: str | None,
     seed = int(seed if seed is not None else random.randrange(2**31))
     spec = finetunes.FinetuneSpec(
         kind=base.kind, base=model, train_rows=train, eval_rows=evals,
-        hyperparams={"epochs": resolved["n_epochs"], "batch_size": resolved["batch_size"],
+        hyperparameters={"epochs": resolved["n_epochs"], "batch_size": resolved["batch_size"],
                      "lr": DEFAULT_LR * resolved["learning_rate_multiplier"], "seed": seed},
         register_as=f"{base.name}-ft" + (f"-{suffix}" if suffix else ""), tenant_id=tenant_id,
         dataset_info={"training_file": training_file, "validation_file": validation_file,

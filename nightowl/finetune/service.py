@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    SkipValidation,
+    ValidationError,
+    model_validator,
+)
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -16,8 +22,13 @@ from nightowl.common.config import Settings
 from nightowl.common.enums import FiringStatus, Queue, RunStatus, TaskKind, TaskName
 from nightowl.common.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from nightowl.common.private import private_dir
-from nightowl.common.specs import check_finetune_request, check_hyperparams
-from nightowl.common.values import PRIORITY_DEFAULT
+from nightowl.common.specs import (
+    DEFAULT_GATE,
+    LOWER_IS_BETTER,
+    FinetuneRequest,
+    check_hyperparams,
+)
+from nightowl.common.values import invalid
 from nightowl.finetune import data as finetune_data
 from nightowl.jobs import quotas
 from nightowl.platform.celery_app import send
@@ -36,30 +47,29 @@ from nightowl.storage import run_artifacts
 
 log = logging.getLogger(__name__)
 
-# Which eval metric decides a promotion, and whether higher is better.
-DEFAULT_GATE = {
-    TaskKind.SENTIMENT: "eval/accuracy",
-    TaskKind.TRANSLATE: "eval/bleu",
-    TaskKind.GENERATE: "eval/perplexity",
-}
-LOWER_IS_BETTER = {"eval/loss", "eval/perplexity"}
 
 
-@dataclass
-class FinetuneSpec:
-    kind: TaskKind
-    base: str
-    train_rows: list[dict[str, Any]]
-    eval_rows: list[dict[str, Any]] | None = None
-    eval_split: float | None = 0.1
-    hyperparams: dict[str, Any] = field(default_factory=dict)
-    register_as: str | None = None
-    promote_to: str | None = None
-    gate: str | None = None
+class FinetuneSpec(FinetuneRequest):
+    """A fine-tune to queue: the request every door fills (its fields, ranges and defaults are
+    nightowl.common.specs.FinetuneRequest's), its data as rows, and who submits it."""
+
+    # Rows as read and checked by nightowl.finetune.data; a copy per row would cost more than
+    # the check buys.
+    train_rows: SkipValidation[list[dict[str, Any]]]
+    # None: split eval_split of the training rows off instead.
+    eval_rows: SkipValidation[list[dict[str, Any]] | None] = None
     tenant_id: str | None = None
-    dataset_info: dict[str, Any] = field(default_factory=dict)
+    dataset_info: dict[str, Any] = Field(default_factory=dict)
     schedule_run_id: int | None = None
-    priority: int = PRIORITY_DEFAULT
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refused(cls, data: Any,
+                 handler: ModelWrapValidatorHandler[FinetuneSpec]) -> FinetuneSpec:
+        try:
+            return handler(data)
+        except ValidationError as e:
+            raise invalid(e) from None
 
 
 def run_dir(settings: Settings, run_id: str) -> Path:
@@ -82,23 +92,17 @@ def get_run(session: Session, run_id: str, *, tenant_id: str | None = None) -> T
     return run
 
 
-def check_request(settings: Settings, *, kind: TaskKind, base: str,
-                  hyperparams: dict[str, Any], register_as: str | None = None,
-                  promote_to: str | None = None, gate: str | None = None,
-                  priority: int = PRIORITY_DEFAULT, eval_split: float | None = None) -> None:
-    """Every value of a fine-tune request (nightowl.common.specs), before its data is read or its
-    base looked up, so a bad one is named first whichever door it came through."""
-    check_finetune_request(
-        kind=kind, base=base, hyperparameters=hyperparams, register_as=register_as,
-        promote_to=promote_to, gate=gate, priority=priority,
-        **({} if eval_split is None else {"eval_split": eval_split}))
-    check_hyperparams(hyperparams, settings)
+def check_request(settings: Settings, request: FinetuneRequest) -> None:
+    """What the request's own type cannot check: the training budget under the operator's
+    bounds. Called before its data is read or its base looked up, so a bad value is named
+    first whichever door it came through."""
+    check_hyperparams(request.hyperparameters, settings)
+    if request.promote_to is not None:
+        registry.check_alias(request.promote_to)
 
 
 def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec) -> TrainingRun:
-    check_request(settings, kind=spec.kind, base=spec.base, hyperparams=spec.hyperparams,
-                  register_as=spec.register_as, promote_to=spec.promote_to, gate=spec.gate,
-                  priority=spec.priority, eval_split=spec.eval_split)
+    check_request(settings, spec)
     base = registry.resolve(session, spec.base, tenant_id=spec.tenant_id)
     if base.kind != spec.kind:
         raise InvalidInput(f"base model {base.ref} is a {base.kind.value} model, "
@@ -107,19 +111,14 @@ def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec)
     register_as = spec.register_as or base.name
     registry.check_name(session, register_as, spec.kind, tenant_id=spec.tenant_id)
     gate = spec.gate or DEFAULT_GATE[spec.kind]
-    if not gate.startswith("eval/"):
-        raise InvalidInput(
-            f"--gate {gate!r} must be an eval metric such as {DEFAULT_GATE[spec.kind]}")
-    seed = int(spec.hyperparams.get("seed", 0))
+    seed = int(spec.hyperparameters.get("seed", 0))
     train_rows, eval_rows = spec.train_rows, spec.eval_rows
     if eval_rows is None:
-        train_rows, eval_rows = finetune_data.split(train_rows, spec.eval_split or 0.1, seed)
+        train_rows, eval_rows = finetune_data.split(train_rows, spec.eval_split, seed)
     labels = None
     if spec.kind == TaskKind.SENTIMENT:
         labels = sorted({r["label"] for r in train_rows})
-        stray = sorted({r["label"] for r in eval_rows} - set(labels))
-        if stray:
-            raise InvalidInput(f"eval labels {stray} never appear in the training data")
+        finetune_data.check_eval_labels(train_rows, eval_rows)
     run = TrainingRun(
         id=new_id("run"),
         tenant_id=spec.tenant_id,
@@ -127,7 +126,7 @@ def submit_finetune(*, session: Session, settings: Settings, spec: FinetuneSpec)
         base_version_id=base.id,
         dataset={**spec.dataset_info, "train_rows": len(train_rows),
                  "eval_rows": len(eval_rows), "labels": labels},
-        hyperparams=spec.hyperparams,
+        hyperparams=spec.hyperparameters,
         status=RunStatus.QUEUED,
         register_as=register_as,
         promote_to=spec.promote_to,
@@ -218,7 +217,7 @@ def record_metrics(session: Session, run_id: str, step: int, values: dict[str, f
 
 def cancel_run(session: Session, run_id: str, *, tenant_id: str | None = None) -> TrainingRun:
     run = get_run(session, run_id, tenant_id=tenant_id)
-    if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED):
+    if run.status.terminal:
         raise Conflict(f"run {run_id} is already {run.status.value}")
     if run.status == RunStatus.QUEUED:
         run.status, run.finished_at = RunStatus.CANCELLED, utcnow()

@@ -18,29 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
-from nightowl.common.enums import ChunkStatus, RunStatus
+from nightowl.common.enums import ChunkStatus, RunStatus, WorkerStatus
+from nightowl.fleet.views import WorkerInfo, WorkerView
 from nightowl.platform.db import insert_ignoring_conflicts
 from nightowl.platform.orm import FleetLock, Job, JobChunk, TrainingRun, Worker, utcnow
 
 log = logging.getLogger(__name__)
 
-ALIVE, STOPPED, DEAD = "alive", "stopped", "dead"
 MAINTENANCE = "maintenance"
-
-
-@dataclass
-class WorkerInfo:
-    id: str
-    name: str
-    host: str
-    pid: int
-    queues: str
-    device: str
-    concurrency: int
 
 
 def owner_prefix(worker_id: str) -> str:
@@ -55,7 +44,7 @@ def register(session: Session, info: WorkerInfo) -> None:
         session.add(row)
     row.name, row.host, row.pid, row.queues = info.name, info.host, info.pid, info.queues
     row.device, row.concurrency = info.device, info.concurrency
-    row.status, row.last_seen_at = ALIVE, now
+    row.status, row.last_seen_at = WorkerStatus.ALIVE, now
     session.commit()
 
 
@@ -124,18 +113,19 @@ def heartbeat(session: Session, worker_id: str, *, items_done: int, items_per_s:
     was = session.scalar(select(Worker.status).where(Worker.id == worker_id))
     session.execute(
         update(Worker).where(Worker.id == worker_id)
-        .values(last_seen_at=now, status=ALIVE, current=current,
+        .values(last_seen_at=now, status=WorkerStatus.ALIVE, current=current,
                 items_done=items_done, items_per_s=items_per_s)
         .execution_options(synchronize_session=False)
     )
     session.commit()
-    return was != DEAD
+    return was != WorkerStatus.DEAD
 
 
 def mark_stopped(session: Session, worker_id: str, *, items_done: int | None = None) -> None:
     final = {} if items_done is None else {"items_done": items_done}
     session.execute(update(Worker).where(Worker.id == worker_id)
-                    .values(status=STOPPED, current={}, items_per_s=0.0, **final)
+                    .values(status=WorkerStatus.STOPPED, current={}, items_per_s=0.0,
+                            **final)
                     .execution_options(synchronize_session=False))
     session.commit()
 
@@ -154,18 +144,18 @@ def release_dead(session: Session, settings: Settings, now: datetime | None = No
     # Alive ones that went quiet, and dead or stopped ones that still hold a lease (a chunk
     # claimed in the instant before the worker was declared dead).
     candidates = session.scalars(
-        select(Worker.id).where(Worker.status == ALIVE, Worker.last_seen_at < cutoff)
+        select(Worker.id).where(Worker.status == WorkerStatus.ALIVE, Worker.last_seen_at < cutoff)
     ).all()
     out = Released(workers=list(candidates))
     if candidates:
         session.execute(update(Worker).where(Worker.id.in_(candidates),
                                              Worker.last_seen_at < cutoff)
-                        .values(status=DEAD, items_per_s=0.0)
+                        .values(status=WorkerStatus.DEAD, items_per_s=0.0)
                         .execution_options(synchronize_session=False))
         session.commit()
     # Only workers seen within a lease can still hold one: nobody renewed theirs since.
     gone = select(Worker.id).where(
-        Worker.status.in_([DEAD, STOPPED]),
+        Worker.status.in_([WorkerStatus.DEAD, WorkerStatus.STOPPED]),
         Worker.last_seen_at >= now - timedelta(seconds=settings.lease_seconds))
     for worker_id in session.scalars(gone).all():
         prefix = owner_prefix(worker_id) + "%"
@@ -250,19 +240,14 @@ def list_workers(session: Session, *, include_gone_for: timedelta = timedelta(da
     """Live workers, and those that stopped or died within `include_gone_for`."""
     since = utcnow() - include_gone_for
     return list(session.scalars(
-        select(Worker).where((Worker.status == ALIVE) | (Worker.last_seen_at >= since))
+        select(Worker).where((Worker.status == WorkerStatus.ALIVE) | (Worker.last_seen_at >= since))
         .order_by(Worker.status, Worker.host, Worker.started_at)
     ))
 
 
-def alive_count(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(Worker)
-                              .where(Worker.status == ALIVE)) or 0)
-
-
 def describe(session: Session, settings: Settings, *, tenant_id: str | None
-             ) -> list[dict[str, Any]]:
-    """One dict per worker, as the CLI, the API and the dashboard show it. A worker past its
+             ) -> list[WorkerView]:
+    """Each worker as the CLI, the API and the dashboard show it. A worker past its
     dead-after whose death no pass has recorded yet already shows as dead.
 
     The fleet is shared, the work on it is not: a tenant sees only its own jobs, chunks and
@@ -273,21 +258,22 @@ def describe(session: Session, settings: Settings, *, tenant_id: str | None
     mine = _own_work(session, workers, tenant_id) if tenant_id is not None else None
     for w in workers:
         age = (now - w.last_seen_at).total_seconds()
-        status = DEAD if w.status == ALIVE and age > settings.worker_dead_after else w.status
-        chunks = list(w.current.get("chunks", [])) if status == ALIVE else []
-        runs = list(w.current.get("runs", [])) if status == ALIVE else []
+        status = (WorkerStatus.DEAD if w.status == WorkerStatus.ALIVE
+                  and age > settings.worker_dead_after else WorkerStatus(w.status))
+        chunks = list(w.current.get("chunks", [])) if status == WorkerStatus.ALIVE else []
+        runs = list(w.current.get("runs", [])) if status == WorkerStatus.ALIVE else []
         if mine is not None:
             chunks = [c for c in chunks if c.split("#")[0] in mine]
             runs = [r for r in runs if r in mine]
-        out.append({
-            "id": w.id, "name": w.name, "host": w.host, "pid": w.pid, "queues": w.queues,
-            "device": w.device, "concurrency": w.concurrency, "status": status,
-            "current_jobs": sorted({c.split("#")[0] for c in chunks}), "current_chunks": chunks,
-            "current_runs": runs, "items_done": w.items_done,
-            "items_per_s": round(w.items_per_s, 2) if status == ALIVE else 0.0,
-            "started_at": w.started_at.isoformat(), "last_seen_at": w.last_seen_at.isoformat(),
-            "last_seen_s_ago": round(age, 1),
-        })
+        out.append(WorkerView(
+            id=w.id, name=w.name, host=w.host, pid=w.pid, queues=w.queues,
+            device=w.device, concurrency=w.concurrency, status=status,
+            current_jobs=sorted({c.split("#")[0] for c in chunks}), current_chunks=chunks,
+            current_runs=runs, items_done=w.items_done,
+            items_per_s=round(w.items_per_s, 2) if status == WorkerStatus.ALIVE else 0.0,
+            started_at=w.started_at.isoformat(), last_seen_at=w.last_seen_at.isoformat(),
+            last_seen_s_ago=round(age, 1),
+        ))
     return out
 
 

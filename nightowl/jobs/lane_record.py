@@ -21,7 +21,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import get_settings
-from nightowl.common.enums import ChunkStatus, ItemStatus, JobStatus, TaskKind
+from nightowl.common.enums import ChunkStatus, ItemStatus, JobOrigin, JobStatus, TaskKind
 from nightowl.jobs.lane import Done, LaneRequest
 from nightowl.platform import retention
 from nightowl.platform.orm import Job, JobChunk, JobItem
@@ -78,7 +78,8 @@ def write(session: Session, records: list[LaneRecord]) -> None:
         started = min((o.started_at for o in done.outcomes if o.started_at), default=None)
         end = _at(finished) or rec.created
         jobs.append({
-            "id": req.id, "tenant_id": rec.tenant_id, "kind": TaskKind(req.kind),
+            "id": req.id, "origin": JobOrigin.DIRECT, "tenant_id": rec.tenant_id,
+            "kind": TaskKind(req.kind),
             "model_ref": rec.model_ref, "model_version_id": req.version_id, "params": {},
             "status": status, "truncate": False, "chunk_size": len(req.items),
             "total_items": len(req.items), "total_tokens": None,

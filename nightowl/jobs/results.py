@@ -31,6 +31,14 @@ def row_dict(item: JobItem, model_ref: str) -> dict[str, Any]:
             {"code": item.error_code, "message": item.error_message} if item.error_code else None
         ),
         "model": model_ref,
+        **item_work(item),
+    }
+
+
+def item_work(item: Any) -> dict[str, Any]:
+    """Where, how long and at what cost an item ran, as every result row shows it; `item` is a
+    JobItem or a selected row with its column names."""
+    return {
         "tokens_in": item.tokens_in,
         "tokens_out": item.tokens_out,
         "worker": item.worker,

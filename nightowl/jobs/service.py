@@ -5,20 +5,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ModelWrapValidatorHandler, ValidationError, model_validator
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from nightowl.common import values
 from nightowl.common.config import Settings
-from nightowl.common.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus, Queue, TaskKind
+from nightowl.common.enums import (
+    ChunkStatus,
+    ErrorCode,
+    ItemStatus,
+    JobOrigin,
+    JobStatus,
+    OnInvalid,
+    Queue,
+)
 from nightowl.common.errors import Conflict, InvalidInput, NotFound
 from nightowl.common.items import STOPS
-from nightowl.common.specs import check_job_request, check_params
-from nightowl.common.values import PRIORITY_DEFAULT, check_json
+from nightowl.common.specs import JobRequest, check_params
+from nightowl.common.values import check_json, invalid
 from nightowl.jobs import quotas
 from nightowl.jobs.dispatch import top_up
 from nightowl.jobs.inputs import ParsedLine
@@ -32,24 +41,20 @@ INSERT_BATCH = 2000
 MAX_LISTED_PROBLEMS = 1000
 
 
-@dataclass
-class JobSpec:
-    kind: TaskKind
-    model: str
-    params: dict[str, Any] = field(default_factory=dict)
-    chunk_size: int | None = None
-    deadline: timedelta | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    on_invalid: str = "reject"
-    truncate: bool = False
-    queue: str | None = None
+class JobSpec(JobRequest):
+    """A job to store: the request every door fills (its fields, ranges and defaults are
+    nightowl.common.specs.JobRequest's) and who submits it, from where, into which row.
+
+    A bad value is refused when the spec is built, with the message the HTTP body gets.
+    """
+
+    # The doors offer cpu or gpu; the service runs any queue it is given (an operator's own
+    # pool, a test's isolated one).
+    queue: str = Queue.CPU.value  # type: ignore[assignment]
     tenant_id: str | None = None
     parent_job_id: str | None = None
     input_file_id: str | None = None
-    # Batches from the OpenAI-compatible API are ids batch_...; plain jobs job_....
-    id_prefix: str = "job"
-    # Higher runs first, ahead of fair share and age (nightowl.jobs.dispatch: range and meaning).
-    priority: int = PRIORITY_DEFAULT
+    origin: JobOrigin = JobOrigin.JOB
     # A batch row already committed as validating (its input checked in the background):
     # the checked items go into it instead of a new row.
     job_id: str | None = None
@@ -57,15 +62,24 @@ class JobSpec:
     # output_expires_after); else the tenant's or the operator's retention.
     retain_seconds: int | None = None
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refused(cls, data: Any, handler: ModelWrapValidatorHandler[JobSpec]) -> JobSpec:
+        try:
+            spec = handler(data)
+        except ValidationError as e:
+            raise invalid(e) from None
+        values.deadline(spec.deadline_seconds)
+        check_params(spec.kind, spec.params)
+        return spec
+
+    @property
+    def deadline(self) -> timedelta | None:
+        return values.deadline(self.deadline_seconds)
+
     def request(self) -> dict[str, Any]:
-        """The fields of a nightowl.common.specs.JobRequest (an HTTP body) this spec carries."""
-        return {
-            "kind": TaskKind(self.kind).value, "model": self.model, "params": self.params,
-            "chunk_size": self.chunk_size,
-            "deadline_seconds": self.deadline.total_seconds() if self.deadline else None,
-            "metadata": self.metadata, "on_invalid": self.on_invalid, "truncate": self.truncate,
-            "queue": self.queue, "priority": self.priority,
-        }
+        """The spec as the HTTP body (nightowl.common.specs.JobRequest) carries it."""
+        return self.model_dump(mode="json", include=set(JobRequest.model_fields))
 
 
 def set_status(job: Job, status: JobStatus) -> None:
@@ -105,13 +119,7 @@ def list_jobs(
 
 
 def check_spec(settings: Settings, spec: JobSpec) -> None:
-    """Every value of the request, by the one definition (nightowl.common.specs) all doors share."""
-    # Not the queue: every door offers cpu or gpu, but the service runs any queue it is given
-    # (an operator's own pool, a test's isolated one).
-    fields = spec.request()
-    del fields["queue"]
-    check_job_request(**fields)
-    check_params(spec.kind, spec.params)
+    """What the spec's own type cannot check: the operator's bound on metadata."""
     check_json("metadata", spec.metadata, max_bytes=settings.max_metadata_bytes)
 
 
@@ -124,7 +132,7 @@ def _serving(version: ModelVersion, spec: JobSpec) -> ModelVersion:
     if version.kind != spec.kind:
         raise InvalidInput(
             f"model {version.ref} is {version.kind.article} model; "
-            f"{TaskKind(spec.kind).article} job needs {TaskKind(spec.kind).article} model"
+            f"{spec.kind.article} job needs {spec.kind.article} model"
         )
     return version
 
@@ -149,7 +157,8 @@ def submit_job(
     chunk_size = spec.chunk_size or settings.chunk_size
     now = utcnow()
     job = Job(
-        id=new_job_id(spec.id_prefix),
+        id=new_job_id(spec.origin.id_prefix),
+        origin=spec.origin,
         tenant_id=spec.tenant_id,
         kind=spec.kind,
         model_ref=spec.model,
@@ -159,7 +168,7 @@ def submit_job(
         validating_at=now,
         truncate=spec.truncate,
         chunk_size=chunk_size,
-        queue=spec.queue or Queue.CPU.value,
+        queue=spec.queue,
         deadline_at=now + spec.deadline if spec.deadline else None,
         metadata_=spec.metadata,
         parent_job_id=spec.parent_job_id,
@@ -186,7 +195,7 @@ def submit_job(
         total += len(batch)
     if total == 0:
         raise InvalidInput("the input is empty: no items to run")
-    if failed and spec.on_invalid == "reject":
+    if failed and spec.on_invalid == OnInvalid.REJECT:
         raise InvalidInput(
             f"{failed} of {total} lines are invalid; nothing was queued "
             "(fix them, or pass --on-invalid skip to run the valid lines)",
@@ -398,7 +407,7 @@ def try_finalize(session: Session, job_id: str) -> bool:
                           .execution_options(populate_existing=True)).one()
     # A batch that was not cancelled stays finalizing while its output and error files are
     # written up (nightowl.openai.finalize finishes it); a plain job finishes here.
-    writes_files = job.id.startswith("batch_") and job.cancelling_at is None
+    writes_files = job.origin == JobOrigin.BATCH and job.cancelling_at is None
     if job.status.terminal or (writes_files and job.status == JobStatus.FINALIZING):
         return False
     set_status(job, JobStatus.FINALIZING)
@@ -462,7 +471,7 @@ def retry_job(
         params=parent.params,
         chunk_size=parent.chunk_size,
         metadata={**parent.metadata_, "retry_of": parent.id},
-        on_invalid="skip",
+        on_invalid=OnInvalid.SKIP,
         truncate=parent.truncate,
         queue=parent.queue,
         tenant_id=parent.tenant_id,

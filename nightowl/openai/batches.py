@@ -18,21 +18,23 @@ from sqlalchemy.orm import Session
 
 from nightowl.common import chat
 from nightowl.common.config import Settings
-from nightowl.common.enums import ErrorCode, JobStatus, Queue, TaskKind
+from nightowl.common.enums import ErrorCode, JobOrigin, JobStatus, OnInvalid, Queue, TaskKind
 from nightowl.common.errors import Conflict, InvalidInput, NightowlError, NotFound
 from nightowl.common.values import metadata_problem
 from nightowl.jobs.inputs import ParsedLine
 from nightowl.jobs.service import JobSpec, cancel_job, get_job, submit_job
+from nightowl.openai.fields import OpenAIFields, read_openai, write_openai
 from nightowl.openai.item_input import request_input
 from nightowl.openai.lines import ENDPOINTS, BatchLine, read_lines
 from nightowl.openai.problems import LineProblem
 from nightowl.platform import retention
 from nightowl.platform.orm import File, Job, JobItem, ModelVersion, new_job_id, utcnow
-from nightowl.platform.partitions import BATCH_PREFIX
 from nightowl.registry import versions as registry
 from nightowl.storage.files import get_file, local_path
 
-ID_PREFIX = BATCH_PREFIX
+# What a batch's id starts with (OpenAI's clients expect it); its output files are named after
+# the rest. Never read back to tell a batch from a job: jobs.origin says that.
+ID_PREFIX = JobOrigin.BATCH.id_prefix
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
 MAX_LISTED_ERRORS = 1000
 # Our own metadata key that picks the worker queue (OpenAI has no such notion).
@@ -75,19 +77,6 @@ def check_request(endpoint: str, completion_window: str,
         raise InvalidInput(f"metadata[{QUEUE_KEY!r}] must be cpu or gpu", param="metadata")
 
 
-def create_batch(
-    *, session: Session, settings: Settings, tenant_id: str | None, input_file_id: str,
-    endpoint: str, completion_window: str, metadata: dict[str, Any] | None = None,
-    output_expires_after: int | None = None,
-) -> Job:
-    """Check every line now and store the batch (queued, or failed naming its bad lines)."""
-    check_request(endpoint, completion_window, metadata)
-    row = input_file(session, input_file_id, tenant_id=tenant_id)
-    return check_and_submit(session=session, settings=settings, tenant_id=tenant_id, row=row,
-                            endpoint=endpoint, completion_window=completion_window,
-                            metadata=metadata, output_expires_after=output_expires_after)
-
-
 def input_file(session: Session, input_file_id: str, *, tenant_id: str | None) -> File:
     row = get_file(session, input_file_id, tenant_id=tenant_id)
     if row.purpose != "batch":
@@ -112,8 +101,8 @@ def check_and_submit(
     if check.lines == 0 and not check.error_count:
         check.add({"code": "empty_file", "message": f"file {input_file_id} has no requests",
                    "line": None, "param": "input_file_id"})
-    openai = {"endpoint": endpoint, "completion_window": completion_window,
-              "metadata": metadata or None, "model": check.model}
+    openai = OpenAIFields(endpoint=endpoint, completion_window=completion_window,
+                          metadata=metadata or None, model=check.model)
     if check.error_count:
         return _failed_batch(session, settings, check, kind, tenant_id, input_file_id, openai,
                              job_id=job_id, output_expires_after=output_expires_after)
@@ -123,7 +112,7 @@ def check_and_submit(
         # file answers each line, so the job row needs some model of the kind.
         check.version = placeholder_version(session, kind)
         model = check.version.ref
-        openai["model"] = next(iter(check.resolved), model)
+        openai.model = next(iter(check.resolved), model)
 
     def lines() -> Iterator[ParsedLine]:
         with open(local_path(row, settings), "rb") as fh:
@@ -134,9 +123,9 @@ def check_and_submit(
 
     spec = JobSpec(
         kind=kind, model=model or check.version.ref,
-        deadline=COMPLETION_WINDOWS[completion_window],
-        metadata={"openai": openai}, on_invalid="skip", tenant_id=tenant_id,
-        input_file_id=input_file_id, id_prefix=ID_PREFIX,
+        deadline_seconds=COMPLETION_WINDOWS[completion_window].total_seconds(),
+        metadata=openai.as_metadata(), on_invalid=OnInvalid.SKIP, tenant_id=tenant_id,
+        input_file_id=input_file_id, origin=JobOrigin.BATCH,
         queue=(metadata or {}).get(QUEUE_KEY, Queue.CPU.value), job_id=job_id,
         retain_seconds=output_expires_after,
     )
@@ -210,7 +199,7 @@ def _parsed_line(line: BatchLine, check: _Validation, kind: TaskKind) -> ParsedL
 
 
 def _failed_batch(session: Session, settings: Settings, check: _Validation, kind: TaskKind,
-                  tenant_id: str | None, input_file_id: str, openai: dict[str, Any], *,
+                  tenant_id: str | None, input_file_id: str, openai: OpenAIFields, *,
                   job_id: str | None = None, output_expires_after: int | None = None) -> Job:
     # A job row needs a model version even when none could be resolved; it never runs, so any
     # version does, and the batch object reports the model name the lines gave.
@@ -220,10 +209,11 @@ def _failed_batch(session: Session, settings: Settings, check: _Validation, kind
     now = utcnow()
     retain = retention.resolve(session, settings, tenant_id, output_expires_after)
     job = Job(
-        id=new_job_id(ID_PREFIX), tenant_id=tenant_id, kind=kind, model_ref=check.model or "",
+        id=new_job_id(JobOrigin.BATCH.id_prefix), origin=JobOrigin.BATCH, tenant_id=tenant_id,
+        kind=kind, model_ref=check.model or "",
         model_version_id=version.id, params={}, status=JobStatus.FAILED, validating_at=now,
         failed_at=now, chunk_size=settings.chunk_size, queue=Queue.CPU.value,
-        metadata_={"openai": openai}, input_file_id=input_file_id, errors=check.errors,
+        metadata_=openai.as_metadata(), input_file_id=input_file_id, errors=check.errors,
         total_items=0, retain_seconds=retain, expires_at=retention.expiry(now, retain),
     )
     session.add(job)
@@ -232,14 +222,14 @@ def _failed_batch(session: Session, settings: Settings, check: _Validation, kind
 
 
 def fail_validating(session: Session, job_id: str, errors: list[dict[str, Any]], *,
-                    openai: dict[str, Any] | None = None) -> Job:
+                    openai: OpenAIFields | None = None) -> Job:
     """A batch shown as validating that cannot run: failed, its errors naming the lines."""
     job = session.get(Job, job_id)
     assert job is not None  # the caller holds the row
     job.status, job.failed_at, job.errors = JobStatus.FAILED, utcnow(), errors
     job.expires_at = retention.expiry(job.failed_at, job.retain_seconds)
     if openai is not None:
-        job.metadata_ = {**job.metadata_, "openai": {**job.metadata_.get("openai", {}), **openai}}
+        write_openai(job, **openai.model_dump(exclude_unset=True))
     session.commit()
     return job
 
@@ -256,18 +246,19 @@ def placeholder_version(session: Session, kind: TaskKind) -> ModelVersion:
 
 
 def get_batch(session: Session, batch_id: str, *, tenant_id: str | None) -> Job:
-    if not batch_id.startswith(ID_PREFIX + "_"):
-        raise NotFound(f"no batch {batch_id!r}")
     try:
-        return get_job(session, batch_id, tenant_id=tenant_id)
+        job = get_job(session, batch_id, tenant_id=tenant_id)
     except NotFound:
         raise NotFound(f"no batch {batch_id!r}") from None
+    if job.origin != JobOrigin.BATCH:
+        raise NotFound(f"no batch {batch_id!r}")
+    return job
 
 
 def list_batches(session: Session, *, tenant_id: str | None, after: str | None = None,
                  limit: int = 20) -> tuple[list[Job], bool]:
     """Newest first; `after` is the last id of the previous page. Returns (page, has_more)."""
-    stmt = (select(Job).where(Job.id.startswith(ID_PREFIX + "_", autoescape=True))
+    stmt = (select(Job).where(Job.origin == JobOrigin.BATCH)
             .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
     if tenant_id is not None:
         stmt = stmt.where(Job.tenant_id == tenant_id)
@@ -331,7 +322,7 @@ def parse_batch_file_id(file_id: str) -> tuple[str, str] | None:
 def usage(session: Session, job: Job) -> dict[str, Any] | None:
     """Tokens of the batch's requests that ran, summed from their rows; a finished batch's
     sum is kept on the row when its files are written (see finalize), so it is read once."""
-    kept = (job.metadata_.get("openai") or {}).get("usage")
+    kept = read_openai(job).usage
     if kept is not None:
         return dict(kept)
     tokens_in, tokens_out = session.execute(
@@ -358,7 +349,7 @@ def as_created(shown: dict[str, Any]) -> dict[str, Any]:
 
 def batch_object(job: Job, session: Session | None = None) -> dict[str, Any]:
     """The batch as OpenAI's API shows it (with its token usage when given a session)."""
-    meta = job.metadata_.get("openai") or {}
+    meta = read_openai(job)
     # A queued job has passed validation and waits for a worker: OpenAI calls that in_progress.
     status = "in_progress" if job.status == JobStatus.QUEUED else job.status.value
     ids = file_ids(job)
@@ -370,11 +361,11 @@ def batch_object(job: Job, session: Session | None = None) -> dict[str, Any]:
     return {
         "id": job.id,
         "object": "batch",
-        "endpoint": meta.get("endpoint", ""),
-        "model": meta.get("model") or job.model_ref,
+        "endpoint": meta.endpoint,
+        "model": meta.model or job.model_ref,
         "errors": errors,
         "input_file_id": job.input_file_id or "",
-        "completion_window": meta.get("completion_window", "24h"),
+        "completion_window": meta.completion_window,
         "status": status,
         "output_file_id": ids[OUTPUT],
         "error_file_id": ids[ERRORS],
@@ -397,7 +388,7 @@ def batch_object(job: Job, session: Session | None = None) -> dict[str, Any]:
             "cancelled": job.cancelled_items,
             "expired": job.expired_items,
         },
-        "metadata": meta.get("metadata"),
+        "metadata": meta.metadata,
         "usage": usage(session, job) if session is not None else None,
     }
 

@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session
 
 from nightowl.common import chat
 from nightowl.common.config import Settings
-from nightowl.common.enums import ErrorCode, JobStatus, Queue
+from nightowl.common.enums import ErrorCode, JobOrigin, JobStatus, Queue
 from nightowl.common.errors import ModelNotFound, NightowlError, RequestRefused
 from nightowl.common.values import PRIORITY_INTERACTIVE
 from nightowl.jobs.inputs import ParsedLine
 from nightowl.jobs.service import JobSpec, cancel_job, submit_job
 from nightowl.openai import responses
+from nightowl.openai.fields import OpenAIFields
 from nightowl.openai.item_input import request_input
 from nightowl.openai.lines import (
     CHAT,
@@ -37,10 +38,8 @@ from nightowl.openai.output import output_line
 from nightowl.openai.problems import LineProblem
 from nightowl.openai.streaming import ChunkWriter
 from nightowl.platform.orm import Job, JobItem, ModelVersion
-from nightowl.platform.partitions import REQUEST_PREFIX
 from nightowl.registry import versions as registry
 
-ID_PREFIX = REQUEST_PREFIX
 # OpenAI's own cap on inputs in one embeddings request (prompts in a completions request too).
 MAX_INPUTS = 2048
 # The field that may list several inputs, each its own item of the request's job.
@@ -106,9 +105,9 @@ def check(*, session: Session, tenant_id: str | None, endpoint: str,
             param = f"{field}[{n}]" if p.param == field and several else p.param
             raise RequestRefused(p.message, code=p.code, param=param) from None
         lines.append(ParsedLine(n + 1, str(n), data))
-    spec = JobSpec(kind=kind, model=request.model, tenant_id=tenant_id, id_prefix=ID_PREFIX,
-                   metadata={"openai": {"endpoint": endpoint, "model": request.model,
-                                        "direct": True}},
+    spec = JobSpec(kind=kind, model=request.model, tenant_id=tenant_id, origin=JobOrigin.DIRECT,
+                   metadata=OpenAIFields(endpoint=endpoint, model=request.model,
+                                         direct=True).as_metadata(),
                    queue=Queue.CPU.value, priority=PRIORITY_INTERACTIVE)
     options = body.get("stream_options")
     usage = isinstance(options, dict) and bool(options.get("include_usage"))
@@ -157,7 +156,7 @@ def submit_one(*, session: Session, settings: Settings, spec: JobSpec,
                lines: list[ParsedLine]) -> Job:
     """The one place a direct request becomes work. Interactive requests must not wait behind
     bulk chunks, so they go ahead of the default priority (see nightowl.jobs.dispatch)."""
-    spec = replace(spec, priority=max(spec.priority, PRIORITY_INTERACTIVE))
+    spec = spec.model_copy(update={"priority": max(spec.priority, PRIORITY_INTERACTIVE)})
     return submit_job(session=session, settings=settings, spec=spec, lines=lines)
 
 

@@ -28,7 +28,7 @@ def to_lane(checked: Checked, settings: Settings) -> LaneRequest:
     follows = checked.direct.stream and not any(
         line.input.get("params", {}).get("logprobs") for line in checked.lines)
     return LaneRequest(
-        id=new_job_id(checked.spec.id_prefix), kind=checked.spec.kind.value,
+        id=new_job_id(checked.spec.origin.id_prefix), kind=checked.spec.kind.value,
         version_id=version.id,
         source=version.source, sha256=version.sha256, revision=version.revision,
         items=[LaneItem(line.input[field], dict(line.input.get("params", {})))

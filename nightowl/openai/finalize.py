@@ -19,10 +19,11 @@ import logging
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nightowl.common.enums import JobStatus
+from nightowl.common.enums import JobOrigin, JobStatus
 from nightowl.jobs.service import set_status
 from nightowl.openai import batches
-from nightowl.openai.batches import ERRORS, ID_PREFIX, OUTPUT
+from nightowl.openai.batches import ERRORS, OUTPUT
+from nightowl.openai.fields import write_openai
 from nightowl.openai.output import BatchFile, iter_lines
 from nightowl.platform.orm import Job
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 def finish(session: Session, job_id: str) -> bool:
     """Write up a finalizing batch and complete it; False if it is not finalizing (a plain
     job, not yet done, or already finished by another process)."""
-    if not job_id.startswith(ID_PREFIX + "_"):
+    if session.scalar(select(Job.origin).where(Job.id == job_id)) != JobOrigin.BATCH:
         return False
     # The claim takes the row lock (PostgreSQL) or the write lock (SQLite) first, so a second
     # finisher waits here and then matches nothing.
@@ -49,10 +50,7 @@ def finish(session: Session, job_id: str) -> bool:
     failed = job.failed_items + job.cancelled_items + job.expired_items
     sizes = {which: _bytes(session, BatchFile(job, which))
              for which, count in ((OUTPUT, job.succeeded_items), (ERRORS, failed)) if count}
-    meta = dict(job.metadata_.get("openai") or {})
-    meta["file_bytes"] = sizes
-    meta["usage"] = batches.usage(session, job)
-    job.metadata_ = {**job.metadata_, "openai": meta}
+    write_openai(job, file_bytes=sizes, usage=batches.usage(session, job))
     set_status(job, JobStatus.EXPIRED if job.expired_items else JobStatus.COMPLETED)
     session.commit()
     return True
@@ -63,7 +61,7 @@ def finish_all(session: Session) -> int:
     session.commit()  # the caller's work is its own
     ids = session.scalars(select(Job.id).where(
         Job.status == JobStatus.FINALIZING,
-        Job.id.startswith(ID_PREFIX + "_", autoescape=True))).all()
+        Job.origin == JobOrigin.BATCH)).all()
     session.rollback()
     return sum(finish(session, job_id) for job_id in ids)
 

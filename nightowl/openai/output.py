@@ -17,18 +17,18 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from nightowl.common.enums import ErrorCode, ItemStatus, JobStatus
+from nightowl.common.enums import ErrorCode, ItemStatus, JobOrigin, JobStatus
 from nightowl.common.errors import NotFound
 from nightowl.jobs.service import iter_items
 from nightowl.openai import responses
 from nightowl.openai.batches import (
-    ID_PREFIX,
     OUTPUT,
     batch_file_id,
     file_ids,
     get_batch,
     parse_batch_file_id,
 )
+from nightowl.openai.fields import read_openai, write_openai
 from nightowl.platform.orm import Job, JobItem, utcnow
 
 ERROR_STATUSES = [ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.EXPIRED]
@@ -61,7 +61,7 @@ def get_batch_file(session: Session, file_id: str, *, tenant_id: str | None) -> 
         job = get_batch(session, batch_id, tenant_id=tenant_id)
     except NotFound:
         raise NotFound(f"no file {file_id!r}") from None
-    deleted = (job.metadata_.get("openai") or {}).get("deleted_files") or []
+    deleted = read_openai(job).deleted_files
     # Past its expiry it is gone, though the pass that purges the batch may not have run yet.
     expired = job.expires_at is not None and job.expires_at <= utcnow()
     if file_ids(job)[which] is None or which in deleted or expired:
@@ -74,7 +74,7 @@ def list_batch_files(session: Session, *, tenant_id: str | None,
     """The output and error files of finished batches (newest batches first), as files.list
     shows them with purpose batch_output."""
     finished = [JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.EXPIRED]
-    stmt = (select(Job).where(Job.id.startswith(ID_PREFIX + "_", autoescape=True),
+    stmt = (select(Job).where(Job.origin == JobOrigin.BATCH,
                               Job.status.in_(finished),
                               or_(Job.expires_at.is_(None), Job.expires_at > utcnow()))
             .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit))
@@ -82,7 +82,7 @@ def list_batch_files(session: Session, *, tenant_id: str | None,
         stmt = stmt.where(Job.tenant_id == tenant_id)
     out = []
     for job in session.scalars(stmt):
-        deleted = (job.metadata_.get("openai") or {}).get("deleted_files") or []
+        deleted = read_openai(job).deleted_files
         out += [BatchFile(job, which) for which, file_id in file_ids(job).items()
                 if file_id is not None and which not in deleted]
     return out
@@ -90,8 +90,8 @@ def list_batch_files(session: Session, *, tenant_id: str | None,
 
 def iter_lines(session: Session, bf: BatchFile) -> Iterator[str]:
     """The file's JSONL lines in input order, read in keyset pages (flat memory)."""
-    meta = bf.job.metadata_.get("openai") or {}
-    endpoint, model = meta.get("endpoint", ""), meta.get("model") or bf.job.model_ref
+    meta = read_openai(bf.job)
+    endpoint, model = meta.endpoint, meta.model or bf.job.model_ref
     statuses = [ItemStatus.SUCCEEDED] if bf.which == OUTPUT else ERROR_STATUSES
     for item in iter_items(session, bf.job.id, statuses=statuses):
         yield json.dumps(output_line(bf.job.id, item, endpoint, model), ensure_ascii=False) + "\n"
@@ -99,20 +99,17 @@ def iter_lines(session: Session, bf: BatchFile) -> Iterator[str]:
 
 def file_size(session: Session, bf: BatchFile) -> int:
     """Bytes of the file: counted once by streaming it, then kept on the (finished) job."""
-    meta = dict(bf.job.metadata_.get("openai") or {})
-    sizes = dict(meta.get("file_bytes") or {})
+    sizes = dict(read_openai(bf.job).file_bytes)
     if bf.which not in sizes:
         sizes[bf.which] = sum(len(line.encode("utf-8")) for line in iter_lines(session, bf))
-        meta["file_bytes"] = sizes
-        bf.job.metadata_ = {**bf.job.metadata_, "openai": meta}
+        write_openai(bf.job, file_bytes=sizes)
         session.commit()
     return int(sizes[bf.which])
 
 
 def delete_batch_file(session: Session, bf: BatchFile) -> None:
-    meta = dict(bf.job.metadata_.get("openai") or {})
-    meta["deleted_files"] = sorted({*(meta.get("deleted_files") or []), bf.which})
-    bf.job.metadata_ = {**bf.job.metadata_, "openai": meta}
+    deleted = read_openai(bf.job).deleted_files
+    write_openai(bf.job, deleted_files=sorted({*deleted, bf.which}))
     session.commit()
 
 

@@ -23,11 +23,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
-from nightowl.common.enums import JobStatus, Queue, TaskName
+from nightowl.common.enums import JobOrigin, JobStatus, Queue, TaskName
 from nightowl.common.errors import ArtifactError, Conflict, NightowlError, NotFound, QuotaExceeded
 from nightowl.jobs import quotas
 from nightowl.openai import batches
 from nightowl.openai import finalize as batch_finalize
+from nightowl.openai.fields import OpenAIFields, read_openai
 from nightowl.openai.lines import ENDPOINTS
 from nightowl.platform import retention
 from nightowl.platform.celery_app import send
@@ -58,14 +59,15 @@ def create_batch(
     kind = ENDPOINTS[endpoint]
     now = utcnow()
     job = Job(
-        id=new_job_id(batches.ID_PREFIX), tenant_id=tenant_id, kind=kind, model_ref="",
+        id=new_job_id(JobOrigin.BATCH.id_prefix), origin=JobOrigin.BATCH, tenant_id=tenant_id,
+        kind=kind, model_ref="",
         # Replaced by the model the lines name once they are read.
         model_version_id=batches.placeholder_version(session, kind).id, params={},
         status=JobStatus.VALIDATING, validating_at=now, chunk_size=settings.chunk_size,
         queue=(metadata or {}).get(batches.QUEUE_KEY, Queue.CPU.value),
         deadline_at=now + batches.COMPLETION_WINDOWS[completion_window],
-        metadata_={"openai": {"endpoint": endpoint, "completion_window": completion_window,
-                              "metadata": metadata or None, "model": None}},
+        metadata_=OpenAIFields(endpoint=endpoint, completion_window=completion_window,
+                               metadata=metadata or None, model=None).as_metadata(),
         input_file_id=row.id, total_items=0,
         retain_seconds=retention.resolve(session, settings, tenant_id, output_expires_after),
     )
@@ -97,14 +99,14 @@ def validate(session: Session, settings: Settings, job_id: str) -> str:
         return "not validating"  # cancelled, already checked, or a duplicate message
     job = session.scalars(select(Job).where(Job.id == job_id)
                           .execution_options(populate_existing=True)).one()
-    meta = job.metadata_.get("openai") or {}
+    meta = read_openai(job)
     try:
         assert job.input_file_id is not None
         row = get_file(session, job.input_file_id)
         job = batches.check_and_submit(
             session=session, settings=settings, tenant_id=job.tenant_id, row=row,
-            endpoint=meta["endpoint"], completion_window=meta["completion_window"],
-            metadata=meta.get("metadata"), job_id=job_id)
+            endpoint=meta.endpoint, completion_window=meta.completion_window,
+            metadata=meta.metadata, job_id=job_id)
     except ArtifactError:
         raise  # the store is unreachable: the row stays validating and the reaper retries
     except Conflict:
@@ -146,7 +148,7 @@ def resend_stuck(session: Session, *, now: datetime, grace: timedelta, stale: da
     session.commit()  # the caller's work is its own: only the probe below is rolled back
     ids = session.scalars(
         select(Job.id).where(Job.status == JobStatus.VALIDATING,
-                             Job.id.startswith(batches.ID_PREFIX + "_", autoescape=True),
+                             Job.origin == JobOrigin.BATCH,
                              Job.validating_at < now - grace)
         .order_by(Job.validating_at).with_for_update(skip_locked=True)
     ).all()

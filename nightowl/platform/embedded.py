@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 
 from nightowl.common.config import EMBEDDED, Settings
@@ -124,11 +123,3 @@ def exit_on_sigterm() -> None:
 
 def nightowl_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "nightowl", *args]
-
-
-def wait_for_socket(path: Path, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise BrokerUnavailable(f"the embedded broker did not appear at {path}")
-        time.sleep(0.05)

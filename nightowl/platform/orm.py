@@ -26,7 +26,15 @@ from sqlalchemy import (
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from nightowl.common.enums import ChunkStatus, ItemStatus, JobStatus, RunStatus, TaskKind
+from nightowl.common.enums import (
+    ChunkStatus,
+    FiringStatus,
+    ItemStatus,
+    JobOrigin,
+    JobStatus,
+    RunStatus,
+    TaskKind,
+)
 from nightowl.common.items import utcnow as utcnow  # re-exported: the ORM's default and its callers
 
 NAMING = {
@@ -205,6 +213,9 @@ class Job(Base):
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), index=True)
+    origin: Mapped[JobOrigin] = mapped_column(_enum(JobOrigin, "job_origin"), index=True,
+                                              default=JobOrigin.JOB,
+                                              server_default=JobOrigin.JOB.value)
     truncate: Mapped[bool] = mapped_column(Boolean, default=False)
     chunk_size: Mapped[int]
     total_items: Mapped[int] = mapped_column(default=0)
@@ -401,7 +412,7 @@ class ScheduleRun(Base):
     fired_at: Mapped[datetime] = mapped_column(default=utcnow)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"))
     training_run_id: Mapped[str | None] = mapped_column(ForeignKey("training_runs.id"))
-    status: Mapped[str] = mapped_column(String(20), default="fired")
+    status: Mapped[str] = mapped_column(String(20), default=FiringStatus.FIRING.value)
     outcome: Mapped[dict[str, Any] | None]
     fired_by: Mapped[str | None] = mapped_column(String(200))
 

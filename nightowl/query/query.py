@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.enums import ItemStatus, TaskKind
 from nightowl.common.errors import InvalidInput
+from nightowl.jobs.results import item_work
 from nightowl.platform.orm import Job, JobItem, ModelVersion
 from nightowl.registry.versions import LATEST, ModelRef, resolve, visible
 
@@ -68,10 +69,6 @@ def input_text() -> ColumnElement[str]:
 
 def output_label() -> ColumnElement[Any]:
     return cast(ColumnElement[Any], JobItem.output["label"].as_string())
-
-
-def output_score() -> ColumnElement[Any]:
-    return cast(ColumnElement[Any], JobItem.output["score"].as_float())
 
 
 def _model_condition(session: Session, ref: str, tenant: str | None) -> ColumnElement[bool]:
@@ -151,13 +148,7 @@ def row_dict(row: Row[Any]) -> dict[str, Any]:
         "output": output,
         "error": {"code": row.error_code, "message": row.error_message}
         if row.error_code else None,
-        "tokens_in": row.tokens_in,
-        "tokens_out": row.tokens_out,
-        "worker": row.worker,
-        "device": row.device,
-        "attempts": row.attempts,
-        "started_at": row.started_at.isoformat() if row.started_at else None,
-        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        **item_work(row),
     }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nightowl.common.specs import is_eval_metric
 from nightowl.platform.orm import ModelVersion, TrainingRun
 
 
@@ -54,7 +55,7 @@ def promotion_words(promotion: dict[str, Any] | None, promote_to: str | None,
 
 def run_outcome(run: TrainingRun, refs: dict[int, str]) -> dict[str, Any]:
     """The fields every surface shows for a run's result."""
-    finished = run.status.value in ("succeeded", "failed", "cancelled")
+    finished = run.status.terminal
     return {
         "base_version": refs.get(run.base_version_id),
         "result_version": refs.get(run.result_version_id) if run.result_version_id else None,
@@ -75,7 +76,7 @@ def run_line(*, run_id: str, status: str, error: str | None, result_version: str
     if status != "succeeded":
         return f"{run_id} {status}" + (f": {error}" if error else "")
     figures = ", ".join(f"{k} {_figure(v)}" for k, v in sorted((metrics or {}).items())
-                        if k.startswith("eval/"))
+                        if is_eval_metric(k))
     registered = (f"registered {result_version}" + (f" ({figures})" if figures else "")
                   if result_version else "registered nothing")
     return f"{run_id} succeeded: {registered}; {promotion_summary}"

@@ -209,14 +209,21 @@ def register(
     return version
 
 
+def check_alias(alias: str) -> str:
+    """An alias a user may set: a name, never `latest` or a version (`v3`)."""
+    if _VERSION.match(alias) or alias == LATEST or not _NAME.match(alias):
+        raise InvalidInput(f"alias {alias!r} is reserved or malformed; use a word like 'prod'",
+                           param="promote_to")
+    return alias
+
+
 def set_alias(session: Session, version: ModelVersion, alias: str, *,
               tenant_id: str | None = None) -> ModelAlias:
     """Point `tenant_id`'s alias (None: the shared one) at `version`.
 
     A tenant may point its own aliases at its own or shared versions; a shared alias only at a
     shared version, or it would hand every tenant a model they may not see."""
-    if _VERSION.match(alias) or alias == LATEST or not _NAME.match(alias):
-        raise InvalidInput(f"alias {alias!r} is reserved or malformed; use a word like 'prod'")
+    check_alias(alias)
     if version.tenant_id is not None and version.tenant_id != tenant_id:
         raise InvalidInput(f"{version.ref} is not a shared model: only its owner can point an "
                            "alias at it")

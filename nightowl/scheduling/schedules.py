@@ -18,15 +18,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings
-from nightowl.common.enums import FiringStatus
+from nightowl.common.enums import Catchup, FiringStatus, ScheduleTarget
 from nightowl.common.errors import Conflict, InvalidInput, NightowlError, NotFound
 from nightowl.platform.orm import Job, Schedule, ScheduleRun, Tenant, TrainingRun, utcnow
 from nightowl.scheduling import templates as schedule_specs
 from nightowl.scheduling.cron import check_cron, check_min_interval, check_timezone, iter_slots
+from nightowl.scheduling.views import FiringView, ScheduleView
 
 log = logging.getLogger(__name__)
 
-CATCHUP = ("once", "all", "none")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 # catchup=none still fires a slot this late (beat polls every few seconds), not older ones.
 MISFIRE_GRACE = timedelta(seconds=60)
@@ -60,7 +60,7 @@ def due_firings(schedule: Schedule, now: datetime, *, max_catchup: int = 10) -> 
     if not schedule.enabled or after >= now:
         return Due([])
     tz = check_timezone(schedule.timezone)
-    if schedule.catchup == "all":
+    if schedule.catchup == Catchup.ALL:
         recent: list[datetime] = []
         start = now.replace(microsecond=0) + timedelta(seconds=1)
         for slot in iter_slots(schedule.cron, tz, start, backwards=True):
@@ -84,7 +84,7 @@ def due_firings(schedule: Schedule, now: datetime, *, max_catchup: int = 10) -> 
         if slot >= latest or missed >= 10_000:
             break
         missed += 1
-    if schedule.catchup == "none" and now - latest > MISFIRE_GRACE:
+    if schedule.catchup == Catchup.NONE and now - latest > MISFIRE_GRACE:
         return Due([], missed=missed + 1, advance_to=latest)
     return Due([latest], missed=missed)
 
@@ -120,15 +120,17 @@ def list_schedules(session: Session, *, tenant_id: str | None = None) -> list[Sc
 
 
 def _check_catchup(catchup: str) -> str:
-    if catchup not in CATCHUP:
-        raise InvalidInput(f"catchup {catchup!r} must be once, all or none", param="catchup")
-    return catchup
+    try:
+        return Catchup(catchup).value
+    except ValueError:
+        raise InvalidInput(f"catchup {catchup!r} must be one of "
+                           f"{', '.join(c.value for c in Catchup)}", param="catchup") from None
 
 
 def add_schedule(*, session: Session, settings: Settings, name: str, cron: str,
-                 timezone: str = "UTC", target: str, spec: object, catchup: str = "once",
-                 enabled: bool = True, tenant_id: str | None = None,
-                 allow_paths: bool = True) -> Schedule:
+                 timezone: str = "UTC", target: str, spec: object,
+                 catchup: str = Catchup.ONCE.value, enabled: bool = True,
+                 tenant_id: str | None = None, allow_paths: bool = True) -> Schedule:
     if not _NAME.match(name):
         raise InvalidInput(f"schedule name {name!r} must be letters, digits and . _ - "
                            "(at most 200)", param="name")
@@ -329,7 +331,7 @@ def next_wakeup(session: Session, now: datetime) -> datetime | None:
 # --- reading ----------------------------------------------------------------------------------
 
 def history(session: Session, name: str, *, tenant_id: str | None = None,
-            limit: int = 50) -> list[dict[str, Any]]:
+            limit: int = 50) -> list[FiringView]:
     """Each firing, newest first, with what it created, how that ended and the gate's verdict."""
     schedule = get_schedule(session, name, tenant_id=tenant_id)
     rows = session.execute(
@@ -344,22 +346,22 @@ def history(session: Session, name: str, *, tenant_id: str | None = None,
 
 
 def firing_view(firing: ScheduleRun, job: Job | None = None,
-                run: TrainingRun | None = None) -> dict[str, Any]:
+                run: TrainingRun | None = None) -> FiringView:
     outcome = firing.outcome or {}
-    view: dict[str, Any] = {
-        "id": firing.id, "scheduled_for": firing.scheduled_for.isoformat(),
-        "fired_at": firing.fired_at.isoformat(), "fired_by": firing.fired_by,
-        "status": FiringStatus(firing.status).value, "job_id": firing.job_id,
-        "training_run_id": firing.training_run_id, "outcome": outcome,
-        "run_status": None, "promotion": None, "version": outcome.get("version"),
-    }
+    view = FiringView(
+        id=firing.id, scheduled_for=firing.scheduled_for.isoformat(),
+        fired_at=firing.fired_at.isoformat(), fired_by=firing.fired_by,
+        status=FiringStatus(firing.status), job_id=firing.job_id,
+        training_run_id=firing.training_run_id, outcome=outcome,
+        run_status=None, promotion=None, version=outcome.get("version"),
+    )
     if job is not None:
-        view["run_status"] = job.status.value
-        view["outcome"] = {**outcome, "succeeded_items": job.succeeded_items,
-                           "failed_items": job.failed_items}
+        view.run_status = job.status.value
+        view.outcome = {**outcome, "succeeded_items": job.succeeded_items,
+                        "failed_items": job.failed_items}
     if run is not None:
-        view["run_status"] = run.status.value
-        view["promotion"] = run.promotion
+        view.run_status = run.status.value
+        view.promotion = run.promotion
     return view
 
 
@@ -369,18 +371,18 @@ def last_firing(session: Session, schedule_id: int) -> ScheduleRun | None:
         .order_by(ScheduleRun.fired_at.desc()).limit(1)).first()
 
 
-def describe(session: Session, schedule: Schedule, now: datetime) -> dict[str, Any]:
+def describe(session: Session, schedule: Schedule, now: datetime) -> ScheduleView:
     last = last_firing(session, schedule.id)
-    return {
-        "name": schedule.name, "cron": schedule.cron, "timezone": schedule.timezone,
-        "target": schedule.target, "spec": schedule.spec, "enabled": schedule.enabled,
-        "catchup": schedule.catchup,
-        "next_fire": next_fire(schedule, now).isoformat() if schedule.enabled else None,
+    return ScheduleView(
+        name=schedule.name, cron=schedule.cron, timezone=schedule.timezone,
+        target=ScheduleTarget(schedule.target), spec=schedule.spec, enabled=schedule.enabled,
+        catchup=Catchup(schedule.catchup),
+        next_fire=next_fire(schedule, now).isoformat() if schedule.enabled else None,
         # The slot of the last real firing; the anchor below also moves on edit and resume,
         # so reporting it as a firing would name a time nothing fired for.
-        "last_fired_for": last.scheduled_for.isoformat() if last else None,
-        "slots_due_after": anchor(schedule).isoformat(),
-        "last_firing": firing_view(last) if last else None,
-        "created_at": schedule.created_at.isoformat(),
-        "updated_at": schedule.updated_at.isoformat(),
-    }
+        last_fired_for=last.scheduled_for.isoformat() if last else None,
+        slots_due_after=anchor(schedule).isoformat(),
+        last_firing=firing_view(last) if last else None,
+        created_at=schedule.created_at.isoformat(),
+        updated_at=schedule.updated_at.isoformat(),
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,10 +20,22 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings, get_settings
-from nightowl.common.enums import KIND_ALIASES, FiringStatus, ItemStatus, TaskKind
+from nightowl.common.enums import (
+    KIND_ALIASES,
+    FiringStatus,
+    ItemStatus,
+    OnInvalid,
+    ScheduleTarget,
+    TaskKind,
+)
 from nightowl.common.errors import InvalidInput, NotFound
-from nightowl.common.specs import FinetuneRequest, JobRequest, check_hyperparams
-from nightowl.common.values import PRIORITY_DEFAULT, deadline, invalid
+from nightowl.common.specs import (
+    DEFAULT_EVAL_SPLIT,
+    FinetuneRequest,
+    JobRequest,
+    check_hyperparams,
+)
+from nightowl.common.values import PRIORITY_DEFAULT, invalid
 from nightowl.finetune import data as finetune_data
 from nightowl.finetune import service as finetunes
 from nightowl.jobs import intake
@@ -35,9 +47,10 @@ from nightowl.storage.files import get_file, local_path
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("job", "finetune")
-FINETUNE_KEYS = ("kind", "base", "train", "eval", "hyperparameters", "register_as",
-                 "promote_to", "gate")
+# The request's fields, with its data named as a file, an uploaded file or a query (train) and
+# a file or a split (eval).
+FINETUNE_KEYS = (*(k for k in FinetuneRequest.model_fields if k != "eval_split"),
+                 "train", "eval")
 LAST_SUCCESS = "last_success"
 # A job's input is re-read in full at every firing; at save time a sample catches a wrong file
 # without reading millions of lines.
@@ -46,6 +59,14 @@ CHECK_LINES = 1000
 
 def _bad(where: str, message: str) -> InvalidInput:
     return InvalidInput(f"spec.{where}: {message}", param=f"spec.{where}")
+
+
+def _as_spec(where: str, check: Callable[..., object], *args: Any) -> None:
+    """A core rule's refusal, named as the template's field."""
+    try:
+        check(*args)
+    except InvalidInput as e:
+        raise _bad(where, str(e)) from None
 
 
 def _kind(spec: dict[str, Any]) -> TaskKind:
@@ -114,11 +135,12 @@ def file_path(session: Session, ref: dict[str, Any], *, path_key: str, id_key: s
 def validate(session: Session, settings: Settings, *, target: str, spec: object,
              tenant_id: str | None, allow_paths: bool) -> dict[str, Any]:
     """The spec, checked like its submission will be, with files made absolute."""
-    if target not in TARGETS:
-        raise InvalidInput(f"target {target!r} must be 'job' or 'finetune'", param="target")
+    if target not in {t.value for t in ScheduleTarget}:
+        raise InvalidInput(f"target {target!r} must be one of "
+                           f"{', '.join(t.value for t in ScheduleTarget)}", param="target")
     if not isinstance(spec, dict):
         raise InvalidInput("the spec must be a JSON object", param="spec")
-    if target == "job":
+    if target == ScheduleTarget.JOB:
         return _job_spec(session, settings, spec, tenant_id, allow_paths)
     return _finetune_spec(session, spec, tenant_id, allow_paths)
 
@@ -155,7 +177,7 @@ def _job_spec(session: Session, settings: Settings, spec: dict[str, Any],
     problems = [(f"line {p.line_no}", p.error[1]) for p in sample if p.error]
     if not sample:
         raise _bad("input_file", "the input is empty: no items to run")
-    if problems and job.on_invalid == "reject":
+    if problems and job.on_invalid == OnInvalid.REJECT:
         raise InvalidInput(f"spec.input_file: {len(problems)} invalid line(s) in the first "
                            f"{len(sample)}", problems, param="spec.input_file")
     return out
@@ -163,12 +185,8 @@ def _job_spec(session: Session, settings: Settings, spec: dict[str, Any],
 
 def _job(spec: dict[str, Any], tenant_id: str | None, *, metadata: dict[str, Any]) -> JobSpec:
     """A stored job template as the job service's spec."""
-    return JobSpec(
-        kind=TaskKind(spec["kind"]), model=spec["model"], params=spec.get("params") or {},
-        chunk_size=spec.get("chunk_size"), on_invalid=spec.get("on_invalid", "reject"),
-        truncate=bool(spec.get("truncate")), queue=spec.get("queue"), tenant_id=tenant_id,
-        deadline=deadline(spec.get("deadline_seconds")),
-        priority=spec.get("priority", PRIORITY_DEFAULT), metadata=metadata)
+    request = {k: v for k, v in spec.items() if k in JobRequest.model_fields and v is not None}
+    return JobSpec(**{**request, "metadata": metadata}, tenant_id=tenant_id)
 
 
 def _source(spec: dict[str, Any]) -> intake.Source:
@@ -186,18 +204,18 @@ def _finetune_spec(session: Session, spec: dict[str, Any], tenant_id: str | None
     train = spec.get("train")
     if not isinstance(train, dict) or len(set(train) & {"file", "file_id", "query"}) != 1:
         raise _bad("train", 'give {"file": PATH}, {"file_id": ID} or {"query": {...}}')
-    train_labels: set[str] | None = None
+    train_rows: list[dict[str, Any]] | None = None
     if "query" in train:
         out["train"] = {"query": _query(session, train["query"], kind, tenant_id)}
     else:
         out["train"] = _file(session, train, path_key="file", id_key="file_id", where="train",
                              tenant_id=tenant_id, allow_paths=allow_paths)
-        rows = finetune_data.read_rows(file_path(session, out["train"], path_key="file",
-                                                 id_key="file_id", tenant_id=tenant_id), kind)
-        train_labels = {r["label"] for r in rows} if kind == TaskKind.SENTIMENT else None
-    ev = spec.get("eval", {"split": 0.1})
+        train_rows = finetune_data.read_rows(file_path(
+            session, out["train"], path_key="file", id_key="file_id", tenant_id=tenant_id), kind)
+    ev = spec.get("eval", {"split": DEFAULT_EVAL_SPLIT})
     if not isinstance(ev, dict) or len(set(ev) & {"file", "file_id", "split"}) != 1:
-        raise _bad("eval", 'give {"file": PATH}, {"file_id": ID} or {"split": 0.1}')
+        raise _bad("eval", f'give {{"file": PATH}}, {{"file_id": ID}} or '
+                           f'{{"split": {DEFAULT_EVAL_SPLIT}}}')
     if "split" in ev:
         split = ev["split"]
         if not isinstance(split, int | float) or not 0 < split < 1:
@@ -209,11 +227,10 @@ def _finetune_spec(session: Session, spec: dict[str, Any], tenant_id: str | None
         rows = finetune_data.read_rows(file_path(session, out["eval"], path_key="file",
                                                  id_key="file_id", tenant_id=tenant_id),
                                        kind, what="eval file")
-        stray = sorted({r["label"] for r in rows} - train_labels) if train_labels else []
-        if stray:
-            raise _bad("eval", f"eval labels {stray} never appear in the training data")
+        if kind == TaskKind.SENTIMENT and train_rows is not None:
+            _as_spec("eval", finetune_data.check_eval_labels, train_rows, rows)
     out["hyperparameters"] = _hyperparameters(spec.get("hyperparameters", {}))
-    named = {k: spec[k] for k in ("register_as", "promote_to", "gate") if k in spec}
+    named = {k: spec[k] for k in ("register_as", "promote_to", "gate", "priority") if k in spec}
     try:
         request = FinetuneRequest.model_validate({
             "kind": kind.value, "base": spec["base"], **named,
@@ -221,18 +238,14 @@ def _finetune_spec(session: Session, spec: dict[str, Any], tenant_id: str | None
             **({"eval_split": out["eval"]["split"]} if "split" in out["eval"] else {})})
     except ValidationError as e:
         raise invalid(e, prefix="spec.") from None
-    out.update(register_as=request.register_as, promote_to=request.promote_to, gate=request.gate)
+    out.update(register_as=request.register_as, promote_to=request.promote_to, gate=request.gate,
+               priority=request.priority)
     if out["register_as"] is not None:
         parsed = registry.ModelRef.parse(out["register_as"])
         if parsed.selector is not None:
             raise _bad("register_as", "is a model name, without '@'")
-    alias = out["promote_to"]
-    reserved = alias == registry.LATEST or re.fullmatch(r"v\d+", alias or "") is not None
-    if alias is not None and (reserved or "@" in alias or not alias.strip()):
-        raise _bad("promote_to", f"alias {alias!r} is reserved or malformed; use e.g. 'prod'")
-    if out["gate"] is not None and not out["gate"].startswith("eval/"):
-        raise _bad("gate", f"{out['gate']!r} must be an eval metric such as "
-                           f"{finetunes.DEFAULT_GATE[kind]}")
+    if out["promote_to"] is not None:
+        _as_spec("promote_to", registry.check_alias, out["promote_to"])
     return out
 
 
@@ -282,7 +295,7 @@ class Submitted:
 
 def submit(session: Session, settings: Settings, schedule: Schedule,
            firing: ScheduleRun) -> Submitted:
-    if schedule.target == "job":
+    if schedule.target == ScheduleTarget.JOB:
         return _submit_job(session, settings, schedule, firing)
     return _submit_finetune(session, settings, schedule, firing)
 
@@ -322,7 +335,7 @@ def _submit_finetune(session: Session, settings: Settings, schedule: Schedule,
                          tenant_id=schedule.tenant_id)
         train_rows = finetune_data.read_rows(path, kind)
         info = {"source": "file", "train_file": str(path), "rows": len(train_rows)}
-    ev = spec.get("eval") or {"split": 0.1}
+    ev = spec.get("eval") or {"split": DEFAULT_EVAL_SPLIT}
     eval_rows = None
     if "split" not in ev:
         eval_path = file_path(session, ev, path_key="file", id_key="file_id",
@@ -332,9 +345,11 @@ def _submit_finetune(session: Session, settings: Settings, schedule: Schedule,
     run = finetunes.submit_finetune(session=session, settings=settings, spec=(
         finetunes.FinetuneSpec(
             kind=kind, base=spec["base"], train_rows=train_rows, eval_rows=eval_rows,
-            eval_split=ev.get("split"), hyperparams=spec.get("hyperparameters") or {},
+            hyperparameters=spec.get("hyperparameters") or {},
             register_as=spec.get("register_as"), promote_to=spec.get("promote_to"),
-            gate=spec.get("gate"), tenant_id=schedule.tenant_id,
+            gate=spec.get("gate"), priority=spec.get("priority", PRIORITY_DEFAULT),
+            **({"eval_split": ev["split"]} if "split" in ev else {}),
+            tenant_id=schedule.tenant_id,
             dataset_info={**info, "schedule": schedule.name}, schedule_run_id=firing.id,
         )))
     return Submitted(FiringStatus.SUBMITTED, run_id=run.id, outcome={"dataset": info})

@@ -30,23 +30,31 @@ JOB_VALUES = [
     ({"top_p": 1.5}, "top_p must be a number in (0, 1], got 1.5", True),
     ({"seed": -1}, "seed must be between 0 and 9223372036854775807, got -1", True),
 ]
-# (hyperparameter, CLI option, value, the problem every door names)
+# (CLI option, value, the same in a request body or template, HTTP status, the problem every
+# door names)
 FINETUNE_VALUES = [
-    ("lr", "--lr", -1, "hyperparameters.lr: must be a number > 0 and at most 10, not -1"),
-    ("epochs", "--epochs", 1000, "hyperparameters.epochs: must be a number > 0 and at most "
-     "100 (NIGHTOWL_MAX_FINETUNE_EPOCHS), not 1000"),
-    ("weight_decay", "--weight-decay", -0.5,
+    ("--lr", -1, {"hyperparameters": {"lr": -1}}, 400,
+     "hyperparameters.lr: must be a number > 0 and at most 10, not -1"),
+    ("--epochs", 1000, {"hyperparameters": {"epochs": 1000}}, 400,
+     "hyperparameters.epochs: must be a number > 0 and at most 100 "
+     "(NIGHTOWL_MAX_FINETUNE_EPOCHS), not 1000"),
+    ("--weight-decay", -0.5, {"hyperparameters": {"weight_decay": -0.5}}, 400,
      "hyperparameters.weight_decay: must be a number >= 0 and at most 10, not -0.5"),
     # Click's own range check said this one its way before the spec could.
-    ("batch_size", "--batch-size", 0,
+    ("--batch-size", 0, {"hyperparameters": {"batch_size": 0}}, 400,
      "hyperparameters.batch_size: must be an integer >= 1 and at most 4096, not 0"),
+    # The body's schema refuses this one (422) before any handler runs.
+    ("--gate", "accuracy", {"gate": "accuracy"}, 422,
+     "'accuracy' must be an eval metric such as eval/accuracy"),
+    # Refused at submit, not after training when the promotion would move it.
+    ("--promote-to", "v2", {"promote_to": "v2"}, 400, "alias 'v2' is reserved or malformed"),
 ]
 
 
-def _http_text(response: Any) -> str:
-    assert response.status_code == 400, response.text
+def _http_text(response: Any, status: int = 400) -> str:
+    assert response.status_code == status, response.text
     error = response.json()["error"]
-    return "\n".join([error["message"], *(f"{p['where']}: {p['message']}"
+    return "\n".join([error["message"], *(f"{p.get('where')}: {p.get('message')}"
                                           for p in error.get("problems") or [])])
 
 
@@ -93,11 +101,11 @@ def test_a_bad_job_parameter_reads_the_same_from_every_door(
     assert (count_rows(session, Job), count_rows(session, Schedule)) == before
 
 
-@pytest.mark.parametrize(("name", "option", "value", "problem"), FINETUNE_VALUES,
+@pytest.mark.parametrize(("option", "value", "fields", "status", "problem"), FINETUNE_VALUES,
                          ids=[v[0] for v in FINETUNE_VALUES])
-def test_a_bad_hyperparameter_reads_the_same_from_every_door(
-        name: str, option: str, value: float, problem: str, models: Settings, client: Any,
-        session: Session, tmp_path: Path) -> None:
+def test_a_bad_finetune_value_reads_the_same_from_every_door(
+        option: str, value: float | str, fields: dict[str, Any], status: int, problem: str,
+        models: Settings, client: Any, session: Session, tmp_path: Path) -> None:
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(json.dumps({"text": f"t{i}", "label": "pos" if i % 2 else "neg"})
                                for i in range(20)))
@@ -106,14 +114,13 @@ def test_a_bad_hyperparameter_reads_the_same_from_every_door(
                      "--train", str(train), option, str(value)])
     upload = client.post("/v1/files", data={"purpose": "fine-tune"},
                          files={"file": ("train.jsonl", train.read_bytes())})
-    http_text = _http_text(client.post("/v1/finetunes", json={
-        "kind": "sentiment", "base": SENT, "training_file": upload.json()["id"],
-        "hyperparameters": {name: value}}))
+    response = client.post("/v1/finetunes", json={
+        "kind": "sentiment", "base": SENT, "training_file": upload.json()["id"], **fields})
+    http_text = _http_text(response, status)
     template = tmp_path / "finetune.json"
     template.write_text(json.dumps({"kind": "sentiment", "base": SENT,
-                                    "train": {"file": str(train)},
-                                    "hyperparameters": {name: value}}))
-    schedule_text = _cli(["schedule", "add", "bad-hyper", "--cron", "0 2 * * *",
+                                    "train": {"file": str(train)}, **fields}))
+    schedule_text = _cli(["schedule", "add", "bad-finetune", "--cron", "0 2 * * *",
                           "--finetune", str(template)])
     for door, text in (("cli", cli_text), ("http", http_text), ("schedule", schedule_text)):
         assert problem in text, (door, text)

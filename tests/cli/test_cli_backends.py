@@ -106,32 +106,34 @@ def _no_traceback(result: Result) -> None:
     assert "Traceback" not in result.output
 
 
+def _refused_by_a_closed_port(session: Session, args: list[str]) -> Result:
+    """One failing run through an API nobody serves; nothing is stored locally either."""
+    before = _counts(session)
+    result = _invoke("--api", CLOSED, "--key", "nk-any", *args)
+    assert result.exit_code == 1, result.output
+    _no_traceback(result)
+    assert _counts(session) == before
+    return result
+
+
 @pytest.mark.parametrize("args", API_COMMANDS, ids=" ".join)
 def test_a_closed_port_is_one_clear_error_and_nothing_is_stored_locally(
         migrated: Settings, session: Session, files: dict[str, str], args: list[str]) -> None:
-    before = _counts(session)
-    result = _invoke("--api", CLOSED, "--key", "nk-any", *_fill(args, files))
-    assert result.exit_code == 1, result.output
-    _no_traceback(result)
+    result = _refused_by_a_closed_port(session, _fill(args, files))
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error) == 1, result.output
     assert f"cannot reach the nightowl API at {CLOSED}" in error[0]
     assert "NIGHTOWL_API_URL" in error[0]
-    assert _counts(session) == before
 
 
 @pytest.mark.parametrize("args", LOCAL_ONLY, ids=" ".join)
 def test_operator_commands_refuse_through_the_api_and_say_what_to_do(
         migrated: Settings, session: Session, files: dict[str, str], args: list[str]) -> None:
-    before = _counts(session)
-    result = _invoke("--api", CLOSED, "--key", "nk-any", *_fill(args, files))
-    assert result.exit_code == 1, result.output
-    _no_traceback(result)
+    result = _refused_by_a_closed_port(session, _fill(args, files))
     command = " ".join(args[:2] if args[0] in GROUPS else args[:1])
     assert f"Error: `nightowl {command}` " in result.output, result.output
     assert f"does not run through the API at {CLOSED}" in result.output
     assert "without --api" in result.output and "NIGHTOWL_API_URL unset" in result.output
-    assert _counts(session) == before
 
 
 def test_api_without_a_key_says_how_to_get_one(migrated: Settings) -> None:
@@ -281,6 +283,65 @@ def test_finetune_wait_and_a_finetune_schedule_through_the_api(
         stored = s.scalars(select(Schedule).where(Schedule.name == name)).one()
         assert stored.tenant_id == tenant_id and not stored.enabled
         assert set(stored.spec["train"]) == {"file_id"}  # uploaded, no server path
+
+
+def test_show_prints_the_same_fields_locally_and_through_the_api(
+        sent_model: str, api_server: str, tenant: tuple[str, str], migrated: Settings,
+        files: dict[str, str]) -> None:
+    """jobs, runs and schedule show print one view of the resource whichever backend answers;
+    a model's versions differ only in what the API never shows (the server's paths)."""
+    from nightowl.cli.local_backend import LocalBackend
+    from nightowl.cli.remote_backend import RemoteBackend
+    from nightowl.finetune import service as finetunes
+
+    key, _ = tenant
+
+    def both(*args: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        local, remote = _invoke(*args), _invoke("--api", api_server, "--key", key, *args)
+        for result in (local, remote):
+            _no_traceback(result)
+            assert result.exit_code == 0, (args, result.output)
+        return json.loads(local.stdout), json.loads(remote.stdout)
+
+    def same(local: dict[str, Any], remote: dict[str, Any]) -> None:
+        assert sorted(local) == sorted(remote)
+        for k in local:
+            assert local[k] == remote[k], k
+
+    api = ("--api", api_server, "--key", key)
+    job_id = _invoke(*api, "submit", "sentiment", files["in"], "--model", SENT, "--queue",
+                     "gpu", "--priority", "7").stdout.strip()
+    local, remote = both("jobs", "show", job_id)
+    same(local, remote)
+    assert local["priority"] == 7 and local["model_version"] == f"{SENT}@v1"
+    _invoke(*api, "jobs", "cancel", job_id)
+
+    run_id = _invoke(*api, "finetune", "submit", "--kind", "sentiment", "--base", SENT,
+                     "--train", files["train"]).stdout.strip()
+    with session_scope(migrated) as s:
+        finetunes.cancel_run(s, run_id)  # no worker reads the train queue
+    local, remote = both("runs", "show", run_id)
+    same(local, remote)
+    assert local["status"] == "cancelled" and local["events"][0]["kind"] == "queued"
+
+    name = f"clitest-{uuid.uuid4().hex[:6]}"
+    assert _invoke(*api, "schedule", "add", name, "--cron", "0 2 * * *", "--job",
+                   files["jobspec"]).exit_code == 0
+    local, remote = both("schedule", "show", name)
+    same(local, remote)
+    assert local["cron"] == "0 2 * * *" and "input_file_id" in local["spec"]
+    _invoke(*api, "schedule", "remove", name)
+
+    operator_only = {"source", "revision", "sha256"}
+    (mine,) = LocalBackend().list_versions(SENT)
+    (theirs,) = RemoteBackend(api_server, key).list_versions(SENT)
+    # /v1/models gives OpenAI's `created`, in whole seconds (what `models show` prints).
+    assert mine.created_at.replace(microsecond=0) == theirs.created_at
+    theirs.created_at = mine.created_at
+    local, remote = mine.model_dump(mode="json"), theirs.model_dump(mode="json")
+    assert sorted(local) == sorted(remote) and local["source"] and remote["source"] is None
+    same({k: v for k, v in local.items() if k not in operator_only},
+         {k: v for k, v in remote.items() if k not in operator_only})
 
 
 def test_a_csv_submits_the_same_through_the_api_as_locally(

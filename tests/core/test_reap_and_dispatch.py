@@ -8,8 +8,9 @@ from core_support import Core
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from nightowl.common.enums import ChunkStatus, ItemStatus, JobStatus
+from nightowl.common.enums import ChunkStatus, ItemStatus, JobStatus, WorkerStatus
 from nightowl.fleet import heartbeats as fleet
+from nightowl.fleet.views import WorkerInfo
 from nightowl.platform import broker
 from nightowl.platform.db import session_scope
 from nightowl.platform.orm import Job, JobChunk, JobItem, Worker
@@ -75,8 +76,8 @@ def test_a_dead_workers_chunk_is_freed_by_the_fleet_heartbeat_not_at_lease_expir
     dead, live = "w_dead0001", "w_live0001"
     with session_scope(settings) as s:
         for worker_id in (dead, live):
-            fleet.register(s, fleet.WorkerInfo(worker_id, "host", "host", 1, core.queue,
-                                               "cpu", 1))
+            fleet.register(s, WorkerInfo(id=worker_id, name="host", host="host", pid=1,
+                                         queues=core.queue, device="cpu", concurrency=1))
     a, b = core.take(), core.take()
     assert a is not None and b is not None
     assert core.claim(*a, owner=f"{dead}/host:4242:x", lease_seconds=600) is not None
@@ -93,7 +94,7 @@ def test_a_dead_workers_chunk_is_freed_by_the_fleet_heartbeat_not_at_lease_expir
                   .values(last_seen_at=core.ago(settings.worker_dead_after + 1)))
     report = core.reap()
     assert report.dead_workers >= 1
-    assert session.scalar(select(Worker.status).where(Worker.id == dead)) == fleet.DEAD
+    assert session.scalar(select(Worker.status).where(Worker.id == dead)) == WorkerStatus.DEAD
     assert _chunk_status(session, job_id, a[1]) is ChunkStatus.PENDING
     assert sorted(core.messages()) == [a, b]
     assert sorted(core.run_all()) == [(job_id, 0), (job_id, 1)]

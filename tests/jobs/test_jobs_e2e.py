@@ -98,14 +98,21 @@ def test_generation_and_translation_jobs(
     assert all(r["output"]["translation"].strip() for r in tr_rows)  # type: ignore[index]
 
 
+def _under_way(start_worker: Callable[..., Worker], tmp_path: Path, items: int,
+               max_new_tokens: int) -> tuple[str, Worker]:
+    """A generation job of `items` prompts in chunks of 20, its first chunk done by a worker."""
+    f = write_jsonl(tmp_path / "p.jsonl", list(demo_data.prompts(items)))  # type: ignore[arg-type]
+    job_id = submit("generate", str(f), "--model", "tiny-generator", "--chunk-size", "20",
+                    "--param", f"max_new_tokens={max_new_tokens}")
+    worker = start_worker()
+    wait_for_job(job_id, worker=worker, until=lambda j: j.succeeded_items >= 20)
+    return job_id, worker
+
+
 def test_cancel_mid_job_keeps_finished_rows_and_retry_runs_the_rest(
     start_worker: Callable[..., Worker], session: Session, tmp_path: Path
 ) -> None:
-    f = write_jsonl(tmp_path / "p.jsonl", list(demo_data.prompts(400)))  # type: ignore[arg-type]
-    job_id = submit("generate", str(f), "--model", "tiny-generator", "--chunk-size", "20",
-                    "--param", "max_new_tokens=48")
-    worker = start_worker()
-    wait_for_job(job_id, worker=worker, until=lambda j: j.succeeded_items >= 20)
+    job_id, worker = _under_way(start_worker, tmp_path, 400, max_new_tokens=48)
     result = CliRunner().invoke(cli, ["jobs", "cancel", job_id])
     assert result.exit_code == 0, result.output
     job = wait_for_job(job_id, worker=worker)
@@ -130,11 +137,7 @@ def test_cancel_mid_job_keeps_finished_rows_and_retry_runs_the_rest(
 def test_killed_worker_and_a_fresh_one_finish_with_one_result_per_item(
     start_worker: Callable[..., Worker], session: Session, tmp_path: Path
 ) -> None:
-    f = write_jsonl(tmp_path / "p.jsonl", list(demo_data.prompts(240)))  # type: ignore[arg-type]
-    job_id = submit("generate", str(f), "--model", "tiny-generator", "--chunk-size", "20",
-                    "--param", "max_new_tokens=32")
-    first = start_worker()
-    wait_for_job(job_id, worker=first, until=lambda j: j.succeeded_items >= 20)
+    job_id, first = _under_way(start_worker, tmp_path, 240, max_new_tokens=32)
     first.kill()
     killed_at = time.monotonic()
     second = start_worker("-Q", "cpu", "-c", "1", "--beat")

@@ -4,6 +4,7 @@ line named, nothing queued) is the corpus in tests/data/bad, run by tests/bad_in
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,18 @@ def test_inline_items_are_numbered_like_lines_and_checked_like_them(
                                              "items": items})
     assert rejected.status_code == 400
     assert [p["where"] for p in rejected.json()["error"]["problems"]] == ["line 2", "line 3"]
+
+
+def test_deadline_takes_the_span_grammar_every_option_takes(
+    models: Settings, session: Session, tmp_path: Path
+) -> None:
+    f = write_jsonl(tmp_path / "in.jsonl", [{"text": "a fine film"}])
+    code, out, err = _submit("sentiment", str(f), "--model", "tiny-sentiment", "--deadline", "1w")
+    assert code == 0, err
+    job = session.get(Job, out.strip().splitlines()[-1])
+    assert job is not None and job.deadline_at is not None
+    assert job.validating_at is not None
+    assert job.deadline_at - job.validating_at == timedelta(weeks=1)
+    code, _, err = _submit("sentiment", str(f), "--model", "tiny-sentiment", "--deadline", "1y")
+    assert code == 2 and "'1y' is not a duration like 90s, 30m, 12h, 2d or 1w" in err
+

@@ -11,6 +11,7 @@ import pytest
 from sched_helpers import Beat
 from sqlalchemy.orm import Session
 
+from helpers import stopped_after
 from nightowl.common.config import Settings
 from nightowl.common.enums import TaskKind
 from nightowl.platform.db import session_scope
@@ -23,17 +24,12 @@ POLL_S = "0.5"
 @pytest.fixture
 def start_beat(migrated: Settings, stack_env: dict[str, str],
                tmp_path: Path) -> Iterator[Callable[[], Beat]]:
-    started: list[Beat] = []
+    with stopped_after() as started:
+        def start() -> Beat:
+            return started(Beat({**stack_env, "NIGHTOWL_SCHEDULE_POLL_SECONDS": POLL_S},
+                                tmp_path / f"beat-{started.count}.log"))
 
-    def start() -> Beat:
-        beat = Beat({**stack_env, "NIGHTOWL_SCHEDULE_POLL_SECONDS": POLL_S},
-                    tmp_path / f"beat-{len(started)}.log")
-        started.append(beat)
-        return beat
-
-    yield start
-    for beat in started:
-        beat.stop()
+        yield start
 
 
 @pytest.fixture(scope="session")

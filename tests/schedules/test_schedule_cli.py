@@ -61,6 +61,8 @@ def test_add_names_what_is_wrong_and_saves_nothing(
          "spec.train.file: file"),
         (["--cron", "0 2 * * *"], _spec(tmp_path, fake_sentiment,
                                         hyperparameters={"epoch": 1}), "unknown ['epoch']"),
+        (["--cron", "0 2 * * *"], _spec(tmp_path, fake_sentiment, priority=101),
+         "spec.priority: Input should be less than or equal to 100"),
     ]
     name = f"bad-{uuid.uuid4().hex[:6]}"
     for args, spec, message in cases:
@@ -130,16 +132,18 @@ def test_finished_run_records_the_gate_decision_on_its_firing(
         schedule_name: str) -> None:
     name = schedule_name
     nightowl("schedule", "add", name, "--cron", "0 2 * * *", "--finetune",
-             str(_spec(tmp_path, fake_sentiment)))
+             str(_spec(tmp_path, fake_sentiment, priority=7)))
     run_id = nightowl("schedule", "run-now", name).strip().splitlines()[-1]
+    run = session.get(TrainingRun, run_id)
+    assert run is not None and run.priority == 7  # the template's, as a submit would take it
     # What the train task does at the end of a run, without training anything.
     finetunes.finish_run(session, run_id, model_path=str(tmp_path), sha256="0" * 64,
                          metrics={"eval/accuracy": 0.9}, incumbent_metrics=None)
     (view,) = schedules.history(session, name)
-    assert view["status"] == "succeeded" and view["run_status"] == "succeeded"
-    assert view["version"] == f"{fake_sentiment}-nightly@v1"
-    assert view["promotion"]["promoted"] is True
-    assert view["outcome"]["metrics"] == {"eval/accuracy": 0.9}
+    assert view.status == FiringStatus.SUCCEEDED and view.run_status == "succeeded"
+    assert view.version == f"{fake_sentiment}-nightly@v1"
+    assert view.promotion is not None and view.promotion["promoted"] is True
+    assert view.outcome["metrics"] == {"eval/accuracy": 0.9}
     session.commit()
     assert "promoted" in nightowl("schedule", "history", name)
 

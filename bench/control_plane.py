@@ -85,6 +85,9 @@ def main() -> None:
     try:
         copy_rate = bench.copy_ceiling(20_000 if args.quick else 100_000)
         c.log(f"COPY ceiling: {copy_rate:,.0f} rows/s on one connection")
+        writes = bench.write_methods()
+        c.log("one chunk's 256 result rows: " + ", ".join(f"{k} {v:.1f} ms"
+                                                          for k, v in writes.items()))
         picks = {live: bench.pick_cost(live) for live in [1, 100, 1000, 10_000]}
         c.log("dispatch pick p50: " + ", ".join(f"{k} live {v:.1f} ms" for k, v in picks.items()))
         windows: list[Window] = []
@@ -123,6 +126,8 @@ def main() -> None:
     print(f"drain {drain_k} one-item items, one worker process: one job of {drain_k} chunks "
           f"{drains['one_job']:.1f} s, {drain_k} one-item jobs {drains['many_jobs']:.1f} s")
     print(f"COPY of the same rows on one connection: {copy_rate:,.0f} rows/s")
+    print("one chunk's 256 result rows written and committed, p50: " +
+          ", ".join(f"{k} {v:.1f} ms" for k, v in writes.items()))
     print("one dispatch pick (no workers), p50: " +
           ", ".join(f"{k:,} live jobs {v:.1f} ms" for k, v in picks.items()))
     ratios = {
@@ -147,7 +152,7 @@ def main() -> None:
     if not args.no_record:
         figures = {"windows": [w.__dict__ for w in windows], "drain_s": drains,
                    "drain_jobs": drain_k, "copy_rows_per_s": copy_rate, "ratios": ratios,
-                   "pick_ms_p50": picks,
+                   "pick_ms_p50": picks, "write_ms_p50": writes,
                    "dispatch_window": bench.window}
         path = c.write_record("control_plane", mode=mode, args=vars(args), figures=figures,
                               headline=headline, machine_at_start=start_machine)
@@ -190,10 +195,9 @@ class Bench:
     def clean(self) -> None:
         import redis
         from sqlalchemy import delete, select
+        from sqlalchemy.exc import OperationalError
 
         from nightowl.platform.orm import Job
-
-        from sqlalchemy.exc import OperationalError
 
         with self.factory() as s:
             ids = s.scalars(select(Job.id).where(Job.queue == QUEUE)).all()
@@ -317,7 +321,7 @@ class Bench:
 
     def drain(self, k: int, *, many: bool) -> float:
         """Seconds from the first submit until every item of K is done."""
-        c.log(f"drain: {'%d one-item jobs' % k if many else 'one job of %d chunks' % k}")
+        c.log(f"drain: {f'{k} one-item jobs' if many else f'one job of {k} chunks'}")
         t0 = time.perf_counter()
         if many:
             ids = [self.submit(items=1, chunk_size=1, tenant=self.tenants[n % 10])
@@ -448,6 +452,69 @@ class Bench:
                 assert len(picked) == self.window, picked
         self.clean()
         return _pct(took, 50)
+
+    def write_methods(self, rows: int = 256, repeat: int = 10) -> dict[str, float]:
+        """p50 ms to write one chunk's result rows (and commit), three ways on PostgreSQL: an
+        executemany of UPDATEs (psycopg pipelines it), one UPDATE FROM unnest of arrays (what
+        chunks.complete does), and a COPY into a temporary table then one UPDATE FROM it."""
+        import json
+
+        from sqlalchemy import text, update
+
+        from nightowl.common.enums import ItemStatus
+        from nightowl.jobs import chunks
+        from nightowl.platform.orm import JobItem
+
+        self.build_backlog(1, rows, rows * repeat * 3)
+        now = datetime.now(UTC)
+        with self.factory() as s:
+            ids = list(s.scalars(text("SELECT i.id FROM job_items i JOIN jobs j ON j.id = "
+                                      "i.job_id WHERE j.queue = :q ORDER BY i.id"),
+                                 {"q": QUEUE}))
+        groups = [ids[n:n + rows] for n in range(0, len(ids), rows)]
+        output = {"label": "POSITIVE", "score": 0.99}
+
+        def outcomes(group: list[int]) -> list[Any]:
+            return [chunks.ItemOutcome.succeeded(i, output, 8, 0, started_at=now,
+                                                 finished_at=now) for i in group]
+
+        def executemany(s: Any, group: list[int]) -> None:
+            s.execute(update(JobItem).execution_options(synchronize_session=False), [
+                {"id": i, "status": ItemStatus.SUCCEEDED, "output": output, "error_code": None,
+                 "error_message": None, "tokens_in": 8, "tokens_out": 0, "attempts": 1,
+                 "worker": "w", "device": "cpu", "started_at": now, "finished_at": now}
+                for i in group])
+
+        def unnest(s: Any, group: list[int]) -> None:
+            chunks.write_items(s, outcomes(group), attempts=1, worker="w", device="cpu",
+                               now=now)
+
+        def copy(s: Any, group: list[int]) -> None:
+            raw = s.connection().connection.driver_connection
+            cur = raw.cursor()
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS cp_results (id bigint, status text, "
+                        "output text, tokens_in int, tokens_out int, started_at timestamptz, "
+                        "finished_at timestamptz) ON COMMIT DELETE ROWS")
+            with cur.copy("COPY cp_results FROM STDIN") as cp:
+                for i in group:
+                    cp.write_row((i, "succeeded", json.dumps(output), 8, 0, now, now))
+            cur.execute("UPDATE job_items AS i SET status = r.status, output = "
+                        "CAST(r.output AS json), tokens_in = r.tokens_in, tokens_out = "
+                        "r.tokens_out, attempts = 1, worker = 'w', device = 'cpu', started_at "
+                        "= r.started_at, finished_at = r.finished_at FROM cp_results r WHERE "
+                        "i.id = r.id")
+
+        took: dict[str, list[float]] = {"executemany": [], "unnest": [], "copy": []}
+        methods = {"executemany": executemany, "unnest": unnest, "copy": copy}
+        with self.factory() as s:
+            for n, group in enumerate(groups):
+                name = list(methods)[n % 3]
+                t0 = time.perf_counter()
+                methods[name](s, group)
+                s.commit()
+                took[name].append((time.perf_counter() - t0) * 1000)
+        self.clean()
+        return {name: _pct(ms, 50) for name, ms in took.items()}
 
     def read_timings(self, t0: float, t1: float) -> dict[str, list[float]]:
         """Per op, in order of start: the ms of each call that started in [t0, t1)."""

@@ -75,10 +75,10 @@ def main() -> None:
         raise SystemExit("set NIGHTOWL_DATABASE_URL (postgresql+psycopg://...) and "
                          "NIGHTOWL_REDIS_URL (redis://...): this bench measures the real servers")
     start_machine = c.start(args)
-    seconds = args.seconds or (4.0 if args.quick else 10.0)
+    seconds = args.seconds or (3.0 if args.quick else 8.0)
     live_axis = [1, 100, 1000] if args.quick else [1, 100, 1000, 10_000]
-    worker_axis = [1, 4] if args.quick else [1, 2, 4]
-    drain_k = 150 if args.quick else 1000
+    worker_axis = [4] if args.quick else [1, 2, 4]
+    drain_k = 100 if args.quick else 1000
 
     bench = Bench()
     bench.setup()
@@ -93,11 +93,15 @@ def main() -> None:
         windows: list[Window] = []
         drains: dict[str, float] = {}
         with bench.workers(1):
-            for live in live_axis:
+            # The host is shared: each point is measured twice, in an order that runs out and
+            # back (1, 100, 1000, 1000, 100, 1), and the better of the two kept, so a burst of
+            # other people's work does not land on one side of a ratio only.
+            for live in [*live_axis, *reversed(live_axis)]:
                 windows.append(bench.backlog(f"{live} live", live_jobs=live, chunk_size=32,
                                              workers=1, seconds=seconds))
-            drains["one_job"] = bench.drain(drain_k, many=False)
-            drains["many_jobs"] = bench.drain(drain_k, many=True)
+            for side in ("one_job", "many_jobs", "many_jobs", "one_job"):
+                took = bench.drain(drain_k, many=side == "many_jobs")
+                drains[side] = min(drains.get(side, took), took)
         for n in worker_axis:
             with bench.workers(n):
                 windows.append(bench.backlog(f"1 big job, {n} procs", live_jobs=1,
@@ -108,7 +112,11 @@ def main() -> None:
     finally:
         bench.teardown()
 
-    by = {w.label: w for w in windows}
+    by: dict[str, Window] = {}
+    for w in windows:  # the better of a point's two runs
+        if w.label not in by or w.items_per_s > by[w.label].items_per_s:
+            by[w.label] = w
+    windows = list(by.values())
     one, thousand = by["1 live"], by["1000 live"]
     top = max(worker_axis)
     big = by[f"1 big job, {top} procs"]
@@ -128,14 +136,16 @@ def main() -> None:
     print(f"COPY of the same rows on one connection: {copy_rate:,.0f} rows/s")
     print("one chunk's 256 result rows written and committed, p50: " +
           ", ".join(f"{k} {v:.1f} ms" for k, v in writes.items()))
-    print("one dispatch pick (no workers), p50: " +
+    print("one dispatch pick (no workers; 1 tenant for 1 live job, else 50), p50: " +
           ", ".join(f"{k:,} live jobs {v:.1f} ms" for k, v in picks.items()))
     ratios = {
         "items_1000_vs_1": thousand.items_per_s / one.items_per_s,
         "claim_p50_1000_vs_1": thousand.claim_p50 / one.claim_p50,
         "drain_many_vs_one": drains["many_jobs"] / drains["one_job"],
         "procs_vs_copy": big.items_per_s / copy_rate,
-        "pick_10000_vs_1": picks[10_000] / picks[1],
+        # 100 live jobs are already spread over 50 tenants, as 10,000 are: a pick grows with
+        # the tenants waiting (one probe each), and this ratio holds them equal.
+        "pick_10000_vs_100": picks[10_000] / picks[100],
     }
     if "10000 live" in by:
         ratios["items_10000_vs_1"] = by["10000 live"].items_per_s / one.items_per_s
@@ -145,7 +155,7 @@ def main() -> None:
         f"{ratios['claim_p50_1000_vs_1']:.2f}x; "
         + (f"10000 vs 1: items/s {ratios['items_10000_vs_1']:.2f}x, claim p50 "
            f"{ratios['claim_p50_10000_vs_1']:.2f}x; " if "items_10000_vs_1" in ratios else "")
-        + f"one pick 10000 live vs 1: {ratios['pick_10000_vs_1']:.2f}x; "
+        + f"one pick 10000 live vs 100 (50 tenants each): {ratios['pick_10000_vs_100']:.2f}x; "
         + f"{drain_k} one-item jobs vs one job of {drain_k} chunks: "
         f"{ratios['drain_many_vs_one']:.2f}x the time; {top} procs on one job: "
         f"{ratios['procs_vs_copy']:.2f} of the COPY ceiling")
@@ -381,9 +391,18 @@ class Bench:
                     for i in range(per_job):
                         cp.write_row((job.id, i, i + 1, f"i{i}", item_input,
                                       ItemStatus.PENDING.value, 0))
-            # ANALYZE as autovacuum soon would: the planner should see the backlog's real size.
-            cur.execute("ANALYZE jobs, job_chunks, job_items")
             raw.commit()
+            # Settle what a bulk load leaves behind before the window opens, as a database that
+            # grew its backlog over time would be: the planner sees the real sizes, the
+            # visibility map is set (autovacuum would otherwise start mid-window), and the
+            # load's WAL is checkpointed.
+            driver = raw.driver_connection
+            driver.autocommit = True  # type: ignore[union-attr]
+            try:
+                cur.execute("VACUUM ANALYZE jobs, job_chunks, job_items")
+                cur.execute("CHECKPOINT")
+            finally:
+                driver.autocommit = False  # type: ignore[union-attr]
         finally:
             raw.close()
 

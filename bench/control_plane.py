@@ -227,7 +227,10 @@ class Bench:
         redis.Redis.from_url(self.settings.redis_url).delete(QUEUE)
 
     def teardown(self) -> None:
+        import shutil
+
         self.clean()
+        shutil.rmtree(self.timings, ignore_errors=True)
 
     def copy_ceiling(self, rows: int) -> float:
         """Rows/s of COPY into a table shaped (and indexed) like job_items, one connection."""

@@ -66,7 +66,7 @@ HELP = {
     "submit": ("Submit a bulk KIND job (generate, translate, sentiment, embed) from FILE ('-' for "
                "stdin)."),
     "jobs": "List, show, watch, cancel and retry jobs.",
-    "results": "Export a job's results; query results across jobs.",
+    "results": "A job's results out (`export`), or results across jobs (`query`).",
     "worker": "Run a Celery worker; picks a pool that is safe for torch.",
     "beat": "Run Celery beat: the schedules in the database (re-read every few s).",
     "api": "Serve the HTTP API with uvicorn.",

@@ -32,7 +32,10 @@ LIVE = (JobStatus.QUEUED, JobStatus.IN_PROGRESS)
 
 @dataclass(order=True)
 class _Candidate:
-    # Sort key first: higher priority, then the less loaded tenant, then the older job.
+    """A tenant's best job with chunks to send. Sort key first: higher priority, then the less
+    loaded tenant, then the older job. Within one tenant the load is the same for every job,
+    so its best job is the one that sorts first: one candidate per tenant decides the pick."""
+
     neg_priority: int
     load: int
     created_at: datetime
@@ -87,57 +90,136 @@ def resend_lost(
 
 
 def _pick(session: Session, queue: str, window: int) -> list[tuple[str, int]]:
-    """Choose the chunks to send and mark them in the window (uncommitted)."""
+    """Choose the chunks to send and mark them in the window (uncommitted).
+
+    Reads only the chunks in flight (at most the window plus one per worker), one entry of the
+    ready index per tenant with work waiting, and the chunks it picks: the cost does not grow
+    with the number of live jobs."""
+    if _waiting(session, queue) >= window:
+        return []  # the window is full: no need to queue for the lock
     _lock(session, queue)
-    loads: dict[str | None, int] = {}
-    waiting = 0
-    in_flight = or_(
-        JobChunk.status == ChunkStatus.RUNNING,
-        and_(JobChunk.status == ChunkStatus.PENDING, JobChunk.enqueued_at.is_not(None)),
-    )
-    for tenant, status, n in session.execute(
-        select(Job.tenant_id, JobChunk.status, func.count())
-        .join(Job, Job.id == JobChunk.job_id)
-        .where(Job.queue == queue, Job.status.in_(LIVE), in_flight)
-        .group_by(Job.tenant_id, JobChunk.status)
-    ).tuples():
-        loads[tenant] = loads.get(tenant, 0) + n
-        if status == ChunkStatus.PENDING:
-            waiting += n
+    loads, waiting = _loads(session, queue)
     room = window - waiting
     if room <= 0:
         return []
-    unsent = (JobChunk.job_id == Job.id, JobChunk.status == ChunkStatus.PENDING,
-              JobChunk.enqueued_at.is_(None))
-    candidates = [
-        _Candidate(-priority, loads.get(tenant, 0), created_at, job_id, tenant)
-        for job_id, tenant, priority, created_at in session.execute(
-            select(Job.id, Job.tenant_id, Job.priority, Job.created_at)
-            .where(Job.queue == queue, Job.status.in_(LIVE),
-                   select(JobChunk.id).where(*unsent).exists())
-        ).tuples()
-    ]
+    candidates = _candidates(session, queue, loads)
     picked: list[tuple[str, int]] = []
     while room > 0 and candidates:
         best = min(candidates)
         if best.next_chunks is None:
             best.next_chunks = list(session.scalars(
                 select(JobChunk.chunk_no)
-                .where(JobChunk.job_id == best.job_id, JobChunk.status == ChunkStatus.PENDING,
-                       JobChunk.enqueued_at.is_(None))
+                .where(JobChunk.job_id == best.job_id, *_READY)
                 .order_by(JobChunk.chunk_no).limit(room)
             ))
         if not best.next_chunks:
             candidates.remove(best)
+            after = _best(session, queue, best.tenant_id, best.load, after=best)
+            if after is not None:
+                candidates.append(after)
             continue
         picked.append((best.job_id, best.next_chunks.pop(0)))
         room -= 1
-        # Every tenant sharing this load moves back in line together.
-        for c in candidates:
-            if c.tenant_id == best.tenant_id:
-                c.load += 1
+        # The tenant's load grows with what it was just given; its next pick waits its turn.
+        best.load += 1
     _mark(session, picked, utcnow())
     return picked
+
+
+# A chunk in SQL's queue, not yet in the broker (the ready index's condition).
+_READY = (JobChunk.status == ChunkStatus.PENDING, JobChunk.enqueued_at.is_(None))
+# The same, as SQL text over job_chunks aliased `c`; the ready index's WHERE says the same.
+_READY_SQL = f"c.status = '{ChunkStatus.PENDING.value}' AND c.enqueued_at IS NULL"
+_IN_WINDOW = (JobChunk.status == ChunkStatus.PENDING, JobChunk.enqueued_at.is_not(None))
+
+
+def _waiting(session: Session, queue: str) -> int:
+    return session.scalar(
+        select(func.count()).select_from(JobChunk).where(JobChunk.queue == queue, *_IN_WINDOW)
+    ) or 0
+
+
+def _loads(session: Session, queue: str) -> tuple[dict[str | None, int], int]:
+    """Each tenant's chunks running or waiting in the broker, and how many of them wait."""
+    loads: dict[str | None, int] = {}
+    waiting = 0
+    in_flight = or_(JobChunk.status == ChunkStatus.RUNNING, and_(*_IN_WINDOW))
+    for tenant, status, n in session.execute(
+        select(JobChunk.tenant_id, JobChunk.status, func.count())
+        .join(Job, Job.id == JobChunk.job_id)
+        .where(JobChunk.queue == queue, in_flight, Job.status.in_(LIVE))
+        .group_by(JobChunk.tenant_id, JobChunk.status)
+    ).tuples():
+        loads[tenant] = loads.get(tenant, 0) + n
+        if status == ChunkStatus.PENDING:
+            waiting += n
+    return loads, waiting
+
+
+def _candidates(session: Session, queue: str, loads: dict[str | None, int]) -> list[_Candidate]:
+    """Each tenant's best live job with chunks in SQL's queue. The tenants come from a skip
+    scan of the ready index (a recursive query: one probe per tenant, in one round trip), each
+    one's best job from one more probe; then one read of those jobs' rows."""
+    best_of = (
+        "SELECT c.job_id FROM job_chunks c WHERE c.queue = :queue AND {tenant} AND "
+        f"{_READY_SQL} ORDER BY c.priority DESC, c.job_created_at, c.job_id LIMIT 1")
+    rows = session.execute(text(
+        "WITH RECURSIVE t(tenant_id) AS ("
+        f" SELECT min(c.tenant_id) FROM job_chunks c WHERE c.queue = :queue AND {_READY_SQL}"
+        " UNION ALL"
+        " SELECT (SELECT min(c.tenant_id) FROM job_chunks c"
+        f" WHERE c.queue = :queue AND {_READY_SQL} AND c.tenant_id > t.tenant_id)"
+        " FROM t WHERE t.tenant_id IS NOT NULL)"
+        f" SELECT t.tenant_id, ({best_of.format(tenant='c.tenant_id = t.tenant_id')})"
+        " FROM t WHERE t.tenant_id IS NOT NULL"
+        f" UNION ALL SELECT NULL, ({best_of.format(tenant='c.tenant_id IS NULL')})"
+    ), {"queue": queue}).tuples().all()
+    best = {job_id: tenant for tenant, job_id in rows if job_id is not None}
+    jobs = session.execute(
+        select(Job.id, Job.priority, Job.created_at, Job.status).where(Job.id.in_(best))
+    ).tuples().all()
+    candidates = []
+    for job_id, priority, created_at, status in jobs:
+        tenant = best[job_id]
+        candidate: _Candidate | None = _Candidate(-priority, loads.get(tenant, 0), created_at,
+                                                  job_id, tenant)
+        if status not in LIVE:
+            candidate = _best(session, queue, tenant, loads.get(tenant, 0), after=candidate)
+        if candidate is not None:
+            candidates.append(candidate)
+    return candidates
+
+
+def _best(session: Session, queue: str, tenant: str | None, load: int,
+          after: _Candidate | None = None) -> _Candidate | None:
+    """The tenant's first live job in dispatch order with a chunk in SQL's queue (after
+    `after`, the job just used up), as a candidate; None if it has none."""
+    order = (JobChunk.priority.desc(), JobChunk.job_created_at, JobChunk.job_id)
+    stmt = (select(JobChunk.job_id, JobChunk.priority, JobChunk.job_created_at)
+            .where(JobChunk.queue == queue, *_READY,
+                   JobChunk.tenant_id.is_(None) if tenant is None
+                   else JobChunk.tenant_id == tenant)
+            .order_by(*order).limit(1))
+    while True:
+        if after is not None:
+            priority = -after.neg_priority
+            stmt = stmt.where(or_(
+                JobChunk.priority < priority,
+                and_(JobChunk.priority == priority, or_(
+                    JobChunk.job_created_at > after.created_at,
+                    and_(JobChunk.job_created_at == after.created_at,
+                         JobChunk.job_id > after.job_id)))))
+        row = session.execute(stmt).first()
+        if row is None:
+            return None
+        job_id, priority, created_at = row
+        # Every chunk to run has its job's age (chunk_rows, and the migration for older ones).
+        candidate = _Candidate(-priority, load, created_at or utcnow(), job_id, tenant)
+        # A job that left the live states keeps no chunk to send for long (a cancel stops
+        # them in its own transaction); pass over it meanwhile.
+        if session.scalar(select(Job.status).where(Job.id == job_id)) in LIVE:
+            return candidate
+        after = candidate
 
 
 def _lock(session: Session, queue: str) -> None:

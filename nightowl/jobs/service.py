@@ -205,20 +205,7 @@ def submit_job(
     job.failed_items = failed
     job.total_tokens = tokens if count_tokens is not None else None
     job.errors = [{"line": n, "message": m} for n, m in problems]
-    session.execute(
-        insert(JobChunk),
-        [
-            {
-                "job_id": job.id,
-                "chunk_no": n,
-                "start_idx": start,
-                "end_idx": min(start + chunk_size, total),
-                "status": ChunkStatus.PENDING,
-                "attempts": 0,
-            }
-            for n, start in enumerate(range(0, total, chunk_size))
-        ],
-    )
+    session.execute(insert(JobChunk), chunk_rows(job, total))
     set_status(job, JobStatus.QUEUED)
     quotas.confirm(session, spec.tenant_id, job_id=job.id, items=total - failed, tokens=tokens)
     session.commit()
@@ -228,6 +215,26 @@ def submit_job(
         return job
     top_up(session, settings, job.queue)
     return job
+
+
+def chunk_rows(job: Job, total: int) -> list[dict[str, Any]]:
+    """The job's chunk rows, pending, each with the keys dispatch orders the ready set by."""
+    size = job.chunk_size
+    return [
+        {
+            "job_id": job.id,
+            "chunk_no": n,
+            "start_idx": start,
+            "end_idx": min(start + size, total),
+            "status": ChunkStatus.PENDING,
+            "attempts": 0,
+            "queue": job.queue,
+            "tenant_id": job.tenant_id,
+            "priority": job.priority,
+            "job_created_at": job.created_at,
+        }
+        for n, start in enumerate(range(0, total, size))
+    ]
 
 
 def _adopt(session: Session, job_id: str, fresh: Job) -> Job:

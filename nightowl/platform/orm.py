@@ -22,6 +22,9 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    column,
+    desc,
+    text,
 )
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -289,6 +292,9 @@ class JobItem(Base):
     tokens_out: Mapped[int | None]
 
 
+_IN_FLIGHT = "status = 'running' OR (status = 'pending' AND enqueued_at IS NOT NULL)"
+
+
 class JobChunk(Base):
     __tablename__ = "job_chunks"
     __table_args__ = (
@@ -296,9 +302,25 @@ class JobChunk(Base):
         Index("ix_job_chunks_status_lease", "status", "lease_expires_at"),
         # "Has this job an open chunk left?", asked at every chunk commit.
         Index("ix_job_chunks_job_id_status", "job_id", "status"),
+        # The ready set (nightowl.jobs.dispatch): chunks waiting in SQL, not yet in the broker,
+        # in the order a tenant's chunks are dispatched. Partial, so it holds only the backlog
+        # and a pick reads a few entries whatever the number of live jobs.
+        Index("ix_job_chunks_ready", "queue", "tenant_id", desc(column("priority")),
+              "job_created_at", "job_id", "chunk_no",
+              postgresql_where=text("status = 'pending' AND enqueued_at IS NULL"),
+              sqlite_where=text("status = 'pending' AND enqueued_at IS NULL")),
+        # The chunks in flight (running, or waiting in the broker): each tenant's load.
+        Index("ix_job_chunks_in_flight", "queue", "tenant_id",
+              postgresql_where=text(_IN_FLIGHT), sqlite_where=text(_IN_FLIGHT)),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # The job's queue, tenant, priority and age, copied at submit (none of them changes
+    # afterwards) so the ready index can order chunks without reading every live job.
+    queue: Mapped[str | None] = mapped_column(String(40))
+    tenant_id: Mapped[str | None] = mapped_column(String(40))
+    priority: Mapped[int] = mapped_column(default=0, server_default="0")
+    job_created_at: Mapped[datetime | None]
     chunk_no: Mapped[int]
     start_idx: Mapped[int]
     end_idx: Mapped[int]

@@ -91,6 +91,27 @@ def test_next_chunk_goes_by_priority_then_least_loaded_tenant_then_age(
             cancel_job(s, job_id)
 
 
+def test_jobs_of_no_tenant_share_with_a_tenant_and_its_next_job_follows_its_first(
+    models: Settings, session: Session, queue: str
+) -> None:
+    settings = models.model_copy(update={"dispatch_window": 4})
+    a = _tenant(settings, "team-a")
+    jobs = {"A1": _submit(settings, queue, a, 1), "A2": _submit(settings, queue, a, 2),
+            "N": _submit(settings, queue, None, 3)}
+    with session_scope(settings) as s:  # the window empty, as if the broker lost it all
+        s.execute(update(JobChunk).where(JobChunk.job_id.in_(jobs.values()))
+                  .values(enqueued_at=None))
+    broker.redis_client(settings).delete(queue)
+    with session_scope(settings) as s:
+        assert dispatch.top_up(s, settings, queue) == 4
+    # One pick: a's oldest job, then the jobs of no tenant (nothing in flight yet), then a's
+    # next job once its first has nothing left, turn about; not a's three chunks first by age.
+    assert _in_window(session, jobs) == {"A1#0", "N#0", "A2#0", "N#1"}
+    with session_scope(settings) as s:
+        for job_id in jobs.values():
+            cancel_job(s, job_id)
+
+
 def test_concurrent_top_ups_never_overfill_the_window_or_send_a_chunk_twice(
     models: Settings, session: Session, queue: str
 ) -> None:

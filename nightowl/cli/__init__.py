@@ -72,7 +72,8 @@ HELP = {
     "api": "Serve the HTTP API with uvicorn.",
     "up": "Run broker, migrations, a worker and the API in the foreground; Ctrl-C stops it all.",
     "reap": "Re-send lost chunks, free dead leases and expire overdue jobs, once.",
-    "demo": "Bootstrap models, run a sentiment, translation and generation job, print a summary.",
+    "demo": ("Bootstrap models, run a sentiment, translation, generation and embedding job, "
+             "print a summary."),
     "finetune": "Submit a fine-tune (metrics, checkpoints, registry, promotion gate).",
     "runs": "List, inspect and cancel fine-tune runs; export and plot their metrics.",
     "schedule": "Recurring jobs and fine-tunes: edit, pause or resume them while beat runs.",

@@ -113,15 +113,16 @@ async def serve_in_lane(endpoint: str, body: dict[str, Any], request: Request,
     await lane_follow.push(r, req)
     events = lane_follow.follow(r, req, gone=request.is_disconnected)
     if not req.stream:
-        return await _whole(checked, req, events, close)
+        return await _whole(checked, req, events, close, created)
     # Wait for the first event: a request that fails before any text is an HTTP error still.
     first = await anext(events, None)
     if first is None:
         close(None)
         return None
     if first.done is not None:
-        return await _whole(checked, req, _one(first), close)
-    writer = ChunkWriter(endpoint=endpoint, response_id=direct_lane.stream_id(checked, req),
+        return await _whole(checked, req, _one(first), close, created)
+    writer = ChunkWriter(endpoint=checked.direct.endpoint,
+                         response_id=direct_lane.stream_id(checked, req),
                          created=int(created.timestamp()), model=checked.direct.model,
                          include_usage=checked.direct.include_usage)
 
@@ -135,15 +136,12 @@ async def serve_in_lane(endpoint: str, body: dict[str, Any], request: Request,
     stream: AsyncIterator[str] = relay(
         _chain(first, events), on_delta=lambda e: writer.delta(e.choice, e.text),
         on_done=on_done, on_close=close)
-    head = direct.with_response_id(checked.direct, req.id, created)
-    if head is not None:
-        # A streamed Responses request runs as chat; its chunks become Responses events.
-        stream = responses.stream_events(responses.chat_chunks(stream), **head)
-    return StreamingResponse(stream, media_type="text/event-stream")
+    return StreamingResponse(_responses_or_chat(stream, checked, req, created),
+                             media_type="text/event-stream")
 
 
 async def _whole(checked: direct.Checked, req: LaneRequest, events: AsyncIterator[Event],
-                 close: Callable[[Done | None], None]) -> Any:
+                 close: Callable[[Done | None], None], created: datetime) -> Any:
     """A request answered whole: its outcome, as a JSON body (or an SSE stream at once)."""
     done: Done | None = None
     async for event in events:
@@ -160,9 +158,19 @@ async def _whole(checked: direct.Checked, req: LaneRequest, events: AsyncIterato
         return error
     answer = line["response"]["body"]
     if checked.direct.stream:
-        return StreamingResponse(direct.sse_events(answer, checked.direct),
+        return StreamingResponse(_responses_or_chat(direct.sse_events(answer, checked.direct),
+                                                    checked, req, created),
                                  media_type="text/event-stream")
     return answer
+
+
+def _responses_or_chat(chat_sse: Iterable[str] | AsyncIterator[str], checked: direct.Checked,
+                      req: LaneRequest, created: datetime) -> Iterable[str] | AsyncIterator[str]:
+    """A streamed Responses request runs as chat: its chat chunks become Responses events."""
+    head = direct.with_response_id(checked.direct, req.id, created)
+    if head is None:
+        return chat_sse
+    return responses.stream_events(responses.chat_chunks(chat_sse), **head)
 
 
 async def _one(event: Event) -> AsyncIterator[Event]:

@@ -7,13 +7,18 @@ from typing import Any
 from fastapi import APIRouter
 
 from nightowl.openai import stored_responses
-from nightowl_api.deps import SessionDep, TenantDep
+from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
+from nightowl_api.lane import recorder
 
 router = APIRouter(prefix="/responses", tags=["openai"])
 
 
 @router.get("/{response_id}")
-def retrieve_response(response_id: str, session: SessionDep, tenant: TenantDep
-                      ) -> dict[str, Any]:
+def retrieve_response(response_id: str, session: SessionDep, settings: SettingsDep,
+                      tenant: TenantDep) -> dict[str, Any]:
     """One response: completed, incomplete, failed, or in_progress while it runs."""
+    # The serving lane records what it answered in bulk a moment later: what this process
+    # answered is written now, so a response can be read back as soon as it was returned.
+    recorder(settings).flush()
+    session.expire_all()
     return stored_responses.retrieve(session, response_id, tenant_id=tenant)

@@ -134,6 +134,10 @@ class Recorder:
         self._queue: queue.Queue[LaneRecord] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Records handed in, and records written (or given up on): flush waits for the first
+        # count as it stood to be reached, the batch the thread holds included.
+        self._added = self._done = 0
+        self._progress = threading.Condition()
         # A stopping API process writes what it answered last (its thread is a daemon).
         atexit.register(self.flush)
 
@@ -143,10 +147,15 @@ class Recorder:
                 self._thread = threading.Thread(target=self._loop, name="nightowl-lane-record",
                                                 daemon=True)
                 self._thread.start()
+        with self._progress:
+            self._added += 1
         self._queue.put(record)
 
-    def flush(self) -> None:
-        """Write whatever is waiting now (tests, and the process's exit)."""
+    def flush(self, wait_s: float = 5.0) -> None:
+        """Write now every record handed in so far, the batch the thread is holding included
+        (a read that must see what was just answered; the process's exit)."""
+        with self._progress:
+            target = self._added
         batch: list[LaneRecord] = []
         while True:
             try:
@@ -154,6 +163,8 @@ class Recorder:
             except queue.Empty:
                 break
         self._write(batch)
+        with self._progress:
+            self._progress.wait_for(lambda: self._done >= target, timeout=wait_s)
 
     def _loop(self) -> None:
         while True:
@@ -170,6 +181,14 @@ class Recorder:
     def _write(self, batch: list[LaneRecord]) -> None:
         if not batch:
             return
+        try:
+            self._store(batch)
+        finally:
+            with self._progress:
+                self._done += len(batch)
+                self._progress.notify_all()
+
+    def _store(self, batch: list[LaneRecord]) -> None:
         try:
             with self._factory() as session:
                 write(session, batch)

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus
 
 from anyio import to_thread
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from nightowl.common.config import get_settings
 from nightowl.common.errors import Unauthorized
@@ -20,6 +20,7 @@ from nightowl.platform import auth
 from nightowl.platform.db import session_factory
 from nightowl_api.dashboard_auth import is_dashboard_path, scrub_key_from_query
 from nightowl_api.errors import error_content
+from nightowl_api.http_middleware import HttpMiddleware
 
 # Paths under /v1 that answer without a key (none today), and what needs none elsewhere.
 _OPEN_V1: tuple[str, ...] = ()
@@ -82,14 +83,8 @@ def _check_key(key: str | None) -> str:
         session.close()
 
 
-class GuardMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class GuardMiddleware(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         send = _with_headers(send)
         path: str = scope["path"]
         if scrub_key_from_query(scope) and is_dashboard_path(path):

@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import uuid
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from nightowl_api.http_middleware import HttpMiddleware
 
 HEADER = b"x-request-id"
 
 
-class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class RequestIdMiddleware(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = f"req_{uuid.uuid4().hex}".encode()
         scope.setdefault("state", {})["request_id"] = request_id.decode()
 

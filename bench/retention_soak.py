@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,25 +46,11 @@ def main() -> None:
     if not args.database_url.startswith("postgresql"):
         p.error("--database-url (or NIGHTOWL_DATABASE_URL) must name a PostgreSQL server")
     at_start = common.start(args)
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from nightowl.platform.db import scratch_database
 
-    name = f"nightowl_soak_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(make_url(args.database_url), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        with tempfile.TemporaryDirectory(prefix="nightowl-soak-") as home:
-            rows = _soak(args, make_url(args.database_url).set(database=name)
-                         .render_as_string(hide_password=False), Path(home))
-    finally:
-        from nightowl.platform.db import dispose_engines
-
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'DROP ROLE IF EXISTS "nightowl_analyst_{name}"'))
-        admin.dispose()
+    with (scratch_database(args.database_url, "nightowl_soak") as url,
+          tempfile.TemporaryDirectory(prefix="nightowl-soak-") as home):
+        rows = _soak(args, url, Path(home))
     _report(args, rows, at_start)
 
 

@@ -16,13 +16,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from nightowl.common.enums import TERMINAL_JOB_STATUSES, TERMINAL_RUN_STATUSES
-from nightowl.platform.db import session_factory
+from nightowl.common.config import Settings
+from nightowl.common.enums import TERMINAL_JOB_STATUSES, TERMINAL_RUN_STATUSES, TaskKind
+from nightowl.platform.db import session_factory, session_scope
 from nightowl.platform.embedded import stop_group
 from nightowl.platform.orm import Job, TrainingRun
+from nightowl.registry import versions as registry
 
 FINAL = TERMINAL_JOB_STATUSES
 RUN_FINAL = TERMINAL_RUN_STATUSES
@@ -85,6 +88,23 @@ class Worker:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def module_worker(env: dict[str, str], args: list[str],
+                  tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Worker]:
+    """A worker for a whole test module (`yield from` it in a module-scoped fixture)."""
+    w = Worker(env, args, tmp_path_factory.mktemp(name) / "worker.log")
+    yield w
+    w.stop()
+
+
+def register_unloaded_model(settings: Settings, prefix: str) -> str:
+    """A sentiment model row under a fresh name; nothing loads it, so no files are needed."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    with session_scope(settings) as s:
+        registry.register(s, name=name, kind=TaskKind.SENTIMENT,
+                          source=f"/nowhere/{prefix}-model")
+    return name
 
 
 def wait_for_job(job_id: str, *, timeout: float = 180, worker: Worker | None = None,

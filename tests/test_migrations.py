@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from nightowl.common.config import Settings
 from nightowl.platform import migrate
-from nightowl.platform.db import make_engine
+from nightowl.platform.db import make_engine, scratch_database
 from nightowl.platform.orm import Base, new_job_id
 from nightowl.platform.partitions import not_a_partition
 
@@ -29,22 +28,8 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
         return
     if not PG_URL:
         pytest.skip("PostgreSQL runs in CI (NIGHTOWL_TEST_DATABASE_URL)")
-    name = f"nightowl_mig_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield Settings(home=tmp_path, database_url=make_url(PG_URL).set(database=name)
-                       .render_as_string(hide_password=False))
-    finally:
-        from nightowl.platform.db import dispose_engines
-
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            # Roles outlive their database: the analyst login `db upgrade` made goes too.
-            conn.execute(text(f'DROP ROLE IF EXISTS "nightowl_analyst_{name}"'))
-        admin.dispose()
+    with scratch_database(make_url(PG_URL).set(database="postgres"), "nightowl_mig") as url:
+        yield Settings(home=tmp_path, database_url=url)
 
 
 def test_upgrade_creates_every_table_and_matches_models(empty_db: Settings) -> None:

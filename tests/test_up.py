@@ -38,12 +38,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
-def test_up_serves_and_stops_without_orphans(tmp_path: Path) -> None:
+def _fresh_home(tmp_path: Path) -> tuple[Path, int, dict[str, str]]:
+    """A NIGHTOWL_HOME of the test's own, a free port, and an environment without the
+    caller's NIGHTOWL_* settings."""
     home = tmp_path / "home"
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
     env.update(NIGHTOWL_HOME=str(home), HF_HUB_OFFLINE="1")
+    return home, port, env
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_up_serves_and_stops_without_orphans(tmp_path: Path) -> None:
+    home, port, env = _fresh_home(tmp_path)
     log = (tmp_path / "up.log").open("wb")
     out = tmp_path / "up.out"
     proc = subprocess.Popen([sys.executable, "-m", "nightowl", "up", "--port", str(port),
@@ -89,10 +96,7 @@ def test_up_serves_and_stops_without_orphans(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
 def test_up_restarts_a_dead_worker_and_ctrl_c_stops_each_child_once(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTOWL_")}
-    env.update(NIGHTOWL_HOME=str(home), HF_HUB_OFFLINE="1")
+    home, port, env = _fresh_home(tmp_path)
     err = tmp_path / "up.log"
     out = tmp_path / "up.out"
     # As from a terminal: its own process group, which Ctrl-C signals as a whole.

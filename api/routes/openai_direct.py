@@ -91,30 +91,25 @@ async def _run(endpoint: str, body: dict[str, Any], request: Request, settings: 
 _BODY = Body(..., description="The OpenAI request body")
 
 
-@router.post("/chat/completions")
-async def chat_completions(request: Request, settings: SettingsDep, tenant: TenantDep,
-                           body: dict[str, Any] = _BODY) -> Any:
-    """OpenAI chat completion (stream=true answers as server-sent events)."""
-    return await _serve("/v1/chat/completions", body, request, settings, tenant)
+def _route(path: str, name: str, doc: str, endpoint: str | None = None) -> None:
+    """One POST route whose whole work is `_serve` for its endpoint (by default /v1 + path)."""
+    served = endpoint or "/v1" + path
+
+    async def route(request: Request, settings: SettingsDep, tenant: TenantDep,
+                    body: dict[str, Any] = _BODY) -> Any:
+        return await _serve(served, body, request, settings, tenant)
+
+    route.__name__ = route.__qualname__ = name
+    route.__doc__ = doc
+    router.add_api_route(path, route, methods=["POST"], name=name)
 
 
-@router.post("/completions")
-async def completions(request: Request, settings: SettingsDep, tenant: TenantDep,
-                      body: dict[str, Any] = _BODY) -> Any:
-    """OpenAI (legacy) text completion (stream=true answers as server-sent events)."""
-    return await _serve("/v1/completions", body, request, settings, tenant)
-
-
-@router.post("/embeddings")
-async def embeddings(request: Request, settings: SettingsDep, tenant: TenantDep,
-                     body: dict[str, Any] = _BODY) -> Any:
-    """OpenAI embeddings: mean-pooled, normalised vectors from an embed model."""
-    return await _serve("/v1/embeddings", body, request, settings, tenant)
-
-
-@router.post("/responses")
-async def create_response(request: Request, settings: SettingsDep, tenant: TenantDep,
-                          body: dict[str, Any] = _BODY) -> Any:
-    """OpenAI Responses: text in (a string or messages, plus instructions), a response out
-    (stream=true answers as Responses stream events)."""
-    return await _serve(responses.RESPONSES, body, request, settings, tenant)
+_route("/chat/completions", "chat_completions",
+       "OpenAI chat completion (stream=true answers as server-sent events).")
+_route("/completions", "completions",
+       "OpenAI (legacy) text completion (stream=true answers as server-sent events).")
+_route("/embeddings", "embeddings",
+       "OpenAI embeddings: mean-pooled, normalised vectors from an embed model.")
+_route("/responses", "create_response",
+       """OpenAI Responses: text in (a string or messages, plus instructions), a response out
+    (stream=true answers as Responses stream events).""", endpoint=responses.RESPONSES)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nightowl.common import chat
@@ -27,6 +27,7 @@ from nightowl.common.values import metadata_problem
 from nightowl.finetune import openai_format
 from nightowl.finetune import service as finetunes
 from nightowl.platform.orm import ModelVersion, TrainingEvent, TrainingRun
+from nightowl.platform.paging import keyset_page
 from nightowl.registry import versions as registry
 from nightowl.storage.files import get_file, local_path
 
@@ -190,16 +191,11 @@ def job_object(session: Session, run: TrainingRun) -> dict[str, Any]:
 def list_jobs(session: Session, *, tenant_id: str | None, after: str | None, limit: int
               ) -> tuple[list[TrainingRun], bool]:
     """The tenant's runs, newest first, a page after the run `after`."""
-    stmt = select(TrainingRun).order_by(TrainingRun.created_at.desc(), TrainingRun.id.desc())
+    stmt = select(TrainingRun)
     if tenant_id is not None:
         stmt = stmt.where(TrainingRun.tenant_id == tenant_id)
-    if after is not None:
-        anchor = finetunes.get_run(session, after, tenant_id=tenant_id)
-        stmt = stmt.where(or_(TrainingRun.created_at < anchor.created_at,
-                              and_(TrainingRun.created_at == anchor.created_at,
-                                   TrainingRun.id < anchor.id)))
-    rows = list(session.scalars(stmt.limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    anchor = None if after is None else finetunes.get_run(session, after, tenant_id=tenant_id)
+    return keyset_page(session, stmt, TrainingRun.created_at, TrainingRun.id, anchor, limit)
 
 
 def _message(event: TrainingEvent) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nightowl.common import chat
@@ -29,6 +29,7 @@ from nightowl.openai.lines import ENDPOINTS, BatchLine, read_lines
 from nightowl.openai.problems import LineProblem
 from nightowl.platform import retention
 from nightowl.platform.orm import File, Job, JobItem, ModelVersion, new_job_id, utcnow
+from nightowl.platform.paging import keyset_page
 from nightowl.registry import versions as registry
 from nightowl.storage.files import get_file, local_path
 
@@ -258,20 +259,17 @@ def get_batch(session: Session, batch_id: str, *, tenant_id: str | None) -> Job:
 def list_batches(session: Session, *, tenant_id: str | None, after: str | None = None,
                  limit: int = 20) -> tuple[list[Job], bool]:
     """Newest first; `after` is the last id of the previous page. Returns (page, has_more)."""
-    stmt = (select(Job).where(Job.origin == JobOrigin.BATCH)
-            .order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
+    stmt = select(Job).where(Job.origin == JobOrigin.BATCH)
     if tenant_id is not None:
         stmt = stmt.where(Job.tenant_id == tenant_id)
+    anchor = None
     if after is not None:
         try:
             anchor = get_batch(session, after, tenant_id=tenant_id)
         except NotFound:
             raise InvalidInput(f"after={after!r} is not a batch id of yours",
                                param="after") from None
-        stmt = stmt.where(or_(Job.created_at < anchor.created_at,
-                              and_(Job.created_at == anchor.created_at, Job.id < anchor.id)))
-    rows = list(session.scalars(stmt))
-    return rows[:limit], len(rows) > limit
+    return keyset_page(session, stmt, Job.created_at, Job.id, anchor, limit)
 
 
 def cancel_batch(session: Session, batch_id: str, *, tenant_id: str | None) -> Job:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from nightowl.common.config import Settings, get_settings
@@ -101,6 +102,25 @@ def dispose_engines() -> None:
     for engine in _ENGINES.values():
         engine.dispose(close=False)
     _ENGINES.clear()
+
+
+@contextmanager
+def scratch_database(admin_url: str | URL, prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one run (a test, a benchmark), dropped afterwards;
+    yields its URL. `admin_url` names any database on the server to run CREATE/DROP from."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            # Roles outlive their database: the analyst login `db upgrade` made goes too.
+            conn.execute(text(f'DROP ROLE IF EXISTS "nightowl_analyst_{name}"'))
+        admin.dispose()
 
 
 def insert_ignoring_conflicts(

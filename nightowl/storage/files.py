@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings, get_settings
@@ -18,6 +18,7 @@ from nightowl.common.private import private_dir, private_file
 from nightowl.common.values import check_text
 from nightowl.platform import retention
 from nightowl.platform.orm import File, new_id, utcnow
+from nightowl.platform.paging import keyset_page
 from nightowl.storage import usage
 from nightowl.storage.artifacts import get_store, is_store_uri, sha256_file
 
@@ -108,26 +109,19 @@ def list_files_page(session: Session, *, tenant_id: str | None, purpose: str | N
                     after: str | None = None, limit: int = 100,
                     ascending: bool = False) -> tuple[list[File], bool]:
     """One page by keyset: `after` is the last id of the previous page. Returns (page, more)."""
-    created, ident = File.created_at, File.id
-    stmt = (select(File).where(File.deleted_at.is_(None), _live()).limit(limit + 1)
-            .order_by(*((created, ident) if ascending else (created.desc(), ident.desc()))))
+    stmt = select(File).where(File.deleted_at.is_(None), _live())
     if tenant_id is not None:
         stmt = stmt.where(File.tenant_id == tenant_id)
     if purpose is not None:
         stmt = stmt.where(File.purpose == purpose)
+    anchor = None
     if after is not None:
         try:
             anchor = get_file(session, after, tenant_id=tenant_id)
         except NotFound:
             raise InvalidInput(f"after={after!r} is not a file id of yours") from None
-        if ascending:
-            stmt = stmt.where(or_(created > anchor.created_at,
-                                  and_(created == anchor.created_at, ident > anchor.id)))
-        else:
-            stmt = stmt.where(or_(created < anchor.created_at,
-                                  and_(created == anchor.created_at, ident < anchor.id)))
-    rows = list(session.scalars(stmt))
-    return rows[:limit], len(rows) > limit
+    return keyset_page(session, stmt, File.created_at, File.id, anchor, limit,
+                       ascending=ascending)
 
 def _expired(row: File) -> bool:
     return row.expires_at is not None and row.expires_at <= utcnow()

@@ -81,6 +81,15 @@ def _messages_for(settings: Settings, job_id: str, *, drop: bool = False) -> int
     return len(found)
 
 
+def _tidy(settings: Settings, job_ids: list[str], *, cancel: str) -> None:
+    """Leave nothing for the next test: the jobs' validation messages dropped, and the one
+    still running cancelled."""
+    for job_id in job_ids:
+        _messages_for(settings, job_id, drop=True)
+    with session_scope(settings) as s:
+        cancel_job(s, cancel)
+
+
 def _reap(settings: Settings) -> int:
     with session_scope(settings) as s:
         report = reap(s, settings, queue_depth=lambda q: broker.queue_depth(settings, q))
@@ -110,9 +119,7 @@ def test_a_lost_validation_is_sent_again_once_and_checks_once(fake_models: Setti
     with session_scope(settings) as s:  # the duplicate message finds nothing to do
         assert batch_async.validate(s, settings, job_id) == "not validating"
     assert _status(settings, job_id)["request_counts"]["total"] == 3  # type: ignore[index]
-    _messages_for(settings, job_id, drop=True)
-    with session_scope(settings) as s:
-        cancel_job(s, job_id)
+    _tidy(settings, [job_id], cancel=job_id)
 
 
 def test_cancel_while_validating_and_errors_found_in_the_background(
@@ -138,10 +145,7 @@ def test_cancel_while_validating_and_errors_found_in_the_background(
     shown = _status(settings, bad2)
     errors = shown["errors"]["data"]  # type: ignore[index]
     assert [(e["code"], e["line"]) for e in errors] == [("duplicate_custom_id", 2)]
-    for job_id in (cancelled, bad, bad2):
-        _messages_for(settings, job_id, drop=True)
-    with session_scope(settings) as s:
-        cancel_job(s, bad)
+    _tidy(settings, [cancelled, bad, bad2], cancel=bad)
 
 
 def test_quota_known_at_create_is_a_429_else_the_batch_fails_saying_so(

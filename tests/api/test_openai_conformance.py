@@ -31,7 +31,7 @@ from openai.types import (
 )
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from helpers import Worker, api_process
+from helpers import Worker, api_process, module_worker
 from nightowl.common.config import Settings
 from nightowl.common.enums import TaskKind
 from nightowl.platform.db import session_scope
@@ -64,10 +64,8 @@ def minilm(models: Settings) -> Path:
 def worker(minilm: Path, stack_env: dict[str, str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     # The train queue too: a fine-tuning job's run goes there.
-    w = Worker(stack_env, ["-Q", "cpu,train", "-c", "1"],
-               tmp_path_factory.mktemp("conformance") / "worker.log")
-    yield w
-    w.stop()
+    yield from module_worker(stack_env, ["-Q", "cpu,train", "-c", "1"], tmp_path_factory,
+                             "conformance")
 
 
 @pytest.fixture

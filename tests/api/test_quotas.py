@@ -114,9 +114,9 @@ def test_quota_set_refuses_unknown_tenants_and_bad_numbers(migrated: Settings) -
     assert r.exit_code == 2 and "--max-queued-items" in r.output
 
 
-def test_a_token_quota_counts_input_tokens_with_the_models_tokenizer(
-    models: Settings, make_api_key: Callable[[str], str], session: Session
-) -> None:
+def _tenant_counting(session: Session, make_api_key: Callable[[str], str], texts: list[str]
+                     ) -> tuple[str, str, int]:
+    """A new tenant, its key, and the tokens tiny-sentiment's own tokenizer counts in texts."""
     from tokenizers import Tokenizer
 
     from nightowl.registry import versions as registry
@@ -125,8 +125,14 @@ def test_a_token_quota_counts_input_tokens_with_the_models_tokenizer(
     key = make_api_key(tenant)
     source = registry.resolve(session, "tiny-sentiment@prod").source
     tokenizer = Tokenizer.from_file(str(Path(source) / "tokenizer.json"))
+    return tenant, key, sum(len(tokenizer.encode(t).ids) for t in texts)
+
+
+def test_a_token_quota_counts_input_tokens_with_the_models_tokenizer(
+    models: Settings, make_api_key: Callable[[str], str], session: Session
+) -> None:
     texts = [f"the film was great and the acting was fine, review {i}" for i in range(30)]
-    per_job = sum(len(tokenizer.encode(t).ids) for t in texts)
+    tenant, key, per_job = _tenant_counting(session, make_api_key, texts)
     limit = per_job + per_job // 2
     assert _cli("quota", "set", tenant, "--max-queued-tokens", str(limit)).exit_code == 0
 
@@ -161,18 +167,11 @@ def test_a_job_with_skipped_lines_counts_all_its_valid_lines_tokens(
 ) -> None:
     """Lines refused at submit are stored as failed items and carry no tokens: the job's
     queued share is its valid lines' tokens, not scaled down by the refused ones."""
-    from tokenizers import Tokenizer
-
     from nightowl.jobs import quotas
     from nightowl.platform.auth import authenticate
-    from nightowl.registry import versions as registry
 
-    tenant = f"quota-{uuid.uuid4().hex[:6]}"
-    key = make_api_key(tenant)
-    source = registry.resolve(session, "tiny-sentiment@prod").source
-    tokenizer = Tokenizer.from_file(str(Path(source) / "tokenizer.json"))
     texts = [f"a fine film, review {i}" for i in range(30)]
-    per_job = sum(len(tokenizer.encode(t).ids) for t in texts)
+    tenant, key, per_job = _tenant_counting(session, make_api_key, texts)
     assert _cli("quota", "set", tenant, "--max-queued-tokens", str(10 * per_job)).exit_code == 0
     items = [{"custom_id": f"t{i}", "text": t} for i, t in enumerate(texts)]
     items += [{"custom_id": f"bad{i}", "text": ""} for i in range(10)]

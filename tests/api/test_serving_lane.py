@@ -19,7 +19,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from helpers import Worker
+from helpers import Worker, module_worker
 from nightowl.common.config import Settings
 from nightowl.jobs import lane
 from nightowl.platform.broker import redis_client
@@ -33,10 +33,7 @@ HELLO = [{"role": "user", "content": "the owl"}]
 @pytest.fixture(scope="module")
 def worker(models: Settings, stack_env: dict[str, str],
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    w = Worker(stack_env, ["-Q", "cpu", "-c", "1"],
-               tmp_path_factory.mktemp("lane") / "worker.log")
-    yield w
-    w.stop()
+    yield from module_worker(stack_env, ["-Q", "cpu", "-c", "1"], tmp_path_factory, "lane")
 
 
 def _client(url: str, key: str, timeout: float = 120) -> openai.OpenAI:

@@ -10,21 +10,17 @@ from collections.abc import Iterator
 import pytest
 from core_support import Core
 
+from helpers import register_unloaded_model
 from nightowl.common.config import Settings
-from nightowl.common.enums import TaskKind
 from nightowl.jobs import service as jobs
 from nightowl.platform import broker
 from nightowl.platform.db import session_scope
-from nightowl.registry import versions as registry
 
 
 @pytest.fixture(scope="session")
 def core_model(migrated: Settings) -> str:
     """A sentiment model row of the session's own; nothing loads it, so no files are needed."""
-    name = f"core-{uuid.uuid4().hex[:8]}"
-    with session_scope(migrated) as s:
-        registry.register(s, name=name, kind=TaskKind.SENTIMENT, source="/nowhere/core-model")
-    return name
+    return register_unloaded_model(migrated, "core")
 
 
 @pytest.fixture

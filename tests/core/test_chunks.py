@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from nightowl.common.enums import ChunkStatus, ErrorCode, ItemStatus, JobStatus
 from nightowl.jobs import chunks
-from nightowl.jobs.chunks import ItemOutcome
+from nightowl.jobs.chunks import ClaimedChunk, ItemOutcome
 from nightowl.jobs.service import cancel_job, try_finalize
 from nightowl.platform.db import session_scope
 from nightowl.platform.orm import Job, JobChunk, JobItem
@@ -30,6 +30,18 @@ def _items(session: Session, job_id: str) -> dict[ItemStatus, int]:
     return dict(session.execute(select(JobItem.status, func.count())
                                 .where(JobItem.job_id == job_id)
                                 .group_by(JobItem.status)).tuples().all())
+
+
+def _cancel_while_first_chunk_runs(core: Core, items: int, *, chunk_size: int
+                                   ) -> tuple[str, ClaimedChunk, JobStatus]:
+    """A job whose chunk 0 a worker holds when the job is cancelled: (job id, that chunk,
+    the status cancel_job answered)."""
+    job_id = core.submit(items, chunk_size=chunk_size)
+    running = core.claim(job_id, 0)
+    assert running is not None
+    with session_scope(core.settings) as s:
+        status = cancel_job(s, job_id).status
+    return job_id, running, status
 
 
 def test_a_claimed_chunk_is_held_by_its_owner_alone(core: Core, session: Session) -> None:
@@ -118,11 +130,8 @@ def test_the_last_chunk_finalizes_with_counts_from_sql(core: Core, session: Sess
 def test_cancel_between_claim_and_complete_ends_cancelled_with_honest_counts(
     core: Core, session: Session
 ) -> None:
-    job_id = core.submit(6, chunk_size=2)
-    running = core.claim(job_id, 0)
-    assert running is not None
-    with session_scope(core.settings) as s:
-        assert cancel_job(s, job_id).status is JobStatus.CANCELLING
+    job_id, running, status = _cancel_while_first_chunk_runs(core, 6, chunk_size=2)
+    assert status is JobStatus.CANCELLING
     # The chunks nobody held stop at once; the running one's items wait for its worker.
     assert _items(session, job_id) == {ItemStatus.PENDING: 2, ItemStatus.CANCELLED: 4}
     assert core.claim(job_id, 1) is None, "a cancelled job's chunk is not claimed"
@@ -142,11 +151,7 @@ def test_cancel_between_claim_and_complete_ends_cancelled_with_honest_counts(
 def test_a_worker_that_sees_the_cancel_midway_reports_the_rest_cancelled(
     core: Core, session: Session
 ) -> None:
-    job_id = core.submit(4, chunk_size=4)
-    running = core.claim(job_id, 0)
-    assert running is not None
-    with session_scope(core.settings) as s:
-        cancel_job(s, job_id)
+    job_id, running, _ = _cancel_while_first_chunk_runs(core, 4, chunk_size=4)
     done = [ItemOutcome(running.items[0].id, ItemStatus.SUCCEEDED, output={"label": "x"})]
     rest = [ItemOutcome.stopped(item.id, ItemStatus.CANCELLED) for item in running.items[1:]]
     assert core.complete(running, outcomes=done + rest)

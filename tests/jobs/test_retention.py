@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select, text, update
 
+from helpers import register_unloaded_model
 from nightowl.cli import cli
 from nightowl.common.config import Settings
 from nightowl.common.enums import ItemStatus, JobStatus, TaskKind
@@ -38,10 +39,7 @@ GEN = "apitest-gen"  # tests/api/conftest.py's fake_models: registered, never lo
 
 @pytest.fixture(scope="module")
 def sentiment_model(migrated: Settings) -> str:
-    name = f"ret-{uuid.uuid4().hex[:8]}"
-    with session_scope(migrated) as s:
-        registry.register(s, name=name, kind=TaskKind.SENTIMENT, source="/nowhere/ret-model")
-    return name
+    return register_unloaded_model(migrated, "ret")
 
 
 @pytest.fixture

@@ -166,13 +166,19 @@ def test_progress_bar_moves_while_a_job_runs(
     assert tab.page.inner_text("#job-status") == "completed"
 
 
-def test_training_curve_is_drawn(tab: Page, tenant: dict[str, str], session: Session) -> None:
+def new_run(session: Session, tenant: dict[str, str], status: RunStatus,
+            hyperparams: dict[str, Any]) -> TrainingRun:
+    """A sentiment fine-tune run of the tenant's on a new base model, flushed (it has its id)."""
     base = register_model(session, unique("sentiment"))
     run = TrainingRun(id=new_id("ft"), tenant_id=tenant["id"], kind=TaskKind.SENTIMENT,
-                      base_version_id=base.id, status=RunStatus.RUNNING,
-                      hyperparams={"lr": 5e-5, "epochs": 2})
+                      base_version_id=base.id, status=status, hyperparams=hyperparams)
     session.add(run)
     session.flush()
+    return run
+
+
+def test_training_curve_is_drawn(tab: Page, tenant: dict[str, str], session: Session) -> None:
+    run = new_run(session, tenant, RunStatus.RUNNING, {"lr": 5e-5, "epochs": 2})
     t0 = utcnow() - timedelta(minutes=5)
     for step in range(1, 61):
         session.add(TrainingMetric(run_id=run.id, step=step, key="train/loss",

@@ -11,7 +11,7 @@ from typing import Any
 from query_support import TEST_QUEUE, register_model, run_chunk, unique
 from sqlalchemy import text
 from sqlalchemy.orm import Session
-from test_dashboard_browser import Page, browser, tab, tenant  # noqa: F401 (fixtures)
+from test_dashboard_browser import Page, browser, new_run, tab, tenant  # noqa: F401 (fixtures)
 
 from nightowl.common.config import Settings
 from nightowl.common.enums import ErrorCode, RunStatus, TaskKind
@@ -19,7 +19,7 @@ from nightowl.jobs import service as job_service
 from nightowl.jobs.inputs import ParsedLine
 from nightowl.jobs.service import JobSpec, submit_job
 from nightowl.platform.db import session_factory
-from nightowl.platform.orm import TrainingMetric, TrainingRun, new_id, utcnow
+from nightowl.platform.orm import TrainingMetric, utcnow
 from nightowl.registry import versions as registry
 
 BLUE = (37, 99, 235)  # the first series' colour in charts.js
@@ -37,12 +37,7 @@ def _pixels_of(page: Page, selector: str, rgb: tuple[int, int, int]) -> int:
 
 def test_a_single_eval_point_is_drawn_on_the_runs_steps_with_every_hyperparameter(
         tab: Page, tenant: dict[str, str], session: Session) -> None:  # noqa: F811
-    base = register_model(session, unique("sentiment"))
-    run = TrainingRun(id=new_id("ft"), tenant_id=tenant["id"], kind=TaskKind.SENTIMENT,
-                      base_version_id=base.id, status=RunStatus.SUCCEEDED,
-                      hyperparams={"epochs": 2.0, "lora": {"r": 4}})
-    session.add(run)
-    session.flush()
+    run = new_run(session, tenant, RunStatus.SUCCEEDED, {"epochs": 2.0, "lora": {"r": 4}})
     t0 = utcnow() - timedelta(minutes=5)
     for step in range(1, 51):
         session.add(TrainingMetric(run_id=run.id, step=step, key="train/loss",

@@ -185,18 +185,26 @@ def test_http_results_pages_by_cursor_and_stays_in_its_tenant(
     assert TestClient(app).get("/v1/results").status_code == 401
 
 
-def test_job_stats_from_cli_and_http(migrated: Settings, session: Session,
-                                     make_api_key: Callable[[str], str]) -> None:
-    from fastapi.testclient import TestClient
-
+def _tenant_with_model(session: Session, make_api_key: Callable[[str], str], prefix: str
+                       ) -> tuple[str, str, str]:
+    """A new tenant's key, the tenant, and a new sentiment model's name."""
     from nightowl.platform.auth import authenticate
-    from nightowl_api.main import app
 
-    key = make_api_key(unique("stats"))
+    key = make_api_key(unique(prefix))
     tenant = authenticate(session, key)
     session.commit()
     name = unique("sentiment")
     register_model(session, name)
+    return key, tenant, name
+
+
+def test_job_stats_from_cli_and_http(migrated: Settings, session: Session,
+                                     make_api_key: Callable[[str], str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from nightowl_api.main import app
+
+    key, tenant, name = _tenant_with_model(session, make_api_key, "stats")
     job = submit(migrated, model=f"{name}@prod", texts=REVIEWS * 4, chunk_size=5,
                  tenant_id=tenant)
     run_job(migrated, job, fail=lambda text: "packaging" in text)
@@ -245,13 +253,7 @@ def test_models_compare_side_by_side(session: Session, make_api_key: Callable[[s
 def test_query_through_the_api_as_a_tenant(
         api_server: str, migrated: Settings, session: Session,
         make_api_key: Callable[[str], str]) -> None:
-    from nightowl.platform.auth import authenticate
-
-    key = make_api_key(unique("remote"))
-    tenant = authenticate(session, key)
-    session.commit()
-    name = unique("sentiment")
-    register_model(session, name)
+    key, tenant, name = _tenant_with_model(session, make_api_key, "remote")
     job = submit(migrated, model=f"{name}@prod", texts=REVIEWS, tenant_id=tenant)
     run_job(migrated, job)
     result = invoke("--api", api_server, "--key", key, "results", "query", "--model", name,

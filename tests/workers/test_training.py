@@ -201,6 +201,12 @@ def sentiment_config(tiny: dict[Any, str], out: Path, **overrides: Any) -> Train
     return TrainConfig(**{**settings, **overrides})
 
 
+def seq_config(kind: TaskKind, base: str, out: Path, **overrides: Any) -> TrainConfig:
+    """The toy translation and generation runs' settings: short sequences, a high rate."""
+    return TrainConfig(kind=kind, base_source=base, output_dir=out, lr=1e-3, batch_size=16,
+                       max_length=32, device="cpu", **overrides)
+
+
 # -- tests ----------------------------------------------------------------------------------
 
 
@@ -260,17 +266,7 @@ def test_translation_reports_bleu_on_generated_text(tiny: dict[Any, str], tmp_pa
     base = tiny[TaskKind.TRANSLATE]
     train_rows, eval_rows = toy_translation_rows(64, seed=0), toy_translation_rows(16, seed=1)
     rec = Recorder()
-    config = TrainConfig(
-        kind=TaskKind.TRANSLATE,
-        base_source=base,
-        output_dir=tmp_path,
-        max_steps=8,
-        eval_every=4,
-        lr=1e-3,
-        batch_size=16,
-        max_length=32,
-        device="cpu",
-    )
+    config = seq_config(TaskKind.TRANSLATE, base, tmp_path, max_steps=8, eval_every=4)
     result = run(config, train_rows, eval_rows, rec)
 
     assert set(result.final_metrics) == {"eval/loss", "eval/bleu"}
@@ -295,16 +291,7 @@ def test_generation_reports_perplexity(tiny: dict[Any, str], tmp_path: Path) -> 
     train_rows, eval_rows = generation_rows(64, seed=0), generation_rows(16, seed=1)
     before = evaluate(TaskKind.GENERATE, tiny[TaskKind.GENERATE], eval_rows, device="cpu")
     rec = Recorder()
-    config = TrainConfig(
-        kind=TaskKind.GENERATE,
-        base_source=tiny[TaskKind.GENERATE],
-        output_dir=tmp_path,
-        max_steps=10,
-        lr=1e-3,
-        batch_size=16,
-        max_length=32,
-        device="cpu",
-    )
+    config = seq_config(TaskKind.GENERATE, tiny[TaskKind.GENERATE], tmp_path, max_steps=10)
     result = run(config, train_rows, eval_rows, rec)
 
     metrics = result.final_metrics

@@ -89,3 +89,10 @@ def test_an_item_of_several_texts_is_one_outcome_listing_each(minilm: Path,
     assert outcomes[2].output is not None and "embedding" in outcomes[2].output
     assert outcomes[3].status == ItemStatus.FAILED
     assert (outcomes[3].error_message or "").startswith("input[1]: ")
+    # A cancel between its texts keeps none of them: the item is cancelled, not half-answered.
+    fanout, calls = Fanout(), iter([None, ItemStatus.CANCELLED])
+    stopped = [o for results in run_batched(runner, fanout.split(4, TEXTS, {}),
+                                            max_batch_tokens=64, max_batch_size=1,
+                                            truncate=False, should_stop=lambda: next(calls))
+               for o in fanout.gather(results)]
+    assert [(o.key, o.status) for o in stopped] == [(4, ItemStatus.CANCELLED)]

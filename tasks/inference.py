@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from nightowl.common.config import Settings, get_settings
 from nightowl.common.enums import ErrorCode, ItemStatus, JobStatus, TaskName
 from nightowl.common.errors import ArtifactError, ModelLoadError
-from nightowl.common.items import STOPS, ItemOutcome, utcnow
+from nightowl.common.items import STOPS, TEXTS, ItemOutcome, item_texts, utcnow
 from nightowl.jobs import chunks, dispatch
 from nightowl.jobs.chunks import ClaimedChunk
 from nightowl.openai import finalize as batch_finalize
@@ -25,6 +25,7 @@ from nightowl_tasks.serving import GATE
 from nightowl_workers.cache import get_runner
 from nightowl_workers.device import choose_device
 from nightowl_workers.engine import WorkItem, run_batched
+from nightowl_workers.several import Fanout
 
 log = logging.getLogger(__name__)
 # How often the micro-batch loop looks at SQL for a cancel and renews the lease.
@@ -96,14 +97,14 @@ def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
                                        finished_at=now) for item in claimed.items]
     else:
         field = claimed.job.kind.input_field
-        work = [
-            WorkItem(
-                key=item.id,
-                text=item.input[field],
-                params={**claimed.job.params, **item.input.get("params", {})},
-            )
-            for item in claimed.items
-        ]
+        fanout = Fanout()
+        work: list[WorkItem] = []
+        for item in claimed.items:
+            params = {**claimed.job.params, **item.input.get("params", {})}
+            if TEXTS in item.input:
+                work += fanout.split(item.id, item_texts(item.input, field), params)
+            else:
+                work.append(WorkItem(key=item.id, text=item.input[field], params=params))
         try:
             for results in run_batched(
                 runner,
@@ -113,9 +114,9 @@ def _run(session: Session, settings: Settings, claimed: ClaimedChunk, owner: str
                 truncate=claimed.job.truncate,
                 should_stop=_StopChecker(session, settings, claimed, owner),
             ):
-                outcomes.extend(results)
                 # The last list of a stopped chunk holds the items that never ran: no batch.
                 batches += int(results[0].status not in STOPS)
+                outcomes.extend(fanout.gather(results))
         finally:
             GATE.bulk_done()
     elapsed = time.perf_counter() - started

@@ -55,3 +55,19 @@ class ItemOutcome:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# An item's input may hold several texts under this key instead of one under its kind's
+# input field (an embeddings batch line whose `input` is a list): the worker runs each text and
+# the item's output lists one result per text, in order (`embeddings` for the embed kind).
+TEXTS = "texts"
+
+
+def item_texts(data: dict[str, Any], field: str) -> list[str]:
+    """The texts an item's input holds: its `texts`, or its one text under `field` ([] if it
+    holds none, as a line refused at submit does)."""
+    several = data.get(TEXTS)
+    if isinstance(several, list):
+        return [t for t in several if isinstance(t, str)]
+    one = data.get(field)
+    return [one] if isinstance(one, str) else []

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from nightowl.common.config import Settings
 from nightowl.common.enums import JobStatus, RunStatus, TaskKind
 from nightowl.common.errors import InvalidInput, NotFound, QuotaExceeded
+from nightowl.common.items import item_texts
 from nightowl.common.tokens import batch_counter
 from nightowl.jobs.inputs import ParsedLine
 from nightowl.platform.orm import Job, ModelVersion, Tenant, TenantQuota, TrainingRun
@@ -260,8 +261,8 @@ def token_counter(version: ModelVersion, kind: TaskKind, settings: Settings
     field = kind.input_field
 
     def lines_tokens(lines: Sequence[ParsedLine]) -> int:
-        texts = [line.input.get(field) for line in lines if line.error is None]
-        return count([t for t in texts if isinstance(t, str)])
+        return count([text for line in lines if line.error is None
+                      for text in item_texts(line.input, field)])
 
     return lines_tokens
 

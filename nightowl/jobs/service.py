@@ -25,7 +25,7 @@ from nightowl.common.enums import (
     Queue,
 )
 from nightowl.common.errors import Conflict, InvalidInput, NotFound
-from nightowl.common.items import STOPS
+from nightowl.common.items import STOPS, item_texts
 from nightowl.common.specs import JobRequest, check_params
 from nightowl.common.values import check_json, invalid
 from nightowl.jobs import quotas
@@ -466,7 +466,7 @@ def retry_job(
     def lines() -> Iterator[ParsedLine]:
         for item in iter_items(session, job_id, statuses=redo):
             # A line that was invalid at submit has no input to run again: it stays an error.
-            error = None if field in item.input else (
+            error = None if item_texts(item.input, field) else (
                 ErrorCode.INVALID_INPUT, item.error_message or "invalid input line")
             yield ParsedLine(item.line_no or item.idx + 1, item.custom_id, item.input, error)
 

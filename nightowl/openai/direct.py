@@ -30,6 +30,7 @@ from nightowl.openai.lines import (
     COMPLETIONS,
     EMBEDDINGS,
     ENDPOINTS,
+    MAX_INPUTS,
     Request,
     parse_body,
     token_ids,
@@ -40,8 +41,6 @@ from nightowl.openai.streaming import ChunkWriter
 from nightowl.platform.orm import Job, JobItem, ModelVersion
 from nightowl.registry import versions as registry
 
-# OpenAI's own cap on inputs in one embeddings request (prompts in a completions request too).
-MAX_INPUTS = 2048
 # The field that may list several inputs, each its own item of the request's job.
 LIST_FIELDS = {EMBEDDINGS: "input", COMPLETIONS: "prompt"}
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from nightowl.common import chat
 from nightowl.common.enums import ErrorCode, TaskKind
+from nightowl.common.items import TEXTS
 from nightowl.common.tokens import (
     context_of,
     hidden_size,
@@ -35,39 +36,29 @@ def request_input(request: Request, kind: TaskKind, version: ModelVersion,
 
 def _request_input(request: Request, kind: TaskKind, version: ModelVersion,
                    template: chat.ChatTemplate | None) -> dict[str, Any]:
-    if request.messages is not None:
-        try:
-            text = chat.render(request.messages, template)
-        except ValueError as e:
-            raise LineProblem(ErrorCode.INVALID_REQUEST.value, str(e), "messages") from e
-    elif request.token_ids is not None:
-        text = _decoded(request.token_ids, version, kind)
+    data: dict[str, Any]
+    if request.parts is not None:
+        # Each entry is judged on its own, as the worker runs it, and named by its position.
+        texts = []
+        for n, part in enumerate(request.parts):
+            where = f"input[{n}]"
+            text = part if isinstance(part, str) else _decoded(part, version, kind, where)
+            _check_context(text, request, kind, version, where)
+            texts.append(text)
+        data = {TEXTS: texts}
     else:
-        assert request.text is not None
-        text = request.text
-    data: dict[str, Any] = {kind.input_field: text}
-    context = context_of(version.source)
-    if context is not None:
-        count, limit = context
-        # The worker's rule (nightowl.common.tokens): a decoder's reply shares the prompt's
-        # positions and gets at least one; a translator's output and an encoder's label have
-        # their own.
-        # OpenAI's is stricter only in refusing a max_tokens the context cannot hold.
-        asked = request.max_tokens or 0
-        reply = max(asked, 1) if shares_context(kind) else 0
-        # Bytes bound tokens from above: most lines are settled without tokenizing them.
-        prompt = count(text) if len(text.encode("utf-8")) + 4 + reply > limit else 0
-        if prompt > input_room(kind, limit) or prompt + reply > limit:
-            what = ("messages" if request.messages is not None
-                    else "prompt" if kind == TaskKind.GENERATE else "input")
-            room = "" if not shares_context(kind) else (
-                f" ({prompt} in the {what}, {'' if asked else 'at least '}{reply} in the "
-                "completion)")
-            raise LineProblem(ErrorCode.CONTEXT_LENGTH_EXCEEDED.value,
-                              f"This model's maximum context length is {limit} tokens; the "
-                              f"request needs {prompt + reply}{room}. Shorten the {what}"
-                              + (" or lower max_tokens." if asked else "."),
-                              "max_tokens" if asked and prompt < limit else what)
+        if request.messages is not None:
+            try:
+                text = chat.render(request.messages, template)
+            except ValueError as e:
+                raise LineProblem(ErrorCode.INVALID_REQUEST.value, str(e), "messages") from e
+        elif request.token_ids is not None:
+            text = _decoded(request.token_ids, version, kind, _param(request, kind))
+        else:
+            assert request.text is not None
+            text = request.text
+        _check_context(text, request, kind, version, _param(request, kind))
+        data = {kind.input_field: text}
     dims = request.params.get("dimensions")
     width = hidden_size(version.source)
     if dims is not None and width is not None and dims > width:
@@ -84,9 +75,42 @@ def _request_input(request: Request, kind: TaskKind, version: ModelVersion,
     return data
 
 
-def _decoded(ids: list[int], version: ModelVersion, kind: TaskKind) -> str:
+def _param(request: Request, kind: TaskKind) -> str:
+    """The body field that holds the request's text."""
+    return ("messages" if request.messages is not None
+            else "prompt" if kind == TaskKind.GENERATE else "input")
+
+
+def _check_context(text: str, request: Request, kind: TaskKind, version: ModelVersion,
+                   what: str) -> None:
+    """LineProblem naming `what` (or max_tokens) when the text and the reply asked for do not
+    fit the model's context."""
+    context = context_of(version.source)
+    if context is None:
+        return
+    count, limit = context
+    # The worker's rule (nightowl.common.tokens): a decoder's reply shares the prompt's
+    # positions and gets at least one; a translator's output and an encoder's label have
+    # their own.
+    # OpenAI's is stricter only in refusing a max_tokens the context cannot hold.
+    asked = request.max_tokens or 0
+    reply = max(asked, 1) if shares_context(kind) else 0
+    # Bytes bound tokens from above: most lines are settled without tokenizing them.
+    prompt = count(text) if len(text.encode("utf-8")) + 4 + reply > limit else 0
+    if prompt > input_room(kind, limit) or prompt + reply > limit:
+        room = "" if not shares_context(kind) else (
+            f" ({prompt} in the {what}, {'' if asked else 'at least '}{reply} in the "
+            "completion)")
+        shorten = what if "[" in what else f"the {what}"
+        raise LineProblem(ErrorCode.CONTEXT_LENGTH_EXCEEDED.value,
+                          f"This model's maximum context length is {limit} tokens; the "
+                          f"request needs {prompt + reply}{room}. Shorten {shorten}"
+                          + (" or lower max_tokens." if asked else "."),
+                          "max_tokens" if asked and prompt < limit else what)
+
+
+def _decoded(ids: list[int], version: ModelVersion, kind: TaskKind, param: str) -> str:
     """Token ids as the text they spell in the model's vocabulary."""
-    param = "prompt" if kind == TaskKind.GENERATE else "input"
     decoder = token_decoder(version.source)
     if decoder is None:
         raise LineProblem(ErrorCode.INVALID_REQUEST.value, f"{param} as token ids needs a model "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 
 from nightowl.common import specs as P
 from nightowl.common.chat import ROLES, message_text
@@ -49,6 +49,8 @@ ACCEPTED: dict[str, frozenset[str]] = {
                                    "num_beams", "user")),
     "/v1/classifications": frozenset(("model", "input", "all_scores", "user")),
 }
+# OpenAI's cap on inputs in one embeddings request (prompts in a completions request too).
+MAX_INPUTS = 2048
 # Completions' logprobs is a count of alternatives (0-5); chat's is a flag plus top_logprobs.
 MAX_COMPLETION_LOGPROBS = 5
 # OpenAI samples unless told otherwise: temperature 1 over the whole distribution (top_p 1, and
@@ -76,6 +78,9 @@ class Request:
     token_ids: list[int] | None = None
     # A /v1/responses request: what its response object echoes (instructions, metadata...).
     echo: dict[str, Any] | None = None
+    # An embeddings batch line whose input lists several texts (or token-id lists): one item,
+    # answered by one response listing a vector per entry.
+    parts: list[str | list[int]] | None = None
 
 
 @dataclass
@@ -175,12 +180,18 @@ def parse_body(body: dict[str, Any], url: str, *, batch: bool = False) -> Reques
         request.messages = _messages(body.get("messages"))
     else:
         param = "prompt" if url == COMPLETIONS else "input"
-        given = _one_text(body.get(param), param, "prompt" if url == COMPLETIONS else "text",
-                          ids_ok=url in (COMPLETIONS, EMBEDDINGS))
-        if isinstance(given, list):
-            request.text, request.token_ids = "", given
+        value = body.get(param)
+        if url == EMBEDDINGS and batch and _several(value):
+            # A batch line is one item: its entries stay together (a direct request makes an
+            # item of each, nightowl.openai.direct).
+            request.text, request.parts = "", _parts(value, param)
         else:
-            request.text = given
+            given = _one_text(value, param, "prompt" if url == COMPLETIONS else "text",
+                              ids_ok=url in (COMPLETIONS, EMBEDDINGS))
+            if isinstance(given, list):
+                request.text, request.token_ids = "", given
+            else:
+                request.text = given
     if kind == TaskKind.SENTIMENT:
         if body.get("all_scores") is not None:
             if not isinstance(body["all_scores"], bool):
@@ -223,10 +234,33 @@ def token_ids(value: Any) -> list[int] | None:
     return None
 
 
+def _several(value: Any) -> TypeGuard[list[Any]]:
+    """Whether an embeddings input lists several entries (not one text, not one id list)."""
+    return isinstance(value, list) and len(value) > 1 and token_ids(value) is None
+
+
+def _parts(value: list[Any], param: str) -> list[str | list[int]]:
+    """Each entry of a list input as a text or a token-id list, OpenAI's cap kept; a bad entry
+    is named by its position."""
+    if len(value) > MAX_INPUTS:
+        raise _invalid(f"{param} has {len(value)} entries; at most {MAX_INPUTS} per request "
+                       "(split them over several lines)", param)
+    out: list[str | list[int]] = []
+    for n, entry in enumerate(value):
+        ids = token_ids(entry)
+        if ids is None and isinstance(entry, list):
+            raise _invalid(f"{param}[{n}] must be a string or a non-empty list of token ids "
+                           "(non-negative integers)", f"{param}[{n}]")
+        out.append(ids if ids is not None else _required_text(entry, f"{param}[{n}]"))
+    return out
+
+
 def _one_text(value: Any, param: str, what: str, *, ids_ok: bool = False
               ) -> str | list[int]:
     """One text (or, where OpenAI takes them, one list of token ids) per request, as OpenAI's
     single-item form; a one-element list is the same."""
+    if isinstance(value, list) and not value:
+        raise _invalid(f"{param} is an empty list; give at least one {what}", param)
     if ids_ok and (ids := token_ids(value)) is not None:
         return ids
     if isinstance(value, list) and len(value) == 1:

@@ -210,14 +210,14 @@ def response_body(endpoint: str, item: JobItem, model: str, rid: str) -> dict[st
     output = item.output or {}
     created = int(item.finished_at.timestamp()) if item.finished_at else 0
     if endpoint == "/v1/embeddings":
-        vector = output.get("embedding") or []
-        encoded: Any = vector
-        if item.input.get("encoding_format") == "base64":
-            # OpenAI's base64 form: little-endian float32, which the vector already is.
-            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        # An item of several inputs has a vector per input (tokens_in is their sum).
+        vectors = output.get("embeddings") or [output.get("embedding") or []]
+        base64_form = item.input.get("encoding_format") == "base64"
         tokens = item.tokens_in or 0
         return {"object": "list", "model": model,
-                "data": [{"object": "embedding", "index": 0, "embedding": encoded}],
+                "data": [{"object": "embedding", "index": n,
+                          "embedding": _base64(vector) if base64_form else vector}
+                         for n, vector in enumerate(vectors)],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
     if endpoint == "/v1/classifications":
         result = {k: v for k, v in output.items() if k not in ("id", "object", "model")}
@@ -245,6 +245,11 @@ def response_body(endpoint: str, item: JobItem, model: str, rid: str) -> dict[st
             "text_completion", "cmpl")
     return {"id": f"{prefix}-{rid}", "object": obj, "created": created, "model": model,
             "choices": choices, "usage": _usage(item)}
+
+
+def _base64(vector: list[float]) -> str:
+    """OpenAI's base64 form: little-endian float32, which the vector already is."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def _logprobs(output: dict[str, Any], n: int) -> list[list[dict[str, Any]] | None]:

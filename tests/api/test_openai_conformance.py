@@ -269,23 +269,34 @@ def test_embeddings_batch(api_server: str, key: str, worker: Worker, minilm: Pat
         _line("e0", url, {"model": EMBED, "input": texts[0]}),
         _line("e1", url, {"model": EMBED, "input": texts[1], "encoding_format": "base64"}),
         _line("e2", url, {"model": EMBED, "input": texts[0], "dimensions": 1000}),
+        # A list input is one line and one response, a vector per entry, as OpenAI answers it.
+        _line("e3", url, {"model": EMBED, "input": [texts[1], "blue plums", texts[0]]}),
+        _line("e4", url, {"model": EMBED, "input": ["fine", "word " * 2000]}),
     ])
     batch = _wait(client, client.batches.create(input_file_id=upload.id, endpoint=url,
                                                 completion_window="24h").id, worker)
     assert batch.request_counts is not None
-    assert (batch.request_counts.completed, batch.request_counts.failed) == (2, 1)
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (3, 2)
     assert batch.output_file_id is not None
     rows = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
-    assert [r["custom_id"] for r in rows] == ["e0", "e1"]
+    assert [r["custom_id"] for r in rows] == ["e0", "e1", "e3"]
     body = CreateEmbeddingResponse.model_validate(rows[0]["response"]["body"])
     want = _reference_embeddings(minilm, texts)
     assert max(abs(a - b) for a, b in zip(body.data[0].embedding, want[0], strict=True)) < 1e-5
     packed = base64.b64decode(rows[1]["response"]["body"]["data"][0]["embedding"])
     assert list(struct.unpack("<384f", packed)) == pytest.approx(want[1], abs=1e-5)
+    listed = CreateEmbeddingResponse.model_validate(rows[2]["response"]["body"])
+    assert [d.index for d in listed.data] == [0, 1, 2]
+    assert listed.data[0].embedding == pytest.approx(want[1], abs=1e-5)
+    assert listed.data[2].embedding == pytest.approx(want[0], abs=1e-5)
+    assert listed.data[1].embedding != pytest.approx(want[0], abs=1e-2)
+    assert listed.usage.prompt_tokens == sum(
+        client.embeddings.create(model=EMBED, input=t).usage.prompt_tokens
+        for t in (texts[1], "blue plums", texts[0]))
     assert batch.error_file_id is not None
-    error = json.loads(client.files.content(batch.error_file_id).text)
-    assert error["custom_id"] == "e2" and error["response"]["body"]["error"]["param"] == (
-        "dimensions")
+    errors = [json.loads(x) for x in client.files.content(batch.error_file_id).text.splitlines()]
+    assert [(e["custom_id"], e["response"]["body"]["error"]["param"]) for e in errors] == [
+        ("e2", "dimensions"), ("e4", "input[1]")]
 
 
 def test_async_client_and_429(stack_env: dict[str, str], key: str, worker: Worker,

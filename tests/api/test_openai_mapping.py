@@ -172,8 +172,10 @@ def test_prompts_and_inputs_as_token_ids() -> None:
         for given in ([5, 7, 9], [[5, 7, 9]]):
             line = _parse({"model": "m", field: given}, url)
             assert line.request is not None and line.request.token_ids == [5, 7, 9], line
-        refused = _parse({"model": "m", field: [[5], [7]]}, url)
-        assert refused.problem is not None and refused.problem.param == field
+    refused = _parse({"model": "m", "prompt": [[5], [7]]})
+    assert refused.problem is not None and refused.problem.param == "prompt"
+    several = _parse({"model": "m", "input": [[5], [7]]}, "/v1/embeddings")
+    assert several.request is not None and several.request.parts == [[5], [7]]
     chat_ids = _parse({"model": "m", "messages": [{"role": "user", "content": [1, 2]}]},
                       "/v1/chat/completions")
     assert chat_ids.problem is not None
@@ -234,3 +236,27 @@ def test_chat_chunks_become_the_responses_stream_the_sdk_parses() -> None:
     done = events[-1].response
     assert done.output_text == "the owl" and done.metadata == {"k": "v"}
     assert done.usage.total_tokens == 5 and done.id == "resp_req_x_0"
+
+
+def test_an_embeddings_batch_line_may_list_its_inputs() -> None:
+    """One line, one item: the entries (texts or token-id lists) stay together, OpenAI's cap
+    and a bad entry named by its position; the direct path splits lists itself."""
+    url = "/v1/embeddings"
+    line = _parse({"model": "m", "input": ["a", [5, 7], "c"]}, url)
+    assert line.request is not None and line.request.parts == ["a", [5, 7], "c"]
+    for given, param in (([], "input"), (["x"] * 2049, "input"), (["a", ""], "input[1]"),
+                         (["a", 3], "input[1]"), (["a", [[1]]], "input[1]"),
+                         (["a", [-1]], "input[1]")):
+        refused = _parse({"model": "m", "input": given}, url)
+        assert refused.problem is not None and refused.problem.param == param, given
+    assert _parse({"model": "m", "input": ["x"] * 2048}, url).problem is None
+    assert _parse({"model": "m", "prompt": []}).problem is not None  # completions: still one
+
+    item = JobItem(job_id="batch_x", idx=0, custom_id="x", status=ItemStatus.SUCCEEDED,
+                   input={"texts": ["a", "b"], "encoding_format": "base64"},
+                   output={"embeddings": [[1.0, 0.0], [0.0, 1.0]]}, tokens_in=7, tokens_out=0,
+                   finished_at=utcnow())
+    body = output_line("batch_x", item, url, "m")["response"]["body"]
+    assert [d["index"] for d in body["data"]] == [0, 1]
+    assert body["data"][1]["embedding"] == "AAAAAAAAgD8="  # [0.0, 1.0] as float32
+    assert body["usage"] == {"prompt_tokens": 7, "total_tokens": 7}

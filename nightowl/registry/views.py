@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nightowl.common.enums import TaskKind
+from nightowl.common.errors import NightowlError
 from nightowl.platform.auth import SHARED_OWNER, owner_names
 from nightowl.platform.orm import ModelAlias, ModelVersion
 from nightowl.registry import versions as registry
@@ -54,9 +55,16 @@ def version_views(session: Session, versions: Sequence[ModelVersion], *,
                                 .order_by(ModelAlias.alias))) if names else []
     owners = owner_names(session, [v.tenant_id for v in versions] + [a.tenant_id for a in rows])
     aliases: dict[int, list[AliasView]] = {}
+    resolved: dict[tuple[str, str], int | None] = {}
     for a in rows:
-        here = registry.resolve(session, f"{a.name}@{a.alias}",
-                                tenant_id=tenant_id).id == a.version_id
+        key = (a.name, a.alias)
+        if key not in resolved:
+            try:
+                resolved[key] = registry.resolve(session, f"{a.name}@{a.alias}",
+                                                 tenant_id=tenant_id).id
+            except NightowlError:
+                resolved[key] = None  # only another tenant's alias of that name: not ours
+        here = resolved[key] == a.version_id
         aliases.setdefault(a.version_id, []).append(
             AliasView(alias=a.alias, owner=owners.get(a.tenant_id, str(a.tenant_id)), here=here))
     bases = version_refs(session, [v.base_version_id for v in versions])

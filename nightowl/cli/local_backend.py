@@ -64,6 +64,7 @@ class LocalBackend:
                    id_column: str | None) -> Submitted:
         from nightowl.jobs import intake
         from nightowl.jobs.views import Submitted, job_view
+        from nightowl.platform import broker
         from nightowl.platform.auth import operator_tenant_id
 
         if file != "-" and not Path(file).is_file():
@@ -72,8 +73,10 @@ class LocalBackend:
             spec.tenant_id = operator_tenant_id(session)
             job = intake.submit(session=session, settings=settings(), spec=spec,
                                 source=intake.FromPath(file, fmt, column, id_column))
-            return Submitted(**job_view(session, job).model_dump(),
-                             broker_down=bool(unsent))
+            # A failed send says the broker is down; with the window already full nothing was
+            # sent, so ask the broker itself.
+            down = bool(unsent) or not broker.ping(settings())
+            return Submitted(**job_view(session, job).model_dump(), broker_down=down)
 
     def list_jobs(self, *, status: str | None, limit: int) -> list[JobView]:
         from nightowl.common.enums import JobStatus

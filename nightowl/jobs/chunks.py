@@ -133,6 +133,9 @@ def job_state(session: Session, job_id: str) -> tuple[JobStatus, datetime | None
     return row[0], row[1]
 
 
+_COUNTED = [s for s in JobStatus if s.terminal or s == JobStatus.FINALIZING]
+
+
 def _count_and_finalize(session: Session, job_id: str, counts: dict[ItemStatus, int]) -> None:
     """Add the chunk's outcomes to the job's counters, and finalize the job if no chunk is
     left, in a short transaction of its own.
@@ -144,7 +147,10 @@ def _count_and_finalize(session: Session, job_id: str, counts: dict[ItemStatus, 
     lock is held for microseconds, not for a flush."""
     session.execute(
         update(Job)
-        .where(Job.id == job_id)
+        # Once a job is finalizing its counters are recounted from its items: another chunk's
+        # finalize may have committed between this chunk's two transactions, and adding this
+        # chunk's outcomes on top would count them twice.
+        .where(Job.id == job_id, Job.status.not_in(_COUNTED))
         .values(
             succeeded_items=Job.succeeded_items + counts[ItemStatus.SUCCEEDED],
             failed_items=Job.failed_items + counts[ItemStatus.FAILED],

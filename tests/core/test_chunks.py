@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from core_support import Core
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -125,6 +126,28 @@ def test_the_last_chunk_finalizes_with_counts_from_sql(core: Core, session: Sess
     assert _items(session, job_id) == {ItemStatus.SUCCEEDED: 4, ItemStatus.FAILED: 1}
     with session_scope(core.settings) as s:
         assert not try_finalize(s, job_id), "finalized once only"
+
+
+def test_a_chunk_whose_counters_land_after_another_finalized_the_job_counts_once(
+        core: Core, session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk commits its results, then its counters in a second transaction. If the other
+    chunk's worker finalizes the job in between (recounting from the items), the late counters
+    must not be added on top: 4 items, not 6."""
+    job_id = core.submit(4, chunk_size=2)
+    first, second = core.claim(job_id, 0), core.claim(job_id, 1)
+    assert first is not None and second is not None
+    late: list[dict[ItemStatus, int]] = []
+    count_and_finalize = chunks._count_and_finalize
+    monkeypatch.setattr(chunks, "_count_and_finalize",
+                        lambda s, job, counts: late.append(counts))
+    assert core.complete(first)  # results and mark committed; its counters held back
+    monkeypatch.setattr(chunks, "_count_and_finalize", count_and_finalize)
+    assert core.complete(second)  # sees no open chunk: finalizes with counts from the items
+    assert _job(session, job_id).status is JobStatus.COMPLETED
+    with session_scope(core.settings) as s:
+        count_and_finalize(s, job_id, late[0])  # the first chunk's counters, arriving late
+    job = _job(session, job_id)
+    assert (job.status, job.succeeded_items) == (JobStatus.COMPLETED, 4)
 
 
 def test_cancel_between_claim_and_complete_ends_cancelled_with_honest_counts(

@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -39,14 +38,13 @@ from nightowl_api.dashboard_auth import (
     COOKIE,
     CSRF_COOKIE,
     DashboardKeyMiddleware,
-    logout_token,
     safe_next,
 )
 from nightowl_api.deps import SessionDep, SettingsDep, TenantDep
 
 HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
-templates.env.globals["logout_token"] = logout_token
+# One environment for every page, the error pages' included (its globals set once there).
+templates = dashboard_ops.templates
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
 

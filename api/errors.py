@@ -24,13 +24,15 @@ from nightowl.common.errors import (
     Unauthorized,
 )
 from nightowl.common.values import printable
+from nightowl.openai.direct import error_of
 from nightowl_api import dashboard_ops
 from nightowl_api.schemas import ErrorDetail, ErrorResponse
 
 _STATUS = {NotFound: 404, InvalidInput: 400, ModelLoadError: 400, Conflict: 409,
            Unauthorized: 401, RateLimited: 429}
 _OPENAI_TYPE = {401: "authentication_error", 404: "invalid_request_error",
-                429: "rate_limit_error", 500: "server_error", 504: "server_error"}
+                429: "rate_limit_error", 500: "server_error", 503: "server_error",
+                504: "server_error"}
 # Routes whose malformed bodies answer 400 as OpenAI's do (FastAPI's own 422 elsewhere).
 _OPENAI_PATHS = ("/v1/files", "/v1/batches", "/v1/models", "/v1/chat", "/v1/completions",
                  "/v1/embeddings", "/v1/responses", "/v1/fine_tuning")
@@ -59,6 +61,17 @@ def error_response(status: int, message: str, *, code: str | None, param: str | 
     return JSONResponse(status_code=status, headers=headers,
                         content=error_content(status, message, code=code, param=param,
                                               problems=problems))
+
+
+def line_error_response(line: dict[str, Any]) -> JSONResponse | None:
+    """A direct request's failed output line as its HTTP answer, the line's OpenAI error body
+    as it is; None when the request succeeded."""
+    failed = error_of(line)
+    if failed is None:
+        return None
+    status, error = failed
+    return JSONResponse(status_code=status, content={"error": error},
+                        headers={"x-should-retry": "false"} if status < 500 else {})
 
 
 def snake(name: str) -> str:

@@ -21,12 +21,13 @@ from starlette.concurrency import run_in_threadpool
 from nightowl.common.config import Settings
 from nightowl.common.enums import ErrorCode, ItemStatus
 from nightowl.jobs import lane_follow, quotas
-from nightowl.jobs.lane import Done, LaneRequest
+from nightowl.jobs.lane import Done, LaneRequest, failed
 from nightowl.jobs.lane_follow import Event
 from nightowl.jobs.lane_record import Recorder
 from nightowl.openai import direct, direct_lane, responses
 from nightowl.openai.streaming import ChunkWriter
 from nightowl.platform.db import session_factory
+from nightowl_api.errors import error_response, line_error_response
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +69,11 @@ def _lane_error(done: Done) -> JSONResponse | None:
     codes = {o.error_code for o in done.outcomes}
     if ErrorCode.TIMEOUT.value in codes:
         message = next(o.error_message for o in done.outcomes if o.error_message)
-        return JSONResponse(status_code=504, content={"error": {
-            "message": message, "type": "server_error", "param": None, "code": "timeout"}})
+        return error_response(504, message, code="timeout")
     if lane_follow.WORKER_LOST in codes:
-        return JSONResponse(status_code=503, content={"error": {
-            "message": "the worker running this request died; send it again",
-            "type": "server_error", "param": None, "code": lane_follow.WORKER_LOST}})
+        return error_response(503, "the worker running this request died; send it again",
+                              code=lane_follow.WORKER_LOST)
     return None
-
-
-def _error_response(line: dict[str, Any]) -> JSONResponse | None:
-    failed = direct.error_of(line)
-    if failed is None:
-        return None
-    status, error = failed
-    return JSONResponse(status_code=status, content={"error": error},
-                        headers={"x-should-retry": "false"} if status < 500 else {})
 
 
 async def serve_in_lane(endpoint: str, body: dict[str, Any], request: Request,
@@ -106,7 +96,7 @@ async def serve_in_lane(endpoint: str, body: dict[str, Any], request: Request,
     def close(done: Done | None) -> None:
         if done is None:  # the caller went away: stop the work, record it cancelled
             lane_follow.abandon(r, req.id)
-            done = lane_follow.failed(req, ItemStatus.CANCELLED, ErrorCode.CANCELLED.value,
+            done = failed(req, ItemStatus.CANCELLED, ErrorCode.CANCELLED.value,
                                       "the caller went away")
         writes.add(direct_lane.record(checked, req, done, created))
 
@@ -153,7 +143,7 @@ async def _whole(checked: direct.Checked, req: LaneRequest, events: AsyncIterato
     if failed is not None:
         return failed
     line = direct_lane.answer_line(checked, req, done)
-    error = _error_response(line)
+    error = line_error_response(line)
     if error is not None:
         return error
     answer = line["response"]["body"]

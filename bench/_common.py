@@ -265,6 +265,16 @@ def sst2_rows(data: Path, n: int) -> list[dict[str, Any]]:
     return rows
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of `values`, linearly interpolated; 0.0 for none."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
 def write_items(path: Path, texts: Sequence[str], field: str = "text") -> Path:
     with path.open("w", encoding="utf-8") as fh:
         for i, text in enumerate(texts):

@@ -28,8 +28,6 @@ bounds; compare ratios from one run.
 from __future__ import annotations
 
 import os
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -267,6 +265,8 @@ class Bench:
 
     @contextmanager
     def workers(self, n: int) -> Iterator[None]:
+        from nightowl.platform.embedded import stop_group
+
         log = self.timings / f"worker-{n}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
@@ -278,12 +278,7 @@ class Bench:
             self._wait_ready(proc, log)
             yield
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            stop_group(proc)
             self.clean()
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -321,9 +316,7 @@ class Bench:
         while True:
             with self.factory() as s:
                 left = s.scalar(select(func.count()).select_from(Job).where(
-                    Job.id.in_(job_ids), Job.status != JobStatus.COMPLETED)) if len(
-                    job_ids) < 2000 else s.scalar(select(func.count()).select_from(Job).where(
-                        Job.queue == QUEUE, Job.status != JobStatus.COMPLETED))
+                    Job.id.in_(job_ids), Job.status != JobStatus.COMPLETED))
             if not left:
                 return time.perf_counter()
             if proc is not None and proc.poll() is not None:
@@ -367,14 +360,7 @@ class Bench:
                       metadata_={}, priority=0, errors=[],
                       created_at=base + timedelta(milliseconds=n), queued_at=base)
             jobs.append(job)
-            rows = getattr(service, "chunk_rows", None)
-            if rows is not None:
-                chunk_rows += rows(job, per_job)
-            else:  # before chunk_rows existed
-                chunk_rows += [{"job_id": job.id, "chunk_no": i, "start_idx": s,
-                                "end_idx": min(s + chunk_size, per_job), "status": "pending",
-                                "attempts": 0} for i, s in enumerate(range(0, per_job,
-                                                                           chunk_size))]
+            chunk_rows += service.chunk_rows(job, per_job)
         import json
 
         from nightowl.platform.db import get_engine
@@ -446,10 +432,10 @@ class Bench:
         claim = ops.get("take", [])
         window = Window(label=label, live_jobs=live_jobs, workers=workers,
                         chunk_size=chunk_size, items_per_s=done / elapsed,
-                        claim_p50=_pct(claim, 50), claim_p99=_pct(claim, 99),
-                        topup_p50=_pct(ops.get("topup", []), 50),
-                        commit_p50=_pct(ops.get("commit", []), 50),
-                        commit_p99=_pct(ops.get("commit", []), 99),
+                        claim_p50=c.percentile(claim, 0.5), claim_p99=c.percentile(claim, 0.99),
+                        topup_p50=c.percentile(ops.get("topup", []), 0.5),
+                        commit_p50=c.percentile(ops.get("commit", []), 0.5),
+                        commit_p99=c.percentile(ops.get("commit", []), 0.99),
                         dispatch_lock_ms=sum(ops.get("lock", [])), lock_wait_s=lock_wait,
                         live_at_end=live_end or 0)
         c.log(f"{label}: {window.items_per_s:,.0f} items/s, claim p50 {window.claim_p50:.1f} ms, "
@@ -473,7 +459,7 @@ class Bench:
                 s.rollback()
                 assert len(picked) == self.window, picked
         self.clean()
-        return _pct(took, 50)
+        return c.percentile(took, 0.5)
 
     def write_methods(self, rows: int = 256, repeat: int = 10) -> dict[str, float]:
         """p50 ms to write one chunk's result rows (and commit), three ways on PostgreSQL: an
@@ -538,7 +524,7 @@ class Bench:
                 s.commit()
                 took[name].append((time.perf_counter() - t0) * 1000)
         self.clean()
-        return {name: _pct(ms, 50) for name, ms in took.items()}
+        return {name: c.percentile(ms, 0.5) for name, ms in took.items()}
 
     def read_timings(self, t0: float, t1: float) -> dict[str, list[float]]:
         """Per op, in order of start: the ms of each call that started in [t0, t1)."""
@@ -579,14 +565,6 @@ class LockSampler:
                 now = time.perf_counter()
                 self.waited += (n or 0) * (now - last)
                 last = now
-
-
-def _pct(values: list[float], q: int) -> float:
-    if not values:
-        return 0.0
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c
-from load import percentile, start_api
+from load import start_api
 
 GEN, EMBED = "tiny-generator", "minilm-embed"
 LEVELS = (1, 8, 32, 128)
@@ -72,8 +72,8 @@ def _direct(client: Any, endpoint: str, level: int, requests: int,
         t0 = time.perf_counter()
         latencies = list(pool.map(one, range(requests)))
         wall = time.perf_counter() - t0
-    return {"req_s": requests / wall, "p50_ms": 1000 * percentile(latencies, 0.5),
-            "p99_ms": 1000 * percentile(latencies, 0.99)}
+    return {"req_s": requests / wall, "p50_ms": 1000 * c.percentile(latencies, 0.5),
+            "p99_ms": 1000 * c.percentile(latencies, 0.99)}
 
 
 def _batch(client: Any, endpoint: str, requests: int, max_tokens: int) -> float:
@@ -161,7 +161,7 @@ def _first_chunk(client: Any, tokens: int) -> dict[str, float]:
         runs["stream_total_s"].append(total)
         runs["first_of_total"].append(first / total)
     # Medians: on a shared host single runs swing by several times.
-    return {name: percentile(values, 0.5) for name, values in runs.items()}
+    return {name: c.percentile(values, 0.5) for name, values in runs.items()}
 
 
 def main() -> None:

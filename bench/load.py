@@ -56,15 +56,6 @@ class Submission:
         return self.upload_s + self.create_s
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def start_api(st: c.Stack) -> tuple[subprocess.Popen[bytes], str, Path]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -246,9 +237,10 @@ def main() -> None:
         "backend": backend, "jobs": args.jobs, "clients": args.clients,
         "items_per_job": items, "chunk_size": chunk_size, "workers": args.workers,
         "concurrency": args.concurrency, "completed": completed,
-        "submit_ms": {"p50": percentile(submit_ms, 0.5), "p95": percentile(submit_ms, 0.95),
+        "submit_ms": {"p50": c.percentile(submit_ms, 0.5), "p95": c.percentile(submit_ms, 0.95),
                       "max": max(submit_ms, default=0.0)},
-        "upload_ms_p50": percentile(upload_ms, 0.5), "create_ms_p50": percentile(create_ms, 0.5),
+        "upload_ms_p50": c.percentile(upload_ms, 0.5),
+        "create_ms_p50": c.percentile(create_ms, 0.5),
         "all_submitted_s": submitted, "wall_s": wall, "items_per_s": total_items / wall,
         "pg_deadlocks": deadlocks, "lock_errors_in_logs": logs, "problems": problems[:50],
     }
@@ -259,9 +251,9 @@ def main() -> None:
     print(c.table(["", "p50 ms", "p95 ms", "max ms"], [
         ["submit (upload + create)", figures["submit_ms"]["p50"], figures["submit_ms"]["p95"],
          figures["submit_ms"]["max"]],
-        ["  upload", percentile(upload_ms, 0.5), percentile(upload_ms, 0.95),
+        ["  upload", c.percentile(upload_ms, 0.5), c.percentile(upload_ms, 0.95),
          max(upload_ms, default=0.0)],
-        ["  create", percentile(create_ms, 0.5), percentile(create_ms, 0.95),
+        ["  create", c.percentile(create_ms, 0.5), c.percentile(create_ms, 0.95),
          max(create_ms, default=0.0)]]))
     print(f"all {args.jobs} submitted in {submitted:.1f}s; done in {wall:.1f}s "
           f"({total_items / wall:,.0f} items/s end to end)")

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from nightowl.common.config import Settings, get_settings
-from nightowl.common.enums import ErrorCode, ItemStatus, JobStatus, TaskName
+from nightowl.common.enums import ErrorCode, ItemStatus, JobOrigin, JobStatus, TaskName
 from nightowl.common.errors import ArtifactError, ModelLoadError
 from nightowl.common.items import STOPS, TEXTS, ItemOutcome, item_texts, utcnow
 from nightowl.jobs import chunks, dispatch
@@ -51,14 +51,14 @@ def run_chunk(job_id: str, chunk_no: int) -> dict[str, Any]:
             return {"job_id": job_id, "chunk_no": chunk_no, "skipped": True}
         result = _run(session, settings, claimed, owner)
         _top_up(session, settings, claimed.job.queue)
-        _finish_batch(session, job_id)
+        _finish_batch(session, job_id, claimed.job.origin)
         return result
 
 
-def _finish_batch(session: Session, job_id: str) -> None:
+def _finish_batch(session: Session, job_id: str, origin: JobOrigin | None = None) -> None:
     """If this chunk was a batch's last, write up its files now; on failure the reaper will."""
     try:
-        batch_finalize.finish(session, job_id)
+        batch_finalize.finish(session, job_id, origin=origin)
     except Exception:
         session.rollback()
         log.exception("finalizing batch %s failed; the reaper will", job_id)

@@ -33,6 +33,7 @@ from nightowl.common.enums import ErrorCode, ItemStatus, Queue, TaskKind
 from nightowl.common.errors import ArtifactError, ModelLoadError
 from nightowl.common.items import ItemOutcome
 from nightowl.jobs import lane
+from nightowl.platform.broker import redis_client
 from nightowl.storage.cache import local_dir
 from nightowl_workers.cache import get_runner
 from nightowl_workers.device import choose_device
@@ -168,12 +169,6 @@ def _outcome(o: ItemOutcome) -> lane.Outcome:
                         finished_at=_epoch(o.finished_at))
 
 
-def _failed(req: lane.LaneRequest, status: ItemStatus, code: str, message: str) -> lane.Done:
-    now = time.time()
-    return lane.Done([lane.Outcome(status=status.value, error_code=code, error_message=message,
-                                   started_at=now, finished_at=now) for _ in req.items])
-
-
 class LaneLoop:
     """The lane thread of one worker process, with its liveness thread."""
 
@@ -181,14 +176,14 @@ class LaneLoop:
         self.settings, self.queues, self.name = settings, queues, name
         self.id = lane.new_worker_id()
         self.device = torch.device("cpu")
-        self.outbox = _Outbox(lane.worker_client(settings))
+        self.outbox = _Outbox(redis_client(settings))
 
     def start(self) -> None:
         for target, what in ((self._alive, "alive"), (self._loop, "loop")):
             threading.Thread(target=target, name=f"nightowl-lane-{what}", daemon=True).start()
 
     def _alive(self) -> None:
-        r = lane.worker_client(self.settings)
+        r = redis_client(self.settings)
         while True:
             try:
                 lane.refresh_alive(r, self.id)
@@ -199,7 +194,7 @@ class LaneLoop:
     def _loop(self) -> None:
         # Here, not in the fork hook: that hook must return within 4 s.
         self.device = choose_device(self.settings.device)
-        r = lane.worker_client(self.settings)
+        r = redis_client(self.settings)
         while True:
             try:
                 taken = lane.take(r, self.queues, most=self.settings.max_batch_size,
@@ -215,28 +210,29 @@ class LaneLoop:
             except Exception as e:
                 # Whatever was not answered gets an error, never silence until its timeout.
                 log.exception("the lane failed on %d requests", len(taken))
-                for req in taken:
-                    with suppress(redis.RedisError):
-                        lane.publish_done(r, req, _failed(req, ItemStatus.FAILED,
-                                                          ErrorCode.MODEL_ERROR.value,
-                                                          f"{type(e).__name__}: {e}"))
+                with suppress(redis.RedisError):
+                    lane.publish_dones(r, [(req, lane.failed(
+                        req, ItemStatus.FAILED, ErrorCode.MODEL_ERROR.value,
+                        f"{type(e).__name__}: {e}", started=True)) for req in taken])
 
     def serve(self, r: redis.Redis, taken: list[lane.LaneRequest]) -> None:
         """Run one step: every request taken, grouped by model version."""
         gone = lane.mark_taken(r, taken, self.id)
         now = time.time()
         groups: dict[tuple[int, str], list[lane.LaneRequest]] = {}
+        ended: list[tuple[lane.LaneRequest, lane.Done]] = []
         for req in taken:
             if req.id in gone:
-                lane.publish_done(r, req, _failed(req, ItemStatus.CANCELLED,
-                                                  ErrorCode.CANCELLED.value,
-                                                  "the caller went away"))
+                ended.append((req, lane.failed(req, ItemStatus.CANCELLED,
+                                               ErrorCode.CANCELLED.value, "the caller went away",
+                                               started=True)))
             elif req.deadline <= now:
-                lane.publish_done(r, req, _failed(req, ItemStatus.EXPIRED,
-                                                  ErrorCode.TIMEOUT.value,
-                                                  "the request waited past its deadline"))
+                ended.append((req, lane.failed(req, ItemStatus.EXPIRED, ErrorCode.TIMEOUT.value,
+                                               "the request waited past its deadline",
+                                               started=True)))
             else:
                 groups.setdefault((req.version_id, req.kind), []).append(req)
+        lane.publish_dones(r, ended)
         for group in groups.values():
             self._run_group(r, group)
 
@@ -249,17 +245,17 @@ class LaneLoop:
                                 revision=first.revision, settings=self.settings,
                                 device=self.device)
         except (ModelLoadError, ArtifactError) as e:
-            for req in group:
-                lane.publish_done(r, req, _failed(req, ItemStatus.FAILED,
-                                                  ErrorCode.MODEL_ERROR.value, str(e)))
+            lane.publish_dones(r, [(req, lane.failed(req, ItemStatus.FAILED,
+                                                     ErrorCode.MODEL_ERROR.value, str(e),
+                                                     started=True)) for req in group])
             return
         watch = _CancelWatch(r, [req.id for req in group if req.stream])
         deltas = _Deltas(self.outbox)
         work: list[WorkItem] = []
         owner: dict[int, tuple[lane.LaneRequest, int]] = {}
         for req in group:
+            follows = req.stream and kind is TaskKind.GENERATE
             for i, item in enumerate(req.items):
-                follows = req.stream and kind is TaskKind.GENERATE
                 listener = _Publisher(deltas, req, i, watch) if follows else None
                 owner[len(work)] = (req, i)
                 work.append(WorkItem(key=len(work), text=item.text, params=item.params,

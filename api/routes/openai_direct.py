@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Body, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from nightowl.common.config import Settings
@@ -22,7 +22,7 @@ from nightowl.common.errors import RateLimited
 from nightowl.openai import direct, responses
 from nightowl.platform.db import session_factory
 from nightowl_api.deps import SettingsDep, TenantDep, quota_headers
-from nightowl_api.errors import error_response
+from nightowl_api.errors import error_response, line_error_response
 from nightowl_api.lane import serve_in_lane
 
 router = APIRouter(tags=["openai"], dependencies=[quota_headers])
@@ -73,11 +73,9 @@ async def _run(endpoint: str, body: dict[str, Any], request: Request, settings: 
                                   f"{settings.direct_timeout_seconds:g} s; is a worker running?",
                                   code="timeout")
         await asyncio.sleep(_POLL_S)
-    failed = direct.error_of(line)
+    failed = line_error_response(line)
     if failed is not None:
-        status, error = failed
-        return JSONResponse(status_code=status, content={"error": error},
-                            headers={"x-should-retry": "false"} if status < 500 else {})
+        return failed
     answer = line["response"]["body"]
     if queued.stream:
         events: Any = direct.sse_events(answer, queued)

@@ -96,9 +96,9 @@ def _drop_windows(session: Session, now: datetime, grace: timedelta, report: Pur
         if kept:
             continue
         ids, items = _jobs_in(session, in_window)
-        report.partitions_dropped.append(window.name)
-        report.items += items
         if dry_run:
+            report.partitions_dropped.append(window.name)
+            report.items += items
             report.jobs += len(ids)
             report.job_ids += ids
             continue
@@ -107,9 +107,9 @@ def _drop_windows(session: Session, now: datetime, grace: timedelta, report: Pur
         except OperationalError as e:  # lock_timeout: a long reader holds the table
             session.rollback()
             log.warning("partition %s not dropped this pass: %s", window.name, e.orig)
-            report.partitions_dropped.pop()
-            report.items -= items
             continue
+        report.partitions_dropped.append(window.name)
+        report.items += items
         _delete_jobs(session, ids, report)
         session.commit()
 
@@ -170,12 +170,12 @@ def _purge_files(session: Session, settings: Settings, now: datetime, report: Pu
     ).all()
     if not rows:
         return
+    ids = [r[0] for r in rows]
     report.files += len(rows)
     report.file_bytes += sum(r[2] for r in rows)
-    report.file_ids += [r[0] for r in rows]
+    report.file_ids += ids
     if dry_run:
         return
-    ids = [r[0] for r in rows]
     # The rows say "deleted" before the bytes go: a reader in between gets a 404, never a
     # live row whose bytes are missing.
     session.execute(update(File).where(File.id.in_(ids)).values(deleted_at=utcnow())

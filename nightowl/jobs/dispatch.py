@@ -195,31 +195,28 @@ def _best(session: Session, queue: str, tenant: str | None, load: int,
     """The tenant's first live job in dispatch order with a chunk in SQL's queue (after
     `after`, the job just used up), as a candidate; None if it has none."""
     order = (JobChunk.priority.desc(), JobChunk.job_created_at, JobChunk.job_id)
+    # A job that left the live states keeps no chunk to send for long (a cancel stops them in
+    # its own transaction); the join passes over it meanwhile, in the same probe.
     stmt = (select(JobChunk.job_id, JobChunk.priority, JobChunk.job_created_at)
-            .where(JobChunk.queue == queue, *_READY,
+            .join(Job, Job.id == JobChunk.job_id)
+            .where(JobChunk.queue == queue, *_READY, Job.status.in_(LIVE),
                    JobChunk.tenant_id.is_(None) if tenant is None
                    else JobChunk.tenant_id == tenant)
             .order_by(*order).limit(1))
-    while True:
-        if after is not None:
-            priority = -after.neg_priority
-            stmt = stmt.where(or_(
-                JobChunk.priority < priority,
-                and_(JobChunk.priority == priority, or_(
-                    JobChunk.job_created_at > after.created_at,
-                    and_(JobChunk.job_created_at == after.created_at,
-                         JobChunk.job_id > after.job_id)))))
-        row = session.execute(stmt).first()
-        if row is None:
-            return None
-        job_id, priority, created_at = row
-        # Every chunk to run has its job's age (chunk_rows, and the migration for older ones).
-        candidate = _Candidate(-priority, load, created_at or utcnow(), job_id, tenant)
-        # A job that left the live states keeps no chunk to send for long (a cancel stops
-        # them in its own transaction); pass over it meanwhile.
-        if session.scalar(select(Job.status).where(Job.id == job_id)) in LIVE:
-            return candidate
-        after = candidate
+    if after is not None:
+        priority = -after.neg_priority
+        stmt = stmt.where(or_(
+            JobChunk.priority < priority,
+            and_(JobChunk.priority == priority, or_(
+                JobChunk.job_created_at > after.created_at,
+                and_(JobChunk.job_created_at == after.created_at,
+                     JobChunk.job_id > after.job_id)))))
+    row = session.execute(stmt).first()
+    if row is None:
+        return None
+    job_id, priority, created_at = row
+    # Every chunk to run has its job's age (chunk_rows, and the migration for older ones).
+    return _Candidate(-priority, load, created_at or utcnow(), job_id, tenant)
 
 
 def _lock(session: Session, queue: str) -> None:

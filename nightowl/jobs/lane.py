@@ -28,8 +28,7 @@ from typing import Any
 
 import redis
 
-from nightowl.common.config import Settings
-from nightowl.platform.broker import redis_client
+from nightowl.common.enums import ItemStatus
 
 PREFIX = "nightowl:lane"
 # How long a worker's liveness key outlives its last refresh: a SIGKILLed worker's requests
@@ -56,14 +55,6 @@ def cancel_key(request_id: str) -> str:
 
 def alive_key(worker: str) -> str:
     return f"{PREFIX}:alive:{worker}"
-
-
-def broker_url(settings: Settings) -> str:
-    """The broker's URL as redis-py reads it (a unix socket is redis+socket:// for Celery)."""
-    url = settings.broker_url
-    if url.startswith("redis+socket://"):
-        return "unix://" + url.removeprefix("redis+socket://")
-    return url
 
 
 @dataclass
@@ -140,10 +131,6 @@ def new_worker_id() -> str:
 # --- the worker's side (synchronous: the lane loop runs on a thread of a pool process) --------
 
 
-def worker_client(settings: Settings) -> redis.Redis:
-    return redis_client(settings)
-
-
 def take(r: redis.Redis, queues: list[str], *, most: int, block_s: float) -> list[LaneRequest]:
     """Every request waiting on these queues' lanes, up to `most`, blocking up to `block_s`
     for the first."""
@@ -192,8 +179,14 @@ def publish_deltas(r: redis.Redis, deltas: list[tuple[LaneRequest, int, int, str
     pipe.execute()
 
 
-def publish_done(r: redis.Redis, req: LaneRequest, done: Done) -> None:
-    publish_dones(r, [(req, done)])
+def failed(req: LaneRequest, status: ItemStatus, code: str, message: str, *,
+           started: bool = False) -> Done:
+    """The outcome of a request that did not run to its end, one row per item (`started`: a
+    worker had taken it)."""
+    now = time.time()
+    return Done([Outcome(status=status.value, error_code=code, error_message=message,
+                         started_at=now if started else None, finished_at=now)
+                 for _ in req.items])
 
 
 def publish_dones(r: redis.Redis, answers: list[tuple[LaneRequest, Done]]) -> None:

@@ -11,6 +11,7 @@ with an error.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,13 +26,13 @@ from nightowl.jobs.lane import (
     KEEP_S,
     Done,
     LaneRequest,
-    Outcome,
     alive_key,
-    broker_url,
     cancel_key,
     events_key,
+    failed,
     queue_key,
 )
+from nightowl.platform.broker import broker_url
 
 log = logging.getLogger(__name__)
 # How often a waiting caller looks up from the stream to check its deadline, its client and
@@ -159,14 +160,5 @@ async def follow(r: aioredis.Redis, req: LaneRequest, *,
             abandon(r, req.id)
 
 
-def failed(req: LaneRequest, status: ItemStatus, code: str, message: str) -> Done:
-    """The outcome of a request that did not run to its end, one row per item."""
-    now = time.time()
-    return Done([Outcome(status=status.value, error_code=code, error_message=message,
-                         finished_at=now) for _ in req.items])
-
-
 def _json(raw: bytes) -> Any:
-    import json
-
     return json.loads(raw)

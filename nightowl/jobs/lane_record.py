@@ -12,6 +12,7 @@ import atexit
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -169,8 +170,7 @@ class Recorder:
     def _loop(self) -> None:
         while True:
             batch = [self._queue.get()]
-            deadline = threading.Event()
-            deadline.wait(FLUSH_EVERY_S)
+            time.sleep(FLUSH_EVERY_S)
             while len(batch) < FLUSH_MOST:
                 try:
                     batch.append(self._queue.get_nowait())

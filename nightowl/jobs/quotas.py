@@ -72,8 +72,7 @@ def usage(session: Session, tenant_id: str, *, exclude_job: str | None = None) -
     runs = session.scalar(select(func.count()).select_from(TrainingRun).where(
         TrainingRun.tenant_id == tenant_id, TrainingRun.status.in_(UNFINISHED_RUNS))) or 0
     return Usage(running_jobs=int(jobs) + int(runs), queued_items=int(items),
-                 queued_tokens=int(tokens or 0),
-                 stored_bytes=storage_usage.stored_bytes(session, tenant_id))
+                 queued_tokens=int(tokens or 0))
 
 
 def admit(session: Session, tenant_id: str | None, *,
@@ -102,10 +101,11 @@ def rate_headers(session: Session, tenant_id: str | None) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers for a tenant under a quota (none without one): queued
     items as its requests, queued input tokens as its tokens. A reset is when queued work
     usually drains (RETRY_AFTER_S), a hint as Retry-After is."""
-    quota = session.get(TenantQuota, tenant_id) if tenant_id is not None else None
+    if tenant_id is None or not has_quota(session, tenant_id):
+        return {}
+    quota = session.get(TenantQuota, tenant_id)
     if quota is None or (quota.max_queued_items is None and quota.max_queued_tokens is None):
         return {}
-    assert tenant_id is not None
     used = usage(session, tenant_id)
     out = {}
     for name, limit, queued in (("requests", quota.max_queued_items, used.queued_items),
@@ -117,26 +117,29 @@ def rate_headers(session: Session, tenant_id: str | None) -> dict[str, str]:
     return out
 
 
-# tenant -> (when it was looked up, whether it has a quota row), for admit_direct.
+# tenant -> (when it was looked up, whether it has a quota row), for has_quota.
 _has_quota: dict[str, tuple[float, bool]] = {}
 QUOTA_KNOWN_S = 2.0
 
 
-def admit_direct(session: Session, tenant_id: str | None, *, unrecorded: int) -> None:
-    """`admit` for a direct request on the serving lane, without reading SQL for a tenant
-    known (within QUOTA_KNOWN_S) to have no quota: most tenants, on every request. A quota
-    the operator sets applies to direct requests within that time."""
-    if tenant_id is None:
-        return
+def has_quota(session: Session, tenant_id: str) -> bool:
+    """Whether the tenant has a quota row, without reading SQL for one known (within
+    QUOTA_KNOWN_S) to have none: most tenants, on every direct request. A quota the operator
+    sets applies to direct requests within that time."""
     known = _has_quota.get(tenant_id)
     now = time.monotonic()
     if known is not None and now - known[0] < QUOTA_KNOWN_S and not known[1]:
-        return
+        return False
     has = session.get(TenantQuota, tenant_id) is not None
     if len(_has_quota) > 100_000:
         _has_quota.clear()
     _has_quota[tenant_id] = (now, has)
-    if has:
+    return has
+
+
+def admit_direct(session: Session, tenant_id: str | None, *, unrecorded: int) -> None:
+    """`admit` for a direct request on the serving lane, for a tenant that has a quota."""
+    if tenant_id is not None and has_quota(session, tenant_id):
         admit(session, tenant_id, unrecorded=unrecorded)
 
 
@@ -324,4 +327,11 @@ def list_quotas(session: Session, tenant_ref: str | None = None
         pairs = [(t, q) for t, q in session.execute(
             select(Tenant, TenantQuota).join(TenantQuota, TenantQuota.tenant_id == Tenant.id)
             .order_by(Tenant.name)).tuples()]
-    return [(t, q, usage(session, t.id)) for t, q in pairs]
+    out = []
+    for t, q in pairs:
+        # Stored bytes are three sums: read for this listing, not at every admission (the
+        # stored-bytes limit is checked by nightowl.storage.usage where bytes are added).
+        used = usage(session, t.id)
+        used.stored_bytes = storage_usage.stored_bytes(session, t.id)
+        out.append((t, q, used))
+    return out

@@ -71,7 +71,7 @@ def submit(*, session: Session, settings: Settings, tenant_id: str | None, endpo
            body: dict[str, Any]) -> Direct:
     """Check the body as OpenAI would and queue it as one job (one item per input)."""
     checked = check(session=session, tenant_id=tenant_id, endpoint=endpoint, body=body)
-    job = submit_one(session=session, settings=settings, spec=checked.spec, lines=checked.lines)
+    job = submit_job(session=session, settings=settings, spec=checked.spec, lines=checked.lines)
     return replace(checked.direct, job_id=job.id,
                    responses_head=with_response_id(checked.direct, job.id, job.created_at))
 
@@ -104,6 +104,7 @@ def check(*, session: Session, tenant_id: str | None, endpoint: str,
             param = f"{field}[{n}]" if p.param == field and several else p.param
             raise RequestRefused(p.message, code=p.code, param=param) from None
         lines.append(ParsedLine(n + 1, str(n), data))
+    # Interactive: ahead of bulk chunks of the default priority (see nightowl.jobs.dispatch).
     spec = JobSpec(kind=kind, model=request.model, tenant_id=tenant_id, origin=JobOrigin.DIRECT,
                    metadata=OpenAIFields(endpoint=endpoint, model=request.model,
                                          direct=True).as_metadata(),
@@ -149,14 +150,6 @@ def _each_input(body: dict[str, Any], endpoint: str, request: Request) -> list[R
         except LineProblem as p:
             raise RequestRefused(p.message, code=p.code, param=f"{field}[{n}]") from None
     return out
-
-
-def submit_one(*, session: Session, settings: Settings, spec: JobSpec,
-               lines: list[ParsedLine]) -> Job:
-    """The one place a direct request becomes work. Interactive requests must not wait behind
-    bulk chunks, so they go ahead of the default priority (see nightowl.jobs.dispatch)."""
-    spec = spec.model_copy(update={"priority": max(spec.priority, PRIORITY_INTERACTIVE)})
-    return submit_job(session=session, settings=settings, spec=spec, lines=lines)
 
 
 def poll(session: Session, direct: Direct) -> dict[str, Any] | None:

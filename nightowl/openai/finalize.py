@@ -30,15 +30,17 @@ from nightowl.platform.orm import Job
 log = logging.getLogger(__name__)
 
 
-def finish(session: Session, job_id: str) -> bool:
+def finish(session: Session, job_id: str, *, origin: JobOrigin | None = None) -> bool:
     """Write up a finalizing batch and complete it; False if it is not finalizing (a plain
-    job, not yet done, or already finished by another process)."""
-    if session.scalar(select(Job.origin).where(Job.id == job_id)) != JobOrigin.BATCH:
+    job, not yet done, or already finished by another process). A caller that knows the job's
+    `origin` (a worker after its chunk) spares a plain job any SQL here."""
+    if origin is not None and origin != JobOrigin.BATCH:
         return False
     # The claim takes the row lock (PostgreSQL) or the write lock (SQLite) first, so a second
     # finisher waits here and then matches nothing.
     claimed = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.FINALIZING)
+        update(Job).where(Job.id == job_id, Job.origin == JobOrigin.BATCH,
+                          Job.status == JobStatus.FINALIZING)
         .values(status=JobStatus.FINALIZING).execution_options(synchronize_session=False))
     if not claimed.rowcount:  # type: ignore[attr-defined]
         session.rollback()

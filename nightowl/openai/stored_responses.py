@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from nightowl.common.enums import ItemStatus
 from nightowl.common.errors import NotFound
 from nightowl.openai import responses
+from nightowl.openai.fields import read_openai
 from nightowl.openai.output import output_line
 from nightowl.platform.orm import Job, JobItem
 
@@ -26,17 +27,17 @@ def retrieve(session: Session, rid: str, *, tenant_id: str | None) -> dict[str, 
     if where is None:
         raise missing
     job = session.get(Job, where[0])
-    meta = (job.metadata_.get("openai") or {}) if job is not None else {}
-    if job is None or (tenant_id is not None and job.tenant_id != tenant_id) or (
-        meta.get("endpoint") != responses.RESPONSES
-    ):
+    if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
+        raise missing
+    meta = read_openai(job)
+    if meta.endpoint != responses.RESPONSES:
         raise missing
     item = session.scalars(select(JobItem).where(JobItem.job_id == job.id,
                                                  JobItem.idx == where[1])).first()
     echo = ((item.input or {}).get("response") if item is not None else None)
     if item is None or echo is None or echo.get("store") is False:
         raise missing
-    model = meta.get("model") or job.model_ref
+    model = meta.model or job.model_ref
     if item.status == ItemStatus.SUCCEEDED:
         body: dict[str, Any] = output_line(job.id, item, responses.RESPONSES, model)[
             "response"]["body"]

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-CHAT = "/v1/chat/completions"
+from nightowl.openai.lines import CHAT
 
 
 def sse(data: dict[str, Any] | str) -> str:

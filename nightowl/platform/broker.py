@@ -7,11 +7,17 @@ import redis
 from nightowl.common.config import Settings
 
 
-def redis_client(settings: Settings) -> redis.Redis:
+def broker_url(settings: Settings) -> str:
+    """The broker's URL as redis-py reads it (a unix socket is redis+socket:// for Celery)."""
     url = settings.broker_url
     if url.startswith("redis+socket://"):
-        url = "unix://" + url.removeprefix("redis+socket://")
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        return "unix://" + url.removeprefix("redis+socket://")
+    return url
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(broker_url(settings), socket_timeout=5,
+                                socket_connect_timeout=2)
 
 
 def queue_depth(settings: Settings, queue: str) -> int | None:

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from nightowl.common.enums import JobOrigin
 from nightowl.platform.orm import TIME_MARK
 
 TABLE = "job_items"
 DEFAULT = "job_items_default"
-# Job id prefixes: plain jobs, direct OpenAI requests, OpenAI batches.
-JOB_PREFIX, REQUEST_PREFIX, BATCH_PREFIX = "job", "req", "batch"
-PREFIXES = (JOB_PREFIX, REQUEST_PREFIX, BATCH_PREFIX)
+# One run of windows per job id prefix (plain jobs, direct OpenAI requests, OpenAI batches).
+PREFIXES = tuple(origin.id_prefix for origin in JobOrigin)
 # Windows made ahead of now, so a job is never created before its partition.
 AHEAD_WINDOWS = 2
 # Any fixed 64-bit number: serialises partition DDL across processes (a transaction lock,

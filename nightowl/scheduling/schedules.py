@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 # catchup=none still fires a slot this late (beat polls every few seconds), not older ones.
 MISFIRE_GRACE = timedelta(seconds=60)
+# Missed slots are counted up to this many: a per-second cron left for a year is not walked.
+MAX_COUNTED = 10_000
 def next_fire(schedule: Schedule, after: datetime) -> datetime:
     return next(iter_slots(schedule.cron, check_timezone(schedule.timezone), after))
 
@@ -70,23 +73,25 @@ def due_firings(schedule: Schedule, now: datetime, *, max_catchup: int = 10) -> 
         if len(recent) <= max_catchup:
             return Due(sorted(recent))
         keep = sorted(recent[:max_catchup])
-        dropped = 0
-        for slot in iter_slots(schedule.cron, tz, after):
-            if slot >= keep[0] or dropped >= 10_000:
-                break
-            dropped += 1
-        return Due(keep, missed=dropped)
+        return Due(keep, missed=_slots_between(schedule.cron, tz, after, keep[0]))
     latest = latest_slot(schedule, now)
     if latest <= after:
         return Due([])
-    missed = 0
-    for slot in iter_slots(schedule.cron, check_timezone(schedule.timezone), after):
-        if slot >= latest or missed >= 10_000:
-            break
-        missed += 1
+    missed = _slots_between(schedule.cron, tz, after, latest)
     if schedule.catchup == Catchup.NONE and now - latest > MISFIRE_GRACE:
         return Due([], missed=missed + 1, advance_to=latest)
     return Due([latest], missed=missed)
+
+
+def _slots_between(cron: str, tz: ZoneInfo, after: datetime, until: datetime) -> int:
+    """Slots after `after` and before `until`, counted up to MAX_COUNTED (a count, not a walk
+    of years of per-second slots)."""
+    count = 0
+    for slot in iter_slots(cron, tz, after):
+        if slot >= until or count >= MAX_COUNTED:
+            break
+        count += 1
+    return count
 
 
 # --- editing ----------------------------------------------------------------------------------

@@ -94,17 +94,6 @@ def get_file(session: Session, file_id: str, *, tenant_id: str | None = None) ->
     return row
 
 
-def list_files(session: Session, *, tenant_id: str | None, purpose: str | None = None,
-               limit: int = 100) -> list[File]:
-    stmt = select(File).where(File.deleted_at.is_(None), _live()).order_by(
-        File.created_at.desc()).limit(limit)
-    if tenant_id is not None:
-        stmt = stmt.where(File.tenant_id == tenant_id)
-    if purpose is not None:
-        stmt = stmt.where(File.purpose == purpose)
-    return list(session.scalars(stmt))
-
-
 def list_files_page(session: Session, *, tenant_id: str | None, purpose: str | None = None,
                     after: str | None = None, limit: int = 100,
                     ascending: bool = False) -> tuple[list[File], bool]:

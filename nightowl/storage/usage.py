@@ -27,28 +27,32 @@ def stored_bytes(session: Session, tenant_id: str) -> int:
     return sum(int(session.scalar(q) or 0) for q in (files, runs, versions))
 
 
-def room(session: Session, tenant_id: str | None) -> int | None:
-    """Bytes the tenant may still store (None: no limit); refuses one already at its limit."""
+def _limited(session: Session, tenant_id: str | None) -> tuple[TenantQuota, int, int] | None:
+    """(quota, limit, bytes stored) for a tenant under a stored-bytes limit; None without."""
     if tenant_id is None:
         return None
     quota = session.get(TenantQuota, tenant_id)
     if quota is None or quota.max_stored_bytes is None:
         return None
-    used = stored_bytes(session, tenant_id)
-    if used >= quota.max_stored_bytes:
+    return quota, quota.max_stored_bytes, stored_bytes(session, tenant_id)
+
+
+def room(session: Session, tenant_id: str | None) -> int | None:
+    """Bytes the tenant may still store (None: no limit); refuses one already at its limit."""
+    if (limited := _limited(session, tenant_id)) is None:
+        return None
+    quota, limit, used = limited
+    if used >= limit:
         raise over(session, quota, used, 1, at_least=True)
-    return quota.max_stored_bytes - used
+    return limit - used
 
 
 def check(session: Session, tenant_id: str | None, adding: int) -> None:
     """Refuse `adding` more bytes for this tenant if they would pass its limit."""
-    if tenant_id is None:
+    if (limited := _limited(session, tenant_id)) is None:
         return
-    quota = session.get(TenantQuota, tenant_id)
-    if quota is None or quota.max_stored_bytes is None:
-        return
-    used = stored_bytes(session, tenant_id)
-    if used + adding > quota.max_stored_bytes:
+    quota, limit, used = limited
+    if used + adding > limit:
         raise over(session, quota, used, adding, at_least=False)
 
 

@@ -35,6 +35,8 @@ class RowStreamer(BaseStreamer):
     def __init__(self, listeners: Sequence[TextListener | None], per_prompt: int,
                  decode: Callable[[list[int]], str], ends: set[int], stops: list[str]) -> None:
         self.listeners = listeners
+        # Each distinct listener once: told of every generation step, which is per token.
+        self.following = list({id(x): x for x in listeners if x is not None}.values())
         self.per_prompt = per_prompt
         self.decode = decode
         self.ends = ends
@@ -60,7 +62,7 @@ class RowStreamer(BaseStreamer):
                 continue
             self.ids[row].append(token)
             self._emit(row, listener)
-        for listener in {id(x): x for x in self.listeners if x is not None}.values():
+        for listener in self.following:
             listener.step()
 
     def _emit(self, row: int, listener: TextListener) -> None:
